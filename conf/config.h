@@ -1,0 +1,201 @@
+#pragma once
+
+// The resolved, typed, immutable configuration snapshot. conf/ builds it once from TOML; proxy/
+// and filters/ only read it. Nothing here is parsed or merged at request time.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <toml++/toml.h>
+
+namespace sluice::conf {
+
+using Duration = std::chrono::milliseconds;
+
+// A position in a config file, for diagnostics.
+struct SourcePos {
+  std::string file;
+  uint32_t line = 0;
+  uint32_t column = 0;
+};
+
+struct Diagnostic {
+  SourcePos pos;
+  std::string message;
+
+  // "FILE:LINE:COLUMN: error: message"
+  std::string format() const;
+};
+
+using Diagnostics = std::vector<Diagnostic>;
+
+struct Address {
+  std::string host;  // "127.0.0.1", "::1", "0.0.0.0"; no brackets
+  uint16_t port = 0;
+  bool ipv6 = false;
+  std::string text;  // as written: "127.0.0.1:8080", "[::1]:8443"
+};
+
+struct ServerConfig {
+  uint32_t workers = 0;  // 0 = one per core
+  uint64_t max_connections = 100000;
+  Duration shutdown_timeout = std::chrono::seconds(30);
+  std::string access_log = "stdout";  // "stdout", "off" or a path
+};
+
+struct AdminConfig {
+  Address listen{"127.0.0.1", 9901, false, "127.0.0.1:9901"};
+  std::string token_file;  // empty = mutating endpoints need no token
+};
+
+struct TlsCertificate {
+  std::string cert;  // resolved path
+  std::string key;   // resolved path
+  SourcePos pos;
+};
+
+struct ListenerTls {
+  std::vector<TlsCertificate> certificates;  // first = default
+  std::string min_version = "1.2";           // "1.2" or "1.3"
+  std::vector<std::string> alpn{"http/1.1"};
+  std::string client_ca;  // resolved path, empty = no client certificates
+  std::string verify;     // "", "require" or "optional"
+  Duration handshake_timeout = std::chrono::seconds(10);
+  std::string hsts;  // empty = no Strict-Transport-Security header
+  SourcePos pos;
+};
+
+struct ListenerConfig {
+  std::string name;
+  Address listen;
+  Duration header_timeout = std::chrono::seconds(10);
+  Duration idle_timeout = std::chrono::seconds(60);
+  uint64_t max_header_bytes = 32 * 1024;
+  bool redirect_to_https = false;
+  bool proxy_protocol = false;
+  std::optional<ListenerTls> tls;
+  SourcePos pos;
+};
+
+struct WebSocketConfig {
+  bool enabled = false;
+  uint64_t max_message_bytes = 1024 * 1024;
+  Duration ping_interval = std::chrono::seconds(30);  // 0 = no heartbeats
+  Duration pong_timeout = std::chrono::seconds(10);
+  Duration idle_timeout{0};  // 0 = off
+  bool validate_utf8 = true;
+};
+
+struct RouteConfig {
+  std::string name;  // `name` key, or the route's index in file order ("0", "1", ...)
+  std::string listener;
+  std::string host = "*";  // lower-cased: "example.com", "*.example.com" or "*"
+  std::string path_prefix = "/";
+  std::string pool;
+  std::vector<std::string> filters;
+  uint64_t max_body_bytes = 1024ull * 1024 * 1024;  // 413 above; 0 = unlimited
+  WebSocketConfig websocket;
+  size_t listener_index = 0;  // index into Config::listeners
+  size_t pool_index = 0;      // index into Config::pools
+  std::vector<size_t> filter_indices;  // indices into Config::filters, in order
+  SourcePos pos;
+};
+
+struct BackendConfig {
+  Address address;
+  uint32_t weight = 1;
+  SourcePos pos;
+};
+
+struct HealthConfig {
+  std::string type = "http";  // "http" or "tcp"
+  std::string path = "/";
+  Duration interval = std::chrono::seconds(5);
+  Duration timeout = std::chrono::seconds(2);
+  uint32_t healthy_threshold = 2;
+  uint32_t unhealthy_threshold = 3;
+  uint16_t expect_status_min = 200;  // expect_status = 200, "2xx" or "200-399"
+  uint16_t expect_status_max = 399;
+  SourcePos pos;
+};
+
+struct PoolTls {
+  std::string ca;  // resolved path; empty = system default
+  bool verify = true;
+  std::string sni;
+  std::string cert;
+  std::string key;
+  SourcePos pos;
+};
+
+enum class Balance { kRoundRobin, kLeastConn, kRandom, kConsistentHash };
+
+struct PoolConfig {
+  std::string name;
+  std::vector<BackendConfig> backends;
+  Balance balance = Balance::kRoundRobin;
+  std::string balance_name = "round_robin";
+  std::string hash_key = "source_ip";  // source_ip, header:NAME, cookie:NAME, query:NAME
+  double hash_balance_factor = 0.25;
+  std::string sticky_cookie;  // empty = off
+  Duration connect_timeout = std::chrono::seconds(5);
+  Duration response_timeout = std::chrono::seconds(60);
+  Duration drain_timeout = std::chrono::seconds(30);
+  uint32_t rebalance_max_per_second = 0;  // 0 = off
+  uint32_t keepalive_connections = 32;    // idle upstream connections kept per worker per backend
+  Duration keepalive_timeout = std::chrono::seconds(60);
+  std::optional<HealthConfig> health;
+  std::optional<PoolTls> tls;
+  SourcePos pos;
+};
+
+// A [[filters]] entry. Its type-specific keys stay a TOML table (with source positions) that the
+// filter registry validates and compiles; conf/ only checks name and type.
+struct FilterConfig {
+  std::string name;
+  std::string type;
+  std::shared_ptr<const toml::table> options;  // the whole [[filters]] table, name and type included
+  SourcePos pos;
+};
+
+struct Config {
+  std::string path;                // the main file, as given
+  std::vector<std::string> files;  // every file read (main first, then includes), for watching
+  ServerConfig server;
+  AdminConfig admin;
+  std::vector<ListenerConfig> listeners;
+  std::vector<RouteConfig> routes;
+  std::vector<PoolConfig> pools;
+  std::vector<FilterConfig> filters;
+};
+
+// Called for each [[filters]] entry once conf/ has checked name and type; appends diagnostics for
+// unknown types and bad type-specific keys. Supplied by the filter registry.
+using FilterValidator = std::function<void(const FilterConfig&, Diagnostics&)>;
+
+struct LoadResult {
+  std::shared_ptr<const Config> config;  // null when diagnostics is non-empty
+  Diagnostics diagnostics;
+};
+
+// Reads `path` (and its includes), validates everything, and returns either a config or every
+// error found.
+LoadResult loadFile(const std::string& path, const FilterValidator& validate_filter = {});
+
+// Same, from a string (for tests); `name` is used as the file name in diagnostics, includes are
+// resolved relative to the current directory.
+LoadResult loadString(std::string_view text, const std::string& name,
+                      const FilterValidator& validate_filter = {});
+
+// Value parsers, exposed for reuse and unit tests. Each returns nullopt on a bad value and sets
+// `why` to a short explanation.
+std::optional<Duration> parseDuration(std::string_view text, std::string* why = nullptr);
+std::optional<uint64_t> parseSize(std::string_view text, std::string* why = nullptr);
+std::optional<Address> parseAddress(std::string_view text, std::string* why = nullptr);
+
+}  // namespace sluice::conf

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs every Debian package and npm module sluice needs to build, run and test.
+# Idempotent: packages already present are not reinstalled; apt-get update runs only when needed.
+# Usage: packaging/setup.sh [build|test|bench]   (default: build)
+set -euo pipefail
+mode=${1:-build}
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+build_pkgs=(build-essential cmake ninja-build pkg-config libuv1-dev node-llhttp libssl-dev
+  libtomlplusplus-dev zlib1g-dev libre2-dev libgtest-dev googletest python3 curl)
+test_pkgs=(python3-websockets python3-prometheus-client openssl nodejs npm procps)
+bench_pkgs=(nginx-light haproxy wrk)
+
+want=("${build_pkgs[@]}")
+case "$mode" in
+  build) ;;
+  test) want+=("${test_pkgs[@]}") ;;
+  bench) want+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "setup: installing ${missing[*]}"
+  # Update the package lists when they are missing or older than a day.
+  if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
+    $sudo apt-get update -qq
+  fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "$mode" != build ] && [ -f "$here/tests/integration/package.json" ]; then
+  if [ ! -d "$here/tests/integration/node_modules/ws" ]; then
+    echo "setup: npm install (tests/integration)"
+    (cd "$here/tests/integration" && npm install --no-audit --no-fund --silent)
+  fi
+fi

@@ -1,0 +1,233 @@
+#pragma once
+
+// The HTTP/1.1 data path. A DownstreamConnection is one client connection: it parses requests
+// with llhttp (strict), routes them, and relays each to an UpstreamConnection, one request at a
+// time (pipelined requests wait their turn, so responses keep their order). Bodies stream in both
+// directions with watermark backpressure; nothing is buffered whole.
+
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include "proxy/http/message.h"
+#include "proxy/net/stream.h"
+#include "proxy/snapshot.h"
+
+namespace sluice {
+class Worker;
+}
+
+namespace sluice::http {
+
+class UpstreamConnection;
+
+// What went wrong toward a backend, as seen by the downstream side.
+enum class UpstreamError {
+  kConnectFailed,    // refused, unreachable, or connect_timeout
+  kResetBeforeResponse,  // closed or reset before any response byte
+  kTimeout,          // response_timeout
+  kBadResponse,      // unparsable response
+  kTruncated,        // closed in the middle of the response
+};
+
+class DownstreamConnection : public net::Stream::Handler {
+ public:
+  DownstreamConnection(Worker* worker, size_t listener_index);
+  ~DownstreamConnection() override;
+
+  // Accepts from `server` and starts reading. Returns false (and closes) on failure.
+  bool accept(uv_stream_t* server);
+  // Graceful shutdown: idle connections close now, busy ones after their current response.
+  void shutdownGracefully();
+  // Shutdown timeout: close at once.
+  void abort();
+
+  // --- called by the UpstreamConnection serving this request ---
+  void onUpstreamConnected();
+  void onUpstreamInformational(const ResponseHead& head);
+  // Returns true when the response has no body (HEAD request).
+  bool onUpstreamResponseHead(const ResponseHead& head, bool upstream_keep_alive,
+                              bool close_delimited);
+  void onUpstreamBody(const char* data, size_t len);
+  void onUpstreamComplete();
+  void onUpstreamError(UpstreamError error, int status);
+  void onUpstreamWritable();
+  net::Stream& stream() { return stream_; }
+
+  // net::Stream::Handler
+  void onData(const char* data, size_t len) override;
+  void onEof() override;
+  void onError(int status) override;
+  void onWritable() override;
+  void onFlushed() override;
+  void onClosed() override;
+
+ private:
+  enum class State {
+    kReadingHead,  // waiting for (the rest of) a request head
+    kProxying,     // a request is being relayed
+    kClosing,      // sending the last bytes, then closing
+  };
+  enum class TimerMode { kNone, kHeader, kIdle, kBody, kLinger, kShutdown };
+
+  static int cbMessageBegin(llhttp_t* p);
+  static int cbUrl(llhttp_t* p, const char* at, size_t len);
+  static int cbHeaderField(llhttp_t* p, const char* at, size_t len);
+  static int cbHeaderFieldComplete(llhttp_t* p);
+  static int cbHeaderValue(llhttp_t* p, const char* at, size_t len);
+  static int cbHeaderValueComplete(llhttp_t* p);
+  static int cbHeadersComplete(llhttp_t* p);
+  static int cbBody(llhttp_t* p, const char* at, size_t len);
+  static int cbMessageComplete(llhttp_t* p);
+  static const llhttp_settings_t& settings();
+  static void onTimer(uv_timer_t* t);
+  static void onTimerClosed(uv_handle_t* h);
+
+  void parse(const char* data, size_t len);
+  void processPendingInput();
+  int handleHeadersComplete();
+  void startUpstream(int exclude_backend);
+  void sendRequestHeadUpstream();
+  void forwardBody(const char* data, size_t len);
+  void finishRequestBody();
+  void respondLocal(uint16_t status, std::string_view detail, bool close_after,
+                    std::string_view extra_headers = {});
+  void finishExchange();
+  void writeAccessLog();
+  void releaseUpstream(bool reusable);
+  void closeSoon();
+  void closeNow();
+  void maybeDelete();
+  void armTimer(TimerMode mode, conf::Duration d);
+  const conf::ListenerConfig& listener() const;
+  bool clientWantsKeepAlive() const;
+
+  Worker* worker_;
+  SnapshotPtr snapshot_;
+  size_t listener_index_;
+  net::Stream stream_;
+  uv_timer_t timer_;
+  TimerMode timer_mode_ = TimerMode::kNone;
+  bool timer_closed_ = false;
+  bool stream_closed_ = false;
+  bool closing_ = false;
+  bool registered_ = false;
+  State state_ = State::kReadingHead;
+
+  llhttp_t parser_;
+  std::string pending_input_;  // bytes read while a request was in flight
+  bool parser_paused_ = false;
+  bool parser_failed_ = false;
+  bool client_eof_ = false;
+  bool shutdown_ = false;
+  bool saw_request_bytes_ = false;  // some byte of the next request has arrived
+  const char* exec_start_ = nullptr;
+  char prev_last_byte_ = 0;  // last byte of the previous parse() call
+  enum class LastHeaderCb { kNone, kField, kFieldComplete, kValue, kValueComplete };
+  LastHeaderCb last_header_cb_ = LastHeaderCb::kNone;
+  size_t head_bytes_ = 0;
+  int reject_status_ = 0;  // set by a callback that wants the request rejected
+  const char* reject_reason_ = "";
+
+  // The current request.
+  RequestHead request_;
+  std::string client_ip_;
+  std::string request_id_;
+  int route_ = -1;
+  int backend_ = -1;
+  int attempts_ = 0;
+  Framing request_framing_ = Framing::kNone;
+  Framing response_framing_ = Framing::kNone;
+  bool head_request_ = false;
+  bool expect_continue_ = false;
+  bool request_complete_ = false;
+  bool response_started_ = false;
+  bool response_complete_ = false;
+  bool keep_alive_ = true;
+  uint16_t status_ = 0;
+  uint64_t body_in_ = 0;
+  uint64_t bytes_out_ = 0;
+  std::string local_error_;
+  std::chrono::steady_clock::time_point request_start_;
+  std::string head_buffer_;  // scratch for building heads
+  std::string upstream_head_;  // the request head sent upstream, kept for a retry
+  UpstreamConnection* upstream_ = nullptr;
+};
+
+class UpstreamConnection : public net::Stream::Handler {
+ public:
+  UpstreamConnection(Worker* worker, std::string key, size_t pool, int backend);
+  ~UpstreamConnection() override;
+
+  // Starts connecting to `addr`. Returns false when the connect could not even start.
+  bool connect(const sockaddr* addr, conf::Duration timeout);
+  // Binds this connection to a request. `reused` = it came from the keep-alive pool.
+  void attach(DownstreamConnection* down, conf::Duration response_timeout, bool head_request);
+  void detach();
+  void write(std::string_view data) { stream_.write(data); }
+  void write(const uv_buf_t* bufs, unsigned n) { stream_.write(bufs, n); }
+  void requestSent();
+  bool connected() const { return connected_; }
+  bool reused() const { return requests_ > 1; }
+  bool responseStarted() const { return response_bytes_ > 0; }
+  bool aboveHighWatermark() const { return stream_.aboveHighWatermark(); }
+  // Goes idle in the worker's pool when `reusable`, otherwise closes.
+  void release(bool reusable, uint32_t max_idle, conf::Duration idle_timeout);
+  void close();
+  const std::string& key() const { return key_; }
+  int backend() const { return backend_; }
+  size_t pool() const { return pool_; }
+  net::Stream& stream() { return stream_; }
+
+  // net::Stream::Handler
+  void onConnected(int status) override;
+  void onData(const char* data, size_t len) override;
+  void onEof() override;
+  void onError(int status) override;
+  void onWritable() override;
+  void onClosed() override;
+
+ private:
+  static int cbMessageBegin(llhttp_t* p);
+  static int cbStatus(llhttp_t* p, const char* at, size_t len);
+  static int cbHeaderField(llhttp_t* p, const char* at, size_t len);
+  static int cbHeaderValue(llhttp_t* p, const char* at, size_t len);
+  static int cbHeadersComplete(llhttp_t* p);
+  static int cbBody(llhttp_t* p, const char* at, size_t len);
+  static int cbMessageComplete(llhttp_t* p);
+  static const llhttp_settings_t& settings();
+  static void onTimer(uv_timer_t* t);
+  static void onTimerClosed(uv_handle_t* h);
+  void fail(UpstreamError error, int status);
+  void maybeDelete();
+
+  Worker* worker_;
+  std::string key_;  // backend address text: the keep-alive pool key
+  size_t pool_;
+  int backend_;
+  net::Stream stream_;
+  uv_timer_t timer_;
+  bool timer_closed_ = false;
+  bool stream_closed_ = false;
+  bool closing_ = false;
+  bool connected_ = false;
+  bool idle_ = false;
+  bool head_request_ = false;
+  bool message_done_ = false;
+  bool keep_alive_ = false;
+  uint64_t requests_ = 0;
+  uint64_t response_bytes_ = 0;
+  conf::Duration response_timeout_{0};
+  llhttp_t parser_;
+  ResponseHead response_;
+  bool last_was_value_ = false;
+  DownstreamConnection* down_ = nullptr;
+};
+
+}  // namespace sluice::http

@@ -1,0 +1,767 @@
+#include <cstring>
+
+#include "proxy/http/connection.h"
+#include "proxy/log.h"
+#include "proxy/router.h"
+#include "proxy/worker.h"
+
+namespace sluice::http {
+
+namespace {
+constexpr size_t kMaxPendingInput = 64 * 1024;
+constexpr auto kLingerTimeout = std::chrono::seconds(2);
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+constexpr std::string_view kCrlf = "\r\n";
+constexpr std::string_view kLastChunk = "0\r\n\r\n";
+
+DownstreamConnection* self(llhttp_t* p) { return static_cast<DownstreamConnection*>(p->data); }
+
+bool idempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "TRACE" ||
+         method == "PUT" || method == "DELETE";
+}
+
+// Writes `data` as one chunk of a chunked body: size line, data, CRLF, in one writev.
+template <typename Sink>
+void writeChunk(Sink& sink, const char* data, size_t len) {
+  char size_line[24];
+  int n = snprintf(size_line, sizeof size_line, "%zx\r\n", len);
+  uv_buf_t bufs[3] = {uv_buf_init(size_line, static_cast<unsigned>(n)),
+                      uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len)),
+                      uv_buf_init(const_cast<char*>(kCrlf.data()), 2)};
+  sink.write(bufs, 3);
+}
+}  // namespace
+
+DownstreamConnection::DownstreamConnection(Worker* worker, size_t listener_index)
+    : worker_(worker), snapshot_(worker->snapshot()), listener_index_(listener_index),
+      stream_(worker->loop(), this) {
+  uv_timer_init(worker->loop(), &timer_);
+  timer_.data = this;
+  llhttp_init(&parser_, HTTP_REQUEST, &settings());
+  parser_.data = this;
+  worker_->shared()->open_connections.fetch_add(1, std::memory_order_relaxed);
+}
+
+DownstreamConnection::~DownstreamConnection() {
+  worker_->shared()->open_connections.fetch_sub(1, std::memory_order_relaxed);
+}
+
+const conf::ListenerConfig& DownstreamConnection::listener() const {
+  return snapshot_->config->listeners[listener_index_];
+}
+
+const llhttp_settings_t& DownstreamConnection::settings() {
+  static const llhttp_settings_t s = [] {
+    llhttp_settings_t st;
+    llhttp_settings_init(&st);
+    st.on_message_begin = &DownstreamConnection::cbMessageBegin;
+    st.on_url = &DownstreamConnection::cbUrl;
+    st.on_header_field = &DownstreamConnection::cbHeaderField;
+    st.on_header_field_complete = &DownstreamConnection::cbHeaderFieldComplete;
+    st.on_header_value = &DownstreamConnection::cbHeaderValue;
+    st.on_header_value_complete = &DownstreamConnection::cbHeaderValueComplete;
+    st.on_headers_complete = &DownstreamConnection::cbHeadersComplete;
+    st.on_body = &DownstreamConnection::cbBody;
+    st.on_message_complete = &DownstreamConnection::cbMessageComplete;
+    return st;
+  }();
+  return s;
+}
+
+bool DownstreamConnection::accept(uv_stream_t* server) {
+  worker_->registerConnection(this);
+  registered_ = true;
+  if (uv_accept(server, stream_.uvStream()) != 0) {
+    closeNow();
+    return false;
+  }
+  uv_tcp_nodelay(stream_.handle(), 1);
+  if (!stream_.peerAddress(&client_ip_)) {
+    client_ip_ = "unknown";
+  }
+  stream_.readStart();
+  armTimer(TimerMode::kHeader, listener().header_timeout);
+  return true;
+}
+
+void DownstreamConnection::armTimer(TimerMode mode, conf::Duration d) {
+  timer_mode_ = mode;
+  if (mode == TimerMode::kNone || d.count() <= 0) {
+    uv_timer_stop(&timer_);
+    return;
+  }
+  uv_timer_start(&timer_, &DownstreamConnection::onTimer, static_cast<uint64_t>(d.count()), 0);
+}
+
+void DownstreamConnection::onTimer(uv_timer_t* t) {
+  auto* d = static_cast<DownstreamConnection*>(t->data);
+  switch (d->timer_mode_) {
+    case TimerMode::kHeader:
+      if (d->state_ == State::kReadingHead && d->saw_request_bytes_) {
+        d->respondLocal(408, "request head not received in time", true);
+      } else {
+        d->closeNow();  // a connection that never sent a byte gets no answer
+      }
+      return;
+    case TimerMode::kBody:
+      d->respondLocal(408, "request body not received in time", true);
+      return;
+    case TimerMode::kIdle:
+    case TimerMode::kLinger:
+    case TimerMode::kShutdown:
+    case TimerMode::kNone:
+      d->closeNow();
+      return;
+  }
+}
+
+bool DownstreamConnection::clientWantsKeepAlive() const {
+  return llhttp_should_keep_alive(&parser_) != 0;
+}
+
+// ---- reading and parsing -------------------------------------------------------------------
+
+void DownstreamConnection::onData(const char* data, size_t len) {
+  if (closing_ || state_ == State::kClosing) {
+    return;  // lingering close: discard what the client still sends
+  }
+  if (parser_paused_) {
+    // A request is in flight; keep the next ones (pipelining) but bounded.
+    pending_input_.append(data, len);
+    if (pending_input_.size() > kMaxPendingInput) {
+      stream_.readStop();
+    }
+    return;
+  }
+  parse(data, len);
+}
+
+void DownstreamConnection::parse(const char* data, size_t len) {
+  if (state_ == State::kReadingHead && timer_mode_ == TimerMode::kIdle) {
+    armTimer(TimerMode::kHeader, listener().header_timeout);
+  }
+  exec_start_ = data;
+  if (state_ == State::kReadingHead) {
+    saw_request_bytes_ = true;
+  }
+  llhttp_errno_t err = llhttp_execute(&parser_, data, len);
+  prev_last_byte_ = len > 0 ? data[len - 1] : prev_last_byte_;
+  if (closing_ || state_ == State::kClosing) {
+    return;
+  }
+  if (err == HPE_OK) {
+    return;
+  }
+  if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+    const char* pos = llhttp_get_error_pos(&parser_);
+    size_t consumed = pos != nullptr ? static_cast<size_t>(pos - data) : len;
+    if (consumed < len) {
+      // `data` may point into pending_input_ itself: copy before replacing.
+      std::string rest(data + consumed, len - consumed);
+      rest.append(pending_input_);
+      pending_input_ = std::move(rest);
+    }
+    parser_paused_ = true;
+    if (response_complete_ && request_complete_) {
+      finishExchange();
+    }
+    return;
+  }
+  if (err == HPE_USER && reject_status_ != 0) {
+    respondLocal(static_cast<uint16_t>(reject_status_), reject_reason_, true);
+    return;
+  }
+  parser_failed_ = true;
+  const char* reason = llhttp_get_error_reason(&parser_);
+  LOG_DEBUG("downstream %s: bad request: %s (%s)", client_ip_.c_str(), llhttp_errno_name(err),
+            reason ? reason : "");
+  respondLocal(400, reason ? reason : "malformed request", true);
+}
+
+void DownstreamConnection::processPendingInput() {
+  if (pending_input_.empty()) {
+    return;
+  }
+  std::string data = std::move(pending_input_);
+  pending_input_.clear();
+  parse(data.data(), data.size());
+}
+
+int DownstreamConnection::cbMessageBegin(llhttp_t* p) {
+  DownstreamConnection* d = self(p);
+  d->request_.clear();
+  d->last_header_cb_ = LastHeaderCb::kNone;
+  d->head_bytes_ = 0;
+  d->reject_status_ = 0;
+  d->request_start_ = std::chrono::steady_clock::now();
+  return 0;
+}
+
+int DownstreamConnection::cbUrl(llhttp_t* p, const char* at, size_t len) {
+  DownstreamConnection* d = self(p);
+  d->head_bytes_ += len;
+  if (d->head_bytes_ > d->listener().max_header_bytes) {
+    d->reject_status_ = 431;
+    d->reject_reason_ = "request head too large";
+    return HPE_USER;
+  }
+  d->request_.url.append(at, len);
+  return 0;
+}
+
+int DownstreamConnection::cbHeaderField(llhttp_t* p, const char* at, size_t len) {
+  DownstreamConnection* d = self(p);
+  d->head_bytes_ += len;
+  if (d->head_bytes_ > d->listener().max_header_bytes) {
+    d->reject_status_ = 431;
+    d->reject_reason_ = "request head too large";
+    return HPE_USER;
+  }
+  if (d->last_header_cb_ != LastHeaderCb::kField) {
+    d->request_.headers.emplace_back();
+    d->head_bytes_ += 4;  // ": " and CRLF
+  }
+  d->last_header_cb_ = LastHeaderCb::kField;
+  d->request_.headers.back().name.append(at, len);
+  return 0;
+}
+
+int DownstreamConnection::cbHeaderFieldComplete(llhttp_t* p) {
+  DownstreamConnection* d = self(p);
+  d->last_header_cb_ = LastHeaderCb::kFieldComplete;
+  const std::string& name = d->request_.headers.back().name;
+  // llhttp accepts "Host : x"; RFC 9112 5.1 requires rejecting whitespace before the colon.
+  if (!name.empty() && (name.back() == ' ' || name.back() == '\t')) {
+    d->reject_status_ = 400;
+    d->reject_reason_ = "whitespace between header name and colon";
+    return HPE_USER;
+  }
+  return 0;
+}
+
+int DownstreamConnection::cbHeaderValue(llhttp_t* p, const char* at, size_t len) {
+  DownstreamConnection* d = self(p);
+  d->head_bytes_ += len;
+  if (d->head_bytes_ > d->listener().max_header_bytes) {
+    d->reject_status_ = 431;
+    d->reject_reason_ = "request head too large";
+    return HPE_USER;
+  }
+  if (d->last_header_cb_ == LastHeaderCb::kValue) {
+    // A second span of the same value. Either the read was split here, or llhttp is folding an
+    // obs-fold continuation line into the value: then the byte before `at` ends a line.
+    char before = at > d->exec_start_ ? at[-1] : d->prev_last_byte_;
+    if (before == '\n') {
+      d->reject_status_ = 400;
+      d->reject_reason_ = "obsolete line folding in header";
+      return HPE_USER;
+    }
+  }
+  d->last_header_cb_ = LastHeaderCb::kValue;
+  d->request_.headers.back().value.append(at, len);
+  return 0;
+}
+
+int DownstreamConnection::cbHeaderValueComplete(llhttp_t* p) {
+  self(p)->last_header_cb_ = LastHeaderCb::kValueComplete;
+  return 0;
+}
+
+int DownstreamConnection::cbHeadersComplete(llhttp_t* p) {
+  return self(p)->handleHeadersComplete();
+}
+
+int DownstreamConnection::handleHeadersComplete() {
+  RequestHead& req = request_;
+  req.major = llhttp_get_http_major(&parser_);
+  req.minor = llhttp_get_http_minor(&parser_);
+  req.method = llhttp_method_name(static_cast<llhttp_method_t>(llhttp_get_method(&parser_)));
+  head_request_ = req.method == "HEAD";
+  request_complete_ = response_complete_ = response_started_ = false;
+  body_in_ = bytes_out_ = 0;
+  status_ = 0;
+  attempts_ = 0;
+  backend_ = -1;
+  route_ = -1;
+  local_error_.clear();
+  request_id_.clear();
+  keep_alive_ = true;
+  expect_continue_ = false;
+  state_ = State::kProxying;
+  armTimer(TimerMode::kNone, {});
+
+  bool chunked = (parser_.flags & F_CHUNKED) != 0;
+  bool has_length = (parser_.flags & F_CONTENT_LENGTH) != 0;
+  request_framing_ = chunked ? Framing::kChunked
+                     : (has_length ? Framing::kContentLength : Framing::kNone);
+  bool has_body = chunked || (has_length && parser_.content_length > 0);
+
+  // Reject what must not be proxied. Local answers to requests with an unread body close the
+  // connection: the body is never read, so the stream cannot be resynchronised.
+  if (req.major != 1) {
+    respondLocal(505, "only HTTP/1.x is supported", true);
+    return HPE_USER;
+  }
+  size_t hosts = req.count("host");
+  if (hosts > 1 || (hosts == 0 && req.minor >= 1)) {
+    respondLocal(400, hosts > 1 ? "more than one Host header" : "missing Host header", true);
+    return HPE_USER;
+  }
+  if (req.minor == 0 && chunked) {
+    respondLocal(400, "Transfer-Encoding in an HTTP/1.0 request", true);
+    return HPE_USER;
+  }
+  if (req.method == "CONNECT") {
+    respondLocal(405, "CONNECT is not supported", true);
+    return HPE_USER;
+  }
+
+  // The authority: absolute-form target first, then Host.
+  std::string_view path = req.url;
+  std::string_view host;
+  if (const Header* h = req.find("host")) {
+    host = h->value;
+  }
+  if (path.starts_with("http://") || path.starts_with("https://")) {
+    std::string_view rest = path.substr(path.find("//") + 2);
+    size_t slash = rest.find_first_of("/?");
+    host = rest.substr(0, slash);
+    path = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+  }
+  route_ = snapshot_->router.match(listener_index_, host, path);
+  if (route_ < 0) {
+    respondLocal(404, "no route", has_body);
+    return has_body ? HPE_USER : 0;
+  }
+  const conf::RouteConfig& route = snapshot_->config->routes[static_cast<size_t>(route_)];
+
+  if (parser_.upgrade != 0) {
+    const Header* upgrade = req.find("upgrade");
+    if (upgrade != nullptr && headerHasToken(upgrade->value, "websocket")) {
+      respondLocal(403, route.websocket.enabled ? "WebSocket proxying is not available yet"
+                                                : "WebSocket upgrades are not enabled on this route",
+                   true);
+      return HPE_USER;
+    }
+    // Other upgrades (h2c, ...) are not offered: the request is proxied as plain HTTP/1.1.
+  }
+
+  if (has_length && route.max_body_bytes > 0 && parser_.content_length > route.max_body_bytes) {
+    respondLocal(413, "request body larger than max_body_bytes", true);
+    return HPE_USER;
+  }
+  if (const Header* expect = req.find("expect")) {
+    if (!iequals(expect->value, "100-continue")) {
+      respondLocal(417, "unsupported Expect", true);
+      return HPE_USER;
+    }
+    expect_continue_ = req.minor >= 1 && has_body;
+  }
+  if (const Header* id = req.find("x-request-id")) {
+    request_id_ = id->value;
+  } else {
+    worker_->newRequestId(&request_id_);
+  }
+  if (has_body) {
+    armTimer(TimerMode::kBody, listener().idle_timeout);
+  }
+  startUpstream(-1);
+  return 0;
+}
+
+int DownstreamConnection::cbBody(llhttp_t* p, const char* at, size_t len) {
+  DownstreamConnection* d = self(p);
+  d->forwardBody(at, len);
+  return d->closing_ ? HPE_USER : 0;
+}
+
+int DownstreamConnection::cbMessageComplete(llhttp_t* p) {
+  DownstreamConnection* d = self(p);
+  d->finishRequestBody();
+  return HPE_PAUSED;
+}
+
+// ---- toward the upstream -------------------------------------------------------------------
+
+void DownstreamConnection::startUpstream(int exclude_backend) {
+  const Snapshot& snap = *snapshot_;
+  const conf::RouteConfig& route = snap.config->routes[static_cast<size_t>(route_)];
+  const conf::PoolConfig& pool = snap.config->pools[route.pool_index];
+  int backend = worker_->pickBackend(snap, route.pool_index, exclude_backend);
+  if (backend < 0) {
+    LOG_WARN("pool '%s': no backend available", pool.name.c_str());
+    respondLocal(503, "no backend available", !request_complete_);
+    return;
+  }
+  backend_ = backend;
+  ++attempts_;
+  const std::string& key = pool.backends[static_cast<size_t>(backend)].address.text;
+  // A retry after a stale keep-alive connection always opens a fresh one.
+  UpstreamConnection* up = attempts_ == 1 ? worker_->takeIdleUpstream(key) : nullptr;
+  if (up == nullptr) {
+    up = new UpstreamConnection(worker_, key, route.pool_index, backend);
+    const sockaddr_storage& addr = snap.backend_addrs[route.pool_index][static_cast<size_t>(backend)];
+    if (!up->connect(reinterpret_cast<const sockaddr*>(&addr), pool.connect_timeout)) {
+      up->close();
+      respondLocal(502, "cannot connect to backend", !request_complete_);
+      return;
+    }
+  }
+  upstream_ = up;
+  up->attach(this, pool.response_timeout, head_request_);
+  sendRequestHeadUpstream();
+  if (request_complete_) {
+    if (request_framing_ == Framing::kChunked) {
+      up->write(kLastChunk);
+    }
+    up->requestSent();
+  }
+}
+
+void DownstreamConnection::sendRequestHeadUpstream() {
+  if (attempts_ == 1) {
+    upstream_head_.clear();
+    ForwardInfo info;
+    info.client_ip = client_ip_;
+    info.proto = "http";
+    info.request_id = request_id_;
+    writeUpstreamRequest(request_, info, request_framing_, &upstream_head_);
+  }
+  upstream_->write(upstream_head_);
+  if (expect_continue_ && attempts_ == 1) {
+    stream_.write(kContinue);
+  }
+}
+
+void DownstreamConnection::onUpstreamConnected() {}
+
+void DownstreamConnection::forwardBody(const char* data, size_t len) {
+  body_in_ += len;
+  const conf::RouteConfig* route =
+      route_ >= 0 ? &snapshot_->config->routes[static_cast<size_t>(route_)] : nullptr;
+  if (route != nullptr && route->max_body_bytes > 0 && body_in_ > route->max_body_bytes) {
+    respondLocal(413, "request body larger than max_body_bytes", true);
+    return;
+  }
+  if (timer_mode_ == TimerMode::kBody) {
+    uv_timer_again(&timer_);
+  }
+  if (upstream_ == nullptr) {
+    return;  // answered locally already; the rest of the body is discarded
+  }
+  if (request_framing_ == Framing::kChunked) {
+    writeChunk(*upstream_, data, len);
+  } else {
+    uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
+    upstream_->write(&b, 1);
+  }
+  if (upstream_->aboveHighWatermark()) {
+    stream_.readStop();
+  }
+}
+
+void DownstreamConnection::finishRequestBody() {
+  request_complete_ = true;
+  if (timer_mode_ == TimerMode::kBody) {
+    armTimer(TimerMode::kNone, {});
+  }
+  if (upstream_ != nullptr) {
+    if (request_framing_ == Framing::kChunked) {
+      upstream_->write(kLastChunk);
+    }
+    upstream_->requestSent();
+  }
+}
+
+void DownstreamConnection::onUpstreamWritable() {
+  if (state_ == State::kProxying && !request_complete_ && !closing_) {
+    stream_.readStart();
+  }
+}
+
+// ---- from the upstream ---------------------------------------------------------------------
+
+void DownstreamConnection::onUpstreamInformational(const ResponseHead& head) {
+  // 100 Continue is sluice's own business (it answered Expect itself); other 1xx are relayed to
+  // HTTP/1.1 clients.
+  if (head.status == 100 || request_.minor == 0 || response_started_) {
+    return;
+  }
+  head_buffer_.clear();
+  writeDownstreamResponse(head, Framing::kNone, true, {}, &head_buffer_);
+  stream_.write(head_buffer_);
+}
+
+bool DownstreamConnection::onUpstreamResponseHead(const ResponseHead& head, bool upstream_keep_alive,
+                                                  bool close_delimited) {
+  status_ = head.status;
+  response_started_ = true;
+  bool no_body = head_request_ || head.status == 204 || head.status == 304;
+  if (no_body) {
+    response_framing_ = Framing::kNone;
+  } else if (close_delimited || head.find("transfer-encoding") != nullptr) {
+    response_framing_ = request_.minor >= 1 ? Framing::kChunked : Framing::kClose;
+  } else {
+    response_framing_ = Framing::kContentLength;
+  }
+  keep_alive_ = keep_alive_ && clientWantsKeepAlive() && !shutdown_ && !client_eof_ &&
+                response_framing_ != Framing::kClose && !worker_->shuttingDown();
+  head_buffer_.clear();
+  writeDownstreamResponse(head, response_framing_, keep_alive_, {}, &head_buffer_);
+  stream_.write(head_buffer_);
+  return head_request_;
+}
+
+void DownstreamConnection::onUpstreamBody(const char* data, size_t len) {
+  bytes_out_ += len;
+  if (response_framing_ == Framing::kChunked) {
+    writeChunk(stream_, data, len);
+  } else {
+    uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
+    stream_.write(&b, 1);
+  }
+}
+
+void DownstreamConnection::onWritable() {
+  if (upstream_ != nullptr) {
+    upstream_->stream().readStart();
+  }
+}
+
+void DownstreamConnection::onUpstreamComplete() {
+  if (response_framing_ == Framing::kChunked) {
+    stream_.write(kLastChunk);
+  }
+  response_complete_ = true;
+  releaseUpstream(request_complete_);
+  if (request_complete_) {
+    finishExchange();
+  } else {
+    // The backend answered before the request body ended: the rest of it is not worth reading.
+    keep_alive_ = false;
+    writeAccessLog();
+    closeSoon();
+  }
+}
+
+void DownstreamConnection::onUpstreamError(UpstreamError error, int status) {
+  upstream_ = nullptr;
+  bool nothing_sent = body_in_ == 0;
+  bool retry = false;
+  if (error == UpstreamError::kConnectFailed) {
+    retry = nothing_sent && attempts_ < 2;
+  } else if (error == UpstreamError::kResetBeforeResponse) {
+    // A reused keep-alive connection the backend had already closed: safe to send again only
+    // when the request is idempotent and no body went out.
+    retry = nothing_sent && attempts_ < 2 && idempotent(request_.method);
+  }
+  if (retry && !closing_) {
+    int failed = backend_;
+    const conf::PoolConfig& pool =
+        snapshot_->config->pools[snapshot_->config->routes[static_cast<size_t>(route_)].pool_index];
+    startUpstream(error == UpstreamError::kConnectFailed && pool.backends.size() > 1 ? failed : -1);
+    return;
+  }
+  const char* detail = "backend connection failed";
+  uint16_t code = 502;
+  switch (error) {
+    case UpstreamError::kConnectFailed:
+      detail = status == UV_ETIMEDOUT ? "backend connect timed out" : "cannot connect to backend";
+      code = status == UV_ETIMEDOUT ? 504 : 502;
+      break;
+    case UpstreamError::kTimeout:
+      detail = "backend response timed out";
+      code = 504;
+      break;
+    case UpstreamError::kBadResponse:
+      detail = "invalid response from backend";
+      break;
+    case UpstreamError::kResetBeforeResponse:
+      detail = "backend closed the connection";
+      break;
+    case UpstreamError::kTruncated:
+      detail = "backend response truncated";
+      break;
+  }
+  respondLocal(code, detail, !request_complete_);
+}
+
+void DownstreamConnection::releaseUpstream(bool reusable) {
+  UpstreamConnection* up = upstream_;
+  if (up == nullptr) {
+    return;
+  }
+  upstream_ = nullptr;
+  const conf::PoolConfig& pool = snapshot_->config->pools[up->pool()];
+  up->release(reusable, pool.keepalive_connections, pool.keepalive_timeout);
+}
+
+// ---- finishing -----------------------------------------------------------------------------
+
+void DownstreamConnection::respondLocal(uint16_t status, std::string_view detail, bool close_after,
+                                        std::string_view extra_headers) {
+  if (closing_) {
+    return;
+  }
+  releaseUpstream(false);
+  if (response_started_) {
+    // Part of a response is out already: the only honest signal left is to cut the connection.
+    local_error_ = detail;
+    writeAccessLog();
+    closeNow();
+    return;
+  }
+  status_ = status;
+  local_error_ = detail;
+  response_started_ = response_complete_ = true;
+  keep_alive_ = keep_alive_ && !close_after && !parser_failed_ && clientWantsKeepAlive() &&
+                !shutdown_ && !worker_->shuttingDown();
+  head_buffer_.clear();
+  writeLocalResponse(status, detail, keep_alive_, extra_headers, head_request_, &head_buffer_);
+  stream_.write(head_buffer_);
+  if (!keep_alive_) {
+    writeAccessLog();
+    closeSoon();
+  } else if (request_complete_) {
+    finishExchange();
+  }
+  // Otherwise the request (without body) completes in this parse() call, which then finishes.
+}
+
+void DownstreamConnection::writeAccessLog() {
+  AccessLog* log = worker_->accessLog();
+  if (log == nullptr || !log->enabled() || request_.method.empty()) {
+    return;
+  }
+  AccessLogEntry e;
+  const conf::Config& cfg = *snapshot_->config;
+  e.listener = cfg.listeners[listener_index_].name;
+  if (route_ >= 0) {
+    e.route = cfg.routes[static_cast<size_t>(route_)].name;
+    if (backend_ >= 0) {
+      e.upstream = cfg.pools[cfg.routes[static_cast<size_t>(route_)].pool_index]
+                       .backends[static_cast<size_t>(backend_)]
+                       .address.text;
+    }
+  }
+  e.client = client_ip_;
+  e.method = request_.method;
+  e.path = request_.url;
+  if (const Header* h = request_.find("host")) {
+    e.host = h->value;
+  }
+  e.request_id = request_id_;
+  e.status = status_;
+  e.bytes_in = body_in_;
+  e.bytes_out = bytes_out_;
+  e.duration_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                            request_start_)
+                      .count();
+  e.error = local_error_;
+  log->append(worker_->accessLogBuffer(), e);
+  request_.method.clear();  // logged once
+}
+
+void DownstreamConnection::finishExchange() {
+  writeAccessLog();
+  // A client that half-closed after pipelining still gets answers to what it sent.
+  if (!keep_alive_ || shutdown_ || worker_->shuttingDown() ||
+      (client_eof_ && pending_input_.empty())) {
+    closeSoon();
+    return;
+  }
+  state_ = State::kReadingHead;
+  request_complete_ = response_complete_ = response_started_ = false;
+  head_bytes_ = 0;
+  saw_request_bytes_ = false;
+  armTimer(TimerMode::kIdle, listener().idle_timeout);
+  if (parser_paused_) {
+    parser_paused_ = false;
+    if (llhttp_get_errno(&parser_) == HPE_PAUSED_UPGRADE) {
+      llhttp_resume_after_upgrade(&parser_);
+    } else {
+      llhttp_resume(&parser_);
+    }
+  }
+  if (!client_eof_) {
+    stream_.readStart();
+  }
+  processPendingInput();
+  if (client_eof_ && state_ == State::kReadingHead && !closing_) {
+    closeNow();  // the client's last bytes were an incomplete request
+  }
+}
+
+void DownstreamConnection::shutdownGracefully() {
+  shutdown_ = true;
+  if (state_ == State::kReadingHead && head_bytes_ == 0 && pending_input_.empty()) {
+    closeNow();
+  }
+}
+
+void DownstreamConnection::abort() { closeNow(); }
+
+void DownstreamConnection::closeSoon() {
+  if (closing_ || state_ == State::kClosing) {
+    return;
+  }
+  state_ = State::kClosing;
+  releaseUpstream(false);
+  // Lingering close: send FIN after the queued response, then read and discard until the client
+  // closes (or a short timeout), so that unread request bytes do not turn into an RST that
+  // destroys the response on the client's side.
+  stream_.shutdown();
+  stream_.readStart();
+  armTimer(TimerMode::kLinger, kLingerTimeout);
+}
+
+void DownstreamConnection::closeNow() {
+  if (closing_) {
+    return;
+  }
+  closing_ = true;
+  writeAccessLog();
+  releaseUpstream(false);
+  if (registered_) {
+    worker_->unregisterConnection(this);
+    registered_ = false;
+  }
+  stream_.close();
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &DownstreamConnection::onTimerClosed);
+}
+
+void DownstreamConnection::onTimerClosed(uv_handle_t* h) {
+  auto* d = static_cast<DownstreamConnection*>(h->data);
+  d->timer_closed_ = true;
+  d->maybeDelete();
+}
+
+void DownstreamConnection::onClosed() {
+  stream_closed_ = true;
+  maybeDelete();
+}
+
+void DownstreamConnection::maybeDelete() {
+  if (timer_closed_ && stream_closed_) {
+    delete this;
+  }
+}
+
+void DownstreamConnection::onEof() {
+  client_eof_ = true;
+  if (state_ == State::kClosing || state_ == State::kReadingHead || !request_complete_) {
+    // Nothing in flight, or the client gave up in the middle of its own request.
+    closeNow();
+  }
+  // Otherwise the request is complete: finish sending the response, then close.
+}
+
+void DownstreamConnection::onError(int status) {
+  LOG_DEBUG("downstream %s: %s", client_ip_.c_str(), uv_strerror(status));
+  closeNow();
+}
+
+void DownstreamConnection::onFlushed() {}
+
+}  // namespace sluice::http

@@ -1,0 +1,307 @@
+#include "proxy/http/connection.h"
+#include "proxy/log.h"
+#include "proxy/worker.h"
+
+namespace sluice::http {
+
+namespace {
+UpstreamConnection* self(llhttp_t* p) { return static_cast<UpstreamConnection*>(p->data); }
+}  // namespace
+
+UpstreamConnection::UpstreamConnection(Worker* worker, std::string key, size_t pool, int backend)
+    : worker_(worker), key_(std::move(key)), pool_(pool), backend_(backend),
+      stream_(worker->loop(), this) {
+  uv_timer_init(worker->loop(), &timer_);
+  timer_.data = this;
+  llhttp_init(&parser_, HTTP_RESPONSE, &settings());
+  parser_.data = this;
+}
+
+UpstreamConnection::~UpstreamConnection() = default;
+
+const llhttp_settings_t& UpstreamConnection::settings() {
+  static const llhttp_settings_t s = [] {
+    llhttp_settings_t st;
+    llhttp_settings_init(&st);
+    st.on_message_begin = &UpstreamConnection::cbMessageBegin;
+    st.on_status = &UpstreamConnection::cbStatus;
+    st.on_header_field = &UpstreamConnection::cbHeaderField;
+    st.on_header_value = &UpstreamConnection::cbHeaderValue;
+    st.on_headers_complete = &UpstreamConnection::cbHeadersComplete;
+    st.on_body = &UpstreamConnection::cbBody;
+    st.on_message_complete = &UpstreamConnection::cbMessageComplete;
+    return st;
+  }();
+  return s;
+}
+
+bool UpstreamConnection::connect(const sockaddr* addr, conf::Duration timeout) {
+  int rc = stream_.connect(addr);
+  if (rc != 0) {
+    LOG_WARN("upstream %s: connect: %s", key_.c_str(), uv_strerror(rc));
+    return false;
+  }
+  uv_timer_start(&timer_, &UpstreamConnection::onTimer, static_cast<uint64_t>(timeout.count()), 0);
+  return true;
+}
+
+void UpstreamConnection::onConnected(int status) {
+  uv_timer_stop(&timer_);
+  if (status < 0) {
+    LOG_WARN("upstream %s: connect failed: %s", key_.c_str(), uv_strerror(status));
+    fail(UpstreamError::kConnectFailed, status);
+    return;
+  }
+  connected_ = true;
+  stream_.readStart();
+  if (down_ != nullptr) {
+    down_->onUpstreamConnected();
+  }
+}
+
+void UpstreamConnection::attach(DownstreamConnection* down, conf::Duration response_timeout,
+                                bool head_request) {
+  if (idle_) {
+    idle_ = false;
+    uv_timer_stop(&timer_);
+  }
+  down_ = down;
+  response_timeout_ = response_timeout;
+  head_request_ = head_request;
+  message_done_ = false;
+  keep_alive_ = false;
+  response_bytes_ = 0;
+  ++requests_;
+  llhttp_init(&parser_, HTTP_RESPONSE, &settings());
+  parser_.data = this;
+  response_.clear();
+  if (connected_) {
+    stream_.readStart();
+  }
+}
+
+void UpstreamConnection::detach() { down_ = nullptr; }
+
+void UpstreamConnection::requestSent() {
+  if (connected_ && !message_done_ && response_timeout_.count() > 0) {
+    uv_timer_start(&timer_, &UpstreamConnection::onTimer,
+                   static_cast<uint64_t>(response_timeout_.count()), 0);
+  }
+}
+
+void UpstreamConnection::release(bool reusable, uint32_t max_idle, conf::Duration idle_timeout) {
+  down_ = nullptr;
+  if (!reusable || closing_ || !message_done_ || !keep_alive_ || max_idle == 0 ||
+      worker_->shuttingDown()) {
+    close();
+    return;
+  }
+  idle_ = true;
+  // Keep reading: a backend that closes an idle connection frees it at once.
+  stream_.readStart();
+  uv_timer_start(&timer_, &UpstreamConnection::onTimer,
+                 static_cast<uint64_t>(idle_timeout.count()), 0);
+  worker_->putIdleUpstream(this, max_idle);
+}
+
+void UpstreamConnection::close() {
+  if (closing_) {
+    return;
+  }
+  closing_ = true;
+  if (idle_) {
+    worker_->removeIdleUpstream(this);
+    idle_ = false;
+  }
+  down_ = nullptr;
+  stream_.close();
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &UpstreamConnection::onTimerClosed);
+}
+
+void UpstreamConnection::onTimerClosed(uv_handle_t* h) {
+  auto* u = static_cast<UpstreamConnection*>(h->data);
+  u->timer_closed_ = true;
+  u->maybeDelete();
+}
+
+void UpstreamConnection::onClosed() {
+  stream_closed_ = true;
+  maybeDelete();
+}
+
+void UpstreamConnection::maybeDelete() {
+  if (timer_closed_ && stream_closed_) {
+    delete this;
+  }
+}
+
+void UpstreamConnection::fail(UpstreamError error, int status) {
+  DownstreamConnection* d = down_;
+  close();
+  if (d != nullptr) {
+    d->onUpstreamError(error, status);
+  }
+}
+
+void UpstreamConnection::onTimer(uv_timer_t* t) {
+  auto* u = static_cast<UpstreamConnection*>(t->data);
+  if (u->idle_ || u->down_ == nullptr) {
+    u->close();
+  } else if (!u->connected_) {
+    LOG_WARN("upstream %s: connect timed out", u->key_.c_str());
+    u->fail(UpstreamError::kConnectFailed, UV_ETIMEDOUT);
+  } else {
+    LOG_WARN("upstream %s: response timed out", u->key_.c_str());
+    u->fail(UpstreamError::kTimeout, UV_ETIMEDOUT);
+  }
+}
+
+void UpstreamConnection::onData(const char* data, size_t len) {
+  if (idle_ || down_ == nullptr || message_done_) {
+    // Bytes nobody asked for: the connection is no longer in a known state.
+    close();
+    return;
+  }
+  response_bytes_ += len;
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_)) != 0) {
+    uv_timer_again(&timer_);
+  }
+  llhttp_errno_t err = llhttp_execute(&parser_, data, len);
+  if (closing_) {
+    return;
+  }
+  if (err == HPE_PAUSED) {
+    // The response ended; anything after it is unsolicited, so the connection is not reusable.
+    if (llhttp_get_error_pos(&parser_) != data + len) {
+      keep_alive_ = false;
+    }
+    DownstreamConnection* d = down_;
+    if (d != nullptr) {
+      d->onUpstreamComplete();
+    }
+    return;
+  }
+  if (err != HPE_OK) {
+    LOG_WARN("upstream %s: bad response: %s (%s)", key_.c_str(), llhttp_errno_name(err),
+             llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "");
+    fail(response_.status == 0 ? UpstreamError::kBadResponse : UpstreamError::kTruncated, 0);
+    return;
+  }
+  if (down_ != nullptr && down_->stream().aboveHighWatermark()) {
+    stream_.readStop();
+  }
+}
+
+void UpstreamConnection::onEof() {
+  if (idle_ || down_ == nullptr) {
+    close();
+    return;
+  }
+  if (response_bytes_ > 0 && llhttp_message_needs_eof(&parser_) != 0) {
+    message_done_ = false;
+    llhttp_errno_t err = llhttp_finish(&parser_);
+    if (err == HPE_OK || err == HPE_PAUSED) {
+      keep_alive_ = false;
+      DownstreamConnection* d = down_;
+      if (d != nullptr && message_done_) {
+        d->onUpstreamComplete();
+      }
+      close();
+      return;
+    }
+  }
+  fail(response_bytes_ == 0 ? UpstreamError::kResetBeforeResponse : UpstreamError::kTruncated, UV_EOF);
+}
+
+void UpstreamConnection::onError(int status) {
+  if (idle_ || down_ == nullptr) {
+    close();
+    return;
+  }
+  if (!connected_) {
+    fail(UpstreamError::kConnectFailed, status);
+  } else {
+    fail(response_bytes_ == 0 ? UpstreamError::kResetBeforeResponse : UpstreamError::kTruncated,
+         status);
+  }
+}
+
+void UpstreamConnection::onWritable() {
+  if (down_ != nullptr) {
+    down_->onUpstreamWritable();
+  }
+}
+
+int UpstreamConnection::cbMessageBegin(llhttp_t* p) {
+  UpstreamConnection* u = self(p);
+  u->response_.clear();
+  u->last_was_value_ = false;
+  return 0;
+}
+
+int UpstreamConnection::cbStatus(llhttp_t* p, const char* at, size_t len) {
+  self(p)->response_.reason.append(at, len);
+  return 0;
+}
+
+int UpstreamConnection::cbHeaderField(llhttp_t* p, const char* at, size_t len) {
+  UpstreamConnection* u = self(p);
+  if (u->last_was_value_ || u->response_.headers.empty()) {
+    u->response_.headers.emplace_back();
+    u->last_was_value_ = false;
+  }
+  u->response_.headers.back().name.append(at, len);
+  return 0;
+}
+
+int UpstreamConnection::cbHeaderValue(llhttp_t* p, const char* at, size_t len) {
+  UpstreamConnection* u = self(p);
+  u->last_was_value_ = true;
+  if (!u->response_.headers.empty()) {
+    u->response_.headers.back().value.append(at, len);
+  }
+  return 0;
+}
+
+int UpstreamConnection::cbHeadersComplete(llhttp_t* p) {
+  UpstreamConnection* u = self(p);
+  ResponseHead& r = u->response_;
+  r.status = static_cast<uint16_t>(llhttp_get_status_code(p));
+  r.major = llhttp_get_http_major(p);
+  r.minor = llhttp_get_http_minor(p);
+  if (u->down_ == nullptr) {
+    return -1;
+  }
+  if (r.status == 101) {
+    // Only an upgrade request may be answered with 101.
+    return -1;
+  }
+  if (r.status >= 100 && r.status < 200) {
+    u->down_->onUpstreamInformational(r);
+    return 0;
+  }
+  bool close_delimited = !u->head_request_ && llhttp_message_needs_eof(p) != 0;
+  bool skip = u->down_->onUpstreamResponseHead(r, llhttp_should_keep_alive(p) != 0, close_delimited);
+  return skip ? 1 : 0;
+}
+
+int UpstreamConnection::cbBody(llhttp_t* p, const char* at, size_t len) {
+  UpstreamConnection* u = self(p);
+  if (u->down_ != nullptr) {
+    u->down_->onUpstreamBody(at, len);
+  }
+  return 0;
+}
+
+int UpstreamConnection::cbMessageComplete(llhttp_t* p) {
+  UpstreamConnection* u = self(p);
+  if (u->response_.status >= 100 && u->response_.status < 200) {
+    return 0;  // an informational response; the final one follows
+  }
+  u->message_done_ = true;
+  u->keep_alive_ = llhttp_should_keep_alive(p) != 0;
+  uv_timer_stop(&u->timer_);
+  return HPE_PAUSED;
+}
+
+}  // namespace sluice::http

@@ -1,0 +1,227 @@
+#include "proxy/net/stream.h"
+
+#include <cstring>
+#include <memory>
+
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+namespace sluice::net {
+
+namespace {
+constexpr size_t kReadBufferSize = 64 * 1024;
+constexpr size_t kMaxFreeReqs = 4;
+}  // namespace
+
+char* threadReadBuffer(size_t* size) {
+  thread_local std::unique_ptr<char[]> buffer(new char[kReadBufferSize]);
+  *size = kReadBufferSize;
+  return buffer.get();
+}
+
+Stream::Stream(uv_loop_t* loop, Handler* handler) : handler_(handler) {
+  uv_tcp_init(loop, &tcp_);
+  tcp_.data = this;
+}
+
+Stream::~Stream() {
+  for (WriteReq* r : free_reqs_) {
+    delete r;
+  }
+}
+
+int Stream::connect(const sockaddr* addr) {
+  auto* req = new uv_connect_t;
+  req->data = this;
+  uv_tcp_nodelay(&tcp_, 1);
+  int rc = uv_tcp_connect(req, &tcp_, addr, &Stream::onConnect);
+  if (rc != 0) {
+    delete req;
+  }
+  return rc;
+}
+
+void Stream::onConnect(uv_connect_t* req, int status) {
+  auto* self = static_cast<Stream*>(req->data);
+  delete req;
+  if (status == UV_ECANCELED || self->state_ != State::kOpen) {
+    return;
+  }
+  self->handler_->onConnected(status);
+}
+
+void Stream::readStart() {
+  if (reading_ || state_ != State::kOpen) {
+    return;
+  }
+  if (uv_read_start(uvStream(), &Stream::onAlloc, &Stream::onRead) == 0) {
+    reading_ = true;
+  }
+}
+
+void Stream::readStop() {
+  if (!reading_) {
+    return;
+  }
+  uv_read_stop(uvStream());
+  reading_ = false;
+}
+
+void Stream::onAlloc(uv_handle_t*, size_t, uv_buf_t* buf) {
+  size_t size;
+  char* base = threadReadBuffer(&size);
+  *buf = uv_buf_init(base, static_cast<unsigned>(size));
+}
+
+void Stream::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+  auto* self = static_cast<Stream*>(s->data);
+  if (self->state_ != State::kOpen) {
+    return;
+  }
+  if (nread > 0) {
+    self->handler_->onData(buf->base, static_cast<size_t>(nread));
+  } else if (nread == UV_EOF) {
+    self->readStop();
+    self->handler_->onEof();
+  } else if (nread < 0) {
+    self->readStop();
+    self->handler_->onError(static_cast<int>(nread));
+  }
+}
+
+void Stream::write(const uv_buf_t* bufs, unsigned count) {
+  if (state_ != State::kOpen || shutdown_sent_) {
+    return;
+  }
+  unsigned first = 0;
+  size_t offset = 0;
+  if (pending_reqs_ == 0) {
+    int n = uv_try_write(uvStream(), bufs, count);
+    if (n > 0) {
+      size_t written = static_cast<size_t>(n);
+      while (first < count && written >= bufs[first].len) {
+        written -= bufs[first].len;
+        ++first;
+      }
+      offset = written;
+    }
+    // Hard errors (EPIPE, ECONNRESET) fall through: uv_write reports them in its callback, so the
+    // handler is never re-entered from inside write().
+  }
+  if (first == count) {
+    return;
+  }
+  size_t total = 0;
+  for (unsigned i = first; i < count; ++i) {
+    total += bufs[i].len;
+  }
+  total -= offset;
+  WriteReq* req;
+  if (!free_reqs_.empty()) {
+    req = free_reqs_.back();
+    free_reqs_.pop_back();
+  } else {
+    req = new WriteReq;
+    req->stream = this;
+  }
+  req->data.clear();
+  req->data.reserve(total);
+  req->data.append(bufs[first].base + offset, bufs[first].len - offset);
+  for (unsigned i = first + 1; i < count; ++i) {
+    req->data.append(bufs[i].base, bufs[i].len);
+  }
+  req->req.data = req;
+  uv_buf_t b = uv_buf_init(req->data.data(), static_cast<unsigned>(req->data.size()));
+  int rc = uv_write(&req->req, uvStream(), &b, 1, &Stream::onWrite);
+  if (rc != 0) {
+    delete req;
+    return;
+  }
+  ++pending_reqs_;
+  queued_bytes_ += total;
+  if (queued_bytes_ >= kHighWatermark) {
+    above_high_ = true;
+  }
+}
+
+void Stream::onWrite(uv_write_t* r, int status) {
+  auto* req = static_cast<WriteReq*>(r->data);
+  Stream* self = req->stream;
+  self->queued_bytes_ -= req->data.size();
+  --self->pending_reqs_;
+  if (self->free_reqs_.size() < kMaxFreeReqs && req->data.capacity() <= kHighWatermark) {
+    self->free_reqs_.push_back(req);
+  } else {
+    delete req;
+  }
+  if (self->state_ != State::kOpen) {
+    return;
+  }
+  if (status < 0) {
+    self->handler_->onError(status);
+    return;
+  }
+  if (self->above_high_ && self->queued_bytes_ <= kLowWatermark) {
+    self->above_high_ = false;
+    self->handler_->onWritable();
+    if (self->state_ != State::kOpen) {
+      return;
+    }
+  }
+  if (self->pending_reqs_ == 0) {
+    self->handler_->onFlushed();
+  }
+}
+
+void Stream::shutdown() {
+  if (state_ != State::kOpen || shutdown_sent_) {
+    return;
+  }
+  shutdown_sent_ = true;
+  auto* req = new uv_shutdown_t;
+  req->data = this;
+  if (uv_shutdown(req, uvStream(), &Stream::onShutdown) != 0) {
+    delete req;
+  }
+}
+
+void Stream::onShutdown(uv_shutdown_t* req, int) { delete req; }
+
+void Stream::close() {
+  if (state_ != State::kOpen) {
+    return;
+  }
+  state_ = State::kClosing;
+  reading_ = false;
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &Stream::onClose);
+}
+
+void Stream::onClose(uv_handle_t* h) {
+  auto* self = static_cast<Stream*>(h->data);
+  self->state_ = State::kClosed;
+  self->handler_->onClosed();
+}
+
+bool Stream::peerAddress(std::string* ip) const {
+  sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    return false;
+  }
+  char buf[INET6_ADDRSTRLEN] = {0};
+  if (ss.ss_family == AF_INET) {
+    uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), buf, sizeof buf);
+  } else if (ss.ss_family == AF_INET6) {
+    uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&ss), buf, sizeof buf);
+    // Report IPv4-mapped addresses in their IPv4 form.
+    if (strncmp(buf, "::ffff:", 7) == 0 && strchr(buf + 7, '.') != nullptr) {
+      memmove(buf, buf + 7, strlen(buf + 7) + 1);
+    }
+  } else {
+    return false;
+  }
+  *ip = buf;
+  return true;
+}
+
+}  // namespace sluice::net

@@ -1,0 +1,98 @@
+#pragma once
+
+// A TCP stream on a libuv loop: non-blocking reads into the worker's shared read buffer, writes
+// that try the socket first and queue only the remainder, watermark flow control, and an
+// idempotent close whose completion is reported once through Handler::onClosed().
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <uv.h>
+
+namespace sluice::net {
+
+class Stream {
+ public:
+  class Handler {
+   public:
+    virtual ~Handler() = default;
+    virtual void onData(const char* data, size_t len) = 0;
+    virtual void onEof() = 0;
+    // A read or write failed (a libuv error code). The stream is unusable; close it.
+    virtual void onError(int status) = 0;
+    // The write queue fell to the low watermark after having passed the high one.
+    virtual void onWritable() {}
+    // Everything queued so far has been written.
+    virtual void onFlushed() {}
+    virtual void onConnected(int status) {}
+    // The handle is closed; the owner may now free the stream.
+    virtual void onClosed() = 0;
+  };
+
+  static constexpr size_t kHighWatermark = 256 * 1024;
+  static constexpr size_t kLowWatermark = 64 * 1024;
+
+  Stream(uv_loop_t* loop, Handler* handler);
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  uv_tcp_t* handle() { return &tcp_; }
+  uv_stream_t* uvStream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
+
+  int connect(const sockaddr* addr);
+  void readStart();
+  void readStop();
+  bool reading() const { return reading_; }
+
+  // Writes all buffers in order; what the socket does not take now is copied and queued.
+  void write(const uv_buf_t* bufs, unsigned count);
+  void write(std::string_view data) {
+    uv_buf_t b = uv_buf_init(const_cast<char*>(data.data()), static_cast<unsigned>(data.size()));
+    write(&b, 1);
+  }
+  size_t queuedBytes() const { return queued_bytes_; }
+  bool aboveHighWatermark() const { return queued_bytes_ >= kHighWatermark; }
+
+  // Sends FIN after the queued writes. Reads continue until the owner closes.
+  void shutdown();
+  // Closes the handle (queued writes are cancelled); onClosed() follows.
+  void close();
+  bool closing() const { return state_ != State::kOpen; }
+
+  bool peerAddress(std::string* ip) const;
+
+ private:
+  struct WriteReq {
+    uv_write_t req;
+    std::string data;
+    Stream* stream;
+  };
+  enum class State { kOpen, kClosing, kClosed };
+
+  static void onAlloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void onWrite(uv_write_t* req, int status);
+  static void onShutdown(uv_shutdown_t* req, int status);
+  static void onConnect(uv_connect_t* req, int status);
+  static void onClose(uv_handle_t* h);
+
+  uv_tcp_t tcp_;
+  Handler* handler_;
+  State state_ = State::kOpen;
+  bool reading_ = false;
+  bool above_high_ = false;
+  bool shutdown_sent_ = false;
+  size_t queued_bytes_ = 0;
+  size_t pending_reqs_ = 0;
+  std::vector<WriteReq*> free_reqs_;
+};
+
+// The per-thread read buffer all streams of a worker read into. Each read is fully handled
+// (parsed, forwarded or copied) before the next one, so one buffer per thread suffices.
+char* threadReadBuffer(size_t* size);
+
+}  // namespace sluice::net

@@ -1,0 +1,48 @@
+#pragma once
+
+// The process: loads the config, opens the listening sockets, runs the workers, and handles
+// signals on the main thread.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "conf/config.h"
+#include "proxy/access_log.h"
+#include "proxy/snapshot.h"
+#include "proxy/worker.h"
+
+namespace sluice {
+
+// Everything a reload or `--check` does: parse, validate, build filters, resolve backends.
+// Returns null and fills `errors` ("FILE:LINE:COLUMN: error: ...") on failure.
+SnapshotPtr loadSnapshot(const std::string& path, uint64_t generation,
+                         std::vector<std::string>* errors);
+
+class Server {
+ public:
+  explicit Server(SnapshotPtr snapshot);
+  ~Server();
+  // Runs until a shutdown completes. Returns the process exit code.
+  int run();
+
+ private:
+  static void onSignal(uv_signal_t* handle, int signum);
+  static void onWorkersDone(uv_async_t* async);
+  bool openListeners(unsigned workers, std::vector<std::vector<int>>* fds);
+  void beginShutdown(int signum);
+
+  SnapshotPtr snapshot_;
+  SharedState shared_;
+  AccessLog access_log_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  uv_loop_t loop_;
+  uv_signal_t sigterm_;
+  uv_signal_t sigint_;
+  uv_signal_t sighup_;
+  uv_async_t workers_done_;
+  std::thread joiner_;
+  bool shutting_down_ = false;
+};
+
+}  // namespace sluice

@@ -1,0 +1,43 @@
+#include "proxy/snapshot.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+
+#include <cstring>
+
+namespace sluice {
+
+Snapshot::Snapshot(std::shared_ptr<const conf::Config> c, uint64_t gen)
+    : config(std::move(c)), router(*config), generation(gen) {}
+
+bool Snapshot::resolveBackends(std::vector<std::string>* errors) {
+  bool ok = true;
+  backend_addrs.assign(config->pools.size(), {});
+  for (size_t p = 0; p < config->pools.size(); ++p) {
+    const conf::PoolConfig& pool = config->pools[p];
+    for (const conf::BackendConfig& b : pool.backends) {
+      addrinfo hints{};
+      hints.ai_family = AF_UNSPEC;
+      hints.ai_socktype = SOCK_STREAM;
+      addrinfo* res = nullptr;
+      std::string port = std::to_string(b.address.port);
+      int rc = getaddrinfo(b.address.host.c_str(), port.c_str(), &hints, &res);
+      sockaddr_storage ss{};
+      if (rc != 0 || res == nullptr) {
+        ok = false;
+        errors->push_back(b.pos.file + ":" + std::to_string(b.pos.line) + ":" +
+                          std::to_string(b.pos.column) + ": error: pool '" + pool.name +
+                          "': cannot resolve '" + b.address.text + "': " + gai_strerror(rc));
+      } else {
+        memcpy(&ss, res->ai_addr, res->ai_addrlen);
+      }
+      if (res != nullptr) {
+        freeaddrinfo(res);
+      }
+      backend_addrs[p].push_back(ss);
+    }
+  }
+  return ok;
+}
+
+}  // namespace sluice

@@ -1,0 +1,32 @@
+#pragma once
+
+// What the data path needs from one config generation, built once on the main thread and shared
+// read-only by every worker: the config itself, the router, and resolved backend addresses.
+// Connections hold a shared_ptr to the snapshot they started with; the last holder frees it.
+
+#include <sys/socket.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "conf/config.h"
+#include "proxy/router.h"
+
+namespace sluice {
+
+struct Snapshot {
+  std::shared_ptr<const conf::Config> config;
+  Router router;
+  uint64_t generation = 0;
+  // backend_addrs[pool][backend]
+  std::vector<std::vector<sockaddr_storage>> backend_addrs;
+
+  Snapshot(std::shared_ptr<const conf::Config> c, uint64_t gen);
+  // Resolves every backend address; appends "pool 'x': cannot resolve 'host:port': why" errors.
+  bool resolveBackends(std::vector<std::string>* errors);
+};
+
+using SnapshotPtr = std::shared_ptr<const Snapshot>;
+
+}  // namespace sluice

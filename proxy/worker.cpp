@@ -1,0 +1,299 @@
+#include "proxy/worker.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include <openssl/rand.h>
+
+#include "proxy/http/connection.h"
+#include "proxy/log.h"
+
+namespace sluice {
+
+namespace {
+constexpr uint64_t kResumeCheckMs = 50;
+constexpr uint64_t kFlushIntervalMs = 200;
+}  // namespace
+
+Worker::Worker(unsigned id, SnapshotPtr snapshot, std::vector<int> listen_fds, SharedState* shared,
+               AccessLog* access_log)
+    : id_(id), snapshot_(std::move(snapshot)), listen_fds_(std::move(listen_fds)), shared_(shared),
+      access_log_(access_log) {
+  uint64_t seed = 0;
+  RAND_bytes(reinterpret_cast<unsigned char*>(&seed), sizeof seed);
+  rng_.seed(seed ^ id);
+  uv_loop_init(&loop_);
+  uv_async_init(&loop_, &async_, &Worker::onAsync);
+  async_.data = this;
+  uv_timer_init(&loop_, &resume_timer_);
+  resume_timer_.data = this;
+  uv_timer_init(&loop_, &shutdown_timer_);
+  shutdown_timer_.data = this;
+  uv_timer_init(&loop_, &flush_timer_);
+  flush_timer_.data = this;
+  for (size_t i = 0; i < listen_fds_.size(); ++i) {
+    auto* l = new Listener{this, i, {}, false};
+    uv_tcp_init(&loop_, &l->tcp);
+    l->tcp.data = l;
+    uv_tcp_open(&l->tcp, listen_fds_[i]);
+    listeners_.push_back(l);
+  }
+}
+
+Worker::~Worker() { uv_loop_close(&loop_); }
+
+void Worker::start() {
+  for (Listener* l : listeners_) {
+    int rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), 4096, &Worker::onConnection);
+    if (rc != 0) {
+      LOG_ERROR("worker %u: listen on '%s': %s", id_,
+                snapshot_->config->listeners[l->index].name.c_str(), uv_strerror(rc));
+    }
+  }
+  uv_timer_start(&flush_timer_, &Worker::onFlushTimer, kFlushIntervalMs, kFlushIntervalMs);
+  thread_ = std::thread([this] { run(); });
+}
+
+void Worker::run() {
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  access_log_->flush(&access_log_buffer_);
+}
+
+void Worker::join() {
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+}
+
+void Worker::requestShutdown(conf::Duration timeout) {
+  {
+    std::lock_guard lock(mutex_);
+    shutdown_requested_ = true;
+    shutdown_timeout_ = timeout;
+  }
+  uv_async_send(&async_);
+}
+
+void Worker::onAsync(uv_async_t* async) {
+  auto* w = static_cast<Worker*>(async->data);
+  bool shutdown;
+  {
+    std::lock_guard lock(w->mutex_);
+    shutdown = w->shutdown_requested_;
+  }
+  if (shutdown && !w->shutting_down_) {
+    w->beginShutdown();
+  }
+}
+
+void Worker::onFlushTimer(uv_timer_t* t) {
+  auto* w = static_cast<Worker*>(t->data);
+  w->access_log_->flush(&w->access_log_buffer_);
+}
+
+// ---- accepting -----------------------------------------------------------------------------
+
+void Worker::onConnection(uv_stream_t* server, int status) {
+  auto* l = static_cast<Listener*>(server->data);
+  if (status < 0) {
+    LOG_WARN("accept: %s", uv_strerror(status));
+    return;
+  }
+  l->worker->acceptOne(l);
+}
+
+void Worker::acceptOne(Listener* l) {
+  if (shutting_down_) {
+    return;
+  }
+  if (shared_->open_connections.load(std::memory_order_relaxed) >=
+      shared_->max_connections.load(std::memory_order_relaxed)) {
+    // Leave the connection with libuv: it stops polling this listener until we accept, so the
+    // rest wait in the kernel's backlog. A timer resumes once we are below the limit.
+    if (!l->pending_accept) {
+      l->pending_accept = true;
+      LOG_WARN("max_connections (%llu) reached: not accepting",
+               static_cast<unsigned long long>(shared_->max_connections.load()));
+    }
+    if (uv_is_active(reinterpret_cast<uv_handle_t*>(&resume_timer_)) == 0) {
+      uv_timer_start(&resume_timer_, &Worker::onResumeTimer, kResumeCheckMs, kResumeCheckMs);
+    }
+    return;
+  }
+  l->pending_accept = false;
+  auto* conn = new http::DownstreamConnection(this, l->index);
+  conn->accept(reinterpret_cast<uv_stream_t*>(&l->tcp));
+}
+
+void Worker::onResumeTimer(uv_timer_t* t) {
+  static_cast<Worker*>(t->data)->resumeAccepting();
+}
+
+void Worker::resumeAccepting() {
+  bool any_pending = false;
+  for (Listener* l : listeners_) {
+    if (l->pending_accept) {
+      acceptOne(l);
+      any_pending = any_pending || l->pending_accept;
+    }
+  }
+  if (!any_pending) {
+    uv_timer_stop(&resume_timer_);
+  }
+}
+
+// ---- connections and the upstream keep-alive pool ------------------------------------------
+
+void Worker::registerConnection(http::DownstreamConnection* conn) { connections_.push_back(conn); }
+
+void Worker::unregisterConnection(http::DownstreamConnection* conn) {
+  auto it = std::find(connections_.begin(), connections_.end(), conn);
+  if (it != connections_.end()) {
+    *it = connections_.back();
+    connections_.pop_back();
+  }
+  if (shutting_down_) {
+    maybeFinishShutdown();
+  }
+}
+
+http::UpstreamConnection* Worker::takeIdleUpstream(const std::string& key) {
+  auto it = idle_upstreams_.find(key);
+  if (it == idle_upstreams_.end() || it->second.empty()) {
+    return nullptr;
+  }
+  http::UpstreamConnection* conn = it->second.back();  // the most recently used
+  it->second.pop_back();
+  return conn;
+}
+
+void Worker::putIdleUpstream(http::UpstreamConnection* conn, uint32_t max_idle) {
+  auto& idle = idle_upstreams_[conn->key()];
+  while (idle.size() >= max_idle && !idle.empty()) {
+    http::UpstreamConnection* oldest = idle.front();
+    idle.pop_front();
+    oldest->close();
+  }
+  idle.push_back(conn);
+}
+
+void Worker::removeIdleUpstream(http::UpstreamConnection* conn) {
+  auto it = idle_upstreams_.find(conn->key());
+  if (it == idle_upstreams_.end()) {
+    return;
+  }
+  auto& idle = it->second;
+  auto pos = std::find(idle.begin(), idle.end(), conn);
+  if (pos != idle.end()) {
+    idle.erase(pos);
+  }
+}
+
+int Worker::pickBackend(const Snapshot& snap, size_t pool, int exclude) {
+  const auto& backends = snap.config->pools[pool].backends;
+  if (rr_current_.size() != snap.config->pools.size()) {
+    rr_current_.assign(snap.config->pools.size(), {});
+  }
+  std::vector<int>& current = rr_current_[pool];
+  if (current.size() != backends.size()) {
+    current.assign(backends.size(), 0);
+  }
+  // Smooth weighted round robin (as nginx): each pick adds every weight to its counter, takes
+  // the largest, and subtracts the total from it.
+  int total = 0;
+  int best = -1;
+  for (size_t i = 0; i < backends.size(); ++i) {
+    int w = static_cast<int>(backends[i].weight);
+    if (w == 0 || static_cast<int>(i) == exclude) {
+      continue;
+    }
+    current[i] += w;
+    total += w;
+    if (best < 0 || current[i] > current[static_cast<size_t>(best)]) {
+      best = static_cast<int>(i);
+    }
+  }
+  if (best >= 0) {
+    current[static_cast<size_t>(best)] -= total;
+  }
+  return best;
+}
+
+void Worker::newRequestId(std::string* out) {
+  uint64_t a = rng_();
+  uint64_t b = rng_();
+  char buf[40];
+  snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(a),
+           static_cast<unsigned long long>(b));
+  out->assign(buf, 32);
+}
+
+// ---- shutdown ------------------------------------------------------------------------------
+
+void Worker::beginShutdown() {
+  shutting_down_ = true;
+  conf::Duration timeout;
+  {
+    std::lock_guard lock(mutex_);
+    timeout = shutdown_timeout_;
+  }
+  for (Listener* l : listeners_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp),
+             [](uv_handle_t* h) { delete static_cast<Listener*>(h->data); });
+  }
+  listeners_.clear();
+  uv_timer_stop(&resume_timer_);
+  for (auto& [_, idle] : idle_upstreams_) {
+    while (!idle.empty()) {
+      http::UpstreamConnection* conn = idle.back();
+      idle.pop_back();
+      conn->close();
+    }
+  }
+  // shutdownGracefully() may unregister (and so reorder) connections: iterate over a copy.
+  std::vector<http::DownstreamConnection*> conns = connections_;
+  for (http::DownstreamConnection* c : conns) {
+    c->shutdownGracefully();
+  }
+  uv_timer_start(&shutdown_timer_, &Worker::onShutdownTimer,
+                 static_cast<uint64_t>(std::max<int64_t>(timeout.count(), 0)), 0);
+  maybeFinishShutdown();
+}
+
+void Worker::onShutdownTimer(uv_timer_t* t) {
+  auto* w = static_cast<Worker*>(t->data);
+  if (!w->connections_.empty()) {
+    LOG_WARN("worker %u: shutdown_timeout passed, closing %zu connections", w->id_,
+             w->connections_.size());
+  }
+  std::vector<http::DownstreamConnection*> conns = w->connections_;
+  for (http::DownstreamConnection* c : conns) {
+    c->abort();
+  }
+  w->maybeFinishShutdown();
+}
+
+void Worker::maybeFinishShutdown() {
+  if (!connections_.empty() || closing_handles_) {
+    return;
+  }
+  closing_handles_ = true;
+  for (auto& [_, idle] : idle_upstreams_) {
+    while (!idle.empty()) {
+      http::UpstreamConnection* conn = idle.back();
+      idle.pop_back();
+      conn->close();
+    }
+  }
+  auto close = [](auto* h) { uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr); };
+  close(&async_);
+  close(&resume_timer_);
+  close(&shutdown_timer_);
+  close(&flush_timer_);
+  // In-flight upstream connections close with their downstream; uv_run returns when every
+  // handle is closed.
+}
+
+}  // namespace sluice

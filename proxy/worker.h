@@ -1,0 +1,114 @@
+#pragma once
+
+// One worker thread: its own uv loop, its own SO_REUSEPORT listening sockets, its own upstream
+// keep-alive pools. A connection lives on the worker that accepted it for its whole life.
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <uv.h>
+
+#include "proxy/access_log.h"
+#include "proxy/snapshot.h"
+
+namespace sluice {
+
+namespace http {
+class DownstreamConnection;
+class UpstreamConnection;
+}  // namespace http
+
+// Process-wide state the workers share (atomics only; nothing here is on a lock).
+struct SharedState {
+  std::atomic<uint64_t> open_connections{0};
+  std::atomic<uint64_t> max_connections{100000};
+};
+
+class Worker {
+ public:
+  // `listen_fds[i]` is this worker's bound socket for snapshot listener i.
+  Worker(unsigned id, SnapshotPtr snapshot, std::vector<int> listen_fds, SharedState* shared,
+         AccessLog* access_log);
+  ~Worker();
+
+  void start();
+  void join();
+  // Thread-safe: asks the worker to stop accepting, finish in-flight requests, and exit its loop
+  // once everything is closed or `timeout` has passed.
+  void requestShutdown(conf::Duration timeout);
+
+  // --- for connections, on the worker thread ---
+  uv_loop_t* loop() { return &loop_; }
+  unsigned id() const { return id_; }
+  const SnapshotPtr& snapshot() const { return snapshot_; }
+  bool shuttingDown() const { return shutting_down_; }
+  AccessLog* accessLog() { return access_log_; }
+  std::string* accessLogBuffer() { return &access_log_buffer_; }
+  SharedState* shared() { return shared_; }
+  void newRequestId(std::string* out);
+  // The next backend of `pool` in round-robin order (weights respected; 0 = never).
+  int pickBackend(const Snapshot& snap, size_t pool, int exclude);
+
+  // Upstream keep-alive pool: an idle connection to `key`, or null.
+  http::UpstreamConnection* takeIdleUpstream(const std::string& key);
+  void putIdleUpstream(http::UpstreamConnection* conn, uint32_t max_idle);
+  void removeIdleUpstream(http::UpstreamConnection* conn);
+
+  void registerConnection(http::DownstreamConnection* conn);
+  void unregisterConnection(http::DownstreamConnection* conn);
+
+ private:
+  struct Listener {
+    Worker* worker;
+    size_t index;  // into the snapshot's listeners
+    uv_tcp_t tcp;
+    bool pending_accept = false;  // a connection waits in libuv because we were at the limit
+  };
+
+  static void onConnection(uv_stream_t* server, int status);
+  static void onAsync(uv_async_t* async);
+  static void onResumeTimer(uv_timer_t* timer);
+  static void onShutdownTimer(uv_timer_t* timer);
+  static void onFlushTimer(uv_timer_t* timer);
+  void acceptOne(Listener* l);
+  void resumeAccepting();
+  void beginShutdown();
+  void maybeFinishShutdown();
+  void run();
+
+  unsigned id_;
+  uv_loop_t loop_;
+  uv_async_t async_;
+  uv_timer_t resume_timer_;
+  uv_timer_t shutdown_timer_;
+  uv_timer_t flush_timer_;
+  std::string access_log_buffer_;
+  std::thread thread_;
+  SnapshotPtr snapshot_;
+  std::vector<int> listen_fds_;
+  std::vector<Listener*> listeners_;
+  SharedState* shared_;
+  AccessLog* access_log_;
+  bool shutting_down_ = false;
+  bool closing_handles_ = false;
+
+  std::mutex mutex_;  // guards the fields below, written by other threads
+  bool shutdown_requested_ = false;
+  conf::Duration shutdown_timeout_{0};
+
+  std::vector<http::DownstreamConnection*> connections_;
+  std::unordered_map<std::string, std::deque<http::UpstreamConnection*>> idle_upstreams_;
+  std::vector<std::vector<int>> rr_current_;  // smooth weighted round robin state per pool
+  std::mt19937_64 rng_;
+};
+
+}  // namespace sluice
