@@ -1,96 +1,81 @@
-#include <string_view>
+// The registry: filter types by name, and the builders that read each type's keys.
 
 #include "filters/filter.h"
+#include "filters/message_limits/message_limits.h"
+#include "filters/options.h"
+#include "filters/origin/origin.h"
 
 namespace sluice::filters {
 
-namespace {
-
-conf::SourcePos posOf(const toml::node& node, const conf::FilterConfig& config) {
-  const toml::source_region& src = node.source();
-  conf::SourcePos pos;
-  pos.file = src.path ? *src.path : config.pos.file;
-  pos.line = src.begin.line;
-  pos.column = src.begin.column;
-  return pos;
+const char* directionName(Direction d) {
+  return d == Direction::kDownstreamToUpstream ? "downstream_to_upstream"
+                                               : "upstream_to_downstream";
 }
 
-struct KeySpec {
-  std::string_view name;
-  enum Kind { kString, kBool, kSize, kStringArray } kind;
-};
-
-void checkKeys(const conf::FilterConfig& config, std::initializer_list<KeySpec> specs,
-               conf::Diagnostics& out) {
-  for (const auto& [key, node] : *config.options) {
-    if (key.str() == "name" || key.str() == "type") {
-      continue;
-    }
-    const KeySpec* spec = nullptr;
-    for (const KeySpec& s : specs) {
-      if (s.name == key.str()) {
-        spec = &s;
-      }
-    }
-    conf::SourcePos pos = posOf(node, config);
-    if (spec == nullptr) {
-      std::string known;
-      for (const KeySpec& s : specs) {
-        known += known.empty() ? "" : ", ";
-        known += s.name;
-      }
-      out.push_back({pos, "unknown key '" + std::string(key.str()) + "' for filter type '" +
-                              config.type + "' (known: " + known + ")"});
-      continue;
-    }
-    bool ok = true;
-    switch (spec->kind) {
-      case KeySpec::kString:
-        ok = node.is_string();
-        break;
-      case KeySpec::kBool:
-        ok = node.is_boolean();
-        break;
-      case KeySpec::kSize:
-        if (node.is_integer()) {
-          ok = node.as_integer()->get() >= 0;
-        } else if (node.is_string()) {
-          std::string why;
-          ok = conf::parseSize(node.as_string()->get(), &why).has_value();
-        } else {
-          ok = false;
-        }
-        break;
-      case KeySpec::kStringArray:
-        ok = node.is_array() && node.as_array()->is_homogeneous(toml::node_type::string);
-        break;
-    }
-    if (!ok) {
-      static constexpr const char* kWant[] = {"a string", "a boolean", "a size (bytes or \"1MiB\")",
-                                              "an array of strings"};
-      out.push_back({pos, "'" + std::string(key.str()) + "' must be " + kWant[spec->kind]});
+FilterPtr OriginFilter::build(const conf::FilterConfig& config, conf::Diagnostics& diagnostics) {
+  Options o(config, diagnostics);
+  o.allowOnly({"allow", "allow_missing"});
+  auto allow = o.strings("allow").value_or(std::vector<std::string>{});
+  bool allow_missing = o.boolean("allow_missing").value_or(false);
+  for (const std::string& a : allow) {
+    std::string n = normalize(a);
+    size_t star = n.find('*');
+    bool bad_wildcard = star != std::string::npos && n.compare(star - 3, 5, "://*.") != 0;
+    if (n.empty() || bad_wildcard || n.find('*', star == std::string::npos ? 0 : star + 1) !=
+                                         std::string::npos) {
+      o.error("allow", "'" + a +
+                           "' is not an origin: use \"https://host\", \"http://host:port\" or "
+                           "\"https://*.example.com\"");
     }
   }
+  if (allow.empty() && !allow_missing) {
+    o.error("type", "filter '" + config.name + "' (origin) allows nothing: set 'allow'");
+  }
+  if (!o.ok()) {
+    return nullptr;
+  }
+  return std::make_shared<OriginFilter>(config.name, std::move(allow), allow_missing);
 }
 
-}  // namespace
+FilterPtr MessageLimitsFilter::build(const conf::FilterConfig& config,
+                                     conf::Diagnostics& diagnostics) {
+  Options o(config, diagnostics);
+  o.allowOnly({"max_message_bytes", "allow_types"});
+  uint64_t max = o.size("max_message_bytes").value_or(0);
+  bool text = true;
+  bool binary = true;
+  if (auto types = o.strings("allow_types")) {
+    text = binary = false;
+    for (const std::string& t : *types) {
+      if (t == "text") {
+        text = true;
+      } else if (t == "binary") {
+        binary = true;
+      } else {
+        o.error("allow_types", "unknown message type '" + t + "' (known: text, binary)");
+      }
+    }
+  }
+  if (!o.ok()) {
+    return nullptr;
+  }
+  return std::make_shared<MessageLimitsFilter>(config.name, max, text, binary);
+}
+
+FilterPtr buildFilter(const conf::FilterConfig& config, conf::Diagnostics& diagnostics) {
+  if (config.type == "origin") {
+    return OriginFilter::build(config, diagnostics);
+  }
+  if (config.type == "message_limits") {
+    return MessageLimitsFilter::build(config, diagnostics);
+  }
+  Options o(config, diagnostics);
+  o.error("type", "unknown filter type '" + config.type + "' (known: origin, message_limits)");
+  return nullptr;
+}
 
 void validateFilterConfig(const conf::FilterConfig& config, conf::Diagnostics& diagnostics) {
-  if (config.type == "origin") {
-    checkKeys(config, {{"allow", KeySpec::kStringArray}, {"allow_missing", KeySpec::kBool}},
-              diagnostics);
-  } else if (config.type == "message_limits") {
-    checkKeys(config,
-              {{"max_message_bytes", KeySpec::kSize}, {"allow_types", KeySpec::kStringArray}},
-              diagnostics);
-  } else {
-    conf::SourcePos pos = config.pos;
-    if (const toml::node* t = config.options->get("type")) {
-      pos = posOf(*t, config);
-    }
-    diagnostics.push_back(
-        {pos, "unknown filter type '" + config.type + "' (known: origin, message_limits)"});
-  }
+  buildFilter(config, diagnostics);
 }
 
 }  // namespace sluice::filters

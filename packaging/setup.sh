@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package and npm module sluice needs to build, run and test.
 # Idempotent: packages already present are not reinstalled; apt-get update runs only when needed.
-# Usage: packaging/setup.sh [build|test|bench]   (default: build)
+# Usage: packaging/setup.sh [build|run|test|bench]   (default: build)
 set -euo pipefail
 mode=${1:-build}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,9 +14,10 @@ bench_pkgs=(nginx-light haproxy wrk)
 want=("${build_pkgs[@]}")
 case "$mode" in
   build) ;;
+  run) want+=(python3-websockets) ;;
   test) want+=("${test_pkgs[@]}") ;;
   bench) want+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
-  *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|run|test|bench]" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -25,6 +25,11 @@ struct AccessLogEntry {
   uint64_t bytes_out = 0;
   double duration_ms = 0;
   std::string_view error;  // why sluice answered itself, if it did
+  // WebSocket sessions (status 101): messages each way and how the session ended.
+  uint64_t ws_messages_in = 0;
+  uint64_t ws_messages_out = 0;
+  uint16_t ws_close_code = 0;
+  std::string_view ws_closed_by;
 };
 
 class AccessLog {

@@ -25,6 +25,13 @@ SnapshotPtr loadSnapshot(const std::string& path, uint64_t generation,
     return nullptr;
   }
   auto snapshot = std::make_shared<Snapshot>(result.config, generation);
+  conf::Diagnostics filter_errors;
+  if (!snapshot->buildFilters(&filter_errors)) {
+    for (const conf::Diagnostic& d : filter_errors) {
+      errors->push_back(d.format());
+    }
+    return nullptr;
+  }
   if (!snapshot->resolveBackends(errors)) {
     return nullptr;
   }

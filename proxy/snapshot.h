@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "conf/config.h"
+#include "filters/filter.h"
 #include "proxy/router.h"
 
 namespace sluice {
@@ -21,10 +22,16 @@ struct Snapshot {
   uint64_t generation = 0;
   // backend_addrs[pool][backend]
   std::vector<std::vector<sockaddr_storage>> backend_addrs;
+  // route_filters[route]: the route's filters, in order; route_needs_payload[route]: whether any
+  // of them inspects whole WebSocket messages.
+  std::vector<std::vector<filters::FilterPtr>> route_filters;
+  std::vector<bool> route_needs_payload;
 
   Snapshot(std::shared_ptr<const conf::Config> c, uint64_t gen);
   // Resolves every backend address; appends "pool 'x': cannot resolve 'host:port': why" errors.
   bool resolveBackends(std::vector<std::string>* errors);
+  // Builds every [[filters]] entry and each route's chain; appends diagnostics on failure.
+  bool buildFilters(conf::Diagnostics* diagnostics);
 };
 
 using SnapshotPtr = std::shared_ptr<const Snapshot>;

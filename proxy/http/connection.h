@@ -10,14 +10,18 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include <llhttp.h>
 #include <uv.h>
 
 #include "proxy/http/message.h"
 #include "proxy/net/stream.h"
+#include "filters/filter.h"
 #include "proxy/snapshot.h"
+#include "proxy/ws/relay.h"
 
 namespace sluice {
 class Worker;
@@ -36,7 +40,10 @@ enum class UpstreamError {
   kTruncated,        // closed in the middle of the response
 };
 
-class DownstreamConnection : public net::Stream::Handler {
+class DownstreamConnection : public net::Stream::Handler,
+                             public filters::HeadCallbacks,
+                             public filters::RequestView,
+                             public ws::Relay::Owner {
  public:
   DownstreamConnection(Worker* worker, size_t listener_index);
   ~DownstreamConnection() override;
@@ -58,6 +65,12 @@ class DownstreamConnection : public net::Stream::Handler {
   void onUpstreamComplete();
   void onUpstreamError(UpstreamError error, int status);
   void onUpstreamWritable();
+  // The backend answered an upgrade with 101. Returns false (the caller answers 502) when the
+  // answer is not a valid WebSocket handshake for this request.
+  bool onUpstreamUpgrade(const ResponseHead& head);
+  // After the 101: raw WebSocket bytes and the end of the backend's stream.
+  void onUpstreamTunnelData(const char* data, size_t len);
+  void onUpstreamTunnelEof();
   net::Stream& stream() { return stream_; }
 
   // net::Stream::Handler
@@ -72,6 +85,7 @@ class DownstreamConnection : public net::Stream::Handler {
   enum class State {
     kReadingHead,  // waiting for (the rest of) a request head
     kProxying,     // a request is being relayed
+    kWebSocket,    // upgraded: frames are relayed by relay_
     kClosing,      // sending the last bytes, then closing
   };
   enum class TimerMode { kNone, kHeader, kIdle, kBody, kLinger, kShutdown };
@@ -89,7 +103,24 @@ class DownstreamConnection : public net::Stream::Handler {
   static void onTimer(uv_timer_t* t);
   static void onTimerClosed(uv_handle_t* h);
 
+  // filters::HeadCallbacks
+  void resume(filters::HeadDecision decision) override;
+  // filters::RequestView
+  std::string_view method() const override { return request_.method; }
+  std::string_view path() const override { return request_.url; }
+  std::string_view host() const override;
+  std::optional<std::string_view> header(std::string_view name) const override;
+  std::string_view clientIp() const override { return client_ip_; }
+  bool webSocketUpgrade() const override { return websocket_; }
+  // ws::Relay::Owner
+  void relayFinished() override;
+
   void parse(const char* data, size_t len);
+  // Runs the route's head filters from `from`; returns false when the request was answered or
+  // a filter paused it.
+  bool runHeadFilters(size_t from);
+  void afterHeadFilters();
+  bool checkWebSocketHandshake();
   void processPendingInput();
   int handleHeadersComplete();
   void startUpstream(int exclude_backend);
@@ -145,7 +176,14 @@ class DownstreamConnection : public net::Stream::Handler {
   Framing request_framing_ = Framing::kNone;
   Framing response_framing_ = Framing::kNone;
   bool head_request_ = false;
+  bool websocket_ = false;  // a valid WebSocket upgrade request
   bool expect_continue_ = false;
+  bool filter_paused_ = false;  // a head filter paused; resume() continues
+  bool in_head_filters_ = false;
+  size_t filter_index_ = 0;
+  std::optional<filters::HeadDecision> inline_resume_;
+  std::vector<std::unique_ptr<filters::StreamFilter>> stream_filters_;
+  std::unique_ptr<ws::Relay> relay_;
   bool request_complete_ = false;
   bool response_started_ = false;
   bool response_complete_ = false;
@@ -168,13 +206,16 @@ class UpstreamConnection : public net::Stream::Handler {
   // Starts connecting to `addr`. Returns false when the connect could not even start.
   bool connect(const sockaddr* addr, conf::Duration timeout);
   // Binds this connection to a request. `reused` = it came from the keep-alive pool.
-  void attach(DownstreamConnection* down, conf::Duration response_timeout, bool head_request);
+  void attach(DownstreamConnection* down, conf::Duration response_timeout, bool head_request,
+              bool upgrade);
   void detach();
   void write(std::string_view data) { stream_.write(data); }
   void write(const uv_buf_t* bufs, unsigned n) { stream_.write(bufs, n); }
   void requestSent();
   bool connected() const { return connected_; }
   bool reused() const { return requests_ > 1; }
+  // Closes once queued writes are out (a finished WebSocket), bounded by a short timer.
+  void closeAfterFlush();
   bool responseStarted() const { return response_bytes_ > 0; }
   bool aboveHighWatermark() const { return stream_.aboveHighWatermark(); }
   // Goes idle in the worker's pool when `reusable`, otherwise closes.
@@ -219,6 +260,9 @@ class UpstreamConnection : public net::Stream::Handler {
   bool connected_ = false;
   bool idle_ = false;
   bool head_request_ = false;
+  bool upgrade_ = false;   // the request asks for an upgrade
+  bool upgraded_ = false;  // the backend answered 101
+  bool tunnel_ = false;    // bytes now go to down_ unparsed
   bool message_done_ = false;
   bool keep_alive_ = false;
   uint64_t requests_ = 0;

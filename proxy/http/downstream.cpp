@@ -4,6 +4,7 @@
 #include "proxy/log.h"
 #include "proxy/router.h"
 #include "proxy/worker.h"
+#include "proxy/ws/codec.h"
 
 namespace sluice::http {
 
@@ -96,6 +97,10 @@ void DownstreamConnection::armTimer(TimerMode mode, conf::Duration d) {
 
 void DownstreamConnection::onTimer(uv_timer_t* t) {
   auto* d = static_cast<DownstreamConnection*>(t->data);
+  if (d->state_ == State::kWebSocket && d->relay_ != nullptr) {
+    d->relay_->onTimer();
+    return;
+  }
   switch (d->timer_mode_) {
     case TimerMode::kHeader:
       if (d->state_ == State::kReadingHead && d->saw_request_bytes_) {
@@ -125,6 +130,10 @@ bool DownstreamConnection::clientWantsKeepAlive() const {
 void DownstreamConnection::onData(const char* data, size_t len) {
   if (closing_ || state_ == State::kClosing) {
     return;  // lingering close: discard what the client still sends
+  }
+  if (state_ == State::kWebSocket) {
+    relay_->onClientData(data, len);
+    return;
   }
   if (parser_paused_) {
     // A request is in flight; keep the next ones (pipelining) but bounded.
@@ -278,6 +287,9 @@ int DownstreamConnection::handleHeadersComplete() {
   req.minor = llhttp_get_http_minor(&parser_);
   req.method = llhttp_method_name(static_cast<llhttp_method_t>(llhttp_get_method(&parser_)));
   head_request_ = req.method == "HEAD";
+  websocket_ = false;
+  filter_paused_ = false;
+  stream_filters_.clear();
   request_complete_ = response_complete_ = response_started_ = false;
   body_in_ = bytes_out_ = 0;
   status_ = 0;
@@ -308,6 +320,11 @@ int DownstreamConnection::handleHeadersComplete() {
     respondLocal(400, hosts > 1 ? "more than one Host header" : "missing Host header", true);
     return HPE_USER;
   }
+  if ((parser_.flags & F_TRANSFER_ENCODING) != 0 && !chunked) {
+    // llhttp reports this only after on_headers_complete; nothing may reach a backend first.
+    respondLocal(400, "Transfer-Encoding other than a final chunked", true);
+    return HPE_USER;
+  }
   if (req.minor == 0 && chunked) {
     respondLocal(400, "Transfer-Encoding in an HTTP/1.0 request", true);
     return HPE_USER;
@@ -336,15 +353,18 @@ int DownstreamConnection::handleHeadersComplete() {
   }
   const conf::RouteConfig& route = snapshot_->config->routes[static_cast<size_t>(route_)];
 
-  if (parser_.upgrade != 0) {
-    const Header* upgrade = req.find("upgrade");
-    if (upgrade != nullptr && headerHasToken(upgrade->value, "websocket")) {
-      respondLocal(403, route.websocket.enabled ? "WebSocket proxying is not available yet"
-                                                : "WebSocket upgrades are not enabled on this route",
-                   true);
+  // Upgrades other than WebSocket (h2c, ...) are not offered: those requests are proxied as plain
+  // HTTP/1.1 with the Upgrade header removed.
+  const Header* upgrade = req.find("upgrade");
+  if (upgrade != nullptr && headerHasToken(upgrade->value, "websocket")) {
+    if (!route.websocket.enabled) {
+      respondLocal(403, "WebSocket upgrades are not enabled on this route", true);
       return HPE_USER;
     }
-    // Other upgrades (h2c, ...) are not offered: the request is proxied as plain HTTP/1.1.
+    if (!checkWebSocketHandshake()) {
+      return HPE_USER;
+    }
+    websocket_ = true;
   }
 
   if (has_length && route.max_body_bytes > 0 && parser_.content_length > route.max_body_bytes) {
@@ -363,11 +383,118 @@ int DownstreamConnection::handleHeadersComplete() {
   } else {
     worker_->newRequestId(&request_id_);
   }
-  if (has_body) {
+  if (!runHeadFilters(0)) {
+    if (filter_paused_) {
+      return HPE_PAUSED;  // the body waits (unparsed) until the filter resumes
+    }
+    return (closing_ || state_ == State::kClosing) ? HPE_USER : 0;
+  }
+  afterHeadFilters();
+  return 0;
+}
+
+bool DownstreamConnection::checkWebSocketHandshake() {
+  const RequestHead& req = request_;
+  const char* bad = nullptr;
+  const Header* connection = req.find("connection");
+  const Header* key = req.find("sec-websocket-key");
+  if (req.method != "GET") {
+    bad = "WebSocket upgrade must use GET";
+  } else if (req.minor < 1) {
+    bad = "WebSocket upgrade needs HTTP/1.1";
+  } else if (connection == nullptr || !headerHasToken(connection->value, "upgrade")) {
+    bad = "WebSocket upgrade without 'Connection: Upgrade'";
+  } else if ((parser_.flags & F_CHUNKED) != 0 || parser_.content_length > 0) {
+    bad = "WebSocket upgrade with a body";
+  } else if (key == nullptr || req.count("sec-websocket-key") != 1 || !ws::validClientKey(key->value)) {
+    bad = "missing or invalid Sec-WebSocket-Key";
+  }
+  if (bad != nullptr) {
+    respondLocal(400, bad, true);
+    return false;
+  }
+  const Header* version = req.find("sec-websocket-version");
+  if (version == nullptr || req.count("sec-websocket-version") != 1 || version->value != "13") {
+    respondLocal(426, "unsupported Sec-WebSocket-Version", true, "Sec-WebSocket-Version: 13\r\n");
+    return false;
+  }
+  return true;
+}
+
+std::string_view DownstreamConnection::host() const {
+  const Header* h = request_.find("host");
+  return h != nullptr ? std::string_view(h->value) : std::string_view();
+}
+
+std::optional<std::string_view> DownstreamConnection::header(std::string_view name) const {
+  const Header* h = request_.find(name);
+  if (h == nullptr) {
+    return std::nullopt;
+  }
+  return std::string_view(h->value);
+}
+
+bool DownstreamConnection::runHeadFilters(size_t from) {
+  const auto& chain = snapshot_->route_filters[static_cast<size_t>(route_)];
+  bool unread_body = !request_complete_ && request_framing_ != Framing::kNone;
+  for (size_t i = from; i < chain.size(); ++i) {
+    while (stream_filters_.size() <= i) {
+      stream_filters_.push_back(chain[stream_filters_.size()]->create());
+    }
+    filter_index_ = i;
+    in_head_filters_ = true;
+    filters::HeadDecision d = stream_filters_[i]->onRequestHead(*this, *this);
+    in_head_filters_ = false;
+    if (d.action == filters::HeadDecision::Action::kPause) {
+      if (inline_resume_) {
+        // The filter called resume() before returning.
+        d = std::move(*inline_resume_);
+        inline_resume_.reset();
+      } else {
+        filter_paused_ = true;
+        return false;
+      }
+    }
+    if (d.action == filters::HeadDecision::Action::kReject) {
+      LOG_DEBUG("filter '%s' rejected %s %s: %u %s", chain[i]->name().c_str(),
+                request_.method.c_str(), request_.url.c_str(), static_cast<unsigned>(d.status),
+                d.reason.c_str());
+      respondLocal(d.status, d.reason, unread_body || filter_paused_, d.headers);
+      return false;
+    }
+  }
+  return true;
+}
+
+void DownstreamConnection::resume(filters::HeadDecision decision) {
+  if (in_head_filters_) {
+    inline_resume_ = std::move(decision);
+    return;
+  }
+  if (!filter_paused_ || closing_ || state_ != State::kProxying) {
+    return;
+  }
+  if (decision.action == filters::HeadDecision::Action::kReject) {
+    respondLocal(decision.status, decision.reason, true, decision.headers);
+    return;
+  }
+  filter_paused_ = false;
+  if (!runHeadFilters(filter_index_ + 1)) {
+    return;
+  }
+  afterHeadFilters();
+  // The parser stopped after the head; let it read the body (or the next request) now.
+  parser_paused_ = false;
+  llhttp_resume(&parser_);
+  stream_.readStart();
+  processPendingInput();
+}
+
+void DownstreamConnection::afterHeadFilters() {
+  if (request_framing_ != Framing::kNone && !request_complete_) {
     armTimer(TimerMode::kBody, listener().idle_timeout);
   }
   startUpstream(-1);
-  return 0;
 }
 
 int DownstreamConnection::cbBody(llhttp_t* p, const char* at, size_t len) {
@@ -398,7 +525,9 @@ void DownstreamConnection::startUpstream(int exclude_backend) {
   ++attempts_;
   const std::string& key = pool.backends[static_cast<size_t>(backend)].address.text;
   // A retry after a stale keep-alive connection always opens a fresh one.
-  UpstreamConnection* up = attempts_ == 1 ? worker_->takeIdleUpstream(key) : nullptr;
+  // A WebSocket gets a dedicated connection.
+  UpstreamConnection* up =
+      attempts_ == 1 && !websocket_ ? worker_->takeIdleUpstream(key) : nullptr;
   if (up == nullptr) {
     up = new UpstreamConnection(worker_, key, route.pool_index, backend);
     const sockaddr_storage& addr = snap.backend_addrs[route.pool_index][static_cast<size_t>(backend)];
@@ -409,7 +538,7 @@ void DownstreamConnection::startUpstream(int exclude_backend) {
     }
   }
   upstream_ = up;
-  up->attach(this, pool.response_timeout, head_request_);
+  up->attach(this, pool.response_timeout, head_request_, websocket_);
   sendRequestHeadUpstream();
   if (request_complete_) {
     if (request_framing_ == Framing::kChunked) {
@@ -426,6 +555,8 @@ void DownstreamConnection::sendRequestHeadUpstream() {
     info.client_ip = client_ip_;
     info.proto = "http";
     info.request_id = request_id_;
+    info.upgrade = websocket_;
+    info.strip_ws_extensions = websocket_;
     writeUpstreamRequest(request_, info, request_framing_, &upstream_head_);
   }
   upstream_->write(upstream_head_);
@@ -475,6 +606,10 @@ void DownstreamConnection::finishRequestBody() {
 }
 
 void DownstreamConnection::onUpstreamWritable() {
+  if (state_ == State::kWebSocket) {
+    relay_->onBackendWritable();
+    return;
+  }
   if (state_ == State::kProxying && !request_complete_ && !closing_) {
     stream_.readStart();
   }
@@ -505,12 +640,90 @@ bool DownstreamConnection::onUpstreamResponseHead(const ResponseHead& head, bool
   } else {
     response_framing_ = Framing::kContentLength;
   }
-  keep_alive_ = keep_alive_ && clientWantsKeepAlive() && !shutdown_ && !client_eof_ &&
+  keep_alive_ = keep_alive_ && !websocket_ && clientWantsKeepAlive() && !shutdown_ && !client_eof_ &&
                 response_framing_ != Framing::kClose && !worker_->shuttingDown();
   head_buffer_.clear();
   writeDownstreamResponse(head, response_framing_, keep_alive_, {}, &head_buffer_);
   stream_.write(head_buffer_);
   return head_request_;
+}
+
+bool DownstreamConnection::onUpstreamUpgrade(const ResponseHead& head) {
+  if (!websocket_ || response_started_ || upstream_ == nullptr) {
+    return false;
+  }
+  const Header* upgrade = head.find("upgrade");
+  const Header* connection = head.find("connection");
+  const Header* accept = head.find("sec-websocket-accept");
+  const Header* protocol = head.find("sec-websocket-protocol");
+  const Header* offered = request_.find("sec-websocket-protocol");
+  const char* bad = nullptr;
+  if (upgrade == nullptr || !headerHasToken(upgrade->value, "websocket")) {
+    bad = "101 without 'Upgrade: websocket'";
+  } else if (connection == nullptr || !headerHasToken(connection->value, "upgrade")) {
+    bad = "101 without 'Connection: Upgrade'";
+  } else if (accept == nullptr ||
+             accept->value != ws::acceptKey(request_.find("sec-websocket-key")->value)) {
+    bad = "101 with a wrong Sec-WebSocket-Accept";
+  } else if (protocol != nullptr &&
+             (offered == nullptr || protocol->value.find(',') != std::string::npos ||
+              !headerHasToken(offered->value, protocol->value))) {
+    bad = "101 with a subprotocol the client did not offer";
+  } else if (head.find("sec-websocket-extensions") != nullptr) {
+    bad = "101 with an extension the client did not offer";
+  }
+  if (bad != nullptr) {
+    LOG_WARN("backend %s: invalid WebSocket handshake: %s", upstream_->key().c_str(), bad);
+    return false;
+  }
+  status_ = 101;
+  response_started_ = response_complete_ = true;
+  head_buffer_.clear();
+  writeDownstreamResponse(head, Framing::kNone, true, "Upgrade: websocket\r\nConnection: Upgrade\r\n",
+                          &head_buffer_);
+  stream_.write(head_buffer_);
+  state_ = State::kWebSocket;
+  armTimer(TimerMode::kNone, {});
+  const size_t route = static_cast<size_t>(route_);
+  relay_ = std::make_unique<ws::Relay>(worker_->loop(), stream_, upstream_->stream(), &timer_,
+                                       &DownstreamConnection::onTimer,
+                                       snapshot_->config->routes[route].websocket,
+                                       std::move(stream_filters_),
+                                       snapshot_->route_needs_payload[route], this);
+  // The HTTP scratch buffers are not needed for the rest of this connection's life.
+  head_buffer_ = std::string();
+  upstream_head_ = std::string();
+  stream_.readStart();
+  if (!pending_input_.empty()) {
+    std::string early = std::move(pending_input_);
+    pending_input_ = std::string();
+    relay_->onClientData(early.data(), early.size());
+  }
+  return true;
+}
+
+void DownstreamConnection::onUpstreamTunnelData(const char* data, size_t len) {
+  if (relay_ != nullptr) {
+    relay_->onBackendData(data, len);
+  }
+}
+
+void DownstreamConnection::onUpstreamTunnelEof() {
+  if (relay_ != nullptr) {
+    relay_->onBackendEof();
+  }
+}
+
+void DownstreamConnection::relayFinished() {
+  writeAccessLog();
+  if (upstream_ != nullptr) {
+    UpstreamConnection* up = upstream_;
+    upstream_ = nullptr;
+    up->closeAfterFlush();
+  }
+  state_ = State::kClosing;
+  stream_.closeAfterFlush();
+  armTimer(TimerMode::kLinger, kLingerTimeout);
 }
 
 void DownstreamConnection::onUpstreamBody(const char* data, size_t len) {
@@ -524,6 +737,10 @@ void DownstreamConnection::onUpstreamBody(const char* data, size_t len) {
 }
 
 void DownstreamConnection::onWritable() {
+  if (state_ == State::kWebSocket) {
+    relay_->onClientWritable();
+    return;
+  }
   if (upstream_ != nullptr) {
     upstream_->stream().readStart();
   }
@@ -655,6 +872,15 @@ void DownstreamConnection::writeAccessLog() {
   e.status = status_;
   e.bytes_in = body_in_;
   e.bytes_out = bytes_out_;
+  if (relay_ != nullptr) {
+    const ws::Relay::Stats& st = relay_->stats();
+    e.bytes_in = st.bytes[0];
+    e.bytes_out = st.bytes[1];
+    e.ws_messages_in = st.messages[0];
+    e.ws_messages_out = st.messages[1];
+    e.ws_close_code = st.close_code;
+    e.ws_closed_by = ws::Relay::closedByName(st.closed_by);
+  }
   e.duration_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
                                                             request_start_)
                       .count();
@@ -700,7 +926,13 @@ void DownstreamConnection::shutdownGracefully() {
   }
 }
 
-void DownstreamConnection::abort() { closeNow(); }
+void DownstreamConnection::abort() {
+  if (state_ == State::kWebSocket && relay_ != nullptr && !relay_->finished()) {
+    relay_->goAway(ws::kGoingAway, "sluice is shutting down");
+    return;
+  }
+  closeNow();
+}
 
 void DownstreamConnection::closeSoon() {
   if (closing_ || state_ == State::kClosing) {
@@ -739,6 +971,9 @@ void DownstreamConnection::onTimerClosed(uv_handle_t* h) {
 
 void DownstreamConnection::onClosed() {
   stream_closed_ = true;
+  if (!closing_) {
+    closeNow();  // closed after a flush: release the rest
+  }
   maybeDelete();
 }
 
@@ -750,6 +985,10 @@ void DownstreamConnection::maybeDelete() {
 
 void DownstreamConnection::onEof() {
   client_eof_ = true;
+  if (state_ == State::kWebSocket) {
+    relay_->onClientEof();
+    return;
+  }
   if (state_ == State::kClosing || state_ == State::kReadingHead || !request_complete_) {
     // Nothing in flight, or the client gave up in the middle of its own request.
     closeNow();
@@ -759,6 +998,10 @@ void DownstreamConnection::onEof() {
 
 void DownstreamConnection::onError(int status) {
   LOG_DEBUG("downstream %s: %s", client_ip_.c_str(), uv_strerror(status));
+  if (state_ == State::kWebSocket && !relay_->finished()) {
+    relay_->onClientEof();
+    return;
+  }
   closeNow();
 }
 

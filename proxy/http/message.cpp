@@ -138,6 +138,9 @@ void writeUpstreamRequest(const RequestHead& req, const ForwardInfo& info, Frami
     } else if (iequals(h.name, "x-request-id")) {
       has_request_id = true;
     }
+    if (info.strip_ws_extensions && iequals(h.name, "sec-websocket-extensions")) {
+      continue;
+    }
     if (info.upgrade && (iequals(h.name, "upgrade") || iequals(h.name, "connection"))) {
       continue;  // re-added below in canonical form
     }

@@ -56,6 +56,8 @@ struct ForwardInfo {
   std::string_view proto;  // "http" or "https"
   std::string_view request_id;  // used when the request carries no X-Request-Id
   bool upgrade = false;         // keep Connection: upgrade and Upgrade
+  // Drop Sec-WebSocket-Extensions offers sluice cannot inspect (so that frames stay readable).
+  bool strip_ws_extensions = false;
 };
 
 // True for headers that concern one connection only (RFC 9110 7.6.1), including the ones that

@@ -60,7 +60,8 @@ void UpstreamConnection::onConnected(int status) {
 }
 
 void UpstreamConnection::attach(DownstreamConnection* down, conf::Duration response_timeout,
-                                bool head_request) {
+                                bool head_request, bool upgrade) {
+  upgrade_ = upgrade;
   if (idle_) {
     idle_ = false;
     uv_timer_stop(&timer_);
@@ -91,7 +92,7 @@ void UpstreamConnection::requestSent() {
 
 void UpstreamConnection::release(bool reusable, uint32_t max_idle, conf::Duration idle_timeout) {
   down_ = nullptr;
-  if (!reusable || closing_ || !message_done_ || !keep_alive_ || max_idle == 0 ||
+  if (!reusable || closing_ || !message_done_ || !keep_alive_ || max_idle == 0 || upgrade_ ||
       worker_->shuttingDown()) {
     close();
     return;
@@ -102,6 +103,16 @@ void UpstreamConnection::release(bool reusable, uint32_t max_idle, conf::Duratio
   uv_timer_start(&timer_, &UpstreamConnection::onTimer,
                  static_cast<uint64_t>(idle_timeout.count()), 0);
   worker_->putIdleUpstream(this, max_idle);
+}
+
+void UpstreamConnection::closeAfterFlush() {
+  down_ = nullptr;
+  if (closing_) {
+    return;
+  }
+  stream_.closeAfterFlush();
+  // The timer bounds the flush: a backend that stopped reading does not keep us forever.
+  uv_timer_start(&timer_, &UpstreamConnection::onTimer, 2000, 0);
 }
 
 void UpstreamConnection::close() {
@@ -126,6 +137,11 @@ void UpstreamConnection::onTimerClosed(uv_handle_t* h) {
 
 void UpstreamConnection::onClosed() {
   stream_closed_ = true;
+  if (!closing_) {
+    // Closed after a flush (closeAfterFlush): the timer still has to go.
+    closing_ = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &UpstreamConnection::onTimerClosed);
+  }
   maybeDelete();
 }
 
@@ -145,7 +161,7 @@ void UpstreamConnection::fail(UpstreamError error, int status) {
 
 void UpstreamConnection::onTimer(uv_timer_t* t) {
   auto* u = static_cast<UpstreamConnection*>(t->data);
-  if (u->idle_ || u->down_ == nullptr) {
+  if (u->idle_ || u->down_ == nullptr || u->tunnel_) {
     u->close();
   } else if (!u->connected_) {
     LOG_WARN("upstream %s: connect timed out", u->key_.c_str());
@@ -157,6 +173,12 @@ void UpstreamConnection::onTimer(uv_timer_t* t) {
 }
 
 void UpstreamConnection::onData(const char* data, size_t len) {
+  if (tunnel_) {
+    if (down_ != nullptr) {
+      down_->onUpstreamTunnelData(data, len);
+    }
+    return;
+  }
   if (idle_ || down_ == nullptr || message_done_) {
     // Bytes nobody asked for: the connection is no longer in a known state.
     close();
@@ -168,6 +190,16 @@ void UpstreamConnection::onData(const char* data, size_t len) {
   }
   llhttp_errno_t err = llhttp_execute(&parser_, data, len);
   if (closing_) {
+    return;
+  }
+  if (upgraded_ && (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)) {
+    // Switched protocols: what follows the 101 head is already WebSocket data.
+    tunnel_ = true;
+    const char* pos = llhttp_get_error_pos(&parser_);
+    size_t used = pos != nullptr ? static_cast<size_t>(pos - data) : len;
+    if (used < len && down_ != nullptr) {
+      down_->onUpstreamTunnelData(data + used, len - used);
+    }
     return;
   }
   if (err == HPE_PAUSED) {
@@ -193,6 +225,15 @@ void UpstreamConnection::onData(const char* data, size_t len) {
 }
 
 void UpstreamConnection::onEof() {
+  if (tunnel_) {
+    DownstreamConnection* d = down_;
+    if (d != nullptr) {
+      d->onUpstreamTunnelEof();
+    } else {
+      close();
+    }
+    return;
+  }
   if (idle_ || down_ == nullptr) {
     close();
     return;
@@ -214,6 +255,10 @@ void UpstreamConnection::onEof() {
 }
 
 void UpstreamConnection::onError(int status) {
+  if (tunnel_) {
+    onEof();
+    return;
+  }
   if (idle_ || down_ == nullptr) {
     close();
     return;
@@ -273,8 +318,13 @@ int UpstreamConnection::cbHeadersComplete(llhttp_t* p) {
     return -1;
   }
   if (r.status == 101) {
-    // Only an upgrade request may be answered with 101.
-    return -1;
+    // Only an upgrade request may be answered with 101, and only with a valid handshake.
+    if (!u->upgrade_ || !u->down_->onUpstreamUpgrade(r)) {
+      return -1;
+    }
+    u->upgraded_ = true;
+    uv_timer_stop(&u->timer_);
+    return 0;
   }
   if (r.status >= 100 && r.status < 200) {
     u->down_->onUpstreamInformational(r);
@@ -295,6 +345,9 @@ int UpstreamConnection::cbBody(llhttp_t* p, const char* at, size_t len) {
 
 int UpstreamConnection::cbMessageComplete(llhttp_t* p) {
   UpstreamConnection* u = self(p);
+  if (u->upgraded_) {
+    return HPE_PAUSED;
+  }
   if (u->response_.status >= 100 && u->response_.status < 200) {
     return 0;  // an informational response; the final one follows
   }

@@ -169,6 +169,10 @@ void Stream::onWrite(uv_write_t* r, int status) {
     }
   }
   if (self->pending_reqs_ == 0) {
+    if (self->close_when_flushed_) {
+      self->close();
+      return;
+    }
     self->handler_->onFlushed();
   }
 }
@@ -186,6 +190,15 @@ void Stream::shutdown() {
 }
 
 void Stream::onShutdown(uv_shutdown_t* req, int) { delete req; }
+
+void Stream::closeAfterFlush() {
+  if (pending_reqs_ == 0) {
+    close();
+  } else {
+    close_when_flushed_ = true;
+    readStop();
+  }
+}
 
 void Stream::close() {
   if (state_ != State::kOpen) {

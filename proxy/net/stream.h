@@ -59,6 +59,8 @@ class Stream {
 
   // Sends FIN after the queued writes. Reads continue until the owner closes.
   void shutdown();
+  // Closes once every queued write has gone out (at once when none is queued).
+  void closeAfterFlush();
   // Closes the handle (queued writes are cancelled); onClosed() follows.
   void close();
   bool closing() const { return state_ != State::kOpen; }
@@ -86,6 +88,7 @@ class Stream {
   bool reading_ = false;
   bool above_high_ = false;
   bool shutdown_sent_ = false;
+  bool close_when_flushed_ = false;
   size_t queued_bytes_ = 0;
   size_t pending_reqs_ = 0;
   std::vector<WriteReq*> free_reqs_;

@@ -1,0 +1,379 @@
+#include "proxy/ws/codec.h"
+
+#include <cstring>
+
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
+namespace sluice::ws {
+
+bool validCloseCode(uint16_t code) {
+  if (code >= 1000 && code <= 1003) {
+    return true;
+  }
+  if (code >= 1007 && code <= 1014) {
+    return true;
+  }
+  return code >= 3000 && code <= 4999;
+}
+
+// ---- UTF-8 ---------------------------------------------------------------------------------
+// State: bits 0-1 = continuation bytes still expected; bits 8-15 / 16-23 = the allowed range of
+// the next continuation byte (narrower than 80..BF right after E0, ED, F0 and F4, which is what
+// rules out overlong forms, surrogates and code points above U+10FFFF).
+
+namespace {
+constexpr uint32_t pack(uint32_t need, uint32_t lo, uint32_t hi) { return need | lo << 8 | hi << 16; }
+}  // namespace
+
+bool Utf8Validator::feed(const uint8_t* data, size_t len) {
+  if (state_ == kReject) {
+    return false;
+  }
+  uint32_t st = state_;
+  size_t i = 0;
+  while (i < len) {
+    if (st == 0) {
+      // Fast path: skip ASCII eight bytes at a time.
+      while (i + 8 <= len) {
+        uint64_t w;
+        memcpy(&w, data + i, 8);
+        if ((w & 0x8080808080808080ull) != 0) {
+          break;
+        }
+        i += 8;
+      }
+      if (i >= len) {
+        break;
+      }
+      uint8_t b = data[i++];
+      if (b < 0x80) {
+        continue;
+      }
+      if (b >= 0xC2 && b <= 0xDF) {
+        st = pack(1, 0x80, 0xBF);
+      } else if (b == 0xE0) {
+        st = pack(2, 0xA0, 0xBF);
+      } else if (b == 0xED) {
+        st = pack(2, 0x80, 0x9F);
+      } else if (b >= 0xE1 && b <= 0xEF) {
+        st = pack(2, 0x80, 0xBF);
+      } else if (b == 0xF0) {
+        st = pack(3, 0x90, 0xBF);
+      } else if (b >= 0xF1 && b <= 0xF3) {
+        st = pack(3, 0x80, 0xBF);
+      } else if (b == 0xF4) {
+        st = pack(3, 0x80, 0x8F);
+      } else {
+        state_ = kReject;
+        return false;
+      }
+    } else {
+      uint8_t b = data[i++];
+      uint32_t lo = (st >> 8) & 0xFF;
+      uint32_t hi = (st >> 16) & 0xFF;
+      if (b < lo || b > hi) {
+        state_ = kReject;
+        return false;
+      }
+      uint32_t need = (st & 3) - 1;
+      st = need == 0 ? 0 : pack(need, 0x80, 0xBF);
+    }
+  }
+  state_ = st;
+  return true;
+}
+
+bool validUtf8(std::string_view s) {
+  Utf8Validator v;
+  return v.feed(reinterpret_cast<const uint8_t*>(s.data()), s.size()) && v.complete();
+}
+
+// ---- masking -------------------------------------------------------------------------------
+
+size_t applyMask(uint8_t* data, size_t len, const uint8_t mask[4], size_t offset) {
+  size_t i = 0;
+  offset &= 3;
+  // Align the mask phase to the start of `data`, then go a word at a time.
+  uint8_t m[8];
+  for (size_t k = 0; k < 8; ++k) {
+    m[k] = mask[(offset + k) & 3];
+  }
+  uint64_t m64;
+  memcpy(&m64, m, 8);
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    memcpy(&w, data + i, 8);
+    w ^= m64;
+    memcpy(data + i, &w, 8);
+  }
+  for (; i < len; ++i) {
+    data[i] ^= m[i & 7];
+  }
+  return (offset + len) & 3;
+}
+
+// ---- frame parser --------------------------------------------------------------------------
+
+const char* frameErrorName(FrameError e) {
+  switch (e) {
+    case FrameError::kNone:
+      return "none";
+    case FrameError::kMaskRequired:
+      return "client frame is not masked";
+    case FrameError::kMaskForbidden:
+      return "server frame is masked";
+    case FrameError::kReservedBits:
+      return "reserved bits set";
+    case FrameError::kUnknownOpcode:
+      return "unknown opcode";
+    case FrameError::kControlTooLong:
+      return "control frame longer than 125 bytes";
+    case FrameError::kControlFragmented:
+      return "fragmented control frame";
+    case FrameError::kUnexpectedContinuation:
+      return "continuation frame outside a fragmented message";
+    case FrameError::kExpectedContinuation:
+      return "new message inside a fragmented message";
+    case FrameError::kLengthTooLarge:
+      return "frame length too large";
+  }
+  return "?";
+}
+
+bool FrameParser::parseHeader(const uint8_t* p, size_t avail, size_t* used) {
+  if (avail < 2) {
+    return false;
+  }
+  FrameHeader& h = header_;
+  h.fin = (p[0] & 0x80) != 0;
+  h.rsv = static_cast<uint8_t>((p[0] >> 4) & 0x7);
+  h.opcode = p[0] & 0x0F;
+  h.masked = (p[1] & 0x80) != 0;
+  uint8_t len7 = p[1] & 0x7F;
+  size_t need = 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + (h.masked ? 4 : 0);
+  if (avail < need) {
+    return false;
+  }
+  size_t i = 2;
+  if (len7 == 126) {
+    h.length = static_cast<uint64_t>(p[2]) << 8 | p[3];
+    i = 4;
+  } else if (len7 == 127) {
+    h.length = 0;
+    for (int k = 0; k < 8; ++k) {
+      h.length = h.length << 8 | p[2 + k];
+    }
+    i = 10;
+  } else {
+    h.length = len7;
+  }
+  if (h.masked) {
+    memcpy(h.mask, p + i, 4);
+    i += 4;
+  } else {
+    memset(h.mask, 0, 4);
+  }
+  h.header_size = static_cast<uint8_t>(i);
+  *used = i;
+  return true;
+}
+
+FrameError FrameParser::validate(const FrameHeader& h) {
+  if (from_client_ && !h.masked) {
+    return FrameError::kMaskRequired;
+  }
+  if (!from_client_ && h.masked) {
+    return FrameError::kMaskForbidden;
+  }
+  if ((h.length >> 63) != 0) {
+    return FrameError::kLengthTooLarge;
+  }
+  uint8_t allowed_rsv = allow_rsv1_ ? 0x4 : 0;
+  if ((h.rsv & ~allowed_rsv) != 0) {
+    return FrameError::kReservedBits;
+  }
+  switch (h.opcode) {
+    case kContinuation:
+      if (!in_message_) {
+        return FrameError::kUnexpectedContinuation;
+      }
+      if (h.rsv != 0) {
+        return FrameError::kReservedBits;  // RSV1 marks only a message's first frame
+      }
+      break;
+    case kText:
+    case kBinary:
+      if (in_message_) {
+        return FrameError::kExpectedContinuation;
+      }
+      break;
+    case kClose:
+    case kPing:
+    case kPong:
+      if (!h.fin) {
+        return FrameError::kControlFragmented;
+      }
+      if (h.length > 125) {
+        return FrameError::kControlTooLong;
+      }
+      if (h.rsv != 0) {
+        return FrameError::kReservedBits;
+      }
+      break;
+    default:
+      return FrameError::kUnknownOpcode;
+  }
+  return FrameError::kNone;
+}
+
+size_t FrameParser::feed(const uint8_t* data, size_t len, Handler& handler) {
+  size_t pos = 0;
+  if (error_ != FrameError::kNone) {
+    return 0;
+  }
+  while (pos < len) {
+    if (!in_payload_) {
+      const uint8_t* raw;
+      size_t used = 0;
+      if (spill_len_ == 0) {
+        if (!parseHeader(data + pos, len - pos, &used)) {
+          spill_len_ = static_cast<uint8_t>(len - pos);
+          memcpy(spill_, data + pos, spill_len_);
+          return len;
+        }
+        raw = data + pos;
+        pos += used;
+      } else {
+        size_t old = spill_len_;
+        size_t take = std::min(sizeof spill_ - old, len - pos);
+        memcpy(spill_ + old, data + pos, take);
+        if (!parseHeader(spill_, old + take, &used)) {
+          spill_len_ = static_cast<uint8_t>(old + take);
+          return len;
+        }
+        raw = spill_;
+        spill_len_ = 0;
+        pos += used - old;
+      }
+      error_ = validate(header_);
+      if (error_ != FrameError::kNone) {
+        return pos;
+      }
+      if (!isControl(header_.opcode)) {
+        if (header_.opcode != kContinuation) {
+          message_opcode_ = header_.opcode;
+        }
+        in_message_ = !header_.fin;
+      }
+      payload_done_ = 0;
+      if (!handler.onFrameHeader(header_, raw)) {
+        in_payload_ = header_.length > 0;
+        return pos;
+      }
+      if (header_.length == 0) {
+        if (!handler.onFrameEnd(header_)) {
+          return pos;
+        }
+        continue;
+      }
+      in_payload_ = true;
+    }
+    uint64_t left = header_.length - payload_done_;
+    size_t n = static_cast<size_t>(std::min<uint64_t>(left, len - pos));
+    uint64_t offset = payload_done_;
+    payload_done_ += n;
+    const uint8_t* chunk = data + pos;
+    pos += n;
+    bool done = payload_done_ == header_.length;
+    if (done) {
+      in_payload_ = false;
+    }
+    if (!handler.onFramePayload(header_, chunk, n, offset)) {
+      return pos;
+    }
+    if (done && !handler.onFrameEnd(header_)) {
+      return pos;
+    }
+  }
+  return pos;
+}
+
+// ---- writers -------------------------------------------------------------------------------
+
+void writeFrameHeader(std::string* out, bool fin, uint8_t opcode, uint64_t length,
+                      const uint8_t* mask, uint8_t rsv) {
+  uint8_t h[14];
+  size_t n = 0;
+  h[n++] = static_cast<uint8_t>((fin ? 0x80 : 0) | (rsv & 7) << 4 | (opcode & 0x0F));
+  uint8_t m = mask != nullptr ? 0x80 : 0;
+  if (length < 126) {
+    h[n++] = static_cast<uint8_t>(m | length);
+  } else if (length <= 0xFFFF) {
+    h[n++] = m | 126;
+    h[n++] = static_cast<uint8_t>(length >> 8);
+    h[n++] = static_cast<uint8_t>(length);
+  } else {
+    h[n++] = m | 127;
+    for (int k = 7; k >= 0; --k) {
+      h[n++] = static_cast<uint8_t>(length >> (8 * k));
+    }
+  }
+  if (mask != nullptr) {
+    memcpy(h + n, mask, 4);
+    n += 4;
+  }
+  out->append(reinterpret_cast<const char*>(h), n);
+}
+
+void writeControlFrame(std::string* out, uint8_t opcode, std::string_view payload,
+                       const uint8_t* mask) {
+  payload = payload.substr(0, 125);
+  writeFrameHeader(out, true, opcode, payload.size(), mask);
+  size_t start = out->size();
+  out->append(payload);
+  if (mask != nullptr) {
+    applyMask(reinterpret_cast<uint8_t*>(out->data() + start), payload.size(), mask, 0);
+  }
+}
+
+void writeCloseFrame(std::string* out, uint16_t code, std::string_view reason, const uint8_t* mask) {
+  std::string payload;
+  payload.push_back(static_cast<char>(code >> 8));
+  payload.push_back(static_cast<char>(code & 0xFF));
+  // Truncate the reason to fit, without cutting a UTF-8 sequence in half.
+  reason = reason.substr(0, 123);
+  while (!reason.empty() && !validUtf8(reason)) {
+    reason.remove_suffix(1);
+  }
+  payload.append(reason);
+  writeControlFrame(out, kClose, payload, mask);
+}
+
+std::string acceptKey(std::string_view key) {
+  static constexpr std::string_view kGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  std::string input(key);
+  input.append(kGuid);
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(input.data()), input.size(), digest);
+  unsigned char out[32];
+  int n = EVP_EncodeBlock(out, digest, SHA_DIGEST_LENGTH);
+  return std::string(reinterpret_cast<char*>(out), static_cast<size_t>(n));
+}
+
+bool validClientKey(std::string_view key) {
+  if (key.size() != 24 || key[22] != '=' || key[23] != '=') {
+    return false;
+  }
+  for (size_t i = 0; i < 22; ++i) {
+    char c = key[i];
+    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '+' || c == '/';
+    if (!ok) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace sluice::ws
