@@ -8,7 +8,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 build_pkgs=(build-essential cmake ninja-build pkg-config libuv1-dev node-llhttp libssl-dev
   libtomlplusplus-dev zlib1g-dev libre2-dev libgtest-dev googletest python3 curl)
-test_pkgs=(python3-websockets python3-prometheus-client openssl nodejs npm procps)
+test_pkgs=(python3-websockets python3-prometheus-client openssl nodejs npm procps chromium
+  clang libclang-rt-14-dev)
 bench_pkgs=(nginx-light haproxy wrk)
 
 want=("${build_pkgs[@]}")

@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "proxy/http/message.h"
+#include "proxy/http/request_parser.h"
 #include "proxy/net/stream.h"
 #include "filters/filter.h"
 #include "proxy/snapshot.h"
@@ -41,6 +42,7 @@ enum class UpstreamError {
 };
 
 class DownstreamConnection : public net::Stream::Handler,
+                             public RequestParser::Handler,
                              public filters::HeadCallbacks,
                              public filters::RequestView,
                              public ws::Relay::Owner {
@@ -90,18 +92,14 @@ class DownstreamConnection : public net::Stream::Handler,
   };
   enum class TimerMode { kNone, kHeader, kIdle, kBody, kLinger, kShutdown };
 
-  static int cbMessageBegin(llhttp_t* p);
-  static int cbUrl(llhttp_t* p, const char* at, size_t len);
-  static int cbHeaderField(llhttp_t* p, const char* at, size_t len);
-  static int cbHeaderFieldComplete(llhttp_t* p);
-  static int cbHeaderValue(llhttp_t* p, const char* at, size_t len);
-  static int cbHeaderValueComplete(llhttp_t* p);
-  static int cbHeadersComplete(llhttp_t* p);
-  static int cbBody(llhttp_t* p, const char* at, size_t len);
-  static int cbMessageComplete(llhttp_t* p);
-  static const llhttp_settings_t& settings();
   static void onTimer(uv_timer_t* t);
   static void onTimerClosed(uv_handle_t* h);
+
+  // RequestParser::Handler
+  void onMessageBegin() override;
+  RequestParser::HeadAction onHead() override;
+  bool onBody(const char* data, size_t len) override;
+  void onMessageComplete() override;
 
   // filters::HeadCallbacks
   void resume(filters::HeadDecision decision) override;
@@ -122,7 +120,6 @@ class DownstreamConnection : public net::Stream::Handler,
   void afterHeadFilters();
   bool checkWebSocketHandshake();
   void processPendingInput();
-  int handleHeadersComplete();
   void startUpstream(int exclude_backend);
   void sendRequestHeadUpstream();
   void forwardBody(const char* data, size_t len);
@@ -151,23 +148,17 @@ class DownstreamConnection : public net::Stream::Handler,
   bool registered_ = false;
   State state_ = State::kReadingHead;
 
-  llhttp_t parser_;
+  RequestParser parser_;
   std::string pending_input_;  // bytes read while a request was in flight
   bool parser_paused_ = false;
   bool parser_failed_ = false;
   bool client_eof_ = false;
   bool shutdown_ = false;
   bool saw_request_bytes_ = false;  // some byte of the next request has arrived
-  const char* exec_start_ = nullptr;
-  char prev_last_byte_ = 0;  // last byte of the previous parse() call
-  enum class LastHeaderCb { kNone, kField, kFieldComplete, kValue, kValueComplete };
-  LastHeaderCb last_header_cb_ = LastHeaderCb::kNone;
-  size_t head_bytes_ = 0;
-  int reject_status_ = 0;  // set by a callback that wants the request rejected
-  const char* reject_reason_ = "";
 
-  // The current request.
-  RequestHead request_;
+  // The current request (its head lives in parser_).
+  const RequestHead& request_;
+  std::string method_;  // kept for the access log
   std::string client_ip_;
   std::string request_id_;
   int route_ = -1;

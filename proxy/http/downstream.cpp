@@ -15,8 +15,6 @@ constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 constexpr std::string_view kCrlf = "\r\n";
 constexpr std::string_view kLastChunk = "0\r\n\r\n";
 
-DownstreamConnection* self(llhttp_t* p) { return static_cast<DownstreamConnection*>(p->data); }
-
 bool idempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "TRACE" ||
          method == "PUT" || method == "DELETE";
@@ -36,11 +34,10 @@ void writeChunk(Sink& sink, const char* data, size_t len) {
 
 DownstreamConnection::DownstreamConnection(Worker* worker, size_t listener_index)
     : worker_(worker), snapshot_(worker->snapshot()), listener_index_(listener_index),
-      stream_(worker->loop(), this) {
+      stream_(worker->loop(), this), parser_(this, snapshot_->config->listeners[listener_index].max_header_bytes),
+      request_(parser_.head()) {
   uv_timer_init(worker->loop(), &timer_);
   timer_.data = this;
-  llhttp_init(&parser_, HTTP_REQUEST, &settings());
-  parser_.data = this;
   worker_->shared()->open_connections.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -50,24 +47,6 @@ DownstreamConnection::~DownstreamConnection() {
 
 const conf::ListenerConfig& DownstreamConnection::listener() const {
   return snapshot_->config->listeners[listener_index_];
-}
-
-const llhttp_settings_t& DownstreamConnection::settings() {
-  static const llhttp_settings_t s = [] {
-    llhttp_settings_t st;
-    llhttp_settings_init(&st);
-    st.on_message_begin = &DownstreamConnection::cbMessageBegin;
-    st.on_url = &DownstreamConnection::cbUrl;
-    st.on_header_field = &DownstreamConnection::cbHeaderField;
-    st.on_header_field_complete = &DownstreamConnection::cbHeaderFieldComplete;
-    st.on_header_value = &DownstreamConnection::cbHeaderValue;
-    st.on_header_value_complete = &DownstreamConnection::cbHeaderValueComplete;
-    st.on_headers_complete = &DownstreamConnection::cbHeadersComplete;
-    st.on_body = &DownstreamConnection::cbBody;
-    st.on_message_complete = &DownstreamConnection::cbMessageComplete;
-    return st;
-  }();
-  return s;
 }
 
 bool DownstreamConnection::accept(uv_stream_t* server) {
@@ -122,7 +101,7 @@ void DownstreamConnection::onTimer(uv_timer_t* t) {
 }
 
 bool DownstreamConnection::clientWantsKeepAlive() const {
-  return llhttp_should_keep_alive(&parser_) != 0;
+  return parser_.keepAlive();
 }
 
 // ---- reading and parsing -------------------------------------------------------------------
@@ -147,45 +126,39 @@ void DownstreamConnection::onData(const char* data, size_t len) {
 }
 
 void DownstreamConnection::parse(const char* data, size_t len) {
-  if (state_ == State::kReadingHead && timer_mode_ == TimerMode::kIdle) {
-    armTimer(TimerMode::kHeader, listener().header_timeout);
-  }
-  exec_start_ = data;
   if (state_ == State::kReadingHead) {
     saw_request_bytes_ = true;
+    if (timer_mode_ == TimerMode::kIdle) {
+      armTimer(TimerMode::kHeader, listener().header_timeout);
+    }
   }
-  llhttp_errno_t err = llhttp_execute(&parser_, data, len);
-  prev_last_byte_ = len > 0 ? data[len - 1] : prev_last_byte_;
+  RequestParser::Result r = parser_.execute(data, len);
   if (closing_ || state_ == State::kClosing) {
     return;
   }
-  if (err == HPE_OK) {
-    return;
+  switch (r.status) {
+    case RequestParser::Status::kNeedMore:
+    case RequestParser::Status::kStopped:
+      return;
+    case RequestParser::Status::kPaused:
+      if (r.consumed < len) {
+        // `data` may point into pending_input_ itself: copy before replacing.
+        std::string rest(data + r.consumed, len - r.consumed);
+        rest.append(pending_input_);
+        pending_input_ = std::move(rest);
+      }
+      parser_paused_ = true;
+      if (response_complete_ && request_complete_) {
+        finishExchange();
+      }
+      return;
+    case RequestParser::Status::kError:
+      parser_failed_ = true;
+      LOG_DEBUG("downstream %s: bad request: %u %s", client_ip_.c_str(),
+                static_cast<unsigned>(r.error_status), r.error_reason);
+      respondLocal(r.error_status, r.error_reason, true);
+      return;
   }
-  if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-    const char* pos = llhttp_get_error_pos(&parser_);
-    size_t consumed = pos != nullptr ? static_cast<size_t>(pos - data) : len;
-    if (consumed < len) {
-      // `data` may point into pending_input_ itself: copy before replacing.
-      std::string rest(data + consumed, len - consumed);
-      rest.append(pending_input_);
-      pending_input_ = std::move(rest);
-    }
-    parser_paused_ = true;
-    if (response_complete_ && request_complete_) {
-      finishExchange();
-    }
-    return;
-  }
-  if (err == HPE_USER && reject_status_ != 0) {
-    respondLocal(static_cast<uint16_t>(reject_status_), reject_reason_, true);
-    return;
-  }
-  parser_failed_ = true;
-  const char* reason = llhttp_get_error_reason(&parser_);
-  LOG_DEBUG("downstream %s: bad request: %s (%s)", client_ip_.c_str(), llhttp_errno_name(err),
-            reason ? reason : "");
-  respondLocal(400, reason ? reason : "malformed request", true);
 }
 
 void DownstreamConnection::processPendingInput() {
@@ -197,95 +170,14 @@ void DownstreamConnection::processPendingInput() {
   parse(data.data(), data.size());
 }
 
-int DownstreamConnection::cbMessageBegin(llhttp_t* p) {
-  DownstreamConnection* d = self(p);
-  d->request_.clear();
-  d->last_header_cb_ = LastHeaderCb::kNone;
-  d->head_bytes_ = 0;
-  d->reject_status_ = 0;
-  d->request_start_ = std::chrono::steady_clock::now();
-  return 0;
+void DownstreamConnection::onMessageBegin() {
+  request_start_ = std::chrono::steady_clock::now();
 }
 
-int DownstreamConnection::cbUrl(llhttp_t* p, const char* at, size_t len) {
-  DownstreamConnection* d = self(p);
-  d->head_bytes_ += len;
-  if (d->head_bytes_ > d->listener().max_header_bytes) {
-    d->reject_status_ = 431;
-    d->reject_reason_ = "request head too large";
-    return HPE_USER;
-  }
-  d->request_.url.append(at, len);
-  return 0;
-}
-
-int DownstreamConnection::cbHeaderField(llhttp_t* p, const char* at, size_t len) {
-  DownstreamConnection* d = self(p);
-  d->head_bytes_ += len;
-  if (d->head_bytes_ > d->listener().max_header_bytes) {
-    d->reject_status_ = 431;
-    d->reject_reason_ = "request head too large";
-    return HPE_USER;
-  }
-  if (d->last_header_cb_ != LastHeaderCb::kField) {
-    d->request_.headers.emplace_back();
-    d->head_bytes_ += 4;  // ": " and CRLF
-  }
-  d->last_header_cb_ = LastHeaderCb::kField;
-  d->request_.headers.back().name.append(at, len);
-  return 0;
-}
-
-int DownstreamConnection::cbHeaderFieldComplete(llhttp_t* p) {
-  DownstreamConnection* d = self(p);
-  d->last_header_cb_ = LastHeaderCb::kFieldComplete;
-  const std::string& name = d->request_.headers.back().name;
-  // llhttp accepts "Host : x"; RFC 9112 5.1 requires rejecting whitespace before the colon.
-  if (!name.empty() && (name.back() == ' ' || name.back() == '\t')) {
-    d->reject_status_ = 400;
-    d->reject_reason_ = "whitespace between header name and colon";
-    return HPE_USER;
-  }
-  return 0;
-}
-
-int DownstreamConnection::cbHeaderValue(llhttp_t* p, const char* at, size_t len) {
-  DownstreamConnection* d = self(p);
-  d->head_bytes_ += len;
-  if (d->head_bytes_ > d->listener().max_header_bytes) {
-    d->reject_status_ = 431;
-    d->reject_reason_ = "request head too large";
-    return HPE_USER;
-  }
-  if (d->last_header_cb_ == LastHeaderCb::kValue) {
-    // A second span of the same value. Either the read was split here, or llhttp is folding an
-    // obs-fold continuation line into the value: then the byte before `at` ends a line.
-    char before = at > d->exec_start_ ? at[-1] : d->prev_last_byte_;
-    if (before == '\n') {
-      d->reject_status_ = 400;
-      d->reject_reason_ = "obsolete line folding in header";
-      return HPE_USER;
-    }
-  }
-  d->last_header_cb_ = LastHeaderCb::kValue;
-  d->request_.headers.back().value.append(at, len);
-  return 0;
-}
-
-int DownstreamConnection::cbHeaderValueComplete(llhttp_t* p) {
-  self(p)->last_header_cb_ = LastHeaderCb::kValueComplete;
-  return 0;
-}
-
-int DownstreamConnection::cbHeadersComplete(llhttp_t* p) {
-  return self(p)->handleHeadersComplete();
-}
-
-int DownstreamConnection::handleHeadersComplete() {
-  RequestHead& req = request_;
-  req.major = llhttp_get_http_major(&parser_);
-  req.minor = llhttp_get_http_minor(&parser_);
-  req.method = llhttp_method_name(static_cast<llhttp_method_t>(llhttp_get_method(&parser_)));
+RequestParser::HeadAction DownstreamConnection::onHead() {
+  using HeadAction = RequestParser::HeadAction;
+  const RequestHead& req = request_;
+  method_ = req.method;
   head_request_ = req.method == "HEAD";
   websocket_ = false;
   filter_paused_ = false;
@@ -303,36 +195,12 @@ int DownstreamConnection::handleHeadersComplete() {
   state_ = State::kProxying;
   armTimer(TimerMode::kNone, {});
 
-  bool chunked = (parser_.flags & F_CHUNKED) != 0;
-  bool has_length = (parser_.flags & F_CONTENT_LENGTH) != 0;
-  request_framing_ = chunked ? Framing::kChunked
-                     : (has_length ? Framing::kContentLength : Framing::kNone);
-  bool has_body = chunked || (has_length && parser_.content_length > 0);
-
-  // Reject what must not be proxied. Local answers to requests with an unread body close the
-  // connection: the body is never read, so the stream cannot be resynchronised.
-  if (req.major != 1) {
-    respondLocal(505, "only HTTP/1.x is supported", true);
-    return HPE_USER;
-  }
-  size_t hosts = req.count("host");
-  if (hosts > 1 || (hosts == 0 && req.minor >= 1)) {
-    respondLocal(400, hosts > 1 ? "more than one Host header" : "missing Host header", true);
-    return HPE_USER;
-  }
-  if ((parser_.flags & F_TRANSFER_ENCODING) != 0 && !chunked) {
-    // llhttp reports this only after on_headers_complete; nothing may reach a backend first.
-    respondLocal(400, "Transfer-Encoding other than a final chunked", true);
-    return HPE_USER;
-  }
-  if (req.minor == 0 && chunked) {
-    respondLocal(400, "Transfer-Encoding in an HTTP/1.0 request", true);
-    return HPE_USER;
-  }
-  if (req.method == "CONNECT") {
-    respondLocal(405, "CONNECT is not supported", true);
-    return HPE_USER;
-  }
+  request_framing_ = parser_.chunked()           ? Framing::kChunked
+                     : parser_.hasContentLength() ? Framing::kContentLength
+                                                  : Framing::kNone;
+  bool has_body = parser_.hasBody();
+  // Local answers to requests with an unread body close the connection: the body is never
+  // read, so the stream cannot be resynchronised.
 
   // The authority: absolute-form target first, then Host.
   std::string_view path = req.url;
@@ -349,7 +217,7 @@ int DownstreamConnection::handleHeadersComplete() {
   route_ = snapshot_->router.match(listener_index_, host, path);
   if (route_ < 0) {
     respondLocal(404, "no route", has_body);
-    return has_body ? HPE_USER : 0;
+    return has_body ? HeadAction::kStop : HeadAction::kContinue;
   }
   const conf::RouteConfig& route = snapshot_->config->routes[static_cast<size_t>(route_)];
 
@@ -359,22 +227,22 @@ int DownstreamConnection::handleHeadersComplete() {
   if (upgrade != nullptr && headerHasToken(upgrade->value, "websocket")) {
     if (!route.websocket.enabled) {
       respondLocal(403, "WebSocket upgrades are not enabled on this route", true);
-      return HPE_USER;
+      return HeadAction::kStop;
     }
     if (!checkWebSocketHandshake()) {
-      return HPE_USER;
+      return HeadAction::kStop;
     }
     websocket_ = true;
   }
 
-  if (has_length && route.max_body_bytes > 0 && parser_.content_length > route.max_body_bytes) {
+  if (parser_.hasContentLength() && route.max_body_bytes > 0 && parser_.contentLength() > route.max_body_bytes) {
     respondLocal(413, "request body larger than max_body_bytes", true);
-    return HPE_USER;
+    return HeadAction::kStop;
   }
   if (const Header* expect = req.find("expect")) {
     if (!iequals(expect->value, "100-continue")) {
       respondLocal(417, "unsupported Expect", true);
-      return HPE_USER;
+      return HeadAction::kStop;
     }
     expect_continue_ = req.minor >= 1 && has_body;
   }
@@ -385,12 +253,12 @@ int DownstreamConnection::handleHeadersComplete() {
   }
   if (!runHeadFilters(0)) {
     if (filter_paused_) {
-      return HPE_PAUSED;  // the body waits (unparsed) until the filter resumes
+      return HeadAction::kPause;  // the body waits (unparsed) until the filter resumes
     }
-    return (closing_ || state_ == State::kClosing) ? HPE_USER : 0;
+    return (closing_ || state_ == State::kClosing) ? HeadAction::kStop : HeadAction::kContinue;
   }
   afterHeadFilters();
-  return 0;
+  return (closing_ || state_ == State::kClosing) ? HeadAction::kStop : HeadAction::kContinue;
 }
 
 bool DownstreamConnection::checkWebSocketHandshake() {
@@ -404,7 +272,7 @@ bool DownstreamConnection::checkWebSocketHandshake() {
     bad = "WebSocket upgrade needs HTTP/1.1";
   } else if (connection == nullptr || !headerHasToken(connection->value, "upgrade")) {
     bad = "WebSocket upgrade without 'Connection: Upgrade'";
-  } else if ((parser_.flags & F_CHUNKED) != 0 || parser_.content_length > 0) {
+  } else if (parser_.hasBody()) {
     bad = "WebSocket upgrade with a body";
   } else if (key == nullptr || req.count("sec-websocket-key") != 1 || !ws::validClientKey(key->value)) {
     bad = "missing or invalid Sec-WebSocket-Key";
@@ -485,7 +353,7 @@ void DownstreamConnection::resume(filters::HeadDecision decision) {
   afterHeadFilters();
   // The parser stopped after the head; let it read the body (or the next request) now.
   parser_paused_ = false;
-  llhttp_resume(&parser_);
+  parser_.resume();
   stream_.readStart();
   processPendingInput();
 }
@@ -497,17 +365,12 @@ void DownstreamConnection::afterHeadFilters() {
   startUpstream(-1);
 }
 
-int DownstreamConnection::cbBody(llhttp_t* p, const char* at, size_t len) {
-  DownstreamConnection* d = self(p);
-  d->forwardBody(at, len);
-  return d->closing_ ? HPE_USER : 0;
+bool DownstreamConnection::onBody(const char* data, size_t len) {
+  forwardBody(data, len);
+  return !closing_ && state_ != State::kClosing;
 }
 
-int DownstreamConnection::cbMessageComplete(llhttp_t* p) {
-  DownstreamConnection* d = self(p);
-  d->finishRequestBody();
-  return HPE_PAUSED;
-}
+void DownstreamConnection::onMessageComplete() { finishRequestBody(); }
 
 // ---- toward the upstream -------------------------------------------------------------------
 
@@ -771,7 +634,7 @@ void DownstreamConnection::onUpstreamError(UpstreamError error, int status) {
   } else if (error == UpstreamError::kResetBeforeResponse) {
     // A reused keep-alive connection the backend had already closed: safe to send again only
     // when the request is idempotent and no body went out.
-    retry = nothing_sent && attempts_ < 2 && idempotent(request_.method);
+    retry = nothing_sent && attempts_ < 2 && idempotent(method_);
   }
   if (retry && !closing_) {
     int failed = backend_;
@@ -848,7 +711,7 @@ void DownstreamConnection::respondLocal(uint16_t status, std::string_view detail
 
 void DownstreamConnection::writeAccessLog() {
   AccessLog* log = worker_->accessLog();
-  if (log == nullptr || !log->enabled() || request_.method.empty()) {
+  if (log == nullptr || !log->enabled() || method_.empty()) {
     return;
   }
   AccessLogEntry e;
@@ -863,7 +726,7 @@ void DownstreamConnection::writeAccessLog() {
     }
   }
   e.client = client_ip_;
-  e.method = request_.method;
+  e.method = method_;
   e.path = request_.url;
   if (const Header* h = request_.find("host")) {
     e.host = h->value;
@@ -886,7 +749,7 @@ void DownstreamConnection::writeAccessLog() {
                       .count();
   e.error = local_error_;
   log->append(worker_->accessLogBuffer(), e);
-  request_.method.clear();  // logged once
+  method_.clear();  // logged once
 }
 
 void DownstreamConnection::finishExchange() {
@@ -899,16 +762,11 @@ void DownstreamConnection::finishExchange() {
   }
   state_ = State::kReadingHead;
   request_complete_ = response_complete_ = response_started_ = false;
-  head_bytes_ = 0;
   saw_request_bytes_ = false;
   armTimer(TimerMode::kIdle, listener().idle_timeout);
   if (parser_paused_) {
     parser_paused_ = false;
-    if (llhttp_get_errno(&parser_) == HPE_PAUSED_UPGRADE) {
-      llhttp_resume_after_upgrade(&parser_);
-    } else {
-      llhttp_resume(&parser_);
-    }
+    parser_.resume();
   }
   if (!client_eof_) {
     stream_.readStart();
@@ -921,7 +779,7 @@ void DownstreamConnection::finishExchange() {
 
 void DownstreamConnection::shutdownGracefully() {
   shutdown_ = true;
-  if (state_ == State::kReadingHead && head_bytes_ == 0 && pending_input_.empty()) {
+  if (state_ == State::kReadingHead && !saw_request_bytes_ && pending_input_.empty()) {
     closeNow();
   }
 }
