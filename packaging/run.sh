@@ -22,7 +22,6 @@ cat <<MSG
   sluice is starting in front of the demo backend (127.0.0.1:9001).
     browser:  http://127.0.0.1:8080/          (a page with a live WebSocket through sluice)
     curl:     curl -i http://127.0.0.1:8080/hello
-    admin:    http://127.0.0.1:9901/
   Ctrl-C stops sluice and the demo backend.
 
 MSG

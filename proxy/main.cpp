@@ -78,9 +78,23 @@ int main(int argc, char** argv) {
     fprintf(stderr, "%s: %zu error%s\n", path.c_str(), errors.size(), errors.size() == 1 ? "" : "s");
     return 1;
   }
+  sluice::Unsupported unsupported = sluice::unsupportedFeatures(*snapshot->config);
+  for (const sluice::conf::Diagnostic& w : unsupported.warnings) {
+    fprintf(stderr, "%s\n", sluice::formatWarning(w).c_str());
+  }
   if (!check.empty()) {
-    printf("%s: ok\n", path.c_str());
+    for (const sluice::conf::Diagnostic& w : unsupported.fatal) {
+      fprintf(stderr, "%s\n", sluice::formatWarning(w).c_str());
+    }
+    printf("%s: ok%s\n", path.c_str(),
+           unsupported.fatal.empty() ? "" : " (but this version cannot run it: see the warnings)");
     return 0;
+  }
+  if (!unsupported.fatal.empty()) {
+    for (const sluice::conf::Diagnostic& e : unsupported.fatal) {
+      fprintf(stderr, "%s\n", e.format().c_str());
+    }
+    return 1;
   }
   sluice::Server server(snapshot);
   return server.run();

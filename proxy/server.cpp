@@ -38,6 +38,53 @@ SnapshotPtr loadSnapshot(const std::string& path, uint64_t generation,
   return snapshot;
 }
 
+std::string formatWarning(const conf::Diagnostic& d) {
+  std::string line = d.format();
+  size_t e = line.find(": error: ");
+  if (e != std::string::npos) {
+    line.replace(e, 9, ": warning: ");
+  }
+  return line;
+}
+
+Unsupported unsupportedFeatures(const conf::Config& config) {
+  Unsupported u;
+  auto at = [](const conf::SourcePos& pos, std::string what) {
+    return conf::Diagnostic{pos, std::move(what)};
+  };
+  for (const conf::ListenerConfig& l : config.listeners) {
+    if (l.tls) {
+      u.fatal.push_back(at(l.tls->pos.line ? l.tls->pos : l.pos,
+                           "listener '" + l.name + "': TLS termination is not available in this "
+                           "version; refusing to serve plain HTTP in its place"));
+    }
+    if (l.proxy_protocol) {
+      u.fatal.push_back(at(l.pos, "listener '" + l.name + "': proxy_protocol is not available in "
+                                  "this version"));
+    }
+    if (l.redirect_to_https) {
+      u.warnings.push_back(at(l.pos, "listener '" + l.name + "': redirect_to_https is not "
+                                     "available in this version and is ignored"));
+    }
+  }
+  for (const conf::PoolConfig& p : config.pools) {
+    if (p.tls) {
+      u.fatal.push_back(at(p.tls->pos.line ? p.tls->pos : p.pos,
+                           "pool '" + p.name + "': TLS toward backends is not available in this "
+                           "version; refusing to send plain HTTP in its place"));
+    }
+    if (p.balance != conf::Balance::kRoundRobin) {
+      u.warnings.push_back(at(p.pos, "pool '" + p.name + "': balance '" + p.balance_name +
+                                         "' is not available in this version; using round_robin"));
+    }
+    if (!p.sticky_cookie.empty() || p.health || p.rebalance_max_per_second > 0) {
+      u.warnings.push_back(at(p.pos, "pool '" + p.name + "': sticky_cookie, health checks and "
+                                     "rebalance are not available in this version and are ignored"));
+    }
+  }
+  return u;
+}
+
 Server::Server(SnapshotPtr snapshot) : snapshot_(std::move(snapshot)) {
   uv_loop_init(&loop_);
 }

@@ -19,6 +19,17 @@ namespace sluice {
 SnapshotPtr loadSnapshot(const std::string& path, uint64_t generation,
                          std::vector<std::string>* errors);
 
+// Config features this version validates but does not run yet. Those that would silently weaken
+// security or break the wire protocol (TLS, PROXY protocol) are `fatal`: sluice refuses to start
+// with them. The others fall back to a documented default and are reported as warnings.
+struct Unsupported {
+  conf::Diagnostics fatal;
+  conf::Diagnostics warnings;
+};
+Unsupported unsupportedFeatures(const conf::Config& config);
+// "FILE:LINE:COLUMN: warning: message"
+std::string formatWarning(const conf::Diagnostic& d);
+
 class Server {
  public:
   explicit Server(SnapshotPtr snapshot);
