@@ -13,10 +13,13 @@
 #include "filters/filter.h"
 #include "proxy/log.h"
 
+#include <algorithm>
+#include <ctime>
+
 namespace sluice {
 
 SnapshotPtr loadSnapshot(const std::string& path, uint64_t generation,
-                         std::vector<std::string>* errors) {
+                         std::vector<std::string>* errors, metrics::Registry* registry) {
   conf::LoadResult result = conf::loadFile(path, &filters::validateFilterConfig);
   for (const conf::Diagnostic& d : result.diagnostics) {
     errors->push_back(d.format());
@@ -34,6 +37,9 @@ SnapshotPtr loadSnapshot(const std::string& path, uint64_t generation,
   }
   if (!snapshot->resolveBackends(errors)) {
     return nullptr;
+  }
+  if (registry != nullptr) {
+    snapshot->bindMetrics(*registry);
   }
   return snapshot;
 }
@@ -85,17 +91,6 @@ Unsupported unsupportedFeatures(const conf::Config& config) {
   return u;
 }
 
-Server::Server(SnapshotPtr snapshot) : snapshot_(std::move(snapshot)) {
-  uv_loop_init(&loop_);
-}
-
-Server::~Server() {
-  if (joiner_.joinable()) {
-    joiner_.join();
-  }
-  uv_loop_close(&loop_);
-}
-
 namespace {
 
 int listenSocket(const conf::Address& addr, std::string* error) {
@@ -137,6 +132,75 @@ void raiseFileLimit() {
 
 }  // namespace
 
+namespace {
+
+std::string rfc3339Now() {
+  time_t now = time(nullptr);
+  tm t;
+  gmtime_r(&now, &t);
+  char buf[32];
+  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &t);
+  return buf;
+}
+
+std::string jsonString(std::string_view s) {
+  std::string out;
+  appendJsonString(&out, s);
+  return out;
+}
+
+std::string jsonErrors(const std::vector<std::string>& errors) {
+  std::string out = "[";
+  for (size_t i = 0; i < errors.size(); ++i) {
+    out += (i ? "," : "") + jsonString(errors[i]);
+  }
+  return out + "]";
+}
+
+AdminResponse json(uint16_t status, std::string body) {
+  AdminResponse r;
+  r.status = status;
+  r.body = std::move(body);
+  r.body.push_back('\n');
+  return r;
+}
+
+AdminResponse text(uint16_t status, std::string body) {
+  AdminResponse r;
+  r.status = status;
+  r.content_type = "text/plain; charset=utf-8";
+  r.body = std::move(body);
+  r.body.push_back('\n');
+  return r;
+}
+
+std::string dirName(const std::string& path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+}
+
+std::string baseName(const std::string& path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+constexpr uint64_t kDebounceMs = 300;
+
+}  // namespace
+
+Server::Server(SnapshotPtr snapshot) : snapshot_(std::move(snapshot)) {
+  uv_loop_init(&loop_);
+  started_ms_ = uv_now(&loop_);
+  last_reload_.time = rfc3339Now();
+}
+
+Server::~Server() {
+  if (joiner_.joinable()) {
+    joiner_.join();
+  }
+  uv_loop_close(&loop_);
+}
+
 bool Server::openListeners(unsigned workers, std::vector<std::vector<int>>* fds) {
   const auto& listeners = snapshot_->config->listeners;
   fds->assign(workers, {});
@@ -154,12 +218,37 @@ bool Server::openListeners(unsigned workers, std::vector<std::vector<int>>* fds)
   return true;
 }
 
+bool Server::loadToken(const conf::Config& config, std::string* error) {
+  if (config.admin.token_file.empty()) {
+    token_.clear();
+    return true;
+  }
+  FILE* f = fopen(config.admin.token_file.c_str(), "r");
+  if (f == nullptr) {
+    *error = "admin token_file '" + config.admin.token_file + "': " + strerror(errno);
+    return false;
+  }
+  char buf[512];
+  size_t n = fread(buf, 1, sizeof buf, f);
+  fclose(f);
+  std::string token(buf, n);
+  while (!token.empty() && isspace(static_cast<unsigned char>(token.back()))) {
+    token.pop_back();
+  }
+  if (token.empty()) {
+    *error = "admin token_file '" + config.admin.token_file + "' is empty";
+    return false;
+  }
+  token_ = token;
+  return true;
+}
+
 int Server::run() {
   const conf::Config& cfg = *snapshot_->config;
   signal(SIGPIPE, SIG_IGN);
   raiseFileLimit();
   std::string error;
-  if (!access_log_.open(cfg.server.access_log, &error)) {
+  if (!access_log_.open(cfg.server.access_log, &error) || !loadToken(cfg, &error)) {
     LOG_ERROR("%s", error.c_str());
     return 1;
   }
@@ -167,6 +256,18 @@ int Server::run() {
   unsigned workers = cfg.server.workers;
   if (workers == 0) {
     workers = std::max(1u, std::thread::hardware_concurrency());
+  }
+  registry_ = std::make_unique<metrics::Registry>(workers);
+  // The snapshot was loaded before the worker count was known; bind its metrics now, before
+  // any worker can see it.
+  std::const_pointer_cast<Snapshot>(snapshot_)->bindMetrics(*registry_);
+  registry_->generation = snapshot_->generation;
+
+  admin_ = std::make_unique<AdminServer>(
+      &loop_, [this](const http::RequestHead& req) { return handleAdmin(req); });
+  if (!admin_->listen(cfg.admin.listen, &error)) {
+    LOG_ERROR("%s", error.c_str());
+    return 1;
   }
   std::vector<std::vector<int>> fds;
   if (!openListeners(workers, &fds)) {
@@ -186,6 +287,10 @@ int Server::run() {
   watch(&sighup_, SIGHUP);
   uv_async_init(&loop_, &workers_done_, &Server::onWorkersDone);
   workers_done_.data = this;
+  uv_timer_init(&loop_, &debounce_);
+  debounce_.data = this;
+  loaded_fingerprint_ = fingerprint(cfg);
+  watchFiles();
 
   for (auto& w : workers_) {
     w->start();
@@ -193,8 +298,8 @@ int Server::run() {
   for (const conf::ListenerConfig& l : cfg.listeners) {
     LOG_INFO("listening on %s (%s)", l.listen.text.c_str(), l.name.c_str());
   }
-  LOG_INFO("sluice %s started: %u worker%s, config %s", SLUICE_VERSION, workers,
-           workers == 1 ? "" : "s", cfg.path.c_str());
+  LOG_INFO("sluice %s started: %u worker%s, config %s, admin on %s", SLUICE_VERSION, workers,
+           workers == 1 ? "" : "s", cfg.path.c_str(), cfg.admin.listen.text.c_str());
   uv_run(&loop_, UV_RUN_DEFAULT);
   if (joiner_.joinable()) {
     joiner_.join();
@@ -203,10 +308,322 @@ int Server::run() {
   return 0;
 }
 
+// ---- reload --------------------------------------------------------------------------------
+
+Server::ReloadResult Server::reload(const char* trigger) {
+  ReloadResult result;
+  const conf::Config& cur = *snapshot_->config;
+  uint64_t generation = snapshot_->generation + 1;
+  std::vector<std::string> errors;
+  std::shared_ptr<Snapshot> next =
+      std::const_pointer_cast<Snapshot>(loadSnapshot(cur.path, generation, &errors, registry_.get()));
+  std::string token_error;
+  if (next) {
+    Unsupported u = unsupportedFeatures(*next->config);
+    for (const conf::Diagnostic& d : u.fatal) {
+      errors.push_back(d.format());
+    }
+    for (const conf::Diagnostic& d : u.warnings) {
+      LOG_WARN("%s", formatWarning(d).c_str());
+    }
+    if (!u.fatal.empty()) {
+      next.reset();
+    } else if (!loadToken(*next->config, &token_error)) {
+      errors.push_back(token_error);
+      next.reset();
+    }
+  }
+  // New listeners: bind every worker's socket before anything changes, so a port in use fails
+  // the reload as a whole.
+  std::vector<std::vector<int>> fds(workers_.size());
+  if (next) {
+    const auto& nl = next->config->listeners;
+    for (auto& f : fds) {
+      f.assign(nl.size(), -1);
+    }
+    for (size_t i = 0; i < nl.size() && next; ++i) {
+      bool kept = false;
+      for (const conf::ListenerConfig& ol : cur.listeners) {
+        kept = kept || (ol.name == nl[i].name && ol.listen.text == nl[i].listen.text);
+      }
+      for (size_t w = 0; w < workers_.size() && !kept; ++w) {
+        std::string error;
+        int fd = listenSocket(nl[i].listen, &error);
+        if (fd < 0) {
+          conf::Diagnostic d{nl[i].pos, "listener '" + nl[i].name + "': " + error};
+          errors.push_back(d.format());
+          next.reset();
+          break;
+        }
+        fds[w][i] = fd;
+      }
+    }
+    if (!next) {
+      for (auto& f : fds) {
+        for (int fd : f) {
+          if (fd >= 0) {
+            ::close(fd);
+          }
+        }
+      }
+    }
+  }
+  last_reload_.time = rfc3339Now();
+  if (!next) {
+    registry_->reloads_failure.inc();
+    last_reload_.ok = false;
+    last_reload_.errors = errors;
+    loaded_fingerprint_ = fingerprint(cur);
+    LOG_WARN("reload (%s) failed; generation %llu keeps running:", trigger,
+             static_cast<unsigned long long>(snapshot_->generation));
+    for (const std::string& e : errors) {
+      LOG_WARN("  %s", e.c_str());
+    }
+    result.errors = std::move(errors);
+    result.generation = snapshot_->generation;
+    return result;
+  }
+  if (next->config->admin.listen.text != cur.admin.listen.text) {
+    LOG_WARN("admin.listen changed to %s: the admin listener moves on restart only",
+             next->config->admin.listen.text.c_str());
+  }
+  for (size_t w = 0; w < workers_.size(); ++w) {
+    workers_[w]->updateSnapshot(next, fds[w]);
+  }
+  snapshot_ = next;
+  shared_.max_connections = snapshot_->config->server.max_connections;
+  registry_->generation = generation;
+  registry_->reloads_success.inc();
+  last_reload_.ok = true;
+  last_reload_.errors.clear();
+  loaded_fingerprint_ = fingerprint(*snapshot_->config);
+  watchFiles();
+  LOG_INFO("reload (%s): generation %llu is live", trigger,
+           static_cast<unsigned long long>(generation));
+  result.ok = true;
+  result.generation = generation;
+  return result;
+}
+
+std::string Server::fingerprint(const conf::Config& config) const {
+  std::string all;
+  for (const std::string& path : config.files) {
+    FILE* f = fopen(path.c_str(), "rb");
+    all += path;
+    all.push_back('\0');
+    if (f != nullptr) {
+      char buf[8192];
+      size_t n;
+      while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        all.append(buf, n);
+      }
+      fclose(f);
+    }
+    all.push_back('\0');
+  }
+  return std::to_string(std::hash<std::string>{}(all)) + ":" + std::to_string(all.size());
+}
+
+void Server::watchFiles() {
+  for (uv_fs_event_t* w : watchers_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(w),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_fs_event_t*>(h); });
+  }
+  watchers_.clear();
+  // Watch directories, not files: editors and config management replace files by renaming.
+  std::vector<std::string> dirs;
+  for (const std::string& file : snapshot_->config->files) {
+    std::string dir = dirName(file);
+    if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) {
+      dirs.push_back(dir);
+    }
+  }
+  for (const std::string& dir : dirs) {
+    auto* w = new uv_fs_event_t;
+    uv_fs_event_init(&loop_, w);
+    w->data = this;
+    if (uv_fs_event_start(w, &Server::onFsEvent, dir.c_str(), 0) != 0) {
+      LOG_WARN("cannot watch %s for config changes", dir.c_str());
+      uv_close(reinterpret_cast<uv_handle_t*>(w),
+               [](uv_handle_t* h) { delete reinterpret_cast<uv_fs_event_t*>(h); });
+      continue;
+    }
+    watchers_.push_back(w);
+  }
+}
+
+void Server::onFsEvent(uv_fs_event_t* handle, const char* filename, int, int status) {
+  auto* s = static_cast<Server*>(handle->data);
+  if (status < 0 || s->shutting_down_) {
+    return;
+  }
+  bool ours = filename == nullptr;
+  for (const std::string& file : s->snapshot_->config->files) {
+    ours = ours || baseName(file) == filename;
+  }
+  // New files matching an include pattern count too: any *.toml in a watched directory.
+  std::string_view name = filename != nullptr ? filename : "";
+  ours = ours || name.ends_with(".toml");
+  if (ours) {
+    uv_timer_start(&s->debounce_, &Server::onDebounce, kDebounceMs, 0);
+  }
+}
+
+void Server::onDebounce(uv_timer_t* timer) {
+  auto* s = static_cast<Server*>(timer->data);
+  if (s->fingerprint(*s->snapshot_->config) == s->loaded_fingerprint_) {
+    return;  // touched, not changed (or the same content that failed already)
+  }
+  s->reload("config file changed");
+}
+
+// ---- admin API -----------------------------------------------------------------------------
+
+AdminResponse Server::handleAdmin(const http::RequestHead& req) {
+  std::string_view path = req.url;
+  path = path.substr(0, path.find('?'));
+  bool get = req.method == "GET" || req.method == "HEAD";
+  bool post = req.method == "POST";
+  auto authorized = [&] {
+    if (token_.empty()) {
+      return true;
+    }
+    const http::Header* h = req.find("authorization");
+    return h != nullptr && h->value == "Bearer " + token_;
+  };
+  auto unauthorized = [] {
+    AdminResponse r = json(401, R"({"error":"missing or wrong bearer token"})");
+    r.headers = "WWW-Authenticate: Bearer\r\n";
+    return r;
+  };
+
+  if (path == "/healthz") {
+    if (!get) {
+      return text(405, "method not allowed");
+    }
+    return shutting_down_ ? text(503, "shutting down") : text(200, "ok");
+  }
+  if (path == "/metrics") {
+    if (!get) {
+      return text(405, "method not allowed");
+    }
+    std::vector<std::tuple<std::string, std::string, std::string>> states;
+    for (const conf::PoolConfig& p : snapshot_->config->pools) {
+      for (const conf::BackendConfig& b : p.backends) {
+        states.emplace_back(p.name, b.address.text, "healthy");
+      }
+    }
+    AdminResponse r = text(200, registry_->render(states));
+    r.body.pop_back();  // render() ends with a newline already
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    return r;
+  }
+  if (path == "/api/status") {
+    if (!get) {
+      return text(405, "method not allowed");
+    }
+    return json(200, statusJson());
+  }
+  if (path == "/api/reload") {
+    if (!post) {
+      return text(405, "method not allowed: use POST");
+    }
+    if (!authorized()) {
+      return unauthorized();
+    }
+    ReloadResult r = reload("admin API");
+    if (!r.ok) {
+      return json(400, R"({"result":"failure","generation":)" + std::to_string(r.generation) +
+                           R"(,"errors":)" + jsonErrors(r.errors) + "}");
+    }
+    return json(200, R"({"result":"success","generation":)" + std::to_string(r.generation) + "}");
+  }
+  if (path.starts_with("/api/pools/")) {
+    // /api/pools/{pool}/backends/{address}/drain|undrain
+    std::string_view rest = path.substr(11);
+    size_t b = rest.find("/backends/");
+    size_t last = rest.rfind('/');
+    if (!post) {
+      return text(405, "method not allowed: use POST");
+    }
+    if (!authorized()) {
+      return unauthorized();
+    }
+    if (b == std::string_view::npos || last <= b + 10) {
+      return json(404, R"({"error":"unknown endpoint"})");
+    }
+    std::string pool(rest.substr(0, b));
+    std::string address(rest.substr(b + 10, last - b - 10));
+    std::string_view action = rest.substr(last + 1);
+    const conf::BackendConfig* found = nullptr;
+    for (const conf::PoolConfig& p : snapshot_->config->pools) {
+      for (const conf::BackendConfig& be : p.backends) {
+        if (p.name == pool && be.address.text == address) {
+          found = &be;
+        }
+      }
+    }
+    if (found == nullptr || (action != "drain" && action != "undrain")) {
+      return json(404, R"({"error":"unknown pool, backend or action"})");
+    }
+    return json(501, R"({"error":"draining a backend through the admin API is not available in this version; remove it from the config and reload"})");
+  }
+  return json(404, R"({"error":"unknown endpoint"})");
+}
+
+std::string Server::statusJson() const {
+  const conf::Config& cfg = *snapshot_->config;
+  std::string o = "{\"version\":" + jsonString(SLUICE_VERSION);
+  o += ",\"uptime_seconds\":" + std::to_string((uv_now(&loop_) - started_ms_) / 1000);
+  o += ",\"shutting_down\":" + std::string(shutting_down_ ? "true" : "false");
+  o += ",\"config\":{\"path\":" + jsonString(cfg.path) +
+       ",\"generation\":" + std::to_string(snapshot_->generation) + ",\"files\":" + jsonErrors(cfg.files);
+  o += ",\"last_reload\":{\"result\":" + jsonString(last_reload_.ok ? "success" : "failure") +
+       ",\"time\":" + jsonString(last_reload_.time) + ",\"errors\":" + jsonErrors(last_reload_.errors) +
+       "}}";
+  o += ",\"listeners\":[";
+  for (size_t i = 0; i < cfg.listeners.size(); ++i) {
+    const conf::ListenerConfig& l = cfg.listeners[i];
+    o += (i ? "," : "") + std::string("{\"name\":") + jsonString(l.name) +
+         ",\"listen\":" + jsonString(l.listen.text) +
+         ",\"connections\":" + std::to_string(registry_->listenerConnections(l.name)) + "}";
+  }
+  o += "],\"routes\":[";
+  for (size_t i = 0; i < cfg.routes.size(); ++i) {
+    const conf::RouteConfig& r = cfg.routes[i];
+    o += (i ? "," : "") + std::string("{\"name\":") + jsonString(r.name) +
+         ",\"listener\":" + jsonString(r.listener) + ",\"host\":" + jsonString(r.host) +
+         ",\"path_prefix\":" + jsonString(r.path_prefix) + ",\"pool\":" + jsonString(r.pool) +
+         ",\"filters\":" + jsonErrors(r.filters) +
+         ",\"websocket\":" + (r.websocket.enabled ? "true" : "false") + "}";
+  }
+  o += "],\"pools\":[";
+  for (size_t i = 0; i < cfg.pools.size(); ++i) {
+    const conf::PoolConfig& p = cfg.pools[i];
+    o += (i ? "," : "") + std::string("{\"name\":") + jsonString(p.name) +
+         ",\"balance\":" + jsonString(p.balance_name) + ",\"backends\":[";
+    for (size_t j = 0; j < p.backends.size(); ++j) {
+      const conf::BackendConfig& b = p.backends[j];
+      auto [conns, websockets] = registry_->backendConnections(p.name, b.address.text);
+      o += (j ? "," : "") + std::string("{\"address\":") + jsonString(b.address.text) +
+           ",\"weight\":" + std::to_string(b.weight) + ",\"state\":\"healthy\"" +
+           ",\"connections\":" + std::to_string(conns) +
+           ",\"websockets\":" + std::to_string(websockets) + "}";
+    }
+    o += "]}";
+  }
+  o += "]}";
+  return o;
+}
+
+// ---- signals and shutdown ------------------------------------------------------------------
+
 void Server::onSignal(uv_signal_t* handle, int signum) {
   auto* s = static_cast<Server*>(handle->data);
   if (signum == SIGHUP) {
-    LOG_WARN("SIGHUP: live reload is not available in this build; the running config stays");
+    if (!s->shutting_down_) {
+      s->reload("SIGHUP");
+    }
     return;
   }
   s->beginShutdown(signum);
@@ -220,8 +637,9 @@ void Server::beginShutdown(int signum) {
   }
   shutting_down_ = true;
   conf::Duration timeout = snapshot_->config->server.shutdown_timeout;
-  LOG_INFO("%s: shutting down (in-flight requests have %lld ms)", strsignal(signum),
+  LOG_INFO("%s: shutting down (in-flight requests and WebSockets have %lld ms)", strsignal(signum),
            static_cast<long long>(timeout.count()));
+  uv_timer_stop(&debounce_);
   for (auto& w : workers_) {
     w->requestShutdown(timeout);
   }
@@ -240,6 +658,13 @@ void Server::onWorkersDone(uv_async_t* async) {
   close(&s->sigint_);
   close(&s->sighup_);
   close(&s->workers_done_);
+  close(&s->debounce_);
+  for (uv_fs_event_t* w : s->watchers_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(w),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_fs_event_t*>(h); });
+  }
+  s->watchers_.clear();
+  s->admin_->close();
 }
 
 }  // namespace sluice

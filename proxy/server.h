@@ -9,6 +9,8 @@
 
 #include "conf/config.h"
 #include "proxy/access_log.h"
+#include "proxy/admin.h"
+#include "proxy/metrics.h"
 #include "proxy/snapshot.h"
 #include "proxy/worker.h"
 
@@ -16,8 +18,9 @@ namespace sluice {
 
 // Everything a reload or `--check` does: parse, validate, build filters, resolve backends.
 // Returns null and fills `errors` ("FILE:LINE:COLUMN: error: ...") on failure.
+// `registry` (optional) binds the snapshot's metric slots.
 SnapshotPtr loadSnapshot(const std::string& path, uint64_t generation,
-                         std::vector<std::string>* errors);
+                         std::vector<std::string>* errors, metrics::Registry* registry = nullptr);
 
 // Config features this version validates but does not run yet. Those that would silently weaken
 // security or break the wire protocol (TLS, PROXY protocol) are `fatal`: sluice refuses to start
@@ -38,22 +41,48 @@ class Server {
   int run();
 
  private:
+  struct ReloadResult {
+    bool ok = false;
+    uint64_t generation = 0;
+    std::vector<std::string> errors;
+  };
+
   static void onSignal(uv_signal_t* handle, int signum);
   static void onWorkersDone(uv_async_t* async);
+  static void onFsEvent(uv_fs_event_t* handle, const char* filename, int events, int status);
+  static void onDebounce(uv_timer_t* timer);
   bool openListeners(unsigned workers, std::vector<std::vector<int>>* fds);
   void beginShutdown(int signum);
+  ReloadResult reload(const char* trigger);
+  void watchFiles();
+  std::string fingerprint(const conf::Config& config) const;
+  AdminResponse handleAdmin(const http::RequestHead& request);
+  std::string statusJson() const;
+  bool loadToken(const conf::Config& config, std::string* error);
 
   SnapshotPtr snapshot_;
   SharedState shared_;
   AccessLog access_log_;
+  std::unique_ptr<metrics::Registry> registry_;
+  std::unique_ptr<AdminServer> admin_;
   std::vector<std::unique_ptr<Worker>> workers_;
   uv_loop_t loop_;
   uv_signal_t sigterm_;
   uv_signal_t sigint_;
   uv_signal_t sighup_;
   uv_async_t workers_done_;
+  uv_timer_t debounce_;
+  std::vector<uv_fs_event_t*> watchers_;
   std::thread joiner_;
   bool shutting_down_ = false;
+  uint64_t started_ms_ = 0;
+  std::string token_;
+  std::string loaded_fingerprint_;  // of the files last loaded (or last failed)
+  struct {
+    bool ok = true;
+    std::string time;
+    std::vector<std::string> errors;
+  } last_reload_;
 };
 
 }  // namespace sluice

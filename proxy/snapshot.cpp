@@ -60,4 +60,25 @@ bool Snapshot::buildFilters(conf::Diagnostics* diagnostics) {
   return true;
 }
 
+void Snapshot::bindMetrics(metrics::Registry& registry) {
+  metrics::Bound& b = metrics;
+  b.unrouted = registry.route("");
+  for (const conf::ListenerConfig& l : config->listeners) {
+    b.listeners.push_back(registry.listener(l.name));
+  }
+  for (const conf::RouteConfig& r : config->routes) {
+    b.routes.push_back(registry.route(r.name));
+  }
+  for (const conf::PoolConfig& p : config->pools) {
+    b.pools.push_back(registry.pool(p.name));
+    b.backends.emplace_back();
+    for (const conf::BackendConfig& be : p.backends) {
+      b.backends.back().push_back(registry.backend(p.name, be.address.text));
+    }
+  }
+  for (const conf::FilterConfig& f : config->filters) {
+    b.filters.push_back(registry.filter(f.name));
+  }
+}
+
 }  // namespace sluice

@@ -12,6 +12,7 @@
 
 #include "conf/config.h"
 #include "filters/filter.h"
+#include "proxy/metrics.h"
 #include "proxy/router.h"
 
 namespace sluice {
@@ -26,12 +27,16 @@ struct Snapshot {
   // of them inspects whole WebSocket messages.
   std::vector<std::vector<filters::FilterPtr>> route_filters;
   std::vector<bool> route_needs_payload;
+  // Metric slots resolved for this config's listeners, routes, pools, backends and filters.
+  metrics::Bound metrics;
 
   Snapshot(std::shared_ptr<const conf::Config> c, uint64_t gen);
   // Resolves every backend address; appends "pool 'x': cannot resolve 'host:port': why" errors.
   bool resolveBackends(std::vector<std::string>* errors);
   // Builds every [[filters]] entry and each route's chain; appends diagnostics on failure.
   bool buildFilters(conf::Diagnostics* diagnostics);
+  // Main thread: resolves every metric slot this config uses.
+  void bindMetrics(metrics::Registry& registry);
 };
 
 using SnapshotPtr = std::shared_ptr<const Snapshot>;

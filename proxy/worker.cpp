@@ -33,27 +33,37 @@ Worker::Worker(unsigned id, SnapshotPtr snapshot, std::vector<int> listen_fds, S
   shutdown_timer_.data = this;
   uv_timer_init(&loop_, &flush_timer_);
   flush_timer_.data = this;
+  uv_timer_init(&loop_, &drain_timer_);
+  drain_timer_.data = this;
   for (size_t i = 0; i < listen_fds_.size(); ++i) {
-    auto* l = new Listener{this, i, {}, false};
-    uv_tcp_init(&loop_, &l->tcp);
-    l->tcp.data = l;
-    uv_tcp_open(&l->tcp, listen_fds_[i]);
-    listeners_.push_back(l);
+    addListener(i, listen_fds_[i]);
   }
+}
+
+void Worker::addListener(size_t index, int fd) {
+  auto* l = new Listener{this, index, {}, false};
+  uv_tcp_init(&loop_, &l->tcp);
+  l->tcp.data = l;
+  uv_tcp_open(&l->tcp, fd);
+  listeners_.push_back(l);
 }
 
 Worker::~Worker() { uv_loop_close(&loop_); }
 
 void Worker::start() {
   for (Listener* l : listeners_) {
-    int rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), 4096, &Worker::onConnection);
-    if (rc != 0) {
-      LOG_ERROR("worker %u: listen on '%s': %s", id_,
-                snapshot_->config->listeners[l->index].name.c_str(), uv_strerror(rc));
-    }
+    startListening(l);
   }
   uv_timer_start(&flush_timer_, &Worker::onFlushTimer, kFlushIntervalMs, kFlushIntervalMs);
   thread_ = std::thread([this] { run(); });
+}
+
+void Worker::startListening(Listener* l) {
+  int rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), 4096, &Worker::onConnection);
+  if (rc != 0) {
+    LOG_ERROR("worker %u: listen on '%s': %s", id_,
+              snapshot_->config->listeners[l->index].name.c_str(), uv_strerror(rc));
+  }
 }
 
 void Worker::run() {
@@ -76,16 +86,150 @@ void Worker::requestShutdown(conf::Duration timeout) {
   uv_async_send(&async_);
 }
 
+void Worker::updateSnapshot(SnapshotPtr snapshot, std::vector<int> listen_fds) {
+  {
+    std::lock_guard lock(mutex_);
+    // A snapshot not applied yet is superseded; its new sockets are not needed any more.
+    for (int fd : pending_fds_) {
+      if (fd >= 0) {
+        ::close(fd);
+      }
+    }
+    pending_snapshot_ = std::move(snapshot);
+    pending_fds_ = std::move(listen_fds);
+  }
+  uv_async_send(&async_);
+}
+
 void Worker::onAsync(uv_async_t* async) {
   auto* w = static_cast<Worker*>(async->data);
   bool shutdown;
+  SnapshotPtr next;
+  std::vector<int> fds;
   {
     std::lock_guard lock(w->mutex_);
     shutdown = w->shutdown_requested_;
+    next = std::move(w->pending_snapshot_);
+    fds = std::move(w->pending_fds_);
+    w->pending_snapshot_.reset();
+    w->pending_fds_.clear();
+  }
+  if (next && !w->shutting_down_) {
+    w->applySnapshot(std::move(next), std::move(fds));
+  } else {
+    for (int fd : fds) {
+      if (fd >= 0) {
+        ::close(fd);
+      }
+    }
   }
   if (shutdown && !w->shutting_down_) {
     w->beginShutdown();
   }
+}
+
+void Worker::applySnapshot(SnapshotPtr next, std::vector<int> fds) {
+  const auto& old_listeners = snapshot_->config->listeners;
+  const auto& new_listeners = next->config->listeners;
+  // Listeners: keep the sockets of those that stay (same name and address), close the others,
+  // and start the new ones.
+  std::vector<Listener*> kept;
+  for (Listener* l : listeners_) {
+    const conf::ListenerConfig& old = old_listeners[l->index];
+    int found = -1;
+    for (size_t i = 0; i < new_listeners.size(); ++i) {
+      if (new_listeners[i].name == old.name && new_listeners[i].listen.text == old.listen.text &&
+          (i >= fds.size() || fds[i] < 0)) {
+        found = static_cast<int>(i);
+      }
+    }
+    if (found >= 0) {
+      l->index = static_cast<size_t>(found);
+      kept.push_back(l);
+    } else {
+      LOG_INFO("worker %u: listener '%s' (%s) removed; its connections finish on their own", id_,
+               old.name.c_str(), old.listen.text.c_str());
+      uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp),
+               [](uv_handle_t* h) { delete static_cast<Listener*>(h->data); });
+    }
+  }
+  listeners_ = std::move(kept);
+  snapshot_ = std::move(next);
+  for (size_t i = 0; i < fds.size(); ++i) {
+    if (fds[i] >= 0) {
+      addListener(i, fds[i]);
+      startListening(listeners_.back());
+    }
+  }
+  // Idle upstream connections to backends that left every pool are closed now.
+  std::vector<std::string> gone;
+  for (auto& [key, idle] : idle_upstreams_) {
+    bool present = false;
+    for (const conf::PoolConfig& p : snapshot_->config->pools) {
+      for (const conf::BackendConfig& b : p.backends) {
+        present = present || b.address.text == key;
+      }
+    }
+    if (!present) {
+      gone.push_back(key);
+    }
+  }
+  for (const std::string& key : gone) {
+    auto& idle = idle_upstreams_[key];
+    while (!idle.empty()) {
+      http::UpstreamConnection* conn = idle.back();
+      idle.pop_back();
+      conn->close();
+    }
+  }
+  // WebSockets whose route or backend the new config moved elsewhere are drained.
+  std::vector<http::DownstreamConnection*> conns = connections_;
+  for (http::DownstreamConnection* c : conns) {
+    c->onSnapshotChanged(*snapshot_);
+  }
+}
+
+void Worker::scheduleDrain(http::DownstreamConnection* conn, uint64_t deadline_ms) {
+  for (auto& [deadline, c] : draining_) {
+    if (c == conn) {
+      deadline = std::min(deadline, deadline_ms);
+      armDrainTimer();
+      return;
+    }
+  }
+  draining_.emplace_back(deadline_ms, conn);
+  armDrainTimer();
+}
+
+void Worker::armDrainTimer() {
+  if (draining_.empty()) {
+    uv_timer_stop(&drain_timer_);
+    return;
+  }
+  uint64_t first = UINT64_MAX;
+  for (const auto& [deadline, c] : draining_) {
+    first = std::min(first, deadline);
+  }
+  uint64_t now = uv_now(&loop_);
+  uv_timer_start(&drain_timer_, &Worker::onDrainTimer, first > now ? first - now : 0, 0);
+}
+
+void Worker::onDrainTimer(uv_timer_t* t) {
+  auto* w = static_cast<Worker*>(t->data);
+  uint64_t now = uv_now(&w->loop_);
+  std::vector<http::DownstreamConnection*> due;
+  for (const auto& [deadline, c] : w->draining_) {
+    if (deadline <= now) {
+      due.push_back(c);
+    }
+  }
+  for (http::DownstreamConnection* c : due) {
+    c->drainNow();  // may unregister (and so leave draining_) at once or later
+  }
+  std::erase_if(w->draining_, [&](const auto& p) {
+    return std::find(due.begin(), due.end(), p.second) != due.end();
+  });
+  w->armDrainTimer();
 }
 
 void Worker::onFlushTimer(uv_timer_t* t) {
@@ -114,6 +258,7 @@ void Worker::acceptOne(Listener* l) {
     // rest wait in the kernel's backlog. A timer resumes once we are below the limit.
     if (!l->pending_accept) {
       l->pending_accept = true;
+      snapshot_->metrics.listeners[l->index][id_].accept_paused.inc();
       LOG_WARN("max_connections (%llu) reached: not accepting",
                static_cast<unsigned long long>(shared_->max_connections.load()));
     }
@@ -153,6 +298,9 @@ void Worker::unregisterConnection(http::DownstreamConnection* conn) {
   if (it != connections_.end()) {
     *it = connections_.back();
     connections_.pop_back();
+  }
+  if (!draining_.empty()) {
+    std::erase_if(draining_, [conn](const auto& p) { return p.second == conn; });
   }
   if (shutting_down_) {
     maybeFinishShutdown();
@@ -292,6 +440,7 @@ void Worker::maybeFinishShutdown() {
   close(&resume_timer_);
   close(&shutdown_timer_);
   close(&flush_timer_);
+  close(&drain_timer_);
   // In-flight upstream connections close with their downstream; uv_run returns when every
   // handle is closed.
 }

@@ -45,6 +45,10 @@ class Worker {
   // Thread-safe: asks the worker to stop accepting, finish in-flight requests, and exit its loop
   // once everything is closed or `timeout` has passed.
   void requestShutdown(conf::Duration timeout);
+  // Thread-safe: switches to `snapshot` for new connections and requests. `listen_fds[i]` is a
+  // bound socket for the new snapshot's listener i when it is new, or -1 when the worker keeps
+  // the socket it has for a listener of the same name and address.
+  void updateSnapshot(SnapshotPtr snapshot, std::vector<int> listen_fds);
 
   // --- for connections, on the worker thread ---
   uv_loop_t* loop() { return &loop_; }
@@ -65,6 +69,9 @@ class Worker {
 
   void registerConnection(http::DownstreamConnection* conn);
   void unregisterConnection(http::DownstreamConnection* conn);
+  // WebSockets that must move (their backend or route went away): closed with 1012 at
+  // `deadline_ms` (loop time) unless they end first.
+  void scheduleDrain(http::DownstreamConnection* conn, uint64_t deadline_ms);
 
  private:
   struct Listener {
@@ -80,6 +87,11 @@ class Worker {
   static void onShutdownTimer(uv_timer_t* timer);
   static void onFlushTimer(uv_timer_t* timer);
   void acceptOne(Listener* l);
+  void startListening(Listener* l);
+  void applySnapshot(SnapshotPtr next, std::vector<int> fds);
+  void addListener(size_t index, int fd);
+  static void onDrainTimer(uv_timer_t* timer);
+  void armDrainTimer();
   void resumeAccepting();
   void beginShutdown();
   void maybeFinishShutdown();
@@ -91,6 +103,8 @@ class Worker {
   uv_timer_t resume_timer_;
   uv_timer_t shutdown_timer_;
   uv_timer_t flush_timer_;
+  uv_timer_t drain_timer_;
+  std::vector<std::pair<uint64_t, http::DownstreamConnection*>> draining_;
   std::string access_log_buffer_;
   std::thread thread_;
   SnapshotPtr snapshot_;
@@ -104,6 +118,8 @@ class Worker {
   std::mutex mutex_;  // guards the fields below, written by other threads
   bool shutdown_requested_ = false;
   conf::Duration shutdown_timeout_{0};
+  SnapshotPtr pending_snapshot_;
+  std::vector<int> pending_fds_;
 
   std::vector<http::DownstreamConnection*> connections_;
   std::unordered_map<std::string, std::deque<http::UpstreamConnection*>> idle_upstreams_;

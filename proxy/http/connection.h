@@ -19,6 +19,7 @@
 
 #include "proxy/http/message.h"
 #include "proxy/http/request_parser.h"
+#include "proxy/metrics.h"
 #include "proxy/net/stream.h"
 #include "filters/filter.h"
 #include "proxy/snapshot.h"
@@ -56,6 +57,11 @@ class DownstreamConnection : public net::Stream::Handler,
   void shutdownGracefully();
   // Shutdown timeout: close at once.
   void abort();
+  // A reload published `next`: a WebSocket whose route or backend it removed is scheduled to be
+  // drained after the pool's drain_timeout.
+  void onSnapshotChanged(const Snapshot& next);
+  // The drain deadline passed: close the WebSocket with 1012 (the client should reconnect).
+  void drainNow();
 
   // --- called by the UpstreamConnection serving this request ---
   void onUpstreamConnected();
@@ -119,6 +125,9 @@ class DownstreamConnection : public net::Stream::Handler,
   bool runHeadFilters(size_t from);
   void afterHeadFilters();
   bool checkWebSocketHandshake();
+  metrics::FilterSlot& filterSlot(size_t chain_index) const;
+  void observeUpstreamLatency();
+  void adoptCurrentSnapshot();
   void processPendingInput();
   void startUpstream(int exclude_backend);
   void sendRequestHeadUpstream();
@@ -187,11 +196,16 @@ class DownstreamConnection : public net::Stream::Handler,
   std::string head_buffer_;  // scratch for building heads
   std::string upstream_head_;  // the request head sent upstream, kept for a retry
   UpstreamConnection* upstream_ = nullptr;
+  uint64_t upstream_start_ = 0;  // uv_hrtime() when the request head went upstream
+  metrics::ListenerSlot* listener_slot_ = nullptr;
+  metrics::RouteSlot* ws_route_slot_ = nullptr;
+  metrics::BackendSlot* ws_backend_slot_ = nullptr;
 };
 
 class UpstreamConnection : public net::Stream::Handler {
  public:
-  UpstreamConnection(Worker* worker, std::string key, size_t pool, int backend);
+  UpstreamConnection(Worker* worker, std::string key, size_t pool, int backend,
+                     metrics::BackendSlot* slot);
   ~UpstreamConnection() override;
 
   // Starts connecting to `addr`. Returns false when the connect could not even start.
@@ -263,6 +277,7 @@ class UpstreamConnection : public net::Stream::Handler {
   ResponseHead response_;
   bool last_was_value_ = false;
   DownstreamConnection* down_ = nullptr;
+  metrics::BackendSlot* slot_;
 };
 
 }  // namespace sluice::http

@@ -15,6 +15,21 @@ constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 constexpr std::string_view kCrlf = "\r\n";
 constexpr std::string_view kLastChunk = "0\r\n\r\n";
 
+// Index into the `by` label values of sluice_ws_closes_total.
+uint8_t metricsCloser(ws::Relay::ClosedBy by) {
+  switch (by) {
+    case ws::Relay::ClosedBy::kDownstream:
+      return 0;
+    case ws::Relay::ClosedBy::kUpstream:
+      return 1;
+    case ws::Relay::ClosedBy::kSluice:
+      return 2;
+    case ws::Relay::ClosedBy::kNone:
+      break;
+  }
+  return 3;
+}
+
 bool idempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "TRACE" ||
          method == "PUT" || method == "DELETE";
@@ -39,9 +54,13 @@ DownstreamConnection::DownstreamConnection(Worker* worker, size_t listener_index
   uv_timer_init(worker->loop(), &timer_);
   timer_.data = this;
   worker_->shared()->open_connections.fetch_add(1, std::memory_order_relaxed);
+  listener_slot_ = &snapshot_->metrics.listeners[listener_index][worker->id()];
+  listener_slot_->connections_open.add(1);
+  listener_slot_->connections_accepted.inc();
 }
 
 DownstreamConnection::~DownstreamConnection() {
+  listener_slot_->connections_open.add(-1);
   worker_->shared()->open_connections.fetch_sub(1, std::memory_order_relaxed);
 }
 
@@ -313,6 +332,7 @@ bool DownstreamConnection::runHeadFilters(size_t from) {
     in_head_filters_ = true;
     filters::HeadDecision d = stream_filters_[i]->onRequestHead(*this, *this);
     in_head_filters_ = false;
+    metrics::FilterSlot& fm = filterSlot(i);
     if (d.action == filters::HeadDecision::Action::kPause) {
       if (inline_resume_) {
         // The filter called resume() before returning.
@@ -323,6 +343,9 @@ bool DownstreamConnection::runHeadFilters(size_t from) {
         return false;
       }
     }
+    fm.decisions[d.action == filters::HeadDecision::Action::kReject ? metrics::kDecisionReject
+                                                                     : metrics::kDecisionContinue]
+        .inc();
     if (d.action == filters::HeadDecision::Action::kReject) {
       LOG_DEBUG("filter '%s' rejected %s %s: %u %s", chain[i]->name().c_str(),
                 request_.method.c_str(), request_.url.c_str(), static_cast<unsigned>(d.status),
@@ -334,6 +357,11 @@ bool DownstreamConnection::runHeadFilters(size_t from) {
   return true;
 }
 
+metrics::FilterSlot& DownstreamConnection::filterSlot(size_t chain_index) const {
+  size_t filter = snapshot_->config->routes[static_cast<size_t>(route_)].filter_indices[chain_index];
+  return snapshot_->metrics.filters[filter][worker_->id()];
+}
+
 void DownstreamConnection::resume(filters::HeadDecision decision) {
   if (in_head_filters_) {
     inline_resume_ = std::move(decision);
@@ -342,7 +370,9 @@ void DownstreamConnection::resume(filters::HeadDecision decision) {
   if (!filter_paused_ || closing_ || state_ != State::kProxying) {
     return;
   }
-  if (decision.action == filters::HeadDecision::Action::kReject) {
+  bool reject = decision.action == filters::HeadDecision::Action::kReject;
+  filterSlot(filter_index_).decisions[reject ? metrics::kDecisionReject : metrics::kDecisionContinue].inc();
+  if (reject) {
     respondLocal(decision.status, decision.reason, true, decision.headers);
     return;
   }
@@ -392,7 +422,9 @@ void DownstreamConnection::startUpstream(int exclude_backend) {
   UpstreamConnection* up =
       attempts_ == 1 && !websocket_ ? worker_->takeIdleUpstream(key) : nullptr;
   if (up == nullptr) {
-    up = new UpstreamConnection(worker_, key, route.pool_index, backend);
+    up = new UpstreamConnection(
+        worker_, key, route.pool_index, backend,
+        &snap.metrics.backends[route.pool_index][static_cast<size_t>(backend)][worker_->id()]);
     const sockaddr_storage& addr = snap.backend_addrs[route.pool_index][static_cast<size_t>(backend)];
     if (!up->connect(reinterpret_cast<const sockaddr*>(&addr), pool.connect_timeout)) {
       up->close();
@@ -423,6 +455,7 @@ void DownstreamConnection::sendRequestHeadUpstream() {
     writeUpstreamRequest(request_, info, request_framing_, &upstream_head_);
   }
   upstream_->write(upstream_head_);
+  upstream_start_ = uv_hrtime();
   if (expect_continue_ && attempts_ == 1) {
     stream_.write(kContinue);
   }
@@ -495,6 +528,7 @@ bool DownstreamConnection::onUpstreamResponseHead(const ResponseHead& head, bool
                                                   bool close_delimited) {
   status_ = head.status;
   response_started_ = true;
+  observeUpstreamLatency();
   bool no_body = head_request_ || head.status == 204 || head.status == 304;
   if (no_body) {
     response_framing_ = Framing::kNone;
@@ -509,6 +543,14 @@ bool DownstreamConnection::onUpstreamResponseHead(const ResponseHead& head, bool
   writeDownstreamResponse(head, response_framing_, keep_alive_, {}, &head_buffer_);
   stream_.write(head_buffer_);
   return head_request_;
+}
+
+void DownstreamConnection::observeUpstreamLatency() {
+  if (upstream_ == nullptr) {
+    return;
+  }
+  double seconds = static_cast<double>(uv_hrtime() - upstream_start_) / 1e9;
+  snapshot_->metrics.pools[upstream_->pool()][worker_->id()].upstream_response.observe(seconds);
 }
 
 bool DownstreamConnection::onUpstreamUpgrade(const ResponseHead& head) {
@@ -541,6 +583,7 @@ bool DownstreamConnection::onUpstreamUpgrade(const ResponseHead& head) {
   }
   status_ = 101;
   response_started_ = response_complete_ = true;
+  observeUpstreamLatency();
   head_buffer_.clear();
   writeDownstreamResponse(head, Framing::kNone, true, "Upgrade: websocket\r\nConnection: Upgrade\r\n",
                           &head_buffer_);
@@ -548,11 +591,20 @@ bool DownstreamConnection::onUpstreamUpgrade(const ResponseHead& head) {
   state_ = State::kWebSocket;
   armTimer(TimerMode::kNone, {});
   const size_t route = static_cast<size_t>(route_);
+  const unsigned w = worker_->id();
+  ws_route_slot_ = &snapshot_->metrics.routes[route][w];
+  ws_backend_slot_ = &snapshot_->metrics.backends[upstream_->pool()][static_cast<size_t>(backend_)][w];
+  ws_route_slot_->ws_open.add(1);
+  ws_backend_slot_->websockets_open.add(1);
+  std::vector<metrics::FilterSlot*> filter_slots;
+  for (size_t f : snapshot_->config->routes[route].filter_indices) {
+    filter_slots.push_back(&snapshot_->metrics.filters[f][w]);
+  }
   relay_ = std::make_unique<ws::Relay>(worker_->loop(), stream_, upstream_->stream(), &timer_,
                                        &DownstreamConnection::onTimer,
                                        snapshot_->config->routes[route].websocket,
-                                       std::move(stream_filters_),
-                                       snapshot_->route_needs_payload[route], this);
+                                       std::move(stream_filters_), std::move(filter_slots),
+                                       snapshot_->route_needs_payload[route], ws_route_slot_, this);
   // The HTTP scratch buffers are not needed for the rest of this connection's life.
   head_buffer_ = std::string();
   upstream_head_ = std::string();
@@ -578,6 +630,10 @@ void DownstreamConnection::onUpstreamTunnelEof() {
 }
 
 void DownstreamConnection::relayFinished() {
+  const ws::Relay::Stats& st = relay_->stats();
+  ws_route_slot_->ws_open.add(-1);
+  ws_backend_slot_->websockets_open.add(-1);
+  ws_route_slot_->countClose(st.close_code, metricsCloser(st.closed_by));
   writeAccessLog();
   if (upstream_ != nullptr) {
     UpstreamConnection* up = upstream_;
@@ -710,8 +766,16 @@ void DownstreamConnection::respondLocal(uint16_t status, std::string_view detail
 }
 
 void DownstreamConnection::writeAccessLog() {
+  if (method_.empty()) {
+    return;  // nothing to record, or recorded already
+  }
+  const metrics::Bound& m = snapshot_->metrics;
+  metrics::RouteSlot& rs = route_ >= 0 ? m.routes[static_cast<size_t>(route_)][worker_->id()]
+                                       : m.unrouted[worker_->id()];
+  rs.requests_by_class[status_ / 100 <= 5 ? status_ / 100 : 0].inc();
   AccessLog* log = worker_->accessLog();
-  if (log == nullptr || !log->enabled() || method_.empty()) {
+  if (log == nullptr || !log->enabled()) {
+    method_.clear();
     return;
   }
   AccessLogEntry e;
@@ -754,6 +818,7 @@ void DownstreamConnection::writeAccessLog() {
 
 void DownstreamConnection::finishExchange() {
   writeAccessLog();
+  adoptCurrentSnapshot();  // the next request on this connection sees the latest config
   // A client that half-closed after pipelining still gets answers to what it sent.
   if (!keep_alive_ || shutdown_ || worker_->shuttingDown() ||
       (client_eof_ && pending_input_.empty())) {
@@ -782,6 +847,60 @@ void DownstreamConnection::shutdownGracefully() {
   if (state_ == State::kReadingHead && !saw_request_bytes_ && pending_input_.empty()) {
     closeNow();
   }
+}
+
+void DownstreamConnection::onSnapshotChanged(const Snapshot& next) {
+  if (state_ != State::kWebSocket || relay_ == nullptr || relay_->finished() || route_ < 0 ||
+      backend_ < 0) {
+    return;  // HTTP connections switch snapshots between requests (finishExchange)
+  }
+  const conf::Config& cur = *snapshot_->config;
+  const conf::RouteConfig& route = cur.routes[static_cast<size_t>(route_)];
+  const conf::PoolConfig& pool = cur.pools[route.pool_index];
+  const std::string& backend = pool.backends[static_cast<size_t>(backend_)].address.text;
+  bool stays = false;
+  for (const conf::RouteConfig& r : next.config->routes) {
+    if (r.name != route.name || r.listener != route.listener) {
+      continue;
+    }
+    const conf::PoolConfig& np = next.config->pools[r.pool_index];
+    if (np.name != pool.name) {
+      continue;
+    }
+    for (const conf::BackendConfig& b : np.backends) {
+      stays = stays || b.address.text == backend;
+    }
+  }
+  if (stays) {
+    return;
+  }
+  LOG_INFO("websocket on route '%s' to %s: route or backend removed by reload; draining in %lld ms",
+           route.name.c_str(), backend.c_str(), static_cast<long long>(pool.drain_timeout.count()));
+  worker_->scheduleDrain(this, uv_now(worker_->loop()) + static_cast<uint64_t>(pool.drain_timeout.count()));
+}
+
+void DownstreamConnection::drainNow() {
+  if (state_ == State::kWebSocket && relay_ != nullptr && !relay_->finished()) {
+    relay_->goAway(ws::kServiceRestart, "backend draining; please reconnect");
+  }
+}
+
+void DownstreamConnection::adoptCurrentSnapshot() {
+  const SnapshotPtr& next = worker_->snapshot();
+  if (next == snapshot_) {
+    return;
+  }
+  const conf::ListenerConfig& mine = listener();
+  const auto& listeners = next->config->listeners;
+  for (size_t i = 0; i < listeners.size(); ++i) {
+    if (listeners[i].name == mine.name && listeners[i].listen.text == mine.listen.text) {
+      snapshot_ = next;
+      listener_index_ = i;
+      parser_.setMaxHeaderBytes(listeners[i].max_header_bytes);
+      return;
+    }
+  }
+  keep_alive_ = false;  // the listener was removed: this connection ends after its request
 }
 
 void DownstreamConnection::abort() {

@@ -8,16 +8,18 @@ namespace {
 UpstreamConnection* self(llhttp_t* p) { return static_cast<UpstreamConnection*>(p->data); }
 }  // namespace
 
-UpstreamConnection::UpstreamConnection(Worker* worker, std::string key, size_t pool, int backend)
+UpstreamConnection::UpstreamConnection(Worker* worker, std::string key, size_t pool, int backend,
+                                       metrics::BackendSlot* slot)
     : worker_(worker), key_(std::move(key)), pool_(pool), backend_(backend),
-      stream_(worker->loop(), this) {
+      stream_(worker->loop(), this), slot_(slot) {
+  slot_->connections_open.add(1);
   uv_timer_init(worker->loop(), &timer_);
   timer_.data = this;
   llhttp_init(&parser_, HTTP_RESPONSE, &settings());
   parser_.data = this;
 }
 
-UpstreamConnection::~UpstreamConnection() = default;
+UpstreamConnection::~UpstreamConnection() { slot_->connections_open.add(-1); }
 
 const llhttp_settings_t& UpstreamConnection::settings() {
   static const llhttp_settings_t s = [] {

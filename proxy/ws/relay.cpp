@@ -45,10 +45,12 @@ Relay::Leg::Leg(Relay* r, bool client, net::Stream* i, net::Stream* o)
 
 Relay::Relay(uv_loop_t* loop, net::Stream& client, net::Stream& backend, uv_timer_t* timer,
              uv_timer_cb timer_cb, const conf::WebSocketConfig& config,
-             std::vector<std::unique_ptr<filters::StreamFilter>> filters, bool needs_payload,
-             Owner* owner)
+             std::vector<std::unique_ptr<filters::StreamFilter>> filters,
+             std::vector<metrics::FilterSlot*> filter_slots, bool needs_payload,
+             metrics::RouteSlot* route_slot, Owner* owner)
     : loop_(loop), timer_(timer), timer_cb_(timer_cb), config_(config), filters_(std::move(filters)),
-      needs_payload_(needs_payload), owner_(owner), up_(this, true, &client, &backend),
+      filter_slots_(std::move(filter_slots)), needs_payload_(needs_payload),
+      route_slot_(route_slot), owner_(owner), up_(this, true, &client, &backend),
       down_(this, false, &backend, &client) {
   last_client_rx_ = last_rx_ = uv_now(loop_);
   armTimer();
@@ -162,18 +164,19 @@ bool Relay::Leg::onFrameHeader(const FrameHeader& h, const uint8_t* raw) {
                           parser.messageOpcode() == kText ? filters::MessageType::kText
                                                           : filters::MessageType::kBinary,
                           first, h.fin, h.length, message_bytes};
-  for (auto& f : relay->filters_) {
-    filters::MessageDecision d = f->onFrame(info);
+  for (size_t i = 0; i < relay->filters_.size(); ++i) {
+    filters::MessageDecision d = relay->filters_[i]->onFrame(info);
+    if (!relay->judged(i, d)) {
+      continue;
+    }
     if (d.action == filters::MessageDecision::Action::kClose) {
       relay->fail(*this, d.close_code, d.reason);
       return false;
     }
-    if (d.action == filters::MessageDecision::Action::kDrop) {
-      flushRange();
-      held.clear();
-      mode = Mode::kSkip;
-      return true;
-    }
+    flushRange();  // kDrop: nothing of this message goes out
+    held.clear();
+    mode = Mode::kSkip;
+    return true;
   }
   if (validate || assembling) {
     flushRange();
@@ -262,10 +265,7 @@ bool Relay::Leg::onFrameEnd(const FrameHeader& h) {
   }
   if (mode == Mode::kStream) {
     mid_frame_out = false;
-    r.stats_.bytes[dir] += h.length;
-    if (h.fin) {
-      ++r.stats_.messages[dir];
-    }
+    r.countMessage(dir, h.length, h.fin, message_bytes);
     return true;
   }
   // Held data frame.
@@ -281,29 +281,55 @@ bool Relay::Leg::onFrameEnd(const FrameHeader& h) {
                        parser.messageOpcode() == kText ? filters::MessageType::kText
                                                        : filters::MessageType::kBinary,
                        payload};
-    for (auto& f : r.filters_) {
-      filters::MessageDecision d = f->onMessage(m);
+    for (size_t i = 0; i < r.filters_.size(); ++i) {
+      filters::MessageDecision d = r.filters_[i]->onMessage(m);
+      if (!r.judged(i, d)) {
+        continue;
+      }
       if (d.action == filters::MessageDecision::Action::kClose) {
         r.fail(*this, d.close_code, d.reason);
         return false;
       }
-      if (d.action == filters::MessageDecision::Action::kDrop) {
-        held.clear();
-        payload.clear();
-        return true;
-      }
+      held.clear();
+      payload.clear();
+      return true;
     }
   }
-  r.stats_.bytes[dir] += assembling ? payload.size() : h.length;
-  if (h.fin) {
-    ++r.stats_.messages[dir];
-  }
+  r.countMessage(dir, assembling ? payload.size() : h.length, h.fin, message_bytes);
   if (!r.other(*this).close_sent) {
     out->write(held);
   }
   held.clear();
   if (assembling) {
     payload.clear();
+  }
+  return true;
+}
+
+void Relay::countMessage(size_t dir, uint64_t bytes, bool end_of_message, uint64_t message_bytes) {
+  stats_.bytes[dir] += bytes;
+  if (route_slot_ != nullptr) {
+    route_slot_->ws_bytes[dir].inc(bytes);
+  }
+  if (!end_of_message) {
+    return;
+  }
+  ++stats_.messages[dir];
+  if (route_slot_ != nullptr) {
+    route_slot_->ws_messages[dir].inc();
+    route_slot_->ws_message_bytes[dir].observe(static_cast<double>(message_bytes));
+  }
+}
+
+bool Relay::judged(size_t filter, const filters::MessageDecision& d) {
+  if (d.action == filters::MessageDecision::Action::kContinue) {
+    return false;  // not counted per frame: that would be a counter per frame for nothing
+  }
+  if (filter < filter_slots_.size()) {
+    filter_slots_[filter]
+        ->decisions[d.action == filters::MessageDecision::Action::kClose ? metrics::kDecisionClose
+                                                                          : metrics::kDecisionDrop]
+        .inc();
   }
   return true;
 }

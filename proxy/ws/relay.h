@@ -16,6 +16,7 @@
 
 #include "conf/config.h"
 #include "filters/filter.h"
+#include "proxy/metrics.h"
 #include "proxy/net/stream.h"
 #include "proxy/ws/codec.h"
 
@@ -43,8 +44,9 @@ class Relay {
   // `timer` is the owner's; when it fires, the owner calls onTimer() (via `timer_cb`).
   Relay(uv_loop_t* loop, net::Stream& client, net::Stream& backend, uv_timer_t* timer,
         uv_timer_cb timer_cb, const conf::WebSocketConfig& config,
-        std::vector<std::unique_ptr<filters::StreamFilter>> filters, bool needs_payload,
-        Owner* owner);
+        std::vector<std::unique_ptr<filters::StreamFilter>> filters,
+        std::vector<metrics::FilterSlot*> filter_slots, bool needs_payload,
+        metrics::RouteSlot* route_slot, Owner* owner);
   ~Relay();
 
   void onClientData(const char* data, size_t len);
@@ -108,6 +110,9 @@ class Relay {
   void finish();
   void afterInput(Leg& leg);
   void armTimer();
+  void countMessage(size_t dir, uint64_t bytes, bool end_of_message, uint64_t message_bytes);
+  // Counts a filter decision; returns true when it ends or drops the message.
+  bool judged(size_t filter, const filters::MessageDecision& d);
   Leg& other(Leg& leg) { return &leg == &up_ ? down_ : up_; }
 
   uv_loop_t* loop_;
@@ -115,7 +120,9 @@ class Relay {
   uv_timer_cb timer_cb_;
   const conf::WebSocketConfig& config_;
   std::vector<std::unique_ptr<filters::StreamFilter>> filters_;
+  std::vector<metrics::FilterSlot*> filter_slots_;
   bool needs_payload_;
+  metrics::RouteSlot* route_slot_;  // may be null (unit tests)
   Owner* owner_;
   Leg up_;    // client -> backend: reads the client, writes the backend
   Leg down_;  // backend -> client

@@ -1,0 +1,43 @@
+#pragma once
+
+// The admin listener: a small HTTP/1.1 server on the main thread's loop. One request per
+// connection (answered with Connection: close); heads up to 16 KiB, bodies up to 64 KiB.
+
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include <uv.h>
+
+#include "conf/config.h"
+#include "proxy/http/message.h"
+
+namespace sluice {
+
+struct AdminResponse {
+  uint16_t status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::string headers;  // extra header lines, each ending in CRLF
+};
+
+class AdminServer {
+ public:
+  using Handler = std::function<AdminResponse(const http::RequestHead& request)>;
+
+  AdminServer(uv_loop_t* loop, Handler handler);
+  ~AdminServer();
+  bool listen(const conf::Address& address, std::string* error);
+  void close();
+
+ private:
+  class Connection;
+  static void onConnection(uv_stream_t* server, int status);
+
+  uv_loop_t* loop_;
+  Handler handler_;
+  uv_tcp_t tcp_;
+  bool open_ = false;
+};
+
+}  // namespace sluice

@@ -1,0 +1,299 @@
+#include "proxy/metrics.h"
+
+#include <cstdio>
+
+namespace sluice::metrics {
+
+void RouteSlot::countClose(uint16_t code, uint8_t by) {
+  uint32_t key = static_cast<uint32_t>(code) << 2 | (by & 3);
+  for (Close& c : closes) {
+    uint32_t k = c.key.load(std::memory_order_relaxed);
+    if (k == key) {
+      c.count.inc();
+      return;
+    }
+    if (k == 0) {
+      c.key.store(key, std::memory_order_relaxed);
+      c.count.inc();
+      return;
+    }
+  }
+  // More distinct codes than slots: count under code 0 ("other").
+  closes.back().key.store(by & 3, std::memory_order_relaxed);
+  closes.back().count.inc();
+}
+
+namespace {
+
+const char* kByNames[] = {"downstream", "upstream", "sluice", "unknown"};
+const char* kDirections[] = {"downstream_to_upstream", "upstream_to_downstream"};
+const char* kDecisions[] = {"continue", "reject", "drop", "close"};
+
+void escape(std::string* out, const std::string& v) {
+  for (char c : v) {
+    if (c == '\\' || c == '"') {
+      out->push_back('\\');
+      out->push_back(c);
+    } else if (c == '\n') {
+      out->append("\\n");
+    } else {
+      out->push_back(c);
+    }
+  }
+}
+
+class Writer {
+ public:
+  explicit Writer(std::string* out) : out_(out) {}
+  void family(const char* name, const char* type, const char* help) {
+    out_->append("# HELP ").append(name).append(" ").append(help).append("\n");
+    out_->append("# TYPE ").append(name).append(" ").append(type).append("\n");
+  }
+  // labels: alternating name, value
+  void sample(const std::string& name, std::initializer_list<std::string> labels, double value) {
+    out_->append(name);
+    if (labels.size() > 0) {
+      out_->push_back('{');
+      bool first = true;
+      for (auto it = labels.begin(); it != labels.end(); it += 2) {
+        if (!first) {
+          out_->push_back(',');
+        }
+        first = false;
+        out_->append(*it).append("=\"");
+        escape(out_, *(it + 1));
+        out_->push_back('"');
+      }
+      out_->push_back('}');
+    }
+    char buf[40];
+    if (value == static_cast<double>(static_cast<int64_t>(value))) {
+      snprintf(buf, sizeof buf, " %lld\n", static_cast<long long>(value));
+    } else {
+      snprintf(buf, sizeof buf, " %.6f\n", value);
+    }
+    out_->append(buf);
+  }
+  template <size_t N>
+  void histogram(const std::string& name, const std::string& label, const std::string& value,
+                 const std::string& label2, const std::string& value2,
+                 const std::vector<const Histogram<N>*>& parts) {
+    const auto& bounds = parts.front()->bounds();
+    uint64_t cumulative = 0;
+    double sum = 0;
+    for (size_t i = 0; i <= N; ++i) {
+      for (const auto* h : parts) {
+        cumulative += h->bucket(i);
+      }
+      char le[32];
+      if (i < N) {
+        snprintf(le, sizeof le, "%g", bounds[i]);
+      } else {
+        snprintf(le, sizeof le, "+Inf");
+      }
+      if (label2.empty()) {
+        sample(name + "_bucket", {label, value, "le", le}, static_cast<double>(cumulative));
+      } else {
+        sample(name + "_bucket", {label, value, label2, value2, "le", le},
+               static_cast<double>(cumulative));
+      }
+    }
+    for (const auto* h : parts) {
+      sum += h->sum();
+    }
+    if (label2.empty()) {
+      sample(name + "_sum", {label, value}, sum);
+      sample(name + "_count", {label, value}, static_cast<double>(cumulative));
+    } else {
+      sample(name + "_sum", {label, value, label2, value2}, sum);
+      sample(name + "_count", {label, value, label2, value2}, static_cast<double>(cumulative));
+    }
+  }
+
+ private:
+  std::string* out_;
+};
+
+template <typename Slot, typename F>
+double sum(const Slot* slots, unsigned workers, F f) {
+  double total = 0;
+  for (unsigned w = 0; w < workers; ++w) {
+    total += static_cast<double>(f(slots[w]));
+  }
+  return total;
+}
+
+std::pair<std::string, std::string> splitBackendKey(const std::string& key) {
+  size_t nl = key.find('\n');
+  return {key.substr(0, nl), key.substr(nl + 1)};
+}
+
+}  // namespace
+
+int64_t Registry::listenerConnections(const std::string& name) const {
+  auto it = listeners_.find(name);
+  return it == listeners_.end()
+             ? 0
+             : static_cast<int64_t>(sum(it->second.get(), workers_, [](const ListenerSlot& x) {
+                 return x.connections_open.get();
+               }));
+}
+
+std::pair<int64_t, int64_t> Registry::backendConnections(const std::string& pool,
+                                                         const std::string& address) const {
+  auto it = backends_.find(pool + "\n" + address);
+  if (it == backends_.end()) {
+    return {0, 0};
+  }
+  const BackendSlot* s = it->second.get();
+  return {static_cast<int64_t>(sum(s, workers_, [](const BackendSlot& x) { return x.connections_open.get(); })),
+          static_cast<int64_t>(sum(s, workers_, [](const BackendSlot& x) { return x.websockets_open.get(); }))};
+}
+
+std::string Registry::render(
+    const std::vector<std::tuple<std::string, std::string, std::string>>& backend_states) const {
+  std::string out;
+  out.reserve(16 * 1024);
+  Writer w(&out);
+  const unsigned n = workers_;
+
+  w.family("sluice_connections_open", "gauge", "Open client connections.");
+  for (const auto& [name, s] : listeners_) {
+    w.sample("sluice_connections_open", {"listener", name},
+             sum(s.get(), n, [](const ListenerSlot& x) { return x.connections_open.get(); }));
+  }
+  w.family("sluice_connections_accepted_total", "counter", "Accepted client connections.");
+  for (const auto& [name, s] : listeners_) {
+    w.sample("sluice_connections_accepted_total", {"listener", name},
+             sum(s.get(), n, [](const ListenerSlot& x) { return x.connections_accepted.get(); }));
+  }
+  w.family("sluice_max_connections_reached_total", "counter",
+           "Times a worker stopped accepting because server.max_connections was reached.");
+  for (const auto& [name, s] : listeners_) {
+    w.sample("sluice_max_connections_reached_total", {"listener", name},
+             sum(s.get(), n, [](const ListenerSlot& x) { return x.accept_paused.get(); }));
+  }
+
+  w.family("sluice_http_requests_total", "counter", "HTTP requests by route and status class.");
+  for (const auto& [name, s] : routes_) {
+    for (size_t c = 1; c <= 5; ++c) {
+      double v = sum(s.get(), n, [c](const RouteSlot& x) { return x.requests_by_class[c].get(); });
+      if (v > 0) {
+        w.sample("sluice_http_requests_total", {"route", name, "code", std::to_string(c) + "xx"}, v);
+      }
+    }
+  }
+
+  w.family("sluice_upstream_response_seconds", "histogram",
+           "Time from sending a request upstream to the response head, by pool.");
+  for (const auto& [name, s] : pools_) {
+    std::vector<const LatencyHistogram*> parts;
+    for (unsigned i = 0; i < n; ++i) {
+      parts.push_back(&s[i].upstream_response);
+    }
+    w.histogram("sluice_upstream_response_seconds", "pool", name, "", "", parts);
+  }
+
+  w.family("sluice_ws_connections_open", "gauge", "Open WebSocket sessions by route.");
+  for (const auto& [name, s] : routes_) {
+    if (name.empty()) {
+      continue;  // requests no route matched never become WebSockets
+    }
+    w.sample("sluice_ws_connections_open", {"route", name},
+             sum(s.get(), n, [](const RouteSlot& x) { return x.ws_open.get(); }));
+  }
+  w.family("sluice_ws_messages_total", "counter", "WebSocket messages relayed.");
+  for (const auto& [name, s] : routes_) {
+    if (name.empty()) {
+      continue;
+    }
+    for (size_t d = 0; d < 2; ++d) {
+      w.sample("sluice_ws_messages_total", {"route", name, "direction", kDirections[d]},
+               sum(s.get(), n, [d](const RouteSlot& x) { return x.ws_messages[d].get(); }));
+    }
+  }
+  w.family("sluice_ws_bytes_total", "counter", "WebSocket payload bytes relayed.");
+  for (const auto& [name, s] : routes_) {
+    if (name.empty()) {
+      continue;
+    }
+    for (size_t d = 0; d < 2; ++d) {
+      w.sample("sluice_ws_bytes_total", {"route", name, "direction", kDirections[d]},
+               sum(s.get(), n, [d](const RouteSlot& x) { return x.ws_bytes[d].get(); }));
+    }
+  }
+  w.family("sluice_ws_message_bytes", "histogram", "WebSocket message sizes.");
+  for (const auto& [name, s] : routes_) {
+    if (name.empty()) {
+      continue;
+    }
+    for (size_t d = 0; d < 2; ++d) {
+      std::vector<const SizeHistogram*> parts;
+      for (unsigned i = 0; i < n; ++i) {
+        parts.push_back(&s[i].ws_message_bytes[d]);
+      }
+      w.histogram("sluice_ws_message_bytes", "route", name, "direction", kDirections[d], parts);
+    }
+  }
+  w.family("sluice_ws_closes_total", "counter",
+           "WebSocket sessions ended, by close code and by who closed.");
+  for (const auto& [name, s] : routes_) {
+    std::map<uint32_t, uint64_t> totals;
+    for (unsigned i = 0; i < n; ++i) {
+      for (const RouteSlot::Close& c : s[i].closes) {
+        uint32_t key = c.key.load(std::memory_order_relaxed);
+        if (key != 0) {
+          totals[key] += c.count.get();
+        }
+      }
+    }
+    for (const auto& [key, count] : totals) {
+      w.sample("sluice_ws_closes_total",
+               {"route", name, "code", std::to_string(key >> 2), "by", kByNames[key & 3]},
+               static_cast<double>(count));
+    }
+  }
+
+  w.family("sluice_filter_decisions_total", "counter", "Filter decisions.");
+  for (const auto& [name, s] : filters_) {
+    for (size_t d = 0; d < 4; ++d) {
+      double v = sum(s.get(), n, [d](const FilterSlot& x) { return x.decisions[d].get(); });
+      if (v > 0) {
+        w.sample("sluice_filter_decisions_total", {"filter", name, "decision", kDecisions[d]}, v);
+      }
+    }
+  }
+
+  w.family("sluice_backend_state", "gauge", "1 for the backend's current state.");
+  for (const auto& [pool, backend, state] : backend_states) {
+    for (const char* st : {"healthy", "unhealthy", "draining"}) {
+      w.sample("sluice_backend_state", {"pool", pool, "backend", backend, "state", st},
+               state == st ? 1 : 0);
+    }
+  }
+  w.family("sluice_backend_connections_open", "gauge", "Open connections to a backend.");
+  for (const auto& [key, s] : backends_) {
+    auto [pool, backend] = splitBackendKey(key);
+    w.sample("sluice_backend_connections_open", {"pool", pool, "backend", backend},
+             sum(s.get(), n, [](const BackendSlot& x) { return x.connections_open.get(); }));
+  }
+  w.family("sluice_backend_websockets_open", "gauge", "Open WebSocket sessions to a backend.");
+  for (const auto& [key, s] : backends_) {
+    auto [pool, backend] = splitBackendKey(key);
+    w.sample("sluice_backend_websockets_open", {"pool", pool, "backend", backend},
+             sum(s.get(), n, [](const BackendSlot& x) { return x.websockets_open.get(); }));
+  }
+
+  w.family("sluice_config_reloads_total", "counter", "Config reloads by result.");
+  w.sample("sluice_config_reloads_total", {"result", "success"},
+           static_cast<double>(reloads_success.get()));
+  w.sample("sluice_config_reloads_total", {"result", "failure"},
+           static_cast<double>(reloads_failure.get()));
+  w.family("sluice_config_generation", "gauge", "Generation of the running config (1 at start).");
+  w.sample("sluice_config_generation", {}, static_cast<double>(generation.load()));
+  w.family("sluice_tls_handshakes_total", "counter",
+           "TLS handshakes by listener and result (no TLS listener in this version).");
+  return out;
+}
+
+}  // namespace sluice::metrics
