@@ -22,6 +22,7 @@ cat <<MSG
   sluice is starting in front of the demo backend (127.0.0.1:9001).
     browser:  http://127.0.0.1:8080/          (a page with a live WebSocket through sluice)
     curl:     curl -i http://127.0.0.1:8080/hello
+    admin:    curl http://127.0.0.1:9901/api/status   (also /metrics, POST /api/reload)
   Ctrl-C stops sluice and the demo backend.
 
 MSG
