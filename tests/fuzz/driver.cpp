@@ -28,7 +28,10 @@ int main(int argc, char** argv) {
   std::vector<std::string> corpus;
   for (int i = 2; i < argc; ++i) {
     std::error_code ec;
-    for (const auto& entry : std::filesystem::directory_iterator(argv[i], ec)) {
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(argv[i], ec)) {
+      if (!entry.is_regular_file()) {
+        continue;
+      }
       std::ifstream f(entry.path(), std::ios::binary);
       corpus.emplace_back(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
     }
