@@ -75,7 +75,7 @@ struct ListenerConfig {
   Address listen;
   Duration header_timeout = std::chrono::seconds(10);
   Duration idle_timeout = std::chrono::seconds(60);
-  uint64_t max_header_bytes = 32 * 1024;
+  uint64_t max_header_bytes = 32ull * 1024;
   bool redirect_to_https = false;
   bool proxy_protocol = false;
   std::optional<ListenerTls> tls;
@@ -84,7 +84,7 @@ struct ListenerConfig {
 
 struct WebSocketConfig {
   bool enabled = false;
-  uint64_t max_message_bytes = 1024 * 1024;
+  uint64_t max_message_bytes = 1024ull * 1024;
   Duration ping_interval = std::chrono::seconds(30);  // 0 = no heartbeats
   Duration pong_timeout = std::chrono::seconds(10);
   Duration idle_timeout{0};  // 0 = off

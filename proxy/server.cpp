@@ -19,7 +19,8 @@
 namespace sluice {
 
 SnapshotPtr loadSnapshot(const std::string& path, uint64_t generation,
-                         std::vector<std::string>* errors, metrics::Registry* registry) {
+                         std::vector<std::string>* errors, metrics::Registry* registry,
+                         upstream::BackendStates* states) {
   conf::LoadResult result = conf::loadFile(path, &filters::validateFilterConfig);
   for (const conf::Diagnostic& d : result.diagnostics) {
     errors->push_back(d.format());
@@ -41,6 +42,7 @@ SnapshotPtr loadSnapshot(const std::string& path, uint64_t generation,
   if (registry != nullptr) {
     snapshot->bindMetrics(*registry);
   }
+  snapshot->buildBalancers(states);
   return snapshot;
 }
 
@@ -261,16 +263,21 @@ int Server::run() {
   // The snapshot was loaded before the worker count was known; bind its metrics now, before
   // any worker can see it.
   std::const_pointer_cast<Snapshot>(snapshot_)->bindMetrics(*registry_);
+  std::const_pointer_cast<Snapshot>(snapshot_)->buildBalancers(&backend_states_);
   registry_->generation = snapshot_->generation;
 
   admin_ = std::make_unique<AdminServer>(
       &loop_, [this](const http::RequestHead& req) { return handleAdmin(req); });
   if (!admin_->listen(cfg.admin.listen, &error)) {
     LOG_ERROR("%s", error.c_str());
+    admin_->close();
+    uv_run(&loop_, UV_RUN_DEFAULT);  // let the handle close, so nothing leaks on the way out
     return 1;
   }
   std::vector<std::vector<int>> fds;
   if (!openListeners(workers, &fds)) {
+    admin_->close();
+    uv_run(&loop_, UV_RUN_DEFAULT);
     return 1;
   }
   for (unsigned i = 0; i < workers; ++i) {
@@ -316,7 +323,7 @@ Server::ReloadResult Server::reload(const char* trigger) {
   uint64_t generation = snapshot_->generation + 1;
   std::vector<std::string> errors;
   std::shared_ptr<Snapshot> next =
-      std::const_pointer_cast<Snapshot>(loadSnapshot(cur.path, generation, &errors, registry_.get()));
+      std::const_pointer_cast<Snapshot>(loadSnapshot(cur.path, generation, &errors, registry_.get(), &backend_states_));
   std::string token_error;
   if (next) {
     Unsupported u = unsupportedFeatures(*next->config);
@@ -336,37 +343,8 @@ Server::ReloadResult Server::reload(const char* trigger) {
   // New listeners: bind every worker's socket before anything changes, so a port in use fails
   // the reload as a whole.
   std::vector<std::vector<int>> fds(workers_.size());
-  if (next) {
-    const auto& nl = next->config->listeners;
-    for (auto& f : fds) {
-      f.assign(nl.size(), -1);
-    }
-    for (size_t i = 0; i < nl.size() && next; ++i) {
-      bool kept = false;
-      for (const conf::ListenerConfig& ol : cur.listeners) {
-        kept = kept || (ol.name == nl[i].name && ol.listen.text == nl[i].listen.text);
-      }
-      for (size_t w = 0; w < workers_.size() && !kept; ++w) {
-        std::string error;
-        int fd = listenSocket(nl[i].listen, &error);
-        if (fd < 0) {
-          conf::Diagnostic d{nl[i].pos, "listener '" + nl[i].name + "': " + error};
-          errors.push_back(d.format());
-          next.reset();
-          break;
-        }
-        fds[w][i] = fd;
-      }
-    }
-    if (!next) {
-      for (auto& f : fds) {
-        for (int fd : f) {
-          if (fd >= 0) {
-            ::close(fd);
-          }
-        }
-      }
-    }
+  if (next && !openNewListeners(cur, *next->config, &fds, &errors)) {
+    next.reset();
   }
   last_reload_.time = rfc3339Now();
   if (!next) {
@@ -390,6 +368,11 @@ Server::ReloadResult Server::reload(const char* trigger) {
   for (size_t w = 0; w < workers_.size(); ++w) {
     workers_[w]->updateSnapshot(next, fds[w]);
   }
+  // Answer only once every worker serves the new config (bounded: a stuck worker must not
+  // stall the main thread).
+  for (auto& w : workers_) {
+    w->waitForGeneration(generation, std::chrono::seconds(2));
+  }
   snapshot_ = next;
   shared_.max_connections = snapshot_->config->server.max_connections;
   registry_->generation = generation;
@@ -403,6 +386,39 @@ Server::ReloadResult Server::reload(const char* trigger) {
   result.ok = true;
   result.generation = generation;
   return result;
+}
+
+bool Server::openNewListeners(const conf::Config& cur, const conf::Config& next,
+                              std::vector<std::vector<int>>* fds, std::vector<std::string>* errors) {
+  const auto& nl = next.listeners;
+  for (auto& f : *fds) {
+    f.assign(nl.size(), -1);
+  }
+  for (size_t i = 0; i < nl.size(); ++i) {
+    bool kept = false;
+    for (const conf::ListenerConfig& ol : cur.listeners) {
+      kept = kept || (ol.name == nl[i].name && ol.listen.text == nl[i].listen.text);
+    }
+    for (size_t w = 0; w < fds->size() && !kept; ++w) {
+      std::string error;
+      int fd = listenSocket(nl[i].listen, &error);
+      if (fd < 0) {
+        errors->push_back(
+            conf::Diagnostic{nl[i].pos, "listener '" + nl[i].name + "': " + error}.format());
+        for (auto& f : *fds) {
+          for (int& opened : f) {
+            if (opened >= 0) {
+              ::close(opened);
+            }
+            opened = -1;
+          }
+        }
+        return false;
+      }
+      (*fds)[w][i] = fd;
+    }
+  }
+  return true;
 }
 
 std::string Server::fingerprint(const conf::Config& config) const {
@@ -463,7 +479,10 @@ void Server::onFsEvent(uv_fs_event_t* handle, const char* filename, int, int sta
   }
   // New files matching an include pattern count too: any *.toml in a watched directory.
   std::string_view name = filename != nullptr ? filename : "";
-  ours = ours || name.ends_with(".toml");
+  if (!ours && name.ends_with(".toml")) {
+    ours = true;
+    s->new_file_seen_ = true;  // may match an include pattern: the fingerprint cannot tell
+  }
   if (ours) {
     uv_timer_start(&s->debounce_, &Server::onDebounce, kDebounceMs, 0);
   }
@@ -471,8 +490,18 @@ void Server::onFsEvent(uv_fs_event_t* handle, const char* filename, int, int sta
 
 void Server::onDebounce(uv_timer_t* timer) {
   auto* s = static_cast<Server*>(timer->data);
+  bool new_file = s->new_file_seen_;
+  s->new_file_seen_ = false;
   if (s->fingerprint(*s->snapshot_->config) == s->loaded_fingerprint_) {
-    return;  // touched, not changed (or the same content that failed already)
+    if (!new_file) {
+      return;  // touched, not changed (or the same content that failed already)
+    }
+    // A new *.toml beside the config: reload only if an include pattern now matches it.
+    std::vector<std::string> errors;
+    SnapshotPtr probe = loadSnapshot(s->snapshot_->config->path, 0, &errors);
+    if (probe && probe->config->files == s->snapshot_->config->files) {
+      return;
+    }
   }
   s->reload("config file changed");
 }

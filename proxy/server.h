@@ -18,9 +18,10 @@ namespace sluice {
 
 // Everything a reload or `--check` does: parse, validate, build filters, resolve backends.
 // Returns null and fills `errors` ("FILE:LINE:COLUMN: error: ...") on failure.
-// `registry` (optional) binds the snapshot's metric slots.
+// `registry` and `states` (optional) bind the snapshot's metric slots and backend states.
 SnapshotPtr loadSnapshot(const std::string& path, uint64_t generation,
-                         std::vector<std::string>* errors, metrics::Registry* registry = nullptr);
+                         std::vector<std::string>* errors, metrics::Registry* registry = nullptr,
+                         upstream::BackendStates* states = nullptr);
 
 // Config features this version validates but does not run yet. Those that would silently weaken
 // security or break the wire protocol (TLS, PROXY protocol) are `fatal`: sluice refuses to start
@@ -52,6 +53,10 @@ class Server {
   static void onFsEvent(uv_fs_event_t* handle, const char* filename, int events, int status);
   static void onDebounce(uv_timer_t* timer);
   bool openListeners(unsigned workers, std::vector<std::vector<int>>* fds);
+  // Binds each worker's socket for every listener of `next` not in `cur` (name and address).
+  // On failure closes what it opened and appends the error.
+  bool openNewListeners(const conf::Config& cur, const conf::Config& next,
+                        std::vector<std::vector<int>>* fds, std::vector<std::string>* errors);
   void beginShutdown(int signum);
   ReloadResult reload(const char* trigger);
   void watchFiles();
@@ -64,6 +69,7 @@ class Server {
   SharedState shared_;
   AccessLog access_log_;
   std::unique_ptr<metrics::Registry> registry_;
+  upstream::BackendStates backend_states_;
   std::unique_ptr<AdminServer> admin_;
   std::vector<std::unique_ptr<Worker>> workers_;
   uv_loop_t loop_;
@@ -78,6 +84,7 @@ class Server {
   uint64_t started_ms_ = 0;
   std::string token_;
   std::string loaded_fingerprint_;  // of the files last loaded (or last failed)
+  bool new_file_seen_ = false;      // a *.toml appeared in a watched directory
   struct {
     bool ok = true;
     std::string time;

@@ -3,6 +3,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 
+#include <cstdio>
 #include <cstring>
 
 namespace sluice {
@@ -58,6 +59,24 @@ bool Snapshot::buildFilters(conf::Diagnostics* diagnostics) {
     }
   }
   return true;
+}
+
+void Snapshot::buildBalancers(upstream::BackendStates* states) {
+  backend_states.assign(config->pools.size(), {});
+  balancers.clear();
+  sticky_tokens.assign(config->pools.size(), {});
+  for (size_t p = 0; p < config->pools.size(); ++p) {
+    const conf::PoolConfig& pool = config->pools[p];
+    for (const conf::BackendConfig& b : pool.backends) {
+      backend_states[p].push_back(states != nullptr ? states->get(pool.name, b.address.text) : nullptr);
+      // Opaque and stable across restarts and instances: a hash of pool and address.
+      char token[24];
+      snprintf(token, sizeof token, "%016llx",
+               static_cast<unsigned long long>(upstream::Balancer::hash(pool.name + "/" + b.address.text)));
+      sticky_tokens[p].push_back(token);
+    }
+    balancers.emplace_back(pool, backend_states[p]);
+  }
 }
 
 void Snapshot::bindMetrics(metrics::Registry& registry) {

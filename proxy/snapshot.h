@@ -14,6 +14,7 @@
 #include "filters/filter.h"
 #include "proxy/metrics.h"
 #include "proxy/router.h"
+#include "proxy/upstream/balancer.h"
 
 namespace sluice {
 
@@ -29,6 +30,11 @@ struct Snapshot {
   std::vector<bool> route_needs_payload;
   // Metric slots resolved for this config's listeners, routes, pools, backends and filters.
   metrics::Bound metrics;
+  // backend_states[pool][backend]: shared runtime state (null until bindBackendStates).
+  std::vector<std::vector<upstream::BackendState*>> backend_states;
+  // One balancer per pool; sticky_tokens[pool][backend]: the opaque sticky-cookie value.
+  std::vector<upstream::Balancer> balancers;
+  std::vector<std::vector<std::string>> sticky_tokens;
 
   Snapshot(std::shared_ptr<const conf::Config> c, uint64_t gen);
   // Resolves every backend address; appends "pool 'x': cannot resolve 'host:port': why" errors.
@@ -37,6 +43,9 @@ struct Snapshot {
   bool buildFilters(conf::Diagnostics* diagnostics);
   // Main thread: resolves every metric slot this config uses.
   void bindMetrics(metrics::Registry& registry);
+  // Main thread: attaches shared backend state and builds the balancers. Without `states`
+  // (--check), balancers see every backend as available.
+  void buildBalancers(upstream::BackendStates* states);
 };
 
 using SnapshotPtr = std::shared_ptr<const Snapshot>;

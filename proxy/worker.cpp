@@ -115,7 +115,13 @@ void Worker::onAsync(uv_async_t* async) {
     w->pending_fds_.clear();
   }
   if (next && !w->shutting_down_) {
+    uint64_t generation = next->generation;
     w->applySnapshot(std::move(next), std::move(fds));
+    {
+      std::lock_guard lock(w->mutex_);
+      w->applied_generation_ = generation;
+    }
+    w->applied_cv_.notify_all();
   } else {
     for (int fd : fds) {
       if (fd >= 0) {
@@ -126,6 +132,11 @@ void Worker::onAsync(uv_async_t* async) {
   if (shutdown && !w->shutting_down_) {
     w->beginShutdown();
   }
+}
+
+void Worker::waitForGeneration(uint64_t generation, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  applied_cv_.wait_for(lock, timeout, [&] { return applied_generation_ >= generation || shutdown_requested_; });
 }
 
 void Worker::applySnapshot(SnapshotPtr next, std::vector<int> fds) {
@@ -155,6 +166,7 @@ void Worker::applySnapshot(SnapshotPtr next, std::vector<int> fds) {
   }
   listeners_ = std::move(kept);
   snapshot_ = std::move(next);
+  pick_states_.clear();  // balancers of older snapshots start afresh if still used
   for (size_t i = 0; i < fds.size(); ++i) {
     if (fds[i] >= 0) {
       addListener(i, fds[i]);
@@ -312,9 +324,16 @@ http::UpstreamConnection* Worker::takeIdleUpstream(const std::string& key) {
   if (it == idle_upstreams_.end() || it->second.empty()) {
     return nullptr;
   }
-  http::UpstreamConnection* conn = it->second.back();  // the most recently used
-  it->second.pop_back();
-  return conn;
+  uint64_t now = upstream::steadyNowMs();
+  while (!it->second.empty()) {
+    http::UpstreamConnection* conn = it->second.back();  // the most recently used
+    it->second.pop_back();
+    if (conn->state() == nullptr || conn->state()->available(now)) {
+      return conn;
+    }
+    conn->close();  // the backend is draining or failing now: not for new requests
+  }
+  return nullptr;
 }
 
 void Worker::putIdleUpstream(http::UpstreamConnection* conn, uint32_t max_idle) {
@@ -339,34 +358,9 @@ void Worker::removeIdleUpstream(http::UpstreamConnection* conn) {
   }
 }
 
-int Worker::pickBackend(const Snapshot& snap, size_t pool, int exclude) {
-  const auto& backends = snap.config->pools[pool].backends;
-  if (rr_current_.size() != snap.config->pools.size()) {
-    rr_current_.assign(snap.config->pools.size(), {});
-  }
-  std::vector<int>& current = rr_current_[pool];
-  if (current.size() != backends.size()) {
-    current.assign(backends.size(), 0);
-  }
-  // Smooth weighted round robin (as nginx): each pick adds every weight to its counter, takes
-  // the largest, and subtracts the total from it.
-  int total = 0;
-  int best = -1;
-  for (size_t i = 0; i < backends.size(); ++i) {
-    int w = static_cast<int>(backends[i].weight);
-    if (w == 0 || static_cast<int>(i) == exclude) {
-      continue;
-    }
-    current[i] += w;
-    total += w;
-    if (best < 0 || current[i] > current[static_cast<size_t>(best)]) {
-      best = static_cast<int>(i);
-    }
-  }
-  if (best >= 0) {
-    current[static_cast<size_t>(best)] -= total;
-  }
-  return best;
+int Worker::pickBackend(const Snapshot& snap, size_t pool, std::string_view key, int exclude) {
+  const upstream::Balancer& b = snap.balancers[pool];
+  return b.pick(pick_states_[&b], rng_, key, exclude, upstream::steadyNowMs());
 }
 
 void Worker::newRequestId(std::string* out) {

@@ -8,6 +8,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <condition_variable>
 #include <mutex>
 #include <random>
 #include <string>
@@ -49,6 +50,8 @@ class Worker {
   // bound socket for the new snapshot's listener i when it is new, or -1 when the worker keeps
   // the socket it has for a listener of the same name and address.
   void updateSnapshot(SnapshotPtr snapshot, std::vector<int> listen_fds);
+  // Thread-safe: waits (at most `timeout`) until the worker serves `generation`.
+  void waitForGeneration(uint64_t generation, std::chrono::milliseconds timeout);
 
   // --- for connections, on the worker thread ---
   uv_loop_t* loop() { return &loop_; }
@@ -59,8 +62,8 @@ class Worker {
   std::string* accessLogBuffer() { return &access_log_buffer_; }
   SharedState* shared() { return shared_; }
   void newRequestId(std::string* out);
-  // The next backend of `pool` in round-robin order (weights respected; 0 = never).
-  int pickBackend(const Snapshot& snap, size_t pool, int exclude);
+  // A backend of `pool` by the pool's balancer (`key` for consistent_hash), or -1.
+  int pickBackend(const Snapshot& snap, size_t pool, std::string_view key, int exclude);
 
   // Upstream keep-alive pool: an idle connection to `key`, or null.
   http::UpstreamConnection* takeIdleUpstream(const std::string& key);
@@ -120,10 +123,12 @@ class Worker {
   conf::Duration shutdown_timeout_{0};
   SnapshotPtr pending_snapshot_;
   std::vector<int> pending_fds_;
+  uint64_t applied_generation_ = 0;
+  std::condition_variable applied_cv_;
 
   std::vector<http::DownstreamConnection*> connections_;
   std::unordered_map<std::string, std::deque<http::UpstreamConnection*>> idle_upstreams_;
-  std::vector<std::vector<int>> rr_current_;  // smooth weighted round robin state per pool
+  std::unordered_map<const upstream::Balancer*, upstream::PickState> pick_states_;
   std::mt19937_64 rng_;
 };
 

@@ -128,6 +128,12 @@ class DownstreamConnection : public net::Stream::Handler,
   metrics::FilterSlot& filterSlot(size_t chain_index) const;
   void observeUpstreamLatency();
   void adoptCurrentSnapshot();
+  int stickyBackend(const Snapshot& snap, size_t pool) const;
+  std::string_view cookieValue(std::string_view name) const;
+  void balanceKey(const conf::PoolConfig& pool, std::string* key) const;
+  void logNoBackend(const Snapshot& snap, size_t pool) const;
+  std::string stickyHeader() const;
+  upstream::BackendState* backendState() const;
   void processPendingInput();
   void startUpstream(int exclude_backend);
   void sendRequestHeadUpstream();
@@ -177,6 +183,8 @@ class DownstreamConnection : public net::Stream::Handler,
   Framing response_framing_ = Framing::kNone;
   bool head_request_ = false;
   bool websocket_ = false;  // a valid WebSocket upgrade request
+  bool sticky_hit_ = false;  // the sticky cookie chose the backend
+  bool listener_gone_ = false;  // a reload removed this connection's listener
   bool expect_continue_ = false;
   bool filter_paused_ = false;  // a head filter paused; resume() continues
   bool in_head_filters_ = false;
@@ -205,7 +213,8 @@ class DownstreamConnection : public net::Stream::Handler,
 class UpstreamConnection : public net::Stream::Handler {
  public:
   UpstreamConnection(Worker* worker, std::string key, size_t pool, int backend,
-                     metrics::BackendSlot* slot);
+                     metrics::BackendSlot* slot, upstream::BackendState* state);
+  upstream::BackendState* state() const { return state_; }
   ~UpstreamConnection() override;
 
   // Starts connecting to `addr`. Returns false when the connect could not even start.
@@ -269,6 +278,7 @@ class UpstreamConnection : public net::Stream::Handler {
   bool upgraded_ = false;  // the backend answered 101
   bool tunnel_ = false;    // bytes now go to down_ unparsed
   bool message_done_ = false;
+  bool request_sent_ = false;  // the whole request is queued (response_timeout may start)
   bool keep_alive_ = false;
   uint64_t requests_ = 0;
   uint64_t response_bytes_ = 0;
@@ -278,6 +288,9 @@ class UpstreamConnection : public net::Stream::Handler {
   bool last_was_value_ = false;
   DownstreamConnection* down_ = nullptr;
   metrics::BackendSlot* slot_;
+  upstream::BackendState* state_;  // may be null (no shared state bound)
+  bool in_use_ = false;            // counted in state_->active
+  void setInUse(bool in_use);
 };
 
 }  // namespace sluice::http

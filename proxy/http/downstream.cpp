@@ -191,6 +191,7 @@ void DownstreamConnection::processPendingInput() {
 
 void DownstreamConnection::onMessageBegin() {
   request_start_ = std::chrono::steady_clock::now();
+  adoptCurrentSnapshot();  // each request sees the latest config, also on old connections
 }
 
 RequestParser::HeadAction DownstreamConnection::onHead() {
@@ -209,7 +210,7 @@ RequestParser::HeadAction DownstreamConnection::onHead() {
   route_ = -1;
   local_error_.clear();
   request_id_.clear();
-  keep_alive_ = true;
+  keep_alive_ = !listener_gone_;
   expect_continue_ = false;
   state_ = State::kProxying;
   armTimer(TimerMode::kNone, {});
@@ -408,9 +409,20 @@ void DownstreamConnection::startUpstream(int exclude_backend) {
   const Snapshot& snap = *snapshot_;
   const conf::RouteConfig& route = snap.config->routes[static_cast<size_t>(route_)];
   const conf::PoolConfig& pool = snap.config->pools[route.pool_index];
-  int backend = worker_->pickBackend(snap, route.pool_index, exclude_backend);
+  const size_t p = route.pool_index;
+  int backend = -1;
+  if (attempts_ == 0) {
+    sticky_hit_ = false;
+    backend = stickyBackend(snap, p);
+    sticky_hit_ = backend >= 0;
+  }
   if (backend < 0) {
-    LOG_WARN("pool '%s': no backend available", pool.name.c_str());
+    std::string key;
+    balanceKey(pool, &key);
+    backend = worker_->pickBackend(snap, p, key, exclude_backend);
+  }
+  if (backend < 0) {
+    logNoBackend(snap, p);
     respondLocal(503, "no backend available", !request_complete_);
     return;
   }
@@ -424,7 +436,8 @@ void DownstreamConnection::startUpstream(int exclude_backend) {
   if (up == nullptr) {
     up = new UpstreamConnection(
         worker_, key, route.pool_index, backend,
-        &snap.metrics.backends[route.pool_index][static_cast<size_t>(backend)][worker_->id()]);
+        &snap.metrics.backends[route.pool_index][static_cast<size_t>(backend)][worker_->id()],
+        snap.backend_states[p][static_cast<size_t>(backend)]);
     const sockaddr_storage& addr = snap.backend_addrs[route.pool_index][static_cast<size_t>(backend)];
     if (!up->connect(reinterpret_cast<const sockaddr*>(&addr), pool.connect_timeout)) {
       up->close();
@@ -441,6 +454,116 @@ void DownstreamConnection::startUpstream(int exclude_backend) {
     }
     up->requestSent();
   }
+}
+
+int DownstreamConnection::stickyBackend(const Snapshot& snap, size_t pool) const {
+  const std::string& name = snap.config->pools[pool].sticky_cookie;
+  if (name.empty()) {
+    return -1;
+  }
+  std::string_view token = cookieValue(name);
+  if (token.empty()) {
+    return -1;
+  }
+  const auto& tokens = snap.sticky_tokens[pool];
+  uint64_t now = upstream::steadyNowMs();
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] == token) {
+      const upstream::BackendState* st = snap.backend_states[pool][i];
+      bool ok = snap.config->pools[pool].backends[i].weight > 0 && (st == nullptr || st->available(now));
+      return ok ? static_cast<int>(i) : -1;  // otherwise choose again and re-issue the cookie
+    }
+  }
+  return -1;
+}
+
+std::string_view DownstreamConnection::cookieValue(std::string_view name) const {
+  for (const Header& h : request_.headers) {
+    if (!iequals(h.name, "cookie")) {
+      continue;
+    }
+    std::string_view v = h.value;
+    while (!v.empty()) {
+      size_t semi = v.find(';');
+      std::string_view pair = v.substr(0, semi);
+      while (!pair.empty() && pair.front() == ' ') {
+        pair.remove_prefix(1);
+      }
+      size_t eq = pair.find('=');
+      if (eq != std::string_view::npos && pair.substr(0, eq) == name) {
+        return pair.substr(eq + 1);
+      }
+      if (semi == std::string_view::npos) {
+        break;
+      }
+      v.remove_prefix(semi + 1);
+    }
+  }
+  return {};
+}
+
+void DownstreamConnection::balanceKey(const conf::PoolConfig& pool, std::string* key) const {
+  if (pool.balance != conf::Balance::kConsistentHash) {
+    return;
+  }
+  std::string_view spec = pool.hash_key;
+  if (spec == "source_ip") {
+    *key = client_ip_;
+  } else if (spec.starts_with("header:")) {
+    if (const Header* h = request_.find(spec.substr(7))) {
+      *key = h->value;
+    }
+  } else if (spec.starts_with("cookie:")) {
+    *key = cookieValue(spec.substr(7));
+  } else if (spec.starts_with("query:")) {
+    std::string_view url = request_.url;
+    size_t q = url.find('?');
+    std::string want = std::string(spec.substr(6)) + "=";
+    while (q != std::string_view::npos) {
+      std::string_view rest = url.substr(q + 1);
+      if (rest.starts_with(want)) {
+        rest.remove_prefix(want.size());
+        *key = rest.substr(0, rest.find_first_of("&#"));
+        return;
+      }
+      q = url.find('&', q + 1);
+    }
+  }
+  // No key (header, cookie or parameter absent): the balancer falls back to round robin.
+}
+
+void DownstreamConnection::logNoBackend(const Snapshot& snap, size_t pool) const {
+  const conf::PoolConfig& pc = snap.config->pools[pool];
+  uint64_t now = upstream::steadyNowMs();
+  std::string why;
+  for (size_t i = 0; i < pc.backends.size(); ++i) {
+    const upstream::BackendState* st = snap.backend_states[pool][i];
+    why += (i ? ", " : "") + pc.backends[i].address.text + " ";
+    why += pc.backends[i].weight == 0 ? "weight 0" : st != nullptr ? st->stateName(now) : "?";
+  }
+  LOG_WARN("pool '%s': no backend can take a connection (%s): answering 503", pc.name.c_str(),
+           why.c_str());
+}
+
+std::string DownstreamConnection::stickyHeader() const {
+  if (route_ < 0 || backend_ < 0 || sticky_hit_) {
+    return {};
+  }
+  size_t p = snapshot_->config->routes[static_cast<size_t>(route_)].pool_index;
+  const std::string& name = snapshot_->config->pools[p].sticky_cookie;
+  if (name.empty()) {
+    return {};
+  }
+  return "Set-Cookie: " + name + "=" + snapshot_->sticky_tokens[p][static_cast<size_t>(backend_)] +
+         "; Path=/; HttpOnly; SameSite=Lax\r\n";
+}
+
+upstream::BackendState* DownstreamConnection::backendState() const {
+  if (route_ < 0 || backend_ < 0) {
+    return nullptr;
+  }
+  size_t p = snapshot_->config->routes[static_cast<size_t>(route_)].pool_index;
+  return snapshot_->backend_states[p][static_cast<size_t>(backend_)];
 }
 
 void DownstreamConnection::sendRequestHeadUpstream() {
@@ -539,8 +662,19 @@ bool DownstreamConnection::onUpstreamResponseHead(const ResponseHead& head, bool
   }
   keep_alive_ = keep_alive_ && !websocket_ && clientWantsKeepAlive() && !shutdown_ && !client_eof_ &&
                 response_framing_ != Framing::kClose && !worker_->shuttingDown();
+  if (upstream::BackendState* st = backendState()) {
+    if (head.status >= 500) {
+      if (st->recordFailure(upstream::steadyNowMs())) {
+        LOG_WARN("backend %s ejected after consecutive failures (last: %u)",
+                 upstream_ != nullptr ? upstream_->key().c_str() : "?",
+                 static_cast<unsigned>(head.status));
+      }
+    } else {
+      st->recordSuccess();
+    }
+  }
   head_buffer_.clear();
-  writeDownstreamResponse(head, response_framing_, keep_alive_, {}, &head_buffer_);
+  writeDownstreamResponse(head, response_framing_, keep_alive_, stickyHeader(), &head_buffer_);
   stream_.write(head_buffer_);
   return head_request_;
 }
@@ -585,7 +719,11 @@ bool DownstreamConnection::onUpstreamUpgrade(const ResponseHead& head) {
   response_started_ = response_complete_ = true;
   observeUpstreamLatency();
   head_buffer_.clear();
-  writeDownstreamResponse(head, Framing::kNone, true, "Upgrade: websocket\r\nConnection: Upgrade\r\n",
+  if (upstream::BackendState* st = backendState()) {
+    st->recordSuccess();
+  }
+  writeDownstreamResponse(head, Framing::kNone, true,
+                          "Upgrade: websocket\r\nConnection: Upgrade\r\n" + stickyHeader(),
                           &head_buffer_);
   stream_.write(head_buffer_);
   state_ = State::kWebSocket;
@@ -640,9 +778,7 @@ void DownstreamConnection::relayFinished() {
     upstream_ = nullptr;
     up->closeAfterFlush();
   }
-  state_ = State::kClosing;
-  stream_.closeAfterFlush();
-  armTimer(TimerMode::kLinger, kLingerTimeout);
+  closeSoon();  // lingering close: the close frame goes out before the FIN, input is drained
 }
 
 void DownstreamConnection::onUpstreamBody(const char* data, size_t len) {
@@ -683,6 +819,13 @@ void DownstreamConnection::onUpstreamComplete() {
 
 void DownstreamConnection::onUpstreamError(UpstreamError error, int status) {
   upstream_ = nullptr;
+  if (error == UpstreamError::kConnectFailed) {
+    if (upstream::BackendState* st = backendState(); st != nullptr &&
+                                                     st->recordFailure(upstream::steadyNowMs())) {
+      LOG_WARN("backend ejected after consecutive connect failures (route '%s')",
+               snapshot_->config->routes[static_cast<size_t>(route_)].name.c_str());
+    }
+  }
   bool nothing_sent = body_in_ == 0;
   bool retry = false;
   if (error == UpstreamError::kConnectFailed) {
@@ -818,7 +961,6 @@ void DownstreamConnection::writeAccessLog() {
 
 void DownstreamConnection::finishExchange() {
   writeAccessLog();
-  adoptCurrentSnapshot();  // the next request on this connection sees the latest config
   // A client that half-closed after pipelining still gets answers to what it sent.
   if (!keep_alive_ || shutdown_ || worker_->shuttingDown() ||
       (client_eof_ && pending_input_.empty())) {
@@ -900,7 +1042,7 @@ void DownstreamConnection::adoptCurrentSnapshot() {
       return;
     }
   }
-  keep_alive_ = false;  // the listener was removed: this connection ends after its request
+  listener_gone_ = true;  // the listener was removed: this connection ends after its request
 }
 
 void DownstreamConnection::abort() {

@@ -1,5 +1,8 @@
 #include "proxy/http/request_parser.h"
 
+#include <algorithm>
+#include <cstring>
+
 namespace sluice::http {
 
 namespace {
@@ -25,6 +28,7 @@ const llhttp_settings_t& RequestParser::settings() {
     st.on_headers_complete = &RequestParser::cbHeadersComplete;
     st.on_body = &RequestParser::cbBody;
     st.on_message_complete = &RequestParser::cbMessageComplete;
+    st.on_chunk_complete = &RequestParser::cbChunkComplete;
     return st;
   }();
   return s;
@@ -32,9 +36,22 @@ const llhttp_settings_t& RequestParser::settings() {
 
 RequestParser::Result RequestParser::execute(const char* data, size_t len) {
   exec_start_ = data;
+  exec_end_ = data + len;
+  chunk_data_end_ = nullptr;
   stopped_ = false;
   reject_status_ = 0;
   llhttp_errno_t err = llhttp_execute(&parser_, data, len);
+  if (chunk_data_pending_) {
+    // A chunk's data ended but its CRLF has not been checked yet: keep the bytes after the data
+    // (at most two) for the check in a later slice.
+    const char* from = chunk_data_end_ != nullptr ? chunk_data_end_ : data;
+    if (chunk_data_end_ != nullptr) {
+      crlf_seen_len_ = 0;
+    }
+    while (crlf_seen_len_ < 2 && from < exec_end_) {
+      crlf_seen_[crlf_seen_len_++] = *from++;
+    }
+  }
   // Remember whether this slice ends in a line break plus optional whitespace, for obs-fold
   // detection when the next slice starts with a value.
   const char* q = data + len;
@@ -129,6 +146,9 @@ int RequestParser::cbHeaderFieldComplete(llhttp_t* p) {
 
 int RequestParser::cbHeaderValue(llhttp_t* p, const char* at, size_t len) {
   RequestParser* r = self(p);
+  if (len == 0) {
+    return 0;  // an empty value ("X-Empty:"); llhttp may point it past the line end
+  }
   if (!r->countHeadBytes(len)) {
     return r->reject(431, "request head too large");
   }
@@ -170,6 +190,14 @@ int RequestParser::validateHead() {
   if (hosts == 0 && req.minor >= 1) {
     return reject(400, "missing Host header");
   }
+  if (chunked()) {
+    // Only "chunked" itself: sluice re-frames bodies, so it cannot pass other codings on.
+    for (const Header& h : req.headers) {
+      if (iequals(h.name, "transfer-encoding") && !iequals(h.value, "chunked")) {
+        return reject(501, "transfer codings other than chunked are not supported");
+      }
+    }
+  }
   if ((parser_.flags & F_TRANSFER_ENCODING) != 0 && !chunked()) {
     // llhttp reports this only after on_headers_complete; nothing may reach a backend first.
     return reject(400, "Transfer-Encoding other than a final chunked");
@@ -202,9 +230,40 @@ int RequestParser::cbHeadersComplete(llhttp_t* p) {
 
 int RequestParser::cbBody(llhttp_t* p, const char* at, size_t len) {
   RequestParser* r = self(p);
+  if (r->chunked()) {
+    r->chunk_data_pending_ = true;
+    r->chunk_data_end_ = at + len;
+    r->crlf_seen_len_ = 0;
+  }
   if (!r->handler_->onBody(at, len)) {
     r->stopped_ = true;
     return HPE_USER;
+  }
+  return 0;
+}
+
+int RequestParser::cbChunkComplete(llhttp_t* p) {
+  RequestParser* r = self(p);
+  if (!r->chunk_data_pending_) {
+    return 0;  // the last (empty) chunk: no data, no CRLF of its own
+  }
+  r->chunk_data_pending_ = false;
+  char crlf[2];
+  size_t have = 0;
+  if (r->chunk_data_end_ != nullptr) {
+    // The data ended in this slice; the CRLF follows it here.
+    have = std::min<size_t>(2, static_cast<size_t>(r->exec_end_ - r->chunk_data_end_));
+    memcpy(crlf, r->chunk_data_end_, have);
+  } else {
+    have = r->crlf_seen_len_;
+    memcpy(crlf, r->crlf_seen_, have);
+  }
+  for (size_t i = have; i < 2; ++i) {
+    // The rest of the CRLF is at the start of this slice.
+    crlf[i] = r->exec_start_[i - have];
+  }
+  if (crlf[0] != '\r' || crlf[1] != '\n') {
+    return r->reject(400, "chunk data not followed by CRLF");
   }
   return 0;
 }

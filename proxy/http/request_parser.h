@@ -72,6 +72,7 @@ class RequestParser {
   static int cbHeadersComplete(llhttp_t* p);
   static int cbBody(llhttp_t* p, const char* at, size_t len);
   static int cbMessageComplete(llhttp_t* p);
+  static int cbChunkComplete(llhttp_t* p);
   static const llhttp_settings_t& settings();
 
   int reject(uint16_t status, const char* reason);
@@ -89,6 +90,14 @@ class RequestParser {
   size_t head_bytes_ = 0;
   const char* exec_start_ = nullptr;
   bool after_line_break_ = false;  // the previous slice ended in "\n" and optional whitespace
+  // llhttp 8 does not check the CRLF after chunk data ("5\r\nhelloXX0\r\n" would pass and
+  // smuggle what follows). We check it: where the last body span of a chunk ended, and the
+  // bytes after it that an earlier slice held.
+  const char* exec_end_ = nullptr;
+  const char* chunk_data_end_ = nullptr;  // in the current slice; null when not
+  bool chunk_data_pending_ = false;       // a chunk's data ended and its CRLF is not checked yet
+  char crlf_seen_[2] = {0, 0};
+  uint8_t crlf_seen_len_ = 0;             // bytes after the data seen in earlier slices
   uint16_t reject_status_ = 0;
   const char* reject_reason_ = "";
   bool stopped_ = false;

@@ -9,9 +9,9 @@ UpstreamConnection* self(llhttp_t* p) { return static_cast<UpstreamConnection*>(
 }  // namespace
 
 UpstreamConnection::UpstreamConnection(Worker* worker, std::string key, size_t pool, int backend,
-                                       metrics::BackendSlot* slot)
+                                       metrics::BackendSlot* slot, upstream::BackendState* state)
     : worker_(worker), key_(std::move(key)), pool_(pool), backend_(backend),
-      stream_(worker->loop(), this), slot_(slot) {
+      stream_(worker->loop(), this), slot_(slot), state_(state) {
   slot_->connections_open.add(1);
   uv_timer_init(worker->loop(), &timer_);
   timer_.data = this;
@@ -19,7 +19,20 @@ UpstreamConnection::UpstreamConnection(Worker* worker, std::string key, size_t p
   parser_.data = this;
 }
 
-UpstreamConnection::~UpstreamConnection() { slot_->connections_open.add(-1); }
+UpstreamConnection::~UpstreamConnection() {
+  setInUse(false);
+  slot_->connections_open.add(-1);
+}
+
+void UpstreamConnection::setInUse(bool in_use) {
+  if (in_use == in_use_) {
+    return;
+  }
+  in_use_ = in_use;
+  if (state_ != nullptr) {
+    state_->active.fetch_add(in_use ? 1 : -1, std::memory_order_relaxed);
+  }
+}
 
 const llhttp_settings_t& UpstreamConnection::settings() {
   static const llhttp_settings_t s = [] {
@@ -56,6 +69,9 @@ void UpstreamConnection::onConnected(int status) {
   }
   connected_ = true;
   stream_.readStart();
+  if (request_sent_) {
+    requestSent();  // the whole request was queued before the connection was up
+  }
   if (down_ != nullptr) {
     down_->onUpstreamConnected();
   }
@@ -69,9 +85,11 @@ void UpstreamConnection::attach(DownstreamConnection* down, conf::Duration respo
     uv_timer_stop(&timer_);
   }
   down_ = down;
+  setInUse(true);
   response_timeout_ = response_timeout;
   head_request_ = head_request;
   message_done_ = false;
+  request_sent_ = false;
   keep_alive_ = false;
   response_bytes_ = 0;
   ++requests_;
@@ -86,6 +104,7 @@ void UpstreamConnection::attach(DownstreamConnection* down, conf::Duration respo
 void UpstreamConnection::detach() { down_ = nullptr; }
 
 void UpstreamConnection::requestSent() {
+  request_sent_ = true;
   if (connected_ && !message_done_ && response_timeout_.count() > 0) {
     uv_timer_start(&timer_, &UpstreamConnection::onTimer,
                    static_cast<uint64_t>(response_timeout_.count()), 0);
@@ -94,8 +113,11 @@ void UpstreamConnection::requestSent() {
 
 void UpstreamConnection::release(bool reusable, uint32_t max_idle, conf::Duration idle_timeout) {
   down_ = nullptr;
+  setInUse(false);
+  // A draining or failing backend keeps no idle connections: they close after their request.
+  bool backend_ok = state_ == nullptr || state_->available(upstream::steadyNowMs());
   if (!reusable || closing_ || !message_done_ || !keep_alive_ || max_idle == 0 || upgrade_ ||
-      worker_->shuttingDown()) {
+      !backend_ok || worker_->shuttingDown()) {
     close();
     return;
   }
@@ -109,6 +131,7 @@ void UpstreamConnection::release(bool reusable, uint32_t max_idle, conf::Duratio
 
 void UpstreamConnection::closeAfterFlush() {
   down_ = nullptr;
+  setInUse(false);
   if (closing_) {
     return;
   }
@@ -127,6 +150,7 @@ void UpstreamConnection::close() {
     idle_ = false;
   }
   down_ = nullptr;
+  setInUse(false);
   stream_.close();
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &UpstreamConnection::onTimerClosed);
 }

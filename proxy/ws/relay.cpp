@@ -358,6 +358,9 @@ void Relay::sendClose(Leg& toward, uint16_t code, std::string_view reason) {
   toward.in->write(frame);
 }
 
+// sluice's own closes end the session at once: the owner then closes the client side with a
+// lingering close (FIN after the close frame, input read and discarded until the client's EOF),
+// so that unread input cannot turn into a reset that destroys the close frame on its way.
 void Relay::fail(Leg& offender, uint16_t code, std::string_view reason) {
   if (finished_) {
     return;
@@ -396,7 +399,7 @@ void Relay::onCloseFrame(Leg& from, uint16_t code) {
     finish();  // both closes seen: the handshake is complete
     return;
   }
-  closing_ = true;
+  closing_ = true;  // wait (bounded) for the other side's answer, which is relayed too
   close_deadline_ = uv_now(loop_) + kCloseTimeoutMs;
   armTimer();
 }

@@ -105,6 +105,9 @@ TEST_F(RequestParserTest, SmugglingAndMalformedRequestsAreRejected) {
       {"identity", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", 400},
       {"two Transfer-Encoding headers", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
       {"invalid chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, true},
+      {"chunk data without CRLF (smuggling)", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n", 400, true},
+      {"chunk data with bare LF", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\n0\r\n\r\n", 400, true},
+      {"gzip, chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
       {"obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n", 400},
       {"obs-fold with tab", "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n\tc\r\n\r\n", 400},
       {"obs-fold after empty value", "GET / HTTP/1.1\r\nHost: a\r\nX-A:\r\n c\r\n\r\n", 400},
@@ -127,6 +130,21 @@ TEST_F(RequestParserTest, SmugglingAndMalformedRequestsAreRejected) {
       EXPECT_EQ(o.error_status, v.status) << v.name << " step " << step << ": " << o.reason;
       EXPECT_EQ(rec_->heads.size(), v.in_body ? 1u : 0u)
           << v.name << ": a rejected head must not reach the handler";
+    }
+  }
+}
+
+TEST_F(RequestParserTest, LegalVariantsAreAccepted) {
+  for (const char* ok : {
+           "GET / HTTP/1.1\r\nHost: a\r\nX-Empty:\r\nX-B: b\r\n\r\n",
+           "GET / HTTP/1.1\r\nHost: a\r\nX-Empty: \r\n\r\n",
+           "GET / HTTP/1.1\r\nHost: a\r\nX-Spaces:   padded   \r\n\r\n",
+           "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n1;name=v\r\nx\r\n0\r\nTrailer: t\r\n\r\n",
+       }) {
+    for (size_t step : {size_t{0}, size_t{1}, size_t{3}}) {
+      Outcome o = run(ok, step);
+      EXPECT_EQ(o.status, RequestParser::Status::kNeedMore) << ok << " step " << step << ": " << o.reason;
+      EXPECT_EQ(rec_->completed, 1) << ok;
     }
   }
 }

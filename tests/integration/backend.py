@@ -1,0 +1,491 @@
+#!/usr/bin/env python3
+"""A real HTTP/1.1 origin server for sluice's integration tests.
+
+Raw sockets, one thread per connection, keep-alive, chunked bodies in both directions, constant
+memory for any body size. Run it standalone:
+
+    backend.py --port N [--port M ...] [--idle-close S] [--drop-reused]
+
+`--port 0` picks a free port. When every port listens it prints one line, "ready P1 P2 ...", on
+stdout (the actual ports, in the order given) and flushes.
+
+Endpoints (any method unless said otherwise; the request body is always read in full, streamed,
+before the answer; HEAD gets the same headers as GET and no body):
+
+  /echo... (and any path not listed here)
+                        200 JSON: method, target, path, query, version, headers (list of pairs),
+                        raw_head, body_length, body_sha256, connection_id, request_on_connection,
+                        port (the listening port that accepted the connection), peer.
+  /upload               200 JSON {bytes, sha256, method, connection_id, port}; ?delay=S sleeps S
+                        seconds *before* reading the body (to exercise backpressure).
+  /download?bytes=N     N bytes of a fixed pattern (see pattern_block) with Content-Length;
+                        &chunked=1 chunked; &close=1 no framing, Connection: close, ends at close;
+                        &delay=S sleep before the head.
+  /slow?delay=S         sleeps S seconds, then 200 JSON {"slept": S}.
+  /status?code=N        that status (no body for 1xx/204/304).
+  /info100              "103 Early Hints" first, then 200.
+  /close-after          200 with Connection: close, then closes.
+  /hop-response         200 carrying hop-by-hop response headers (Connection: X-Backend-Hop,
+                        X-Backend-Hop, Keep-Alive) and X-End-To-End.
+  /bad-response         an invalid status line, then close.
+  /truncated            Content-Length: 1000 but only 500 bytes, then close.
+  /close-now            closes without answering.
+  /count                JSON of what this process saw (not itself counted): accepted
+                        (connections), connections (those that carried a request other than
+                        /count), heads / complete (per method), dropped, malformed, paths
+                        (recent targets).
+
+Options:
+  --idle-close S   close a keep-alive connection that stays idle S seconds between requests.
+  --drop-reused    on a keep-alive connection, read any request after the first in full and close
+                   the connection without answering (a reused-but-dead upstream connection).
+"""
+
+import argparse
+import collections
+import hashlib
+import json
+import socket
+import threading
+import time
+import urllib.parse
+
+BLOCK_SIZE = 64 * 1024
+MAX_HEAD = 1024 * 1024
+
+
+def pattern_block():
+    """The 64 KiB block /download repeats (and truncates at the end)."""
+    return bytes(range(256)) * (BLOCK_SIZE // 256)
+
+
+PATTERN = pattern_block()
+
+
+class Stats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.connections = 0  # accepted
+        self.used = set()  # connection ids that carried a counted request
+        self.heads = collections.Counter()
+        self.complete = collections.Counter()
+        self.dropped = 0
+        self.malformed = 0
+        self.paths = collections.deque(maxlen=500)
+
+    def new_connection(self):
+        with self.lock:
+            self.connections += 1
+            return self.connections
+
+    def snapshot(self):
+        with self.lock:
+            return {
+                "accepted": self.connections,
+                "connections": len(self.used),
+                "heads": dict(self.heads),
+                "complete": dict(self.complete),
+                "dropped": self.dropped,
+                "malformed": self.malformed,
+                "paths": list(self.paths),
+            }
+
+
+STATS = Stats()
+
+
+class BadRequest(Exception):
+    pass
+
+
+class PeerClosed(Exception):
+    pass
+
+
+class Reader:
+    """Buffered reads from a socket with constant memory for bodies."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+        self.scratch = bytearray(256 * 1024)
+
+    def _fill(self):
+        n = self.sock.recv_into(self.scratch)
+        if n == 0:
+            raise PeerClosed()
+        self.buf += memoryview(self.scratch)[:n]
+
+    def read_head(self):
+        """Bytes up to and including the blank line. None on a clean close before any byte."""
+        while True:
+            i = self.buf.find(b"\r\n\r\n")
+            if i >= 0:
+                head = bytes(self.buf[: i + 4])
+                del self.buf[: i + 4]
+                return head
+            if len(self.buf) > MAX_HEAD:
+                raise BadRequest("head too large")
+            try:
+                self._fill()
+            except PeerClosed:
+                if not self.buf:
+                    return None
+                raise
+
+    def readline(self, limit=64 * 1024):
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line = bytes(self.buf[:i])
+                del self.buf[: i + 2]
+                return line
+            if len(self.buf) > limit:
+                raise BadRequest("line too long")
+            self._fill()
+
+    def read_into_hash(self, n, hasher):
+        """Consume exactly n bytes, feeding them to hasher."""
+        if self.buf:
+            take = min(n, len(self.buf))
+            hasher.update(self.buf[:take])
+            del self.buf[:take]
+            n -= take
+        view = memoryview(self.scratch)
+        while n > 0:
+            got = self.sock.recv_into(view, min(n, len(self.scratch)))
+            if got == 0:
+                raise PeerClosed()
+            hasher.update(view[:got])
+            n -= got
+
+    def has_buffered(self):
+        return bool(self.buf)
+
+
+class Request:
+    def __init__(self, head):
+        self.raw_head = head
+        lines = head[:-4].split(b"\r\n")
+        try:
+            method, target, version = lines[0].decode("latin-1").split(" ")
+        except ValueError:
+            raise BadRequest("bad request line %r" % lines[0])
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = []
+        for line in lines[1:]:
+            name, sep, value = line.decode("latin-1").partition(":")
+            if not sep:
+                raise BadRequest("bad header line %r" % line)
+            self.headers.append((name, value.strip(" \t")))
+        parsed = urllib.parse.urlsplit(target)
+        self.path = parsed.path
+        self.query = urllib.parse.parse_qs(parsed.query)
+
+    def header(self, name):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return None
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+    def q(self, key, default=None):
+        v = self.query.get(key)
+        return v[0] if v else default
+
+    def keep_alive(self):
+        tokens = [t.strip().lower() for v in self.header_all("connection") for t in v.split(",")]
+        if "close" in tokens:
+            return False
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in tokens
+        return True
+
+
+def read_body(reader, sock, req, hasher):
+    """Reads the request body (chunked or Content-Length) into hasher; returns its length."""
+    te = ",".join(req.header_all("transfer-encoding")).strip().lower()
+    cls = req.header_all("content-length")
+    chunked = bool(te)
+    if te and te != "chunked":
+        raise BadRequest("unsupported transfer-encoding %r" % te)
+    length = None
+    if not chunked and cls:
+        if len(set(v.strip() for v in cls)) != 1 or not cls[0].strip().isdigit():
+            raise BadRequest("bad content-length %r" % cls)
+        length = int(cls[0])
+    has_body = chunked or (length or 0) > 0
+    expect = (req.header("expect") or "").lower()
+    if has_body and expect == "100-continue":
+        sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+    if chunked:
+        total = 0
+        while True:
+            line = reader.readline()
+            size_text = line.split(b";", 1)[0].strip(b" \t")
+            if not size_text or any(c not in b"0123456789abcdefABCDEF" for c in size_text):
+                raise BadRequest("bad chunk size %r" % line)
+            size = int(size_text, 16)
+            if size == 0:
+                while reader.readline() != b"":  # trailers
+                    pass
+                return total
+            reader.read_into_hash(size, hasher)
+            total += size
+            if reader.readline() != b"":
+                raise BadRequest("chunk not followed by CRLF")
+    if length:
+        reader.read_into_hash(length, hasher)
+        return length
+    return 0
+
+
+def head_bytes(status, reason, headers):
+    out = ["HTTP/1.1 %d %s\r\n" % (status, reason)]
+    for k, v in headers:
+        out.append("%s: %s\r\n" % (k, v))
+    out.append("\r\n")
+    return "".join(out).encode("latin-1")
+
+
+REASONS = {100: "Continue", 103: "Early Hints", 200: "OK", 201: "Created", 202: "Accepted",
+           204: "No Content", 301: "Moved Permanently", 302: "Found", 304: "Not Modified",
+           400: "Bad Request", 403: "Forbidden", 404: "Not Found", 413: "Content Too Large",
+           500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+           504: "Gateway Timeout"}
+
+
+def send_simple(sock, req, status, body, ctype="application/json", close=False, extra=()):
+    headers = [("Content-Type", ctype)] + list(extra)
+    no_body = status < 200 or status in (204, 304)
+    if not no_body:
+        headers.append(("Content-Length", str(len(body))))
+    if close:
+        headers.append(("Connection", "close"))
+    data = head_bytes(status, REASONS.get(status, "Status"), headers)
+    if req.method != "HEAD" and not no_body:
+        data += body
+    sock.sendall(data)
+
+
+def send_json(sock, req, obj, status=200, close=False, extra=()):
+    send_simple(sock, req, status, (json.dumps(obj) + "\n").encode(), close=close, extra=extra)
+
+
+def send_download(sock, req, n, chunked, close_delimited):
+    headers = [("Content-Type", "application/octet-stream")]
+    if close_delimited:
+        headers.append(("Connection", "close"))
+    elif chunked:
+        headers.append(("Transfer-Encoding", "chunked"))
+    else:
+        headers.append(("Content-Length", str(n)))
+    sock.sendall(head_bytes(200, "OK", headers))
+    if req.method == "HEAD":
+        return
+    view = memoryview(PATTERN)
+    left = n
+    while left > 0:
+        piece = view[: min(left, BLOCK_SIZE)]
+        if chunked and not close_delimited:
+            sock.sendall(b"%x\r\n" % len(piece))
+            sock.sendall(piece)
+            sock.sendall(b"\r\n")
+        else:
+            sock.sendall(piece)
+        left -= len(piece)
+    if chunked and not close_delimited:
+        sock.sendall(b"0\r\n\r\n")
+
+
+def handle(sock, reader, req, conn_id, index, port, peer):
+    """Answers one request whose body was already read. Returns False to close the connection."""
+    keep = req.keep_alive()
+    path = req.path
+    method = req.method
+    if path.startswith("/echo") or path not in ENDPOINTS:
+        send_json(sock, req, {
+            "method": method, "target": req.target, "path": path,
+            "query": {k: v[0] for k, v in req.query.items()},
+            "version": req.version, "headers": req.headers,
+            "raw_head": req.raw_head.decode("latin-1"),
+            "body_length": req.body_length, "body_sha256": req.body_sha256,
+            "connection_id": conn_id, "request_on_connection": index,
+            "port": port, "peer": list(peer),
+        }, close=not keep)
+        return keep
+    if path == "/upload":
+        send_json(sock, req, {"bytes": req.body_length, "sha256": req.body_sha256,
+                              "method": method, "connection_id": conn_id, "port": port},
+                  close=not keep)
+        return keep
+    if path == "/download":
+        n = int(req.q("bytes", "0"))
+        delay = float(req.q("delay", "0"))
+        if delay:
+            time.sleep(delay)
+        close_delimited = req.q("close") == "1"
+        send_download(sock, req, n, req.q("chunked") == "1", close_delimited)
+        return keep and not close_delimited
+    if path == "/slow":
+        delay = float(req.q("delay", "1"))
+        time.sleep(delay)
+        send_json(sock, req, {"slept": delay, "connection_id": conn_id, "port": port},
+                  close=not keep)
+        return keep
+    if path == "/status":
+        code = int(req.q("code", "200"))
+        send_simple(sock, req, code, b"status %d\n" % code, ctype="text/plain", close=not keep)
+        return keep
+    if path == "/info100":
+        sock.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+        time.sleep(0.05)
+        send_json(sock, req, {"final": True, "port": port}, close=not keep)
+        return keep
+    if path == "/close-after":
+        send_simple(sock, req, 200, b"bye\n", ctype="text/plain", close=True)
+        return False
+    if path == "/hop-response":
+        send_simple(sock, req, 200, b"hop\n", ctype="text/plain", close=not keep, extra=[
+            ("Connection", "X-Backend-Hop"), ("X-Backend-Hop", "secret"),
+            ("Keep-Alive", "timeout=99"), ("X-End-To-End", "kept")])
+        return keep
+    if path == "/bad-response":
+        sock.sendall(b"HTTP/1.1 2x0 Weird\r\nContent-Length: 2\r\n\r\nok")
+        return False
+    if path == "/truncated":
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"t" * 500)
+        return False
+    if path == "/close-now":
+        return False
+    raise AssertionError("unreachable: %s" % path)
+
+
+ENDPOINTS = {"/upload", "/download", "/slow", "/status", "/info100", "/close-after",
+             "/hop-response", "/bad-response", "/truncated", "/close-now", "/count"}
+
+
+def serve_connection(sock, port, peer, opts):
+    conn_id = STATS.new_connection()
+    reader = Reader(sock)
+    index = 0
+    try:
+        while True:
+            if opts.idle_close and not reader.has_buffered():
+                sock.settimeout(opts.idle_close)
+                try:
+                    reader._fill()
+                except (socket.timeout, TimeoutError):
+                    return
+                except PeerClosed:
+                    return
+            sock.settimeout(None)
+            try:
+                head = reader.read_head()
+            except PeerClosed:
+                return
+            if head is None:
+                return
+            index += 1
+            try:
+                req = Request(head)
+            except BadRequest as e:
+                with STATS.lock:
+                    STATS.malformed += 1
+                send_simple(sock, _Dummy(), 400, (str(e) + "\n").encode(), ctype="text/plain",
+                            close=True)
+                return
+            counted = req.path != "/count"
+            if counted:
+                with STATS.lock:
+                    if conn_id not in STATS.used:
+                        STATS.used.add(conn_id)
+                    STATS.heads[req.method] += 1
+                    STATS.paths.append(req.target)
+            if req.path == "/upload":
+                delay = float(req.q("delay", "0"))
+                if delay:
+                    time.sleep(delay)
+            hasher = hashlib.sha256()
+            try:
+                req.body_length = read_body(reader, sock, req, hasher)
+            except BadRequest as e:
+                with STATS.lock:
+                    STATS.malformed += 1
+                send_simple(sock, req, 400, (str(e) + "\n").encode(), ctype="text/plain",
+                            close=True)
+                return
+            req.body_sha256 = hasher.hexdigest()
+            if counted:
+                with STATS.lock:
+                    STATS.complete[req.method] += 1
+            if opts.drop_reused and index > 1 and counted:
+                with STATS.lock:
+                    STATS.dropped += 1
+                return
+            if req.path == "/count":
+                send_json(sock, req, STATS.snapshot(), close=not req.keep_alive())
+                if not req.keep_alive():
+                    return
+                continue
+            if not handle(sock, reader, req, conn_id, index, port, peer):
+                return
+    except (PeerClosed, ConnectionError, BrokenPipeError, OSError):
+        return
+    finally:
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+class _Dummy:
+    method = "GET"
+
+
+def accept_loop(lsock, port, opts):
+    while True:
+        try:
+            sock, peer = lsock.accept()
+        except OSError:
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        t = threading.Thread(target=serve_connection, args=(sock, port, peer, opts), daemon=True)
+        t.start()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--port", type=int, action="append", required=True)
+    ap.add_argument("--idle-close", type=float, default=0.0)
+    ap.add_argument("--drop-reused", action="store_true")
+    opts = ap.parse_args()
+    sockets = []
+    for p in opts.port:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", p))
+        s.listen(256)
+        sockets.append(s)
+    ports = [s.getsockname()[1] for s in sockets]
+    threads = []
+    for s, p in zip(sockets, ports):
+        t = threading.Thread(target=accept_loop, args=(s, p, opts), daemon=True)
+        t.start()
+        threads.append(t)
+    print("ready " + " ".join(str(p) for p in ports), flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Limits: max_header_bytes (431), max_body_bytes (413), header_timeout (408, slowloris),
+listener idle_timeout."""
+
+import time
+import unittest
+
+from harness import SluiceTestCase, build_request
+
+
+class HeaderSize(SluiceTestCase):
+    def setUp(self):
+        super().setUp()
+        self.backend, self.sluice = self.start_proxy(listener={"max_header_bytes": "4KiB"})
+
+    def test_head_within_limit_is_served(self):
+        r = self.sluice.request("GET", "/echo/ok", headers=[("X-Pad", "a" * 2000)])
+        self.assertEqual(r.status, 200, r)
+
+    def test_oversized_head_is_431_and_closes(self):
+        c = self.connect(self.sluice)
+        c.send(build_request("GET", "/echo/big", headers=[("X-Pad", "a" * 8192)]))
+        r = c.read_response()
+        self.assertEqual(r.status, 431, r)
+        self.assertLess(len(r.body), 1024)
+        self.assertClosed(c)
+        self.assertEqual(self.backend.count()["heads"], {})
+
+    def test_many_small_headers_over_limit_is_431(self):
+        c = self.connect(self.sluice)
+        c.send(build_request("GET", "/echo/many",
+                             headers=[("X-H%d" % i, "v" * 40) for i in range(200)]))
+        r = c.read_response()
+        self.assertEqual(r.status, 431, r)
+        self.assertClosed(c)
+
+    def test_oversized_head_without_end_is_431(self):
+        # The head never ends; sluice must not wait for it (or buffer it) past the limit.
+        c = self.connect(self.sluice)
+        c.send(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 16384)
+        r = c.read_response(timeout=5)
+        self.assertEqual(r.status, 431, r)
+        self.assertClosed(c)
+
+
+class BodySize(SluiceTestCase):
+    def setUp(self):
+        super().setUp()
+        self.backend, self.sluice = self.start_proxy(route={"max_body_bytes": 1024})
+
+    def test_body_at_limit_is_served(self):
+        body = b"x" * 1024
+        r = self.sluice.request("POST", "/upload", body=body)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["bytes"], 1024)
+
+    def test_declared_length_over_limit_is_413_immediately(self):
+        c = self.connect(self.sluice)
+        # Only the head is sent: the answer must not wait for the body.
+        c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n")
+        r = c.read_response(timeout=3)
+        self.assertEqual(r.status, 413, r)
+        self.assertLess(len(r.body), 1024)
+        self.assertEqual(self.backend.count()["heads"], {}, "an oversized request reached the backend")
+
+    def test_expect_100_with_oversized_length_gets_413_not_100(self):
+        c = self.connect(self.sluice)
+        c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
+               b"Expect: 100-continue\r\n\r\n")
+        r = c.read_response(timeout=3, keep_interim=True)
+        self.assertEqual(r.status, 413, r)
+
+    def test_chunked_body_over_limit_is_rejected(self):
+        c = self.connect(self.sluice)
+        c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        status = None
+        try:
+            for _ in range(6):
+                c.send(b"1f4\r\n" + b"y" * 500 + b"\r\n")
+                time.sleep(0.05)
+            c.send(b"0\r\n\r\n")
+        except OSError:
+            pass  # sluice may already have answered and closed
+        try:
+            status = c.read_response(timeout=5).status
+        except Exception:
+            status = None  # connection closed without a response: acceptable
+        self.assertIn(status, (413, None), "chunked body over max_body_bytes was not rejected")
+        count = self.backend.count()
+        self.assertEqual(count["complete"].get("POST", 0), 0,
+                         "the backend received a complete over-limit body: %r" % count)
+        if status == 413:
+            self.assertClosed(c)
+
+
+class HeaderTimeout(SluiceTestCase):
+    def setUp(self):
+        super().setUp()
+        self.backend, self.sluice = self.start_proxy(listener={"header_timeout": "1s"})
+
+    def test_partial_head_gets_408_and_close(self):
+        c = self.connect(self.sluice)
+        t0 = time.monotonic()
+        c.send(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
+        r = c.read_response(timeout=5)
+        elapsed = time.monotonic() - t0
+        self.assertEqual(r.status, 408, r)
+        self.assertGreaterEqual(elapsed, 0.8, "408 came before header_timeout")
+        self.assertLess(elapsed, 3.5)
+        self.assertClosed(c)
+        self.assertEqual(self.backend.count()["heads"], {})
+
+    def test_slowloris_trickle_does_not_extend_the_deadline(self):
+        # One byte every 200 ms keeps the connection busy; the head still never completes.
+        c = self.connect(self.sluice)
+        t0 = time.monotonic()
+        head = b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 100
+        got = None
+        for i in range(len(head)):
+            if time.monotonic() - t0 > 4.0:
+                break
+            try:
+                c.send(head[i:i + 1])
+            except OSError:
+                break
+            if c.has_data(0.2):
+                break
+        elapsed = time.monotonic() - t0
+        try:
+            got = c.read_response(timeout=1)
+        except Exception as e:  # closed without response
+            got = e
+        self.assertLess(elapsed, 3.0, "trickled head kept the connection open for %.1fs" % elapsed)
+        self.assertEqual(getattr(got, "status", None), 408, got)
+
+    def test_complete_request_is_not_affected(self):
+        c = self.connect(self.sluice)
+        c.send(b"GET /echo/slow-but-ok HTTP/1.1\r\n")
+        time.sleep(0.5)
+        c.send(b"Host: x\r\n\r\n")
+        r = c.read_response()
+        self.assertEqual(r.status, 200, r)
+        # The timeout covers the head only: a slow upstream is not a header timeout.
+        r = c.request("GET", "/slow?delay=1.5", timeout=5)
+        self.assertEqual(r.status, 200, r)
+
+
+class IdleTimeout(SluiceTestCase):
+    def setUp(self):
+        super().setUp()
+        self.backend, self.sluice = self.start_proxy(
+            listener={"idle_timeout": "1s", "header_timeout": "5s"})
+
+    def test_idle_keepalive_connection_closed(self):
+        c = self.connect(self.sluice)
+        self.assertEqual(c.request("GET", "/echo/1").status, 200)
+        time.sleep(0.5)
+        # Activity restarts the idle clock.
+        self.assertEqual(c.request("GET", "/echo/2").status, 200)
+        t0 = time.monotonic()
+        closed, extra = c.wait_closed(4.0)
+        elapsed = time.monotonic() - t0
+        self.assertTrue(closed, "idle connection still open after 4s (idle_timeout=1s)")
+        self.assertGreaterEqual(elapsed, 0.8, "closed before idle_timeout")
+        self.assertNotIn(b"HTTP/1.1 200", extra)
+
+    def test_slow_response_is_not_idle(self):
+        # A request in flight is not an idle connection.
+        c = self.connect(self.sluice)
+        r = c.request("GET", "/slow?delay=2", timeout=5)
+        self.assertEqual(r.status, 200, r)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
