@@ -81,14 +81,6 @@ Unsupported unsupportedFeatures(const conf::Config& config) {
                            "pool '" + p.name + "': TLS toward backends is not available in this "
                            "version; refusing to send plain HTTP in its place"));
     }
-    if (p.balance != conf::Balance::kRoundRobin) {
-      u.warnings.push_back(at(p.pos, "pool '" + p.name + "': balance '" + p.balance_name +
-                                         "' is not available in this version; using round_robin"));
-    }
-    if (!p.sticky_cookie.empty() || p.health || p.rebalance_max_per_second > 0) {
-      u.warnings.push_back(at(p.pos, "pool '" + p.name + "': sticky_cookie, health checks and "
-                                     "rebalance are not available in this version and are ignored"));
-    }
   }
   return u;
 }
@@ -296,6 +288,13 @@ int Server::run() {
   workers_done_.data = this;
   uv_timer_init(&loop_, &debounce_);
   debounce_.data = this;
+  health_ = std::make_unique<upstream::HealthChecker>(&loop_);
+  health_->configure(snapshot_);
+  uv_timer_init(&loop_, &rebalance_timer_);
+  rebalance_timer_.data = this;
+  uv_timer_start(
+      &rebalance_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->rebalance(); }, 1000,
+      1000);
   loaded_fingerprint_ = fingerprint(cfg);
   watchFiles();
 
@@ -374,6 +373,7 @@ Server::ReloadResult Server::reload(const char* trigger) {
     w->waitForGeneration(generation, std::chrono::seconds(2));
   }
   snapshot_ = next;
+  health_->configure(snapshot_);
   shared_.max_connections = snapshot_->config->server.max_connections;
   registry_->generation = generation;
   registry_->reloads_success.inc();
@@ -537,9 +537,12 @@ AdminResponse Server::handleAdmin(const http::RequestHead& req) {
       return text(405, "method not allowed");
     }
     std::vector<std::tuple<std::string, std::string, std::string>> states;
-    for (const conf::PoolConfig& p : snapshot_->config->pools) {
-      for (const conf::BackendConfig& b : p.backends) {
-        states.emplace_back(p.name, b.address.text, "healthy");
+    uint64_t now = upstream::steadyNowMs();
+    const conf::Config& cfg = *snapshot_->config;
+    for (size_t p = 0; p < cfg.pools.size(); ++p) {
+      for (size_t b = 0; b < cfg.pools[p].backends.size(); ++b) {
+        states.emplace_back(cfg.pools[p].name, cfg.pools[p].backends[b].address.text,
+                            snapshot_->backend_states[p][b]->stateName(now));
       }
     }
     AdminResponse r = text(200, registry_->render(states));
@@ -568,36 +571,117 @@ AdminResponse Server::handleAdmin(const http::RequestHead& req) {
     return json(200, R"({"result":"success","generation":)" + std::to_string(r.generation) + "}");
   }
   if (path.starts_with("/api/pools/")) {
-    // /api/pools/{pool}/backends/{address}/drain|undrain
-    std::string_view rest = path.substr(11);
-    size_t b = rest.find("/backends/");
-    size_t last = rest.rfind('/');
     if (!post) {
       return text(405, "method not allowed: use POST");
     }
     if (!authorized()) {
       return unauthorized();
     }
-    if (b == std::string_view::npos || last <= b + 10) {
-      return json(404, R"({"error":"unknown endpoint"})");
-    }
-    std::string pool(rest.substr(0, b));
-    std::string address(rest.substr(b + 10, last - b - 10));
-    std::string_view action = rest.substr(last + 1);
-    const conf::BackendConfig* found = nullptr;
-    for (const conf::PoolConfig& p : snapshot_->config->pools) {
-      for (const conf::BackendConfig& be : p.backends) {
-        if (p.name == pool && be.address.text == address) {
-          found = &be;
-        }
-      }
-    }
-    if (found == nullptr || (action != "drain" && action != "undrain")) {
-      return json(404, R"({"error":"unknown pool, backend or action"})");
-    }
-    return json(501, R"({"error":"draining a backend through the admin API is not available in this version; remove it from the config and reload"})");
+    return drainEndpoint(path.substr(11));
   }
   return json(404, R"({"error":"unknown endpoint"})");
+}
+
+// /api/pools/{pool}/backends/{address}/drain|undrain
+AdminResponse Server::drainEndpoint(std::string_view rest) {
+  size_t b = rest.find("/backends/");
+  size_t last = rest.rfind('/');
+  if (b == std::string_view::npos || last <= b + 10) {
+    return json(404, R"({"error":"unknown endpoint"})");
+  }
+  std::string pool(rest.substr(0, b));
+  std::string address(rest.substr(b + 10, last - b - 10));
+  std::string_view action = rest.substr(last + 1);
+  const conf::Config& cfg = *snapshot_->config;
+  const conf::PoolConfig* found_pool = nullptr;
+  upstream::BackendState* state = nullptr;
+  for (size_t p = 0; p < cfg.pools.size(); ++p) {
+    for (size_t i = 0; i < cfg.pools[p].backends.size(); ++i) {
+      if (cfg.pools[p].name == pool && cfg.pools[p].backends[i].address.text == address) {
+        found_pool = &cfg.pools[p];
+        state = snapshot_->backend_states[p][i];
+      }
+    }
+  }
+  if (state == nullptr || (action != "drain" && action != "undrain")) {
+    return json(404, R"({"error":"unknown pool, backend or action"})");
+  }
+  bool drain = action == "drain";
+  state->admin_drain = drain;
+  conf::Duration timeout = found_pool->drain_timeout;
+  for (auto& w : workers_) {
+    Worker* worker = w.get();
+    if (drain) {
+      worker->post([worker, pool, address, timeout] { worker->drainBackend(pool, address, timeout); });
+    } else {
+      worker->post([worker, pool, address] { worker->undrainBackend(pool, address); });
+    }
+  }
+  LOG_INFO("admin: pool '%s' backend %s %s", pool.c_str(), address.c_str(),
+           drain ? "draining (no new connections; WebSockets get 1012 after drain_timeout)"
+                 : "undrained");
+  return json(200, R"({"pool":)" + jsonString(pool) + R"(,"backend":)" + jsonString(address) +
+                       R"(,"state":)" + jsonString(state->stateName(upstream::steadyNowMs())) + "}");
+}
+
+void Server::rebalance() {
+  // Gradual rebalance, for pools with rebalance.max_per_second: when one backend carries more
+  // than its share (connections per unit of weight), close up to N of its WebSockets per second
+  // with 1012 so that their clients reconnect and land on the others. Each tick asks one
+  // worker, so no more than N close per second in all.
+  const conf::Config& cfg = *snapshot_->config;
+  uint64_t now = upstream::steadyNowMs();
+  ++rebalance_tick_;
+  for (size_t p = 0; p < cfg.pools.size(); ++p) {
+    const conf::PoolConfig& pool = cfg.pools[p];
+    if (pool.rebalance_max_per_second == 0 || pool.backends.size() < 2) {
+      continue;
+    }
+    int64_t total = 0;
+    uint64_t weights = 0;
+    int most = -1;
+    double most_load = 0;
+    double least_load = 1e18;
+    for (size_t b = 0; b < pool.backends.size(); ++b) {
+      const upstream::BackendState* st = snapshot_->backend_states[p][b];
+      uint32_t w = pool.backends[b].weight;
+      if (w == 0 || !st->available(now)) {
+        continue;
+      }
+      int64_t active = st->active.load(std::memory_order_relaxed);
+      total += active;
+      weights += w;
+      double load = static_cast<double>(active) / w;
+      least_load = std::min(least_load, load);
+      if (most < 0 || load > most_load) {
+        most = static_cast<int>(b);
+        most_load = load;
+      }
+    }
+    if (most < 0 || weights == 0 || most_load - least_load <= 1.0) {
+      continue;
+    }
+    uint32_t w = pool.backends[static_cast<size_t>(most)].weight;
+    int64_t fair = (total * w + static_cast<int64_t>(weights) - 1) / static_cast<int64_t>(weights);
+    int64_t active = snapshot_->backend_states[p][static_cast<size_t>(most)]->active.load();
+    int64_t excess = active - fair;
+    if (excess <= 0) {
+      continue;
+    }
+    size_t budget = static_cast<size_t>(std::min<int64_t>(excess, pool.rebalance_max_per_second));
+    std::string name = pool.name;
+    std::string address = pool.backends[static_cast<size_t>(most)].address.text;
+    Worker* worker = workers_[rebalance_tick_ % workers_.size()].get();
+    worker->post([worker, name, address, budget, active, fair] {
+      size_t moved = worker->shedWebSockets(name, address, budget);
+      if (moved > 0) {
+        LOG_INFO("rebalance: pool '%s' backend %s had %lld connections (fair share %lld): closed "
+                 "%zu WebSockets with 1012 so that they reconnect elsewhere",
+                 name.c_str(), address.c_str(), static_cast<long long>(active),
+                 static_cast<long long>(fair), moved);
+      }
+    });
+  }
 }
 
 std::string Server::statusJson() const {
@@ -635,7 +719,8 @@ std::string Server::statusJson() const {
       const conf::BackendConfig& b = p.backends[j];
       auto [conns, websockets] = registry_->backendConnections(p.name, b.address.text);
       o += (j ? "," : "") + std::string("{\"address\":") + jsonString(b.address.text) +
-           ",\"weight\":" + std::to_string(b.weight) + ",\"state\":\"healthy\"" +
+           ",\"weight\":" + std::to_string(b.weight) + ",\"state\":" +
+           jsonString(snapshot_->backend_states[i][j]->stateName(upstream::steadyNowMs())) +
            ",\"connections\":" + std::to_string(conns) +
            ",\"websockets\":" + std::to_string(websockets) + "}";
     }
@@ -669,6 +754,8 @@ void Server::beginShutdown(int signum) {
   LOG_INFO("%s: shutting down (in-flight requests and WebSockets have %lld ms)", strsignal(signum),
            static_cast<long long>(timeout.count()));
   uv_timer_stop(&debounce_);
+  uv_timer_stop(&rebalance_timer_);
+  health_->stop();
   for (auto& w : workers_) {
     w->requestShutdown(timeout);
   }
@@ -688,6 +775,7 @@ void Server::onWorkersDone(uv_async_t* async) {
   close(&s->sighup_);
   close(&s->workers_done_);
   close(&s->debounce_);
+  close(&s->rebalance_timer_);
   for (uv_fs_event_t* w : s->watchers_) {
     uv_close(reinterpret_cast<uv_handle_t*>(w),
              [](uv_handle_t* h) { delete reinterpret_cast<uv_fs_event_t*>(h); });

@@ -12,6 +12,7 @@
 #include "proxy/admin.h"
 #include "proxy/metrics.h"
 #include "proxy/snapshot.h"
+#include "proxy/upstream/health.h"
 #include "proxy/worker.h"
 
 namespace sluice {
@@ -52,6 +53,8 @@ class Server {
   static void onWorkersDone(uv_async_t* async);
   static void onFsEvent(uv_fs_event_t* handle, const char* filename, int events, int status);
   static void onDebounce(uv_timer_t* timer);
+  void rebalance();
+  AdminResponse drainEndpoint(std::string_view rest);
   bool openListeners(unsigned workers, std::vector<std::vector<int>>* fds);
   // Binds each worker's socket for every listener of `next` not in `cur` (name and address).
   // On failure closes what it opened and appends the error.
@@ -70,6 +73,9 @@ class Server {
   AccessLog access_log_;
   std::unique_ptr<metrics::Registry> registry_;
   upstream::BackendStates backend_states_;
+  std::unique_ptr<upstream::HealthChecker> health_;
+  uv_timer_t rebalance_timer_;
+  uint64_t rebalance_tick_ = 0;
   std::unique_ptr<AdminServer> admin_;
   std::vector<std::unique_ptr<Worker>> workers_;
   uv_loop_t loop_;

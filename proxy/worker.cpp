@@ -106,9 +106,11 @@ void Worker::onAsync(uv_async_t* async) {
   bool shutdown;
   SnapshotPtr next;
   std::vector<int> fds;
+  std::vector<std::function<void()>> tasks;
   {
     std::lock_guard lock(w->mutex_);
     shutdown = w->shutdown_requested_;
+    tasks.swap(w->tasks_);
     next = std::move(w->pending_snapshot_);
     fds = std::move(w->pending_fds_);
     w->pending_snapshot_.reset();
@@ -129,9 +131,48 @@ void Worker::onAsync(uv_async_t* async) {
       }
     }
   }
+  for (auto& task : tasks) {
+    task();
+  }
   if (shutdown && !w->shutting_down_) {
     w->beginShutdown();
   }
+}
+
+void Worker::post(std::function<void()> task) {
+  {
+    std::lock_guard lock(mutex_);
+    tasks_.push_back(std::move(task));
+  }
+  uv_async_send(&async_);
+}
+
+void Worker::drainBackend(const std::string& pool, const std::string& address,
+                          conf::Duration timeout) {
+  uint64_t deadline = uv_now(&loop_) + static_cast<uint64_t>(timeout.count());
+  for (http::DownstreamConnection* c : connections_) {
+    if (c->webSocketTo(pool, address)) {
+      scheduleDrain(c, deadline);
+    }
+  }
+}
+
+void Worker::undrainBackend(const std::string& pool, const std::string& address) {
+  std::erase_if(draining_, [&](const auto& p) { return p.second->webSocketTo(pool, address); });
+  armDrainTimer();
+}
+
+size_t Worker::shedWebSockets(const std::string& pool, const std::string& address, size_t max) {
+  std::vector<http::DownstreamConnection*> victims;
+  for (http::DownstreamConnection* c : connections_) {
+    if (victims.size() < max && c->webSocketTo(pool, address)) {
+      victims.push_back(c);
+    }
+  }
+  for (http::DownstreamConnection* c : victims) {
+    c->drainNow();
+  }
+  return victims.size();
 }
 
 void Worker::waitForGeneration(uint64_t generation, std::chrono::milliseconds timeout) {

@@ -50,6 +50,14 @@ class Worker {
   // bound socket for the new snapshot's listener i when it is new, or -1 when the worker keeps
   // the socket it has for a listener of the same name and address.
   void updateSnapshot(SnapshotPtr snapshot, std::vector<int> listen_fds);
+  // Thread-safe: runs `task` on the worker thread soon.
+  void post(std::function<void()> task);
+  // On the worker thread: WebSockets to this backend are closed with 1012 after `timeout`
+  // (drain), no longer scheduled for that (undrain), or `max` of them now (rebalance).
+  void drainBackend(const std::string& pool, const std::string& address, conf::Duration timeout);
+  void undrainBackend(const std::string& pool, const std::string& address);
+  size_t shedWebSockets(const std::string& pool, const std::string& address, size_t max);
+
   // Thread-safe: waits (at most `timeout`) until the worker serves `generation`.
   void waitForGeneration(uint64_t generation, std::chrono::milliseconds timeout);
 
@@ -124,6 +132,7 @@ class Worker {
   SnapshotPtr pending_snapshot_;
   std::vector<int> pending_fds_;
   uint64_t applied_generation_ = 0;
+  std::vector<std::function<void()>> tasks_;
   std::condition_variable applied_cv_;
 
   std::vector<http::DownstreamConnection*> connections_;

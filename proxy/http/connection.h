@@ -62,6 +62,8 @@ class DownstreamConnection : public net::Stream::Handler,
   void onSnapshotChanged(const Snapshot& next);
   // The drain deadline passed: close the WebSocket with 1012 (the client should reconnect).
   void drainNow();
+  // A live WebSocket session to this backend of this pool.
+  bool webSocketTo(const std::string& pool, const std::string& address) const;
 
   // --- called by the UpstreamConnection serving this request ---
   void onUpstreamConnected();

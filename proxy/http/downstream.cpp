@@ -1027,6 +1027,16 @@ void DownstreamConnection::drainNow() {
   }
 }
 
+bool DownstreamConnection::webSocketTo(const std::string& pool, const std::string& address) const {
+  if (state_ != State::kWebSocket || relay_ == nullptr || relay_->finished() || route_ < 0 ||
+      backend_ < 0) {
+    return false;
+  }
+  const conf::Config& cfg = *snapshot_->config;
+  const conf::PoolConfig& p = cfg.pools[cfg.routes[static_cast<size_t>(route_)].pool_index];
+  return p.name == pool && p.backends[static_cast<size_t>(backend_)].address.text == address;
+}
+
 void DownstreamConnection::adoptCurrentSnapshot() {
   const SnapshotPtr& next = worker_->snapshot();
   if (next == snapshot_) {

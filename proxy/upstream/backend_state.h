@@ -23,6 +23,9 @@ struct BackendState {
   std::atomic<uint32_t> consecutive_failures{0};
   std::atomic<uint32_t> ejections{0};
   std::atomic<uint64_t> ejected_until_ms{0};
+  // Active checks (written by the main thread only): consecutive results.
+  std::atomic<uint32_t> check_successes{0};
+  std::atomic<uint32_t> check_failures{0};
 
   bool healthy() const { return health.load(std::memory_order_relaxed) == 0; }
   bool draining() const { return admin_drain.load(std::memory_order_relaxed); }
