@@ -187,6 +187,8 @@ class DownstreamConnection : public net::Stream::Handler,
   bool websocket_ = false;  // a valid WebSocket upgrade request
   bool sticky_hit_ = false;  // the sticky cookie chose the backend
   bool listener_gone_ = false;  // a reload removed this connection's listener
+  bool in_parse_ = false;
+  net::Stream* corked_upstream_ = nullptr;  // corked during parse(), uncorked at its end
   bool expect_continue_ = false;
   bool filter_paused_ = false;  // a head filter paused; resume() continues
   bool in_head_filters_ = false;

@@ -151,7 +151,14 @@ void DownstreamConnection::parse(const char* data, size_t len) {
       armTimer(TimerMode::kHeader, listener().header_timeout);
     }
   }
+  in_parse_ = true;
   RequestParser::Result r = parser_.execute(data, len);
+  in_parse_ = false;
+  if (corked_upstream_ != nullptr) {
+    // The request head and the body bytes of this read go upstream in one write.
+    corked_upstream_->uncork();
+    corked_upstream_ = nullptr;
+  }
   if (closing_ || state_ == State::kClosing) {
     return;
   }
@@ -447,6 +454,10 @@ void DownstreamConnection::startUpstream(int exclude_backend) {
   }
   upstream_ = up;
   up->attach(this, pool.response_timeout, head_request_, websocket_);
+  if (in_parse_ && corked_upstream_ == nullptr) {
+    corked_upstream_ = &up->stream();
+    corked_upstream_->cork();
+  }
   sendRequestHeadUpstream();
   if (request_complete_) {
     if (request_framing_ == Framing::kChunked) {

@@ -214,7 +214,11 @@ void UpstreamConnection::onData(const char* data, size_t len) {
   if (uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_)) != 0) {
     uv_timer_again(&timer_);
   }
+  // The response head and the body in this read leave toward the client in one write.
+  DownstreamConnection* d = down_;
+  d->stream().cork();
   llhttp_errno_t err = llhttp_execute(&parser_, data, len);
+  d->stream().uncork();
   if (closing_) {
     return;
   }

@@ -93,6 +93,51 @@ void Stream::write(const uv_buf_t* bufs, unsigned count) {
   if (state_ != State::kOpen || shutdown_sent_) {
     return;
   }
+  if (cork_depth_ > 0) {
+    size_t total = 0;
+    for (unsigned i = 0; i < count; ++i) {
+      total += bufs[i].len;
+    }
+    constexpr size_t kMaxCorked = 64 * 1024;
+    if (corked_.size() + total <= kMaxCorked) {
+      for (unsigned i = 0; i < count; ++i) {
+        corked_.append(bufs[i].base, bufs[i].len);
+      }
+      return;
+    }
+    // Too much to gather: what is gathered and this write go out together, without a copy.
+    uv_buf_t all[8];
+    if (count < 8 && !corked_.empty()) {
+      all[0] = uv_buf_init(corked_.data(), static_cast<unsigned>(corked_.size()));
+      for (unsigned i = 0; i < count; ++i) {
+        all[i + 1] = bufs[i];
+      }
+      writeNow(all, count + 1);
+      corked_.clear();
+      return;
+    }
+    uncorkNow();
+  }
+  writeNow(bufs, count);
+}
+
+void Stream::uncork() {
+  if (cork_depth_ > 0 && --cork_depth_ == 0) {
+    uncorkNow();
+  }
+}
+
+void Stream::uncorkNow() {
+  if (corked_.empty() || state_ != State::kOpen) {
+    corked_.clear();
+    return;
+  }
+  uv_buf_t b = uv_buf_init(corked_.data(), static_cast<unsigned>(corked_.size()));
+  writeNow(&b, 1);
+  corked_.clear();
+}
+
+void Stream::writeNow(const uv_buf_t* bufs, unsigned count) {
   unsigned first = 0;
   size_t offset = 0;
   if (pending_reqs_ == 0) {
@@ -181,6 +226,7 @@ void Stream::shutdown() {
   if (state_ != State::kOpen || shutdown_sent_) {
     return;
   }
+  uncorkNow();
   shutdown_sent_ = true;
   auto* req = new uv_shutdown_t;
   req->data = this;
@@ -192,6 +238,7 @@ void Stream::shutdown() {
 void Stream::onShutdown(uv_shutdown_t* req, int) { delete req; }
 
 void Stream::closeAfterFlush() {
+  uncorkNow();
   if (pending_reqs_ == 0) {
     close();
   } else {

@@ -54,6 +54,11 @@ class Stream {
     uv_buf_t b = uv_buf_init(const_cast<char*>(data.data()), static_cast<unsigned>(data.size()));
     write(&b, 1);
   }
+  // Between cork() and uncork(), writes are gathered and go out in one write when uncorked (or
+  // earlier, once 64 KiB are gathered): a response head and its body, or several frames
+  // produced from one read, leave in one syscall and one packet. Calls nest.
+  void cork() { ++cork_depth_; }
+  void uncork();
   size_t queuedBytes() const { return queued_bytes_; }
   bool aboveHighWatermark() const { return queued_bytes_ >= kHighWatermark; }
 
@@ -89,6 +94,10 @@ class Stream {
   bool above_high_ = false;
   bool shutdown_sent_ = false;
   bool close_when_flushed_ = false;
+  unsigned cork_depth_ = 0;
+  std::string corked_;  // gathered while corked (capacity kept: no allocation per cork)
+  void writeNow(const uv_buf_t* bufs, unsigned count);
+  void uncorkNow();
   size_t queued_bytes_ = 0;
   size_t pending_reqs_ = 0;
   std::vector<WriteReq*> free_reqs_;
