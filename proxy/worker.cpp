@@ -228,12 +228,7 @@ void Worker::applySnapshot(SnapshotPtr next, std::vector<int> fds) {
     }
   }
   for (const std::string& key : gone) {
-    auto& idle = idle_upstreams_[key];
-    while (!idle.empty()) {
-      http::UpstreamConnection* conn = idle.back();
-      idle.pop_back();
-      conn->close();
-    }
+    closeIdleUpstreams(idle_upstreams_[key]);
   }
   // WebSockets whose route or backend the new config moved elsewhere are drained.
   std::vector<http::DownstreamConnection*> conns = connections_;
@@ -377,6 +372,15 @@ http::UpstreamConnection* Worker::takeIdleUpstream(const std::string& key) {
   return nullptr;
 }
 
+void Worker::closeIdleUpstreams(std::deque<http::UpstreamConnection*>& idle) {
+  // Popped before close(), which would otherwise search the pool for it.
+  while (!idle.empty()) {
+    http::UpstreamConnection* conn = idle.back();
+    idle.pop_back();
+    conn->close();
+  }
+}
+
 void Worker::putIdleUpstream(http::UpstreamConnection* conn, uint32_t max_idle) {
   auto& idle = idle_upstreams_[conn->key()];
   while (idle.size() >= max_idle && !idle.empty()) {
@@ -429,11 +433,7 @@ void Worker::beginShutdown() {
   listeners_.clear();
   uv_timer_stop(&resume_timer_);
   for (auto& [_, idle] : idle_upstreams_) {
-    while (!idle.empty()) {
-      http::UpstreamConnection* conn = idle.back();
-      idle.pop_back();
-      conn->close();
-    }
+    closeIdleUpstreams(idle);
   }
   // shutdownGracefully() may unregister (and so reorder) connections: iterate over a copy.
   std::vector<http::DownstreamConnection*> conns = connections_;
@@ -464,11 +464,7 @@ void Worker::maybeFinishShutdown() {
   }
   closing_handles_ = true;
   for (auto& [_, idle] : idle_upstreams_) {
-    while (!idle.empty()) {
-      http::UpstreamConnection* conn = idle.back();
-      idle.pop_back();
-      conn->close();
-    }
+    closeIdleUpstreams(idle);
   }
   auto close = [](auto* h) { uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr); };
   close(&async_);

@@ -77,6 +77,7 @@ class Worker {
   http::UpstreamConnection* takeIdleUpstream(const std::string& key);
   void putIdleUpstream(http::UpstreamConnection* conn, uint32_t max_idle);
   void removeIdleUpstream(http::UpstreamConnection* conn);
+  void closeIdleUpstreams(std::deque<http::UpstreamConnection*>& idle);
 
   void registerConnection(http::DownstreamConnection* conn);
   void unregisterConnection(http::DownstreamConnection* conn);
