@@ -234,6 +234,11 @@ class UpstreamConnection : public net::Stream::Handler {
   bool reused() const { return requests_ > 1; }
   // Closes once queued writes are out (a finished WebSocket), bounded by a short timer.
   void closeAfterFlush();
+  void trimAfterUpgrade() {
+    response_.clear();
+    response_.headers.shrink_to_fit();
+    response_.reason.shrink_to_fit();
+  }
   bool responseStarted() const { return response_bytes_ > 0; }
   bool aboveHighWatermark() const { return stream_.aboveHighWatermark(); }
   // Goes idle in the worker's pool when `reusable`, otherwise closes.

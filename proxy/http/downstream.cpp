@@ -754,9 +754,14 @@ bool DownstreamConnection::onUpstreamUpgrade(const ResponseHead& head) {
                                        snapshot_->config->routes[route].websocket,
                                        std::move(stream_filters_), std::move(filter_slots),
                                        snapshot_->route_needs_payload[route], ws_route_slot_, this);
-  // The HTTP scratch buffers are not needed for the rest of this connection's life.
+  // The HTTP scratch buffers and most of the request head are not needed for the rest of this
+  // connection's life.
   head_buffer_ = std::string();
   upstream_head_ = std::string();
+  parser_.trimHead();
+  upstream_->trimAfterUpgrade();
+  stream_.releaseBuffers();
+  upstream_->stream().releaseBuffers();
   stream_.readStart();
   if (!pending_input_.empty()) {
     std::string early = std::move(pending_input_);

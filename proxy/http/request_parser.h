@@ -53,6 +53,8 @@ class RequestParser {
   void setMaxHeaderBytes(uint64_t max) { max_header_bytes_ = max; }
 
   const RequestHead& head() const { return head_; }
+  // After an upgrade: keep only what the access log needs.
+  void trimHead() { head_.trimTo("host"); }
   // Only valid after the head is complete.
   bool keepAlive() const { return llhttp_should_keep_alive(&parser_) != 0; }
   bool chunked() const { return (parser_.flags & F_CHUNKED) != 0; }

@@ -10,7 +10,10 @@ namespace sluice::net {
 
 namespace {
 constexpr size_t kReadBufferSize = 64 * 1024;
-constexpr size_t kMaxFreeReqs = 4;
+// Kept for reuse per stream: one request whose buffer is small. A burst's large buffers are
+// freed, so that an idle connection costs little.
+constexpr size_t kMaxFreeReqs = 1;
+constexpr size_t kMaxKeptCapacity = 16 * 1024;
 }  // namespace
 
 char* threadReadBuffer(size_t* size) {
@@ -121,6 +124,16 @@ void Stream::write(const uv_buf_t* bufs, unsigned count) {
   writeNow(bufs, count);
 }
 
+void Stream::releaseBuffers() {
+  if (corked_.empty()) {
+    corked_ = std::string();
+  }
+  for (WriteReq* r : free_reqs_) {
+    delete r;
+  }
+  free_reqs_.clear();
+}
+
 void Stream::uncork() {
   if (cork_depth_ > 0 && --cork_depth_ == 0) {
     uncorkNow();
@@ -135,6 +148,9 @@ void Stream::uncorkNow() {
   uv_buf_t b = uv_buf_init(corked_.data(), static_cast<unsigned>(corked_.size()));
   writeNow(&b, 1);
   corked_.clear();
+  if (corked_.capacity() > kMaxKeptCapacity) {
+    corked_ = std::string();
+  }
 }
 
 void Stream::writeNow(const uv_buf_t* bufs, unsigned count) {
@@ -194,7 +210,7 @@ void Stream::onWrite(uv_write_t* r, int status) {
   Stream* self = req->stream;
   self->queued_bytes_ -= req->data.size();
   --self->pending_reqs_;
-  if (self->free_reqs_.size() < kMaxFreeReqs && req->data.capacity() <= kHighWatermark) {
+  if (self->free_reqs_.size() < kMaxFreeReqs && req->data.capacity() <= kMaxKeptCapacity) {
     self->free_reqs_.push_back(req);
   } else {
     delete req;

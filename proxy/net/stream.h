@@ -60,6 +60,8 @@ class Stream {
   void cork() { ++cork_depth_; }
   void uncork();
   size_t queuedBytes() const { return queued_bytes_; }
+  // Frees the buffers kept for reuse (before a connection goes quiet for long, e.g. a WebSocket).
+  void releaseBuffers();
   bool aboveHighWatermark() const { return queued_bytes_ >= kHighWatermark; }
 
   // Sends FIN after the queued writes. Reads continue until the owner closes.

@@ -303,7 +303,19 @@ bool Relay::Leg::onFrameEnd(const FrameHeader& h) {
   if (assembling) {
     payload.clear();
   }
+  releaseLargeBuffers();
   return true;
+}
+
+void Relay::Leg::releaseLargeBuffers() {
+  // A big message leaves big buffers behind; an idle session should not keep them.
+  constexpr size_t kKeep = 4096;
+  if (held.capacity() > kKeep) {
+    held = std::string();
+  }
+  if (payload.capacity() > kKeep) {
+    payload = std::string();
+  }
 }
 
 void Relay::countMessage(size_t dir, uint64_t bytes, bool end_of_message, uint64_t message_bytes) {

@@ -74,6 +74,7 @@ class Relay {
     bool onFrameEnd(const FrameHeader& h) override;
 
     void feed(const char* data, size_t len);
+    void releaseLargeBuffers();
     void forward(const uint8_t* p, size_t n);
     void flushRange();
     filters::Direction direction() const {
