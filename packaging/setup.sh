@@ -8,8 +8,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 build_pkgs=(build-essential cmake ninja-build pkg-config libuv1-dev node-llhttp libssl-dev
   libtomlplusplus-dev zlib1g-dev libre2-dev libgtest-dev googletest python3 curl)
-test_pkgs=(python3-websockets python3-prometheus-client openssl nodejs npm procps chromium
-  clang libclang-rt-14-dev)
+test_pkgs=(python3-websockets python3-prometheus-client openssl procps chromium clang
+  libclang-rt-14-dev)
 bench_pkgs=(nginx-light haproxy wrk)
 
 want=("${build_pkgs[@]}")
@@ -25,6 +25,12 @@ missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js and npm (the `ws` client in the tests): any installation will do. Debian's npm package
+# conflicts with NodeSource's nodejs (which bundles npm), so install them only when absent.
+if [ "$mode" != build ] && [ "$mode" != run ]; then
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+fi
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
