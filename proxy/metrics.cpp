@@ -1,8 +1,18 @@
 #include "proxy/metrics.h"
 
 #include <cstdio>
+#include <cstring>
 
 namespace sluice::metrics {
+
+size_t tlsResultIndex(const char* result) {
+  for (size_t i = 0; i < kTlsResultCount; ++i) {
+    if (strcmp(kTlsResults[i], result) == 0) {
+      return i;
+    }
+  }
+  return 1;
+}
 
 void RouteSlot::countClose(uint16_t code, uint8_t by) {
   uint32_t key = static_cast<uint32_t>(code) << 2 | (by & 3);
@@ -291,8 +301,15 @@ std::string Registry::render(
            static_cast<double>(reloads_failure.get()));
   w.family("sluice_config_generation", "gauge", "Generation of the running config (1 at start).");
   w.sample("sluice_config_generation", {}, static_cast<double>(generation.load()));
-  w.family("sluice_tls_handshakes_total", "counter",
-           "TLS handshakes by listener and result (no TLS listener in this version).");
+  w.family("sluice_tls_handshakes_total", "counter", "TLS handshakes by listener and result.");
+  for (const auto& [name, s] : listeners_) {
+    for (size_t r = 0; r < kTlsResultCount; ++r) {
+      double v = sum(s.get(), n, [r](const ListenerSlot& x) { return x.tls_handshakes[r].get(); });
+      if (v > 0) {
+        w.sample("sluice_tls_handshakes_total", {"listener", name, "result", kTlsResults[r]}, v);
+      }
+    }
+  }
   return out;
 }
 

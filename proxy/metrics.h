@@ -68,10 +68,18 @@ using LatencyHistogram = Histogram<kLatencyBounds.size()>;
 using SizeHistogram = Histogram<kSizeBounds.size()>;
 
 // Per-worker slots. alignas keeps two workers' slots off one cache line.
+// sluice_tls_handshakes_total{result}: "ok" or why a handshake failed.
+inline constexpr const char* kTlsResults[] = {
+    "ok",      "handshake_failed",          "no_shared_cipher", "protocol_version",
+    "http_request", "no_client_certificate", "certificate_verify_failed", "eof", "timeout"};
+inline constexpr size_t kTlsResultCount = sizeof kTlsResults / sizeof kTlsResults[0];
+size_t tlsResultIndex(const char* result);  // unknown results count as "handshake_failed"
+
 struct alignas(64) ListenerSlot {
   Gauge connections_open;
   Counter connections_accepted;
   Counter accept_paused;  // times max_connections stopped accepting
+  std::array<Counter, kTlsResultCount> tls_handshakes;
 };
 
 struct alignas(64) RouteSlot {

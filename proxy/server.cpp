@@ -36,7 +36,7 @@ SnapshotPtr loadSnapshot(const std::string& path, uint64_t generation,
     }
     return nullptr;
   }
-  if (!snapshot->resolveBackends(errors)) {
+  if (!snapshot->resolveBackends(errors) || !snapshot->buildTls(errors)) {
     return nullptr;
   }
   if (registry != nullptr) {
@@ -61,25 +61,9 @@ Unsupported unsupportedFeatures(const conf::Config& config) {
     return conf::Diagnostic{pos, std::move(what)};
   };
   for (const conf::ListenerConfig& l : config.listeners) {
-    if (l.tls) {
-      u.fatal.push_back(at(l.tls->pos.line ? l.tls->pos : l.pos,
-                           "listener '" + l.name + "': TLS termination is not available in this "
-                           "version; refusing to serve plain HTTP in its place"));
-    }
     if (l.proxy_protocol) {
       u.fatal.push_back(at(l.pos, "listener '" + l.name + "': proxy_protocol is not available in "
                                   "this version"));
-    }
-    if (l.redirect_to_https) {
-      u.warnings.push_back(at(l.pos, "listener '" + l.name + "': redirect_to_https is not "
-                                     "available in this version and is ignored"));
-    }
-  }
-  for (const conf::PoolConfig& p : config.pools) {
-    if (p.tls) {
-      u.fatal.push_back(at(p.tls->pos.line ? p.tls->pos : p.pos,
-                           "pool '" + p.name + "': TLS toward backends is not available in this "
-                           "version; refusing to send plain HTTP in its place"));
     }
   }
   return u;

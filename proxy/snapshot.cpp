@@ -61,6 +61,19 @@ bool Snapshot::buildFilters(conf::Diagnostics* diagnostics) {
   return true;
 }
 
+bool Snapshot::buildTls(std::vector<std::string>* errors) {
+  bool ok = true;
+  for (const conf::ListenerConfig& l : config->listeners) {
+    listener_tls.push_back(l.tls ? net::ServerTls::build(*l.tls, errors) : nullptr);
+    ok = ok && (!l.tls || listener_tls.back() != nullptr);
+  }
+  for (const conf::PoolConfig& p : config->pools) {
+    pool_tls.push_back(p.tls ? net::ClientTls::build(*p.tls, errors) : nullptr);
+    ok = ok && (!p.tls || pool_tls.back() != nullptr);
+  }
+  return ok;
+}
+
 void Snapshot::buildBalancers(upstream::BackendStates* states) {
   backend_states.assign(config->pools.size(), {});
   balancers.clear();

@@ -13,6 +13,7 @@
 #include "conf/config.h"
 #include "filters/filter.h"
 #include "proxy/metrics.h"
+#include "proxy/net/tls.h"
 #include "proxy/router.h"
 #include "proxy/upstream/balancer.h"
 
@@ -35,12 +36,17 @@ struct Snapshot {
   // One balancer per pool; sticky_tokens[pool][backend]: the opaque sticky-cookie value.
   std::vector<upstream::Balancer> balancers;
   std::vector<std::vector<std::string>> sticky_tokens;
+  // listener_tls[listener] / pool_tls[pool]: null for plain TCP.
+  std::vector<std::shared_ptr<net::ServerTls>> listener_tls;
+  std::vector<std::shared_ptr<net::ClientTls>> pool_tls;
 
   Snapshot(std::shared_ptr<const conf::Config> c, uint64_t gen);
   // Resolves every backend address; appends "pool 'x': cannot resolve 'host:port': why" errors.
   bool resolveBackends(std::vector<std::string>* errors);
   // Builds every [[filters]] entry and each route's chain; appends diagnostics on failure.
   bool buildFilters(conf::Diagnostics* diagnostics);
+  // Loads certificates and builds TLS contexts; appends "FILE:LINE:COL: error: ..." lines.
+  bool buildTls(std::vector<std::string>* errors);
   // Main thread: resolves every metric slot this config uses.
   void bindMetrics(metrics::Registry& registry);
   // Main thread: attaches shared backend state and builds the balancers. Without `states`

@@ -90,6 +90,7 @@ class DownstreamConnection : public net::Stream::Handler,
   void onWritable() override;
   void onFlushed() override;
   void onClosed() override;
+  void onTlsHandshake(const char* failure) override;
 
  private:
   enum class State {
@@ -98,7 +99,7 @@ class DownstreamConnection : public net::Stream::Handler,
     kWebSocket,    // upgraded: frames are relayed by relay_
     kClosing,      // sending the last bytes, then closing
   };
-  enum class TimerMode { kNone, kHeader, kIdle, kBody, kLinger, kShutdown };
+  enum class TimerMode { kNone, kHandshake, kHeader, kIdle, kBody, kLinger, kShutdown };
 
   static void onTimer(uv_timer_t* t);
   static void onTimerClosed(uv_handle_t* h);
@@ -135,6 +136,7 @@ class DownstreamConnection : public net::Stream::Handler,
   void balanceKey(const conf::PoolConfig& pool, std::string* key) const;
   void logNoBackend(const Snapshot& snap, size_t pool) const;
   std::string stickyHeader() const;
+  std::string extraResponseHeaders() const;  // sticky cookie, HSTS
   upstream::BackendState* backendState() const;
   void processPendingInput();
   void startUpstream(int exclude_backend);
@@ -188,6 +190,8 @@ class DownstreamConnection : public net::Stream::Handler,
   bool sticky_hit_ = false;  // the sticky cookie chose the backend
   bool listener_gone_ = false;  // a reload removed this connection's listener
   bool in_parse_ = false;
+  bool tls_ = false;            // a TLS listener's connection
+  std::string client_subject_;  // verified client certificate's subject
   net::Stream* corked_upstream_ = nullptr;  // corked during parse(), uncorked at its end
   bool expect_continue_ = false;
   bool filter_paused_ = false;  // a head filter paused; resume() continues
@@ -221,6 +225,9 @@ class UpstreamConnection : public net::Stream::Handler {
   upstream::BackendState* state() const { return state_; }
   ~UpstreamConnection() override;
 
+  // Runs TLS toward the backend (before connect()).
+  void startTls(std::shared_ptr<const net::ClientTls> tls, const std::string& host);
+  void onTlsHandshake(const char* failure) override;
   // Starts connecting to `addr`. Returns false when the connect could not even start.
   bool connect(const sockaddr* addr, conf::Duration timeout);
   // Binds this connection to a request. `reused` = it came from the keep-alive pool.
@@ -298,6 +305,8 @@ class UpstreamConnection : public net::Stream::Handler {
   DownstreamConnection* down_ = nullptr;
   metrics::BackendSlot* slot_;
   upstream::BackendState* state_;  // may be null (no shared state bound)
+  std::shared_ptr<const net::ClientTls> tls_;
+  std::string tls_host_;
   bool in_use_ = false;            // counted in state_->active
   void setInUse(bool in_use);
 };

@@ -79,9 +79,46 @@ bool DownstreamConnection::accept(uv_stream_t* server) {
   if (!stream_.peerAddress(&client_ip_)) {
     client_ip_ = "unknown";
   }
+  if (const auto& tls = snapshot_->listener_tls[listener_index_]) {
+    SSL* ssl = tls->newSession();
+    if (ssl == nullptr) {
+      closeNow();
+      return false;
+    }
+    stream_.startTls(ssl);
+    tls_ = true;
+    armTimer(TimerMode::kHandshake, listener().tls->handshake_timeout);
+  } else {
+    armTimer(TimerMode::kHeader, listener().header_timeout);
+  }
   stream_.readStart();
-  armTimer(TimerMode::kHeader, listener().header_timeout);
   return true;
+}
+
+void DownstreamConnection::onTlsHandshake(const char* failure) {
+  listener_slot_->tls_handshakes[metrics::tlsResultIndex(failure != nullptr ? failure : "ok")].inc();
+  if (failure != nullptr) {
+    LOG_DEBUG("downstream %s: TLS handshake failed: %s", client_ip_.c_str(), failure);
+    closeNow();
+    return;
+  }
+  if (X509* peer = SSL_get1_peer_certificate(stream_.ssl())) {
+    if (SSL_get_verify_result(stream_.ssl()) == X509_V_OK) {
+      char subject[512];
+      X509_NAME_oneline(X509_get_subject_name(peer), subject, sizeof subject);
+      client_subject_ = subject;
+    }
+    X509_free(peer);
+  }
+  armTimer(TimerMode::kHeader, listener().header_timeout);
+}
+
+std::string DownstreamConnection::extraResponseHeaders() const {
+  std::string extra = stickyHeader();
+  if (tls_ && !listener().tls->hsts.empty()) {
+    extra += "Strict-Transport-Security: " + listener().tls->hsts + "\r\n";
+  }
+  return extra;
 }
 
 void DownstreamConnection::armTimer(TimerMode mode, conf::Duration d) {
@@ -109,6 +146,10 @@ void DownstreamConnection::onTimer(uv_timer_t* t) {
       return;
     case TimerMode::kBody:
       d->respondLocal(408, "request body not received in time", true);
+      return;
+    case TimerMode::kHandshake:
+      d->listener_slot_->tls_handshakes[metrics::tlsResultIndex("timeout")].inc();
+      d->closeNow();
       return;
     case TimerMode::kIdle:
     case TimerMode::kLinger:
@@ -240,6 +281,13 @@ RequestParser::HeadAction DownstreamConnection::onHead() {
     size_t slash = rest.find_first_of("/?");
     host = rest.substr(0, slash);
     path = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+  }
+  if (listener().redirect_to_https) {
+    std::string location = "Location: https://" + Router::normalizeHost(host) +
+                           std::string(req.url.starts_with("/") ? std::string_view(req.url) : path) +
+                           "\r\n";
+    respondLocal(308, "use https", has_body, location);
+    return has_body ? HeadAction::kStop : HeadAction::kContinue;
   }
   route_ = snapshot_->router.match(listener_index_, host, path);
   if (route_ < 0) {
@@ -446,6 +494,9 @@ void DownstreamConnection::startUpstream(int exclude_backend) {
         &snap.metrics.backends[route.pool_index][static_cast<size_t>(backend)][worker_->id()],
         snap.backend_states[p][static_cast<size_t>(backend)]);
     const sockaddr_storage& addr = snap.backend_addrs[route.pool_index][static_cast<size_t>(backend)];
+    if (const auto& tls = snap.pool_tls[p]) {
+      up->startTls(tls, pool.backends[static_cast<size_t>(backend)].address.host);
+    }
     if (!up->connect(reinterpret_cast<const sockaddr*>(&addr), pool.connect_timeout)) {
       up->close();
       respondLocal(502, "cannot connect to backend", !request_complete_);
@@ -582,7 +633,8 @@ void DownstreamConnection::sendRequestHeadUpstream() {
     upstream_head_.clear();
     ForwardInfo info;
     info.client_ip = client_ip_;
-    info.proto = "http";
+    info.proto = tls_ ? "https" : "http";
+    info.client_subject = client_subject_;
     info.request_id = request_id_;
     info.upgrade = websocket_;
     info.strip_ws_extensions = websocket_;
@@ -685,7 +737,8 @@ bool DownstreamConnection::onUpstreamResponseHead(const ResponseHead& head, bool
     }
   }
   head_buffer_.clear();
-  writeDownstreamResponse(head, response_framing_, keep_alive_, stickyHeader(), &head_buffer_);
+  writeDownstreamResponse(head, response_framing_, keep_alive_, extraResponseHeaders(),
+                          &head_buffer_);
   stream_.write(head_buffer_);
   return head_request_;
 }
@@ -734,7 +787,7 @@ bool DownstreamConnection::onUpstreamUpgrade(const ResponseHead& head) {
     st->recordSuccess();
   }
   writeDownstreamResponse(head, Framing::kNone, true,
-                          "Upgrade: websocket\r\nConnection: Upgrade\r\n" + stickyHeader(),
+                          "Upgrade: websocket\r\nConnection: Upgrade\r\n" + extraResponseHeaders(),
                           &head_buffer_);
   stream_.write(head_buffer_);
   state_ = State::kWebSocket;

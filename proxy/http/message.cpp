@@ -142,7 +142,7 @@ void writeUpstreamRequest(const RequestHead& req, const ForwardInfo& info, Frami
       continue;
     }
     if (iequals(h.name, "x-forwarded-proto") || iequals(h.name, "x-forwarded-host") ||
-        iequals(h.name, "expect")) {
+        iequals(h.name, "expect") || iequals(h.name, "x-client-cert-subject")) {
       continue;
     }
     if (iequals(h.name, "host")) {
@@ -180,6 +180,9 @@ void writeUpstreamRequest(const RequestHead& req, const ForwardInfo& info, Frami
   appendHeader(out, "X-Forwarded-Proto", info.proto);
   if (host != nullptr) {
     appendHeader(out, "X-Forwarded-Host", host->value);
+  }
+  if (!info.client_subject.empty()) {
+    appendHeader(out, "X-Client-Cert-Subject", info.client_subject);
   }
   if (!has_request_id && !info.request_id.empty()) {
     appendHeader(out, "X-Request-Id", info.request_id);

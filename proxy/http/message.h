@@ -61,6 +61,9 @@ struct ForwardInfo {
   bool upgrade = false;         // keep Connection: upgrade and Upgrade
   // Drop Sec-WebSocket-Extensions offers sluice cannot inspect (so that frames stay readable).
   bool strip_ws_extensions = false;
+  // The verified client certificate's subject (TLS listeners with client_ca), sent as
+  // X-Client-Cert-Subject; a client's own header of that name is always dropped.
+  std::string_view client_subject;
 };
 
 // True for headers that concern one connection only (RFC 9110 7.6.1), including the ones that

@@ -50,6 +50,26 @@ const llhttp_settings_t& UpstreamConnection::settings() {
   return s;
 }
 
+void UpstreamConnection::startTls(std::shared_ptr<const net::ClientTls> tls,
+                                  const std::string& host) {
+  SSL* ssl = tls->newSession(host);
+  if (ssl == nullptr) {
+    return;
+  }
+  tls_ = std::move(tls);
+  tls_host_ = host;
+  stream_.startTls(ssl);
+}
+
+void UpstreamConnection::onTlsHandshake(const char* failure) {
+  if (failure != nullptr) {
+    LOG_WARN("upstream %s: TLS handshake failed: %s", key_.c_str(), failure);
+    fail(UpstreamError::kConnectFailed, UV_EPROTO);
+    return;
+  }
+  tls_->saveSession(tls_host_, stream_.ssl());
+}
+
 bool UpstreamConnection::connect(const sockaddr* addr, conf::Duration timeout) {
   int rc = stream_.connect(addr);
   if (rc != 0) {

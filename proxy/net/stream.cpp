@@ -1,5 +1,9 @@
 #include "proxy/net/stream.h"
 
+#include <openssl/err.h>
+
+#include "proxy/net/tls.h"
+
 #include <cstring>
 #include <memory>
 
@@ -31,6 +35,134 @@ Stream::~Stream() {
   for (WriteReq* r : free_reqs_) {
     delete r;
   }
+  if (ssl_ != nullptr) {
+    SSL_free(ssl_);
+  }
+}
+
+namespace {
+// Per thread, like the read buffer: plaintext out of TLS (handed to handlers, which may write
+// while they still read it), and ciphertext on its way to a socket (copied by writeNow before
+// it returns). Two buffers, so that the second never overwrites the first.
+char* tlsPlainBuffer(size_t* size) {
+  thread_local std::unique_ptr<char[]> buffer(new char[kReadBufferSize]);
+  *size = kReadBufferSize;
+  return buffer.get();
+}
+char* tlsCipherBuffer(size_t* size) {
+  thread_local std::unique_ptr<char[]> buffer(new char[kReadBufferSize]);
+  *size = kReadBufferSize;
+  return buffer.get();
+}
+}  // namespace
+
+void Stream::startTls(SSL* ssl) {
+  ssl_ = ssl;
+  rbio_ = BIO_new(BIO_s_mem());
+  wbio_ = BIO_new(BIO_s_mem());
+  // An empty memory BIO reads as "retry later", not as EOF.
+  BIO_set_mem_eof_return(rbio_, -1);
+  BIO_set_mem_eof_return(wbio_, -1);
+  SSL_set_bio(ssl_, rbio_, wbio_);
+}
+
+void Stream::flushTls() {
+  size_t size;
+  char* buf = tlsCipherBuffer(&size);
+  while (BIO_pending(wbio_) > 0 && state_ == State::kOpen) {
+    int n = BIO_read(wbio_, buf, static_cast<int>(size));
+    if (n <= 0) {
+      break;
+    }
+    uv_buf_t b = uv_buf_init(buf, static_cast<unsigned>(n));
+    writeNow(&b, 1);  // copies what the socket does not take at once
+  }
+}
+
+void Stream::tlsFailed(const char* reason) {
+  flushTls();  // the alert, if OpenSSL wrote one
+  handler_->onTlsHandshake(reason);
+}
+
+void Stream::tlsInput(const char* data, size_t len) {
+  if (len > 0) {
+    BIO_write(rbio_, data, static_cast<int>(len));
+  }
+  if (!handshake_done_) {
+    ERR_clear_error();
+    int rc = SSL_do_handshake(ssl_);
+    if (rc != 1) {
+      int e = SSL_get_error(ssl_, rc);
+      flushTls();
+      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+        tlsFailed(tlsFailureReason(ssl_, ERR_peek_error()));
+      }
+      return;
+    }
+    flushTls();
+    handshake_done_ = true;
+    handler_->onTlsHandshake(nullptr);
+    if (state_ != State::kOpen) {
+      return;
+    }
+    if (!tls_pending_.empty()) {
+      std::string pending = std::move(tls_pending_);
+      tls_pending_ = std::string();
+      uv_buf_t b = uv_buf_init(pending.data(), static_cast<unsigned>(pending.size()));
+      sendPlain(&b, 1);
+    }
+  }
+  // Everything this read decrypts is delivered, even if the handler stops reading meanwhile:
+  // like a plain read, it is bounded by one read buffer.
+  size_t size;
+  char* out = tlsPlainBuffer(&size);
+  for (;;) {
+    ERR_clear_error();
+    int n = SSL_read(ssl_, out, static_cast<int>(size));
+    if (n > 0) {
+      handler_->onData(out, static_cast<size_t>(n));
+      if (state_ != State::kOpen) {
+        return;
+      }
+      continue;
+    }
+    int e = SSL_get_error(ssl_, n);
+    flushTls();  // SSL_read may answer (key updates, session tickets)
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+      return;
+    }
+    readStop();
+    if (e == SSL_ERROR_ZERO_RETURN) {
+      handler_->onEof();  // the peer's close_notify
+    } else {
+      handler_->onError(UV_EPROTO);
+    }
+    return;
+  }
+}
+
+void Stream::sendPlain(const uv_buf_t* bufs, unsigned count) {
+  if (ssl_ == nullptr) {
+    writeNow(bufs, count);
+    return;
+  }
+  if (!handshake_done_) {
+    for (unsigned i = 0; i < count; ++i) {
+      tls_pending_.append(bufs[i].base, bufs[i].len);
+    }
+    return;
+  }
+  for (unsigned i = 0; i < count; ++i) {
+    if (bufs[i].len == 0) {
+      continue;
+    }
+    ERR_clear_error();
+    // A memory BIO takes everything: SSL_write either writes it all or fails for good.
+    if (SSL_write(ssl_, bufs[i].base, static_cast<int>(bufs[i].len)) <= 0) {
+      break;
+    }
+  }
+  flushTls();
 }
 
 int Stream::connect(const sockaddr* addr) {
@@ -51,6 +183,10 @@ void Stream::onConnect(uv_connect_t* req, int status) {
     return;
   }
   self->handler_->onConnected(status);
+  if (status == 0 && self->ssl_ != nullptr && self->state_ == State::kOpen) {
+    self->readStart();
+    self->tlsInput(nullptr, 0);  // the ClientHello
+  }
 }
 
 void Stream::readStart() {
@@ -82,9 +218,17 @@ void Stream::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     return;
   }
   if (nread > 0) {
-    self->handler_->onData(buf->base, static_cast<size_t>(nread));
+    if (self->ssl_ != nullptr) {
+      self->tlsInput(buf->base, static_cast<size_t>(nread));
+    } else {
+      self->handler_->onData(buf->base, static_cast<size_t>(nread));
+    }
   } else if (nread == UV_EOF) {
     self->readStop();
+    if (self->ssl_ != nullptr && !self->handshake_done_) {
+      self->tlsFailed("eof");  // the peer left in the middle of the handshake
+      return;
+    }
     self->handler_->onEof();
   } else if (nread < 0) {
     self->readStop();
@@ -115,13 +259,13 @@ void Stream::write(const uv_buf_t* bufs, unsigned count) {
       for (unsigned i = 0; i < count; ++i) {
         all[i + 1] = bufs[i];
       }
-      writeNow(all, count + 1);
+      sendPlain(all, count + 1);
       corked_.clear();
       return;
     }
     uncorkNow();
   }
-  writeNow(bufs, count);
+  sendPlain(bufs, count);
 }
 
 void Stream::releaseBuffers() {
@@ -146,7 +290,7 @@ void Stream::uncorkNow() {
     return;
   }
   uv_buf_t b = uv_buf_init(corked_.data(), static_cast<unsigned>(corked_.size()));
-  writeNow(&b, 1);
+  sendPlain(&b, 1);
   corked_.clear();
   if (corked_.capacity() > kMaxKeptCapacity) {
     corked_ = std::string();
@@ -244,6 +388,10 @@ void Stream::shutdown() {
   }
   uncorkNow();
   shutdown_sent_ = true;
+  if (ssl_ != nullptr && handshake_done_) {
+    SSL_shutdown(ssl_);  // our close_notify; the peer's is not waited for
+    flushTls();
+  }
   auto* req = new uv_shutdown_t;
   req->data = this;
   if (uv_shutdown(req, uvStream(), &Stream::onShutdown) != 0) {

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include <openssl/ssl.h>
 #include <uv.h>
 
 namespace sluice::net {
@@ -28,6 +29,9 @@ class Stream {
     // Everything queued so far has been written.
     virtual void onFlushed() {}
     virtual void onConnected(int status) {}
+    // TLS streams: the handshake finished (`failure` null) or failed (`failure` names why; the
+    // stream is unusable: close it).
+    virtual void onTlsHandshake(const char* failure) {}
     // The handle is closed; the owner may now free the stream.
     virtual void onClosed() = 0;
   };
@@ -44,6 +48,12 @@ class Stream {
   uv_stream_t* uvStream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
 
   int connect(const sockaddr* addr);
+  // Runs TLS over this stream (memory BIOs): `ssl` (owned from now on) is in accept state for a
+  // server side, connect state for a client side. Call before reading or connecting. Reads then
+  // deliver plaintext, writes take plaintext.
+  void startTls(SSL* ssl);
+  SSL* ssl() const { return ssl_; }
+  bool tlsReady() const { return ssl_ == nullptr || handshake_done_; }
   void readStart();
   void readStop();
   bool reading() const { return reading_; }
@@ -100,6 +110,17 @@ class Stream {
   std::string corked_;  // gathered while corked (capacity kept: no allocation per cork)
   void writeNow(const uv_buf_t* bufs, unsigned count);
   void uncorkNow();
+  // Plaintext out: encrypted first on a TLS stream.
+  void sendPlain(const uv_buf_t* bufs, unsigned count);
+  void tlsInput(const char* data, size_t len);
+  void flushTls();
+  void tlsFailed(const char* reason);
+
+  SSL* ssl_ = nullptr;
+  BIO* rbio_ = nullptr;  // ciphertext from the socket, owned by ssl_
+  BIO* wbio_ = nullptr;  // ciphertext for the socket, owned by ssl_
+  bool handshake_done_ = false;
+  std::string tls_pending_;  // plaintext written before the handshake finished
   size_t queued_bytes_ = 0;
   size_t pending_reqs_ = 0;
   std::vector<WriteReq*> free_reqs_;
