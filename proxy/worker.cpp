@@ -149,6 +149,8 @@ void Worker::post(std::function<void()> task) {
 
 void Worker::drainBackend(const std::string& pool, const std::string& address,
                           conf::Duration timeout) {
+  // Idle keep-alive connections to it go now; busy ones close after their request.
+  closeIdleUpstreams(idle_upstreams_[address]);
   uint64_t deadline = uv_now(&loop_) + static_cast<uint64_t>(timeout.count());
   for (http::DownstreamConnection* c : connections_) {
     if (c->webSocketTo(pool, address)) {

@@ -467,9 +467,10 @@ void DownstreamConnection::startUpstream(int exclude_backend) {
   const size_t p = route.pool_index;
   int backend = -1;
   if (attempts_ == 0) {
-    sticky_hit_ = false;
     backend = stickyBackend(snap, p);
     sticky_hit_ = backend >= 0;
+  } else {
+    sticky_hit_ = false;  // a retry chose another backend: the client needs a new cookie
   }
   if (backend < 0) {
     std::string key;
