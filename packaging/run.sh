@@ -8,8 +8,13 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 ninja -C build -j2 sluice
 
 backend_pid=""
-cleanup() { [ -n "$backend_pid" ] && kill "$backend_pid" 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
+sluice_pid=""
+cleanup() {
+  for pid in $sluice_pid $backend_pid; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 /usr/bin/python3 packaging/demo/backend.py --port 9001 &
 backend_pid=$!
 for _ in $(seq 50); do
@@ -26,4 +31,6 @@ cat <<MSG
   Ctrl-C stops sluice and the demo backend.
 
 MSG
-build/sluice --config conf/examples/demo.toml
+build/sluice --config conf/examples/demo.toml &
+sluice_pid=$!
+wait "$sluice_pid"
