@@ -163,7 +163,7 @@ std::pair<int64_t, int64_t> Registry::backendConnections(const std::string& pool
 std::string Registry::render(
     const std::vector<std::tuple<std::string, std::string, std::string>>& backend_states) const {
   std::string out;
-  out.reserve(16 * 1024);
+  out.reserve(size_t{16} * 1024);
   Writer w(&out);
   const unsigned n = workers_;
 

@@ -9,7 +9,7 @@
 namespace sluice::http {
 
 namespace {
-constexpr size_t kMaxPendingInput = 64 * 1024;
+constexpr size_t kMaxPendingInput = size_t{64} * 1024;
 constexpr auto kLingerTimeout = std::chrono::seconds(2);
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 constexpr std::string_view kCrlf = "\r\n";

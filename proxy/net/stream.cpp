@@ -13,11 +13,11 @@
 namespace sluice::net {
 
 namespace {
-constexpr size_t kReadBufferSize = 64 * 1024;
+constexpr size_t kReadBufferSize = size_t{64} * 1024;
 // Kept for reuse per stream: one request whose buffer is small. A burst's large buffers are
 // freed, so that an idle connection costs little.
 constexpr size_t kMaxFreeReqs = 1;
-constexpr size_t kMaxKeptCapacity = 16 * 1024;
+constexpr size_t kMaxKeptCapacity = size_t{16} * 1024;
 }  // namespace
 
 char* threadReadBuffer(size_t* size) {
@@ -245,7 +245,7 @@ void Stream::write(const uv_buf_t* bufs, unsigned count) {
     for (unsigned i = 0; i < count; ++i) {
       total += bufs[i].len;
     }
-    constexpr size_t kMaxCorked = 64 * 1024;
+    constexpr size_t kMaxCorked = size_t{64} * 1024;
     if (corked_.size() + total <= kMaxCorked) {
       for (unsigned i = 0; i < count; ++i) {
         corked_.append(bufs[i].base, bufs[i].len);

@@ -36,8 +36,8 @@ class Stream {
     virtual void onClosed() = 0;
   };
 
-  static constexpr size_t kHighWatermark = 256 * 1024;
-  static constexpr size_t kLowWatermark = 64 * 1024;
+  static constexpr size_t kHighWatermark = size_t{256} * 1024;
+  static constexpr size_t kLowWatermark = size_t{64} * 1024;
 
   Stream(uv_loop_t* loop, Handler* handler);
   ~Stream();
