@@ -61,6 +61,10 @@ bool Snapshot::buildFilters(conf::Diagnostics* diagnostics) {
   return true;
 }
 
+std::string upstreamKey(const std::string& pool, const std::string& address) {
+  return pool + "|" + address + "|";
+}
+
 bool Snapshot::buildTls(std::vector<std::string>* errors) {
   bool ok = true;
   for (const conf::ListenerConfig& l : config->listeners) {
@@ -70,6 +74,15 @@ bool Snapshot::buildTls(std::vector<std::string>* errors) {
   for (const conf::PoolConfig& p : config->pools) {
     pool_tls.push_back(p.tls ? net::ClientTls::build(*p.tls, errors) : nullptr);
     ok = ok && (!p.tls || pool_tls.back() != nullptr);
+    std::string tls = "plain";
+    if (p.tls) {
+      tls = "tls|" + p.tls->ca + "|" + (p.tls->verify ? "verify" : "noverify") + "|" + p.tls->sni +
+            "|" + p.tls->cert + "|" + p.tls->key;
+    }
+    upstream_keys.emplace_back();
+    for (const conf::BackendConfig& b : p.backends) {
+      upstream_keys.back().push_back(upstreamKey(p.name, b.address.text) + tls);
+    }
   }
   return ok;
 }

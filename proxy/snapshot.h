@@ -39,6 +39,10 @@ struct Snapshot {
   // listener_tls[listener] / pool_tls[pool]: null for plain TCP.
   std::vector<std::shared_ptr<net::ServerTls>> listener_tls;
   std::vector<std::shared_ptr<net::ClientTls>> pool_tls;
+  // upstream_keys[pool][backend]: what an idle keep-alive connection may be reused for: the
+  // same pool, address and TLS settings (never a plain connection for a TLS pool, or one that
+  // was not verified for one that verifies).
+  std::vector<std::vector<std::string>> upstream_keys;
 
   Snapshot(std::shared_ptr<const conf::Config> c, uint64_t gen);
   // Resolves every backend address; appends "pool 'x': cannot resolve 'host:port': why" errors.
@@ -55,5 +59,8 @@ struct Snapshot {
 };
 
 using SnapshotPtr = std::shared_ptr<const Snapshot>;
+
+// The start of every upstream key of a pool's backend (see Snapshot::upstream_keys).
+std::string upstreamKey(const std::string& pool, const std::string& address);
 
 }  // namespace sluice

@@ -150,7 +150,12 @@ void Worker::post(std::function<void()> task) {
 void Worker::drainBackend(const std::string& pool, const std::string& address,
                           conf::Duration timeout) {
   // Idle keep-alive connections to it go now; busy ones close after their request.
-  closeIdleUpstreams(idle_upstreams_[address]);
+  std::string prefix = upstreamKey(pool, address);
+  for (auto& [key, idle] : idle_upstreams_) {
+    if (key.starts_with(prefix)) {
+      closeIdleUpstreams(idle);
+    }
+  }
   uint64_t deadline = uv_now(&loop_) + static_cast<uint64_t>(timeout.count());
   for (http::DownstreamConnection* c : connections_) {
     if (c->webSocketTo(pool, address)) {
@@ -216,21 +221,16 @@ void Worker::applySnapshot(SnapshotPtr next, std::vector<int> fds) {
       startListening(listeners_.back());
     }
   }
-  // Idle upstream connections to backends that left every pool are closed now.
-  std::vector<std::string> gone;
+  // Idle upstream connections that no pool of the new config would reuse (backend removed, or
+  // its pool's TLS settings changed) are closed now.
   for (auto& [key, idle] : idle_upstreams_) {
     bool present = false;
-    for (const conf::PoolConfig& p : snapshot_->config->pools) {
-      for (const conf::BackendConfig& b : p.backends) {
-        present = present || b.address.text == key;
-      }
+    for (const auto& keys : snapshot_->upstream_keys) {
+      present = present || std::find(keys.begin(), keys.end(), key) != keys.end();
     }
     if (!present) {
-      gone.push_back(key);
+      closeIdleUpstreams(idle);
     }
-  }
-  for (const std::string& key : gone) {
-    closeIdleUpstreams(idle_upstreams_[key]);
   }
   // WebSockets whose route or backend the new config moved elsewhere are drained.
   std::vector<http::DownstreamConnection*> conns = connections_;

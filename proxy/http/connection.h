@@ -137,6 +137,7 @@ class DownstreamConnection : public net::Stream::Handler,
   void logNoBackend(const Snapshot& snap, size_t pool) const;
   std::string stickyHeader() const;
   std::string extraResponseHeaders() const;  // sticky cookie, HSTS
+  std::string hstsHeader() const;
   upstream::BackendState* backendState() const;
   void processPendingInput();
   void startUpstream(int exclude_backend);
@@ -220,7 +221,7 @@ class DownstreamConnection : public net::Stream::Handler,
 
 class UpstreamConnection : public net::Stream::Handler {
  public:
-  UpstreamConnection(Worker* worker, std::string key, size_t pool, int backend,
+  UpstreamConnection(Worker* worker, std::string key, std::string address, size_t pool, int backend,
                      metrics::BackendSlot* slot, upstream::BackendState* state);
   upstream::BackendState* state() const { return state_; }
   ~UpstreamConnection() override;
@@ -252,6 +253,7 @@ class UpstreamConnection : public net::Stream::Handler {
   void release(bool reusable, uint32_t max_idle, conf::Duration idle_timeout);
   void close();
   const std::string& key() const { return key_; }
+  const std::string& address() const { return address_; }
   int backend() const { return backend_; }
   size_t pool() const { return pool_; }
   net::Stream& stream() { return stream_; }
@@ -279,7 +281,8 @@ class UpstreamConnection : public net::Stream::Handler {
   void maybeDelete();
 
   Worker* worker_;
-  std::string key_;  // backend address text: the keep-alive pool key
+  std::string key_;      // the keep-alive pool key (Snapshot::upstream_keys)
+  std::string address_;  // the backend address, for logs
   size_t pool_;
   int backend_;
   net::Stream stream_;
@@ -306,7 +309,6 @@ class UpstreamConnection : public net::Stream::Handler {
   metrics::BackendSlot* slot_;
   upstream::BackendState* state_;  // may be null (no shared state bound)
   std::shared_ptr<const net::ClientTls> tls_;
-  std::string tls_host_;
   bool in_use_ = false;            // counted in state_->active
   void setInUse(bool in_use);
 };

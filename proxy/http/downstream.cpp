@@ -113,12 +113,15 @@ void DownstreamConnection::onTlsHandshake(const char* failure) {
   armTimer(TimerMode::kHeader, listener().header_timeout);
 }
 
-std::string DownstreamConnection::extraResponseHeaders() const {
-  std::string extra = stickyHeader();
-  if (tls_ && !listener().tls->hsts.empty()) {
-    extra += "Strict-Transport-Security: " + listener().tls->hsts + "\r\n";
+std::string DownstreamConnection::hstsHeader() const {
+  if (!tls_ || listener().tls->hsts.empty()) {
+    return {};
   }
-  return extra;
+  return "Strict-Transport-Security: " + listener().tls->hsts + "\r\n";
+}
+
+std::string DownstreamConnection::extraResponseHeaders() const {
+  return stickyHeader() + hstsHeader();
 }
 
 void DownstreamConnection::armTimer(TimerMode mode, conf::Duration d) {
@@ -283,7 +286,13 @@ RequestParser::HeadAction DownstreamConnection::onHead() {
     path = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
   }
   if (listener().redirect_to_https) {
-    std::string location = "Location: https://" + Router::normalizeHost(host) +
+    std::string_view authority = host;
+    if (!authority.empty() && authority.front() == '[') {
+      authority = authority.substr(0, authority.find(']') + 1);  // "[::1]:8080" -> "[::1]"
+    } else {
+      authority = authority.substr(0, authority.rfind(':'));
+    }
+    std::string location = "Location: https://" + std::string(authority) +
                            std::string(req.url.starts_with("/") ? std::string_view(req.url) : path) +
                            "\r\n";
     respondLocal(308, "use https", has_body, location);
@@ -484,14 +493,15 @@ void DownstreamConnection::startUpstream(int exclude_backend) {
   }
   backend_ = backend;
   ++attempts_;
-  const std::string& key = pool.backends[static_cast<size_t>(backend)].address.text;
+  const std::string& key = snap.upstream_keys[p][static_cast<size_t>(backend)];
   // A retry after a stale keep-alive connection always opens a fresh one.
   // A WebSocket gets a dedicated connection.
   UpstreamConnection* up =
       attempts_ == 1 && !websocket_ ? worker_->takeIdleUpstream(key) : nullptr;
   if (up == nullptr) {
     up = new UpstreamConnection(
-        worker_, key, route.pool_index, backend,
+        worker_, key, pool.backends[static_cast<size_t>(backend)].address.text, route.pool_index,
+        backend,
         &snap.metrics.backends[route.pool_index][static_cast<size_t>(backend)][worker_->id()],
         snap.backend_states[p][static_cast<size_t>(backend)]);
     const sockaddr_storage& addr = snap.backend_addrs[route.pool_index][static_cast<size_t>(backend)];
@@ -730,7 +740,7 @@ bool DownstreamConnection::onUpstreamResponseHead(const ResponseHead& head, bool
     if (head.status >= 500) {
       if (st->recordFailure(upstream::steadyNowMs())) {
         LOG_WARN("backend %s ejected after consecutive failures (last: %u)",
-                 upstream_ != nullptr ? upstream_->key().c_str() : "?",
+                 upstream_ != nullptr ? upstream_->address().c_str() : "?",
                  static_cast<unsigned>(head.status));
       }
     } else {
@@ -777,7 +787,7 @@ bool DownstreamConnection::onUpstreamUpgrade(const ResponseHead& head) {
     bad = "101 with an extension the client did not offer";
   }
   if (bad != nullptr) {
-    LOG_WARN("backend %s: invalid WebSocket handshake: %s", upstream_->key().c_str(), bad);
+    LOG_WARN("backend %s: invalid WebSocket handshake: %s", upstream_->address().c_str(), bad);
     return false;
   }
   status_ = 101;
@@ -967,7 +977,9 @@ void DownstreamConnection::respondLocal(uint16_t status, std::string_view detail
   keep_alive_ = keep_alive_ && !close_after && !parser_failed_ && clientWantsKeepAlive() &&
                 !shutdown_ && !worker_->shuttingDown();
   head_buffer_.clear();
-  writeLocalResponse(status, detail, keep_alive_, extra_headers, head_request_, &head_buffer_);
+  std::string extra(extra_headers);
+  extra += hstsHeader();
+  writeLocalResponse(status, detail, keep_alive_, extra, head_request_, &head_buffer_);
   stream_.write(head_buffer_);
   if (!keep_alive_) {
     writeAccessLog();

@@ -8,9 +8,11 @@ namespace {
 UpstreamConnection* self(llhttp_t* p) { return static_cast<UpstreamConnection*>(p->data); }
 }  // namespace
 
-UpstreamConnection::UpstreamConnection(Worker* worker, std::string key, size_t pool, int backend,
+UpstreamConnection::UpstreamConnection(Worker* worker, std::string key, std::string address,
+                                       size_t pool, int backend,
                                        metrics::BackendSlot* slot, upstream::BackendState* state)
-    : worker_(worker), key_(std::move(key)), pool_(pool), backend_(backend),
+    : worker_(worker), key_(std::move(key)), address_(std::move(address)), pool_(pool),
+      backend_(backend),
       stream_(worker->loop(), this), slot_(slot), state_(state) {
   slot_->connections_open.add(1);
   uv_timer_init(worker->loop(), &timer_);
@@ -57,23 +59,26 @@ void UpstreamConnection::startTls(std::shared_ptr<const net::ClientTls> tls,
     return;
   }
   tls_ = std::move(tls);
-  tls_host_ = host;
   stream_.startTls(ssl);
 }
 
 void UpstreamConnection::onTlsHandshake(const char* failure) {
   if (failure != nullptr) {
-    LOG_WARN("upstream %s: TLS handshake failed: %s", key_.c_str(), failure);
+    LOG_WARN("upstream %s: TLS handshake failed: %s", address_.c_str(), failure);
     fail(UpstreamError::kConnectFailed, UV_EPROTO);
     return;
   }
-  tls_->saveSession(tls_host_, stream_.ssl());
+  // connect_timeout covered the handshake too; from here on the request's own timers apply.
+  uv_timer_stop(&timer_);
+  if (request_sent_) {
+    requestSent();
+  }
 }
 
 bool UpstreamConnection::connect(const sockaddr* addr, conf::Duration timeout) {
   int rc = stream_.connect(addr);
   if (rc != 0) {
-    LOG_WARN("upstream %s: connect: %s", key_.c_str(), uv_strerror(rc));
+    LOG_WARN("upstream %s: connect: %s", address_.c_str(), uv_strerror(rc));
     return false;
   }
   uv_timer_start(&timer_, &UpstreamConnection::onTimer, static_cast<uint64_t>(timeout.count()), 0);
@@ -81,9 +86,11 @@ bool UpstreamConnection::connect(const sockaddr* addr, conf::Duration timeout) {
 }
 
 void UpstreamConnection::onConnected(int status) {
-  uv_timer_stop(&timer_);
+  if (tls_ == nullptr) {
+    uv_timer_stop(&timer_);  // with TLS, connect_timeout runs on until the handshake is done
+  }
   if (status < 0) {
-    LOG_WARN("upstream %s: connect failed: %s", key_.c_str(), uv_strerror(status));
+    LOG_WARN("upstream %s: connect failed: %s", address_.c_str(), uv_strerror(status));
     fail(UpstreamError::kConnectFailed, status);
     return;
   }
@@ -125,7 +132,7 @@ void UpstreamConnection::detach() { down_ = nullptr; }
 
 void UpstreamConnection::requestSent() {
   request_sent_ = true;
-  if (connected_ && !message_done_ && response_timeout_.count() > 0) {
+  if (connected_ && stream_.tlsReady() && !message_done_ && response_timeout_.count() > 0) {
     uv_timer_start(&timer_, &UpstreamConnection::onTimer,
                    static_cast<uint64_t>(response_timeout_.count()), 0);
   }
@@ -209,11 +216,12 @@ void UpstreamConnection::onTimer(uv_timer_t* t) {
   auto* u = static_cast<UpstreamConnection*>(t->data);
   if (u->idle_ || u->down_ == nullptr || u->tunnel_) {
     u->close();
-  } else if (!u->connected_) {
-    LOG_WARN("upstream %s: connect timed out", u->key_.c_str());
+  } else if (!u->connected_ || !u->stream_.tlsReady()) {
+    LOG_WARN("upstream %s: connect%s timed out", u->address_.c_str(),
+             u->connected_ ? " (TLS handshake)" : "");
     u->fail(UpstreamError::kConnectFailed, UV_ETIMEDOUT);
   } else {
-    LOG_WARN("upstream %s: response timed out", u->key_.c_str());
+    LOG_WARN("upstream %s: response timed out", u->address_.c_str());
     u->fail(UpstreamError::kTimeout, UV_ETIMEDOUT);
   }
 }
@@ -264,7 +272,7 @@ void UpstreamConnection::onData(const char* data, size_t len) {
     return;
   }
   if (err != HPE_OK) {
-    LOG_WARN("upstream %s: bad response: %s (%s)", key_.c_str(), llhttp_errno_name(err),
+    LOG_WARN("upstream %s: bad response: %s (%s)", address_.c_str(), llhttp_errno_name(err),
              llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "");
     fail(response_.status == 0 ? UpstreamError::kBadResponse : UpstreamError::kTruncated, 0);
     return;

@@ -80,6 +80,7 @@ void Stream::flushTls() {
 }
 
 void Stream::tlsFailed(const char* reason) {
+  tls_failed_ = true;
   flushTls();  // the alert, if OpenSSL wrote one
   handler_->onTlsHandshake(reason);
 }
@@ -132,6 +133,7 @@ void Stream::tlsInput(const char* data, size_t len) {
       return;
     }
     readStop();
+    tls_failed_ = e != SSL_ERROR_ZERO_RETURN;
     if (e == SSL_ERROR_ZERO_RETURN) {
       handler_->onEof();  // the peer's close_notify
     } else {
@@ -232,6 +234,10 @@ void Stream::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     self->handler_->onEof();
   } else if (nread < 0) {
     self->readStop();
+    if (self->ssl_ != nullptr && !self->handshake_done_) {
+      self->tlsFailed("eof");  // reset in the middle of the handshake
+      return;
+    }
     self->handler_->onError(static_cast<int>(nread));
   }
 }
@@ -414,6 +420,11 @@ void Stream::closeAfterFlush() {
 void Stream::close() {
   if (state_ != State::kOpen) {
     return;
+  }
+  if (ssl_ != nullptr && handshake_done_ && !tls_failed_) {
+    // Closing without a close_notify is how HTTP ends connections; it must not make OpenSSL drop
+    // the session as "bad", or the next connection could not resume it.
+    SSL_set_shutdown(ssl_, SSL_get_shutdown(ssl_) | SSL_SENT_SHUTDOWN);
   }
   state_ = State::kClosing;
   reading_ = false;

@@ -120,6 +120,7 @@ class Stream {
   BIO* rbio_ = nullptr;  // ciphertext from the socket, owned by ssl_
   BIO* wbio_ = nullptr;  // ciphertext for the socket, owned by ssl_
   bool handshake_done_ = false;
+  bool tls_failed_ = false;  // a fatal TLS error: the session must not be resumed
   std::string tls_pending_;  // plaintext written before the handshake finished
   size_t queued_bytes_ = 0;
   size_t pending_reqs_ = 0;

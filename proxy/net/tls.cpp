@@ -92,6 +92,19 @@ std::vector<std::string> dnsNames(X509* cert) {
   return names;
 }
 
+// Per-SSL: the backend host a client session belongs to (freed with the SSL). Per-SSL_CTX: the
+// ClientTls that owns the context.
+int hostIndex() {
+  static const int index = SSL_get_ex_new_index(
+      0, nullptr, nullptr, nullptr,
+      [](void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) { delete static_cast<std::string*>(ptr); });
+  return index;
+}
+int clientIndex() {
+  static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
 }  // namespace
 
 // ---- server --------------------------------------------------------------------------------
@@ -228,7 +241,11 @@ std::shared_ptr<ClientTls> ClientTls::build(const conf::PoolTls& config,
     errors->push_back(where(config.pos) + "cannot create a TLS context: " + opensslError());
     return nullptr;
   }
-  SSL_CTX_set_session_cache_mode(tls->ctx_, SSL_SESS_CACHE_CLIENT);
+  // Sessions (TLS 1.2 at the handshake, TLS 1.3 from the tickets that follow it) are kept per
+  // backend host and offered on the next connection to it.
+  SSL_CTX_set_session_cache_mode(tls->ctx_, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_set_ex_data(tls->ctx_, clientIndex(), tls.get());
+  SSL_CTX_sess_set_new_cb(tls->ctx_, &ClientTls::onNewSession);
   if (config.verify) {
     int rc = config.ca.empty()
                  ? SSL_CTX_set_default_verify_paths(tls->ctx_)
@@ -256,11 +273,17 @@ ClientTls::~ClientTls() {
   SSL_CTX_free(ctx_);
 }
 
-void ClientTls::saveSession(const std::string& host, SSL* ssl) const {
-  SSL_SESSION* session = SSL_get1_session(ssl);
-  if (session == nullptr) {
-    return;
+int ClientTls::onNewSession(SSL* ssl, SSL_SESSION* session) {
+  auto* self = static_cast<ClientTls*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), clientIndex()));
+  auto* host = static_cast<std::string*>(SSL_get_ex_data(ssl, hostIndex()));
+  if (self == nullptr || host == nullptr) {
+    return 0;
   }
+  self->saveSession(*host, session);
+  return 1;  // the reference is ours now
+}
+
+void ClientTls::saveSession(const std::string& host, SSL_SESSION* session) const {
   std::lock_guard lock(mutex_);
   SSL_SESSION*& slot = sessions_[host];
   if (slot != nullptr) {
@@ -274,6 +297,7 @@ SSL* ClientTls::newSession(const std::string& host) const {
   if (ssl == nullptr) {
     return nullptr;
   }
+  SSL_set_ex_data(ssl, hostIndex(), new std::string(host));
   const std::string& name = sni_.empty() ? host : sni_;
   bool is_ip = name.find_first_not_of("0123456789.:") == std::string::npos;
   if (!is_ip) {

@@ -51,8 +51,13 @@ class ClientTls {
   ~ClientTls();
   // `host` is the backend's host, used for SNI and verification unless `sni` is configured.
   SSL* newSession(const std::string& host) const;
-  // After a handshake: keeps the session so that the next connection to `host` resumes it.
-  void saveSession(const std::string& host, SSL* ssl) const;
+  // Keeps `session` (owned) so that the next connection to `host` resumes it.
+  void saveSession(const std::string& host, SSL_SESSION* session) const;
+
+ private:
+  static int onNewSession(SSL* ssl, SSL_SESSION* session);
+
+ public:
 
  private:
   SSL_CTX* ctx_ = nullptr;

@@ -179,7 +179,9 @@ class TlsCase(SluiceTestCase):
                 "pools": [{"name": "app", "backends": [{"address": b.address}]}] + list(pools or [])}
         s = self.start_sluice(spec)
         s.wait_admin()
-        return b, s, Admin(s.admin_port)
+        admin = Admin(s.admin_port)
+        self.take_baseline(admin)
+        return b, s, admin
 
     # -- clients
 
@@ -199,14 +201,34 @@ class TlsCase(SluiceTestCase):
         return c
 
     def sc(self, s, args=(), stdin=b"", listener="public", ca=True):
-        return s_client(s.ports[listener], list(args), stdin=stdin, ca=PKI.ca if ca else None)
+        """s_client; with stdin (a request with Connection: close), -ign_eof makes it wait
+        for sluice's answer and close instead of leaving at the end of its input."""
+        args = list(args)
+        if stdin and "-ign_eof" not in args:
+            args.append("-ign_eof")
+        return s_client(s.ports[listener], args, stdin=stdin, ca=PKI.ca if ca else None)
 
     # -- metrics
 
-    def handshakes(self, admin, listener="public"):
+    def raw_handshakes(self, admin, listener="public"):
         m = admin.metrics()
         return {dict(k)["result"]: v
                 for k, v in m.matching("sluice_tls_handshakes_total", listener=listener).items()}
+
+    def take_baseline(self, admin, listeners=("public",)):
+        """The harness's readiness probe (connect, then close without a byte) counts as one
+        "eof" per TLS listener: wait for it, then count from there (handshakes() is relative)."""
+        self._baseline = getattr(self, "_baseline", {})
+        for name in listeners:
+            got = wait_until(lambda: self.raw_handshakes(admin, name).get("eof", 0) >= 1, 1.0)
+            self._baseline[(admin.port, name)] = self.raw_handshakes(admin, name) if got else {}
+
+    def handshakes(self, admin, listener="public"):
+        """Counts since take_baseline(), zeros left out."""
+        base = getattr(self, "_baseline", {}).get((admin.port, listener), {})
+        got = self.raw_handshakes(admin, listener)
+        out = {k: v - base.get(k, 0) for k, v in got.items()}
+        return {k: v for k, v in out.items() if v}
 
     def wait_handshakes(self, admin, want, listener="public", timeout=5.0):
         """Waits until every result in `want` has reached its count; returns the counts."""
@@ -235,11 +257,19 @@ def request_bytes(path, host="a.test", headers=(), close=True):
 
 
 def http_body(sc_out):
-    """The JSON body of the HTTP response in an s_client transcript."""
-    m = re.search(r"^HTTP/1\.1 (\d{3}) .*?\r?\n\r?\n(\{.*\})", sc_out, re.S | re.M)
+    """(status, JSON body) of the HTTP response in an s_client transcript ((None, None) if
+    there is none). s_client may print a session ticket that arrives meanwhile in the middle of
+    the response, so the status line and backend.py's one-line JSON are looked for apart."""
+    m = re.search(r"HTTP/1\.1 (\d{3}) ", sc_out)
     if not m:
         return None, None
-    return int(m.group(1)), json.loads(m.group(2))
+    for line in sc_out[m.end():].split("\n"):
+        if line.startswith('{"'):
+            try:
+                return int(m.group(1)), json.loads(line)
+            except ValueError:
+                continue
+    return int(m.group(1)), None
 
 
 # =============================================================================================
@@ -261,7 +291,7 @@ class Termination(TlsCase):
         self.assertNotIn("x-client-cert-subject", h, "a client-sent X-Client-Cert-Subject passed")
         self.assertIsNone(r.header("Strict-Transport-Security"), "HSTS without hsts configured")
         # The chain on the wire: leaf then intermediate.
-        sc = self.sc(s, ["-servername", "a.test", "-showcerts"])
+        sc = self.sc(s, ["-servername", "a.test", "-showcerts"], stdin=request_bytes("/echo/chain"))
         self.assertEqual(sc.verify_code, 0, sc)
         self.assertRegex(sc.out, r"(?m)^ 0 s:CN = a\.test\n\s+i:CN = sluice test intermediate CA")
         self.assertRegex(sc.out, r"(?m)^ 1 s:CN = sluice test intermediate CA\n"
@@ -360,28 +390,9 @@ class Termination(TlsCase):
             self.assertEqual(http_body(sc.out)[0], 200, sc)
             ok += 1
         # Renegotiation (TLS 1.2, s_client's "R" command) is refused; sluice stays up.
-        proc = subprocess.Popen([tlsutil.OPENSSL, "s_client", "-connect", "%s:%d" % (LOCALHOST, s.port),
-                                 "-servername", "a.test", "-tls1_2", "-CAfile", PKI.ca],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            time.sleep(0.5)
-            proc.stdin.write(b"R\n")
-            proc.stdin.flush()
-            time.sleep(0.5)
-            try:
-                proc.stdin.write(request_bytes("/echo/after-reneg", close=False))
-                proc.stdin.flush()
-            except BrokenPipeError:
-                pass
-            time.sleep(0.3)
-            proc.stdin.close()
-            out, err = proc.communicate(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=5)
+        text = tlsutil.s_client_renegotiate(s.port, ["-servername", "a.test", "-tls1_2",
+                                                     "-CAfile", PKI.ca])
         ok += 1
-        text = (out + err).decode("utf-8", "replace")
         self.assertIn("RENEGOTIATING", text)
         self.assertIn("no renegotiation", text, text[-2000:])
         self.assertEqual(text.count("New, TLSv1.2"), 1, "a second handshake happened: " + text[-2000:])
@@ -640,6 +651,16 @@ class KeepAliveClient:
         self.conn.close()
 
 
+def reset_mid_handshake(port, data):
+    """Connects, sends data, and resets the connection (SO_LINGER 0)."""
+    sock = socket.create_connection((LOCALHOST, port), timeout=5)
+    if data:
+        sock.sendall(data)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    time.sleep(0.05)
+    sock.close()
+
+
 class BadInput(TlsCase):
     def closed_within(self, conn, lo, hi, t0, what):
         closed, extra = conn.wait_closed(hi + 1.0)
@@ -656,7 +677,6 @@ class BadInput(TlsCase):
         hello = tlsutil.client_hello("a.test")
         self.assertGreater(len(hello), 100)
         self.assertEqual(hello[0], 0x16)
-        before = b.count()
 
         # Stalled: one sends nothing, one half a ClientHello, one a whole ClientHello and then
         # nothing more (never its Finished). Each is closed after handshake_timeout.
@@ -701,12 +721,7 @@ class BadInput(TlsCase):
         self.assertClosed(c, timeout=3.0, msg="FIN without a ClientHello")
         # Vanishing with a reset mid-handshake (SO_LINGER 0).
         for cut in (0, 60):
-            sock = socket.create_connection((LOCALHOST, s.port), timeout=5)
-            if cut:
-                sock.sendall(hello[:cut])
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            time.sleep(0.05)
-            sock.close()
+            reset_mid_handshake(s.port, hello[:cut])
 
         for i, c in enumerate(stalled):
             self.closed_within(c, 0.8, 3.0, t0, "stalled handshake #%d" % i)
@@ -724,13 +739,12 @@ class BadInput(TlsCase):
         time.sleep(0.2)
         ka.stop()
         self.assertEqual(ka.failures, [], "keep-alive TLS client disturbed")
-        self.assertGreater(ka.ok, 20)
+        self.assertGreater(ka.ok, 10)
         r = self.curl(s, "/echo/after")
         self.assertEqual((r.rc, r.status), (0, 200), r)
         self.assertTrue(s.alive())
-        after = b.count()
-        self.assertEqual(after["connections"], before["connections"] + 2,
-                         "bad input reached the backend (only the keep-alive client and curl may)")
+        paths = [p for p in b.count()["paths"] if not p.startswith("/echo/keepalive")]
+        self.assertEqual(paths, ["/echo/after"], "bad input reached the backend")
 
         # Every connection is gone (listener's open connections back to 0).
         def open_conns():
@@ -742,16 +756,32 @@ class BadInput(TlsCase):
         counts = self.handshakes(admin)
         self.assertEqual(counts.get("timeout", 0), 3, counts)
         self.assertEqual(counts.get("http_request", 0), 2, counts)
-        self.assertEqual(counts.get("protocol_version", 0) >= 2, True, counts)
+        self.assertGreaterEqual(counts.get("protocol_version", 0), 2, counts)
         self.assertGreaterEqual(counts.get("eof", 0), 4, counts)
         self.assertEqual(counts.get("ok", 0), 2, counts)  # the keep-alive client and curl
         failures = sum(v for k, v in counts.items() if k != "ok")
-        bad = 3 + len(immediate) + 3 + 1 + 2 + 40
-        self.assertEqual(failures, bad, "every failed handshake counted once: %r" % counts)
+        bad = 3 + len(immediate) + 3 + 1 + 40  # (the two resets: see the next test)
+        self.assertGreaterEqual(failures, bad, "every failed handshake counted: %r" % counts)
+        self.assertLessEqual(failures, bad + 2, "failed handshakes counted twice? %r" % counts)
         allowed = {"ok", "handshake_failed", "no_shared_cipher", "protocol_version",
                    "http_request", "no_client_certificate", "certificate_verify_failed", "eof",
                    "timeout"}
         self.assertLessEqual(set(counts), allowed)
+
+    def test_reset_mid_handshake_is_counted(self):
+        # A client that resets its connection in the middle of the handshake is a failed
+        # handshake like one that closes it: counted once (eof or handshake_failed).
+        b, s, admin = self.start_tls_proxy(tls=tls_table(handshake_timeout="2s"))
+        hello = tlsutil.client_hello("a.test")
+        for cut in (60, len(hello)):
+            reset_mid_handshake(s.port, hello[:cut])
+        wait_until(lambda: sum(self.handshakes(admin).values()) >= 2, 3.0)
+        counts = self.handshakes(admin)
+        self.assertEqual(sum(counts.values()), 2,
+                         "2 handshakes ended by a reset (after 60 bytes and after a whole "
+                         "ClientHello), counted: %r" % counts)
+        self.assertLessEqual(set(counts), {"eof", "handshake_failed"}, counts)
+        self.assertTrue(s.alive())
 
     def test_handshake_timeout_does_not_cut_established_connections(self):
         # handshake_timeout covers the handshake only: a TLS client idle after it is governed
@@ -799,7 +829,8 @@ class CertificateErrors(TlsCase):
         """An error line FILE:LINE:COL: error: naming `named`, at one of `lines`."""
         pat = re.compile(r"^%s:(\d+):(\d+): error: (.*)$" % re.escape(path), re.M)
         errs = [(int(m.group(1)), int(m.group(2)), m.group(3)) for m in pat.finditer(out)]
-        hits = [e for e in errs if named in e[2]]
+        names = [named] if isinstance(named, str) else list(named)
+        hits = [e for e in errs if any(n in e[2] for n in names)]
         self.assertTrue(hits, "no error naming %s in:\n%s\n--- config\n%s" % (named, out, text))
         line, col, msg = hits[0]
         self.assertIn(line, lines, "error at line %d, expected one of %s: %s\n%s" % (
@@ -826,7 +857,7 @@ class CertificateErrors(TlsCase):
             ("missing-cert", {"cert": missing, "key": PKI.a[1]}, missing, None),
             ("missing-key", {"cert": PKI.a[0], "key": os.path.join(d, "missing.key")},
              os.path.join(d, "missing.key"), None),
-            ("mismatch", {"cert": PKI.a[0], "key": PKI.b[1]}, PKI.a[0], r"(?i)match"),
+            ("mismatch", {"cert": PKI.a[0], "key": PKI.b[1]}, PKI.a, r"(?i)match"),
             ("expired", {"cert": PKI.expired[0], "key": PKI.expired[1]}, PKI.expired[0],
              r"(?i)expired"),
             ("future", {"cert": PKI.future[0], "key": PKI.future[1]}, PKI.future[0],
@@ -853,11 +884,22 @@ class CertificateErrors(TlsCase):
         for name, ptls, named in (
                 ("pool-ca", {"ca": missing}, missing),
                 ("pool-cert", {"ca": PKI.ca, "cert": PKI.upstream_client[0], "key": PKI.a[1]},
-                 PKI.upstream_client[0])):
+                 (PKI.upstream_client[0], PKI.a[1]))):
             path, text = self.write_config(name, tls=tls_table(), pool_tls=Table(ptls))
             rc, out = self.check(path)
             self.assertEqual(rc, 1, "%s: %s" % (name, out))
             self.assertCertError(path, text, out, named, self.tls_lines(text, "[pools.tls]"))
+        # sluice does not start with an expired certificate either.
+        path, text = self.write_config("start-expired", tls=Table(cert=PKI.expired[0],
+                                                                  key=PKI.expired[1]))
+        try:
+            p = subprocess.run([harness.sluice_bin(), "--config", path], capture_output=True,
+                               timeout=20, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            self.fail("sluice started (and ran) with an expired certificate")
+        out = (p.stdout + p.stderr).decode("utf-8", "replace")
+        self.assertNotEqual(p.returncode, 0, out)
+        self.assertCertError(path, text, out, PKI.expired[0], self.tls_lines(text), r"(?i)expired")
         # And a good one passes.
         path, text = self.write_config("good", tls=tls_table(certificates=[PKI.a, PKI.b],
                                                              client_ca=PKI.client_ca[0]),
@@ -899,12 +941,12 @@ class CertificateErrors(TlsCase):
 
         cfg = s.config_path
         bad = [("expired", PKI.expired, crt, r"(?i)expired"),
-               ("mismatched key", (PKI.a[0], PKI.b[1]), crt, r"(?i)match")]
+               ("mismatched key", (PKI.a[0], PKI.b[1]), key, r"(?i)match")]
         for what, pair, named, why in bad:
             install(pair)
             code, body = s.admin.reload()
             self.assertEqual((code, body.get("result")), (400, "failure"), "%s: %r" % (what, body))
-            errs = [e for e in body.get("errors", []) if named in e]
+            errs = [e for e in body.get("errors", []) if named in e or crt in e]
             self.assertTrue(errs, "%s: no error naming %s: %r" % (what, named, body))
             self.assertRegex(errs[0], r"^%s:\d+:\d+: error: " % re.escape(cfg))
             self.assertRegex(errs[0], why)
@@ -1146,7 +1188,8 @@ class UpstreamTls(TlsCase):
         return tb
 
     def start_upstream(self, pools):
-        """A plain listener; pool i is routed at /p<i>/. pools: list of (backend, tls dict)."""
+        """A plain listener; pool i is routed at /p<i>/. pools: list of (backend, tls dict or
+        None)."""
         spec = {"pools": [], "routes": []}
         for i, (tb, tls) in enumerate(pools):
             p = {"name": "p%d" % i, "backends": [{"address": tb.address}]}
@@ -1163,9 +1206,11 @@ class UpstreamTls(TlsCase):
                          timeout=10)
 
     def test_verified_backend_and_sni(self):
-        good = self.tls_backend()
-        s = self.start_upstream([(good, {"ca": PKI.ca}),                          # by IP SAN
-                                 (good, {"ca": PKI.ca, "sni": "backend.test"})])  # by name
+        # One backend per pool: each pool's own connection (and handshake) is seen.
+        by_ip = self.tls_backend(name="by-ip")
+        by_name = self.tls_backend(name="by-name")
+        s = self.start_upstream([(by_ip, {"ca": PKI.ca}),                          # IP SAN
+                                 (by_name, {"ca": PKI.ca, "sni": "backend.test"})])  # DNS SAN
         r = self.get(s, "/p0/x")
         self.assertEqual(r.status, 200, r)
         body = r.json()
@@ -1176,34 +1221,69 @@ class UpstreamTls(TlsCase):
         self.assertEqual(h.get("x-forwarded-proto"), "http")
         r = self.get(s, "/p1/y")
         self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["backend"], "by-name")
         self.assertEqual(r.json()["tls"]["sni"], "backend.test")
-        self.assertEqual(good.errors, [])
+        self.assertEqual((by_ip.errors, by_name.errors), ([], []))
 
     def test_failed_verification_is_502(self):
-        good = self.tls_backend(name="good")
-        rogue = self.tls_backend(cert=PKI.rogue_backend, name="rogue")
-        s = self.start_upstream([
-            (rogue, {"ca": PKI.ca}),                              # untrusted issuer
-            (good, {"ca": PKI.ca, "sni": "wrong.test"}),           # name mismatch
-            (good, {}),                                           # system CAs: not our test CA
-            (rogue, {"ca": PKI.ca, "verify": False}),             # verification off
-            (good, {"ca": PKI.rogue_ca[0]}),                      # the wrong CA
-        ])
-        for i, want in ((0, 502), (1, 502), (2, 502), (3, 200), (4, 502)):
+        cases = [  # (name, backend cert, tls, expected status)
+            ("untrusted-issuer", PKI.rogue_backend, {"ca": PKI.ca}, 502),
+            ("name-mismatch", PKI.backend, {"ca": PKI.ca, "sni": "wrong.test"}, 502),
+            ("system-cas", PKI.backend, {}, 502),
+            ("wrong-ca", PKI.backend, {"ca": PKI.rogue_ca[0]}, 502),
+            ("verify-false", PKI.rogue_backend, {"ca": PKI.ca, "verify": False}, 200),
+            ("verify-false-name", PKI.backend, {"sni": "wrong.test", "verify": False}, 200),
+        ]
+        backends = [self.tls_backend(cert=cert, name=name) for name, cert, _, _ in cases]
+        s = self.start_upstream([(b, tls) for b, (_, _, tls, _) in zip(backends, cases)])
+        for i, (name, _, _, want) in enumerate(cases):
             r = self.get(s, "/p%d/v" % i)
-            self.assertEqual(r.status, want, "pool p%d: %r" % (i, r))
-        self.assertEqual(len(rogue.connections), 1, "only the verify=false request completes: %r"
-                         % rogue.connections)
-        self.assertEqual(good.connections, [], "a handshake completed where it must fail")
-        self.assertTrue(wait_until(lambda: "certificate_verify_failed" in s.stderr() + s.stdout(), 3),
-                        "no log line for the failed verification")
+            self.assertEqual(r.status, want, "%s: %r" % (name, r))
+            if want == 200:
+                self.assertEqual(r.json()["backend"], name)
+            # The backend completed a handshake only where verification is off.
+            self.assertEqual(len(backends[i].connections), 1 if want == 200 else 0,
+                             "%s: %s" % (name, backends[i].stderr()))
+        log = wait_until(lambda: "certificate_verify_failed" in s.stderr() + s.stdout(), 3)
+        self.assertTrue(log, "no log line for the failed verification")
         self.assertTrue(s.alive())
 
+    def test_idle_connection_not_shared_between_pools_with_different_tls(self):
+        # Two pools to the same address: an idle keep-alive connection opened for one must not
+        # carry the other's requests when their TLS settings differ.
+        rogue = self.tls_backend(cert=PKI.rogue_backend, name="rogue")
+        s = self.start_upstream([(rogue, {"verify": False}), (rogue, {"ca": PKI.ca})])
+        r = self.get(s, "/p0/first")
+        self.assertEqual(r.status, 200, r)
+        r = self.get(s, "/p1/must-verify")
+        self.assertEqual(r.status, 502, "pool p1 (verify against the test CA) was served over "
+                         "pool p0's unverified connection: %r" % r)
+
+    def test_idle_plain_connection_not_used_by_tls_pool(self):
+        # A plain pool and a TLS pool to the same plain backend: the TLS pool must not send
+        # its request in cleartext over the plain pool's idle connection. (Its own TLS
+        # connection gets no ServerHello from a plain backend: 502 or, after the short
+        # response_timeout, 504 -- anything but the backend's answer.)
+        b = self.start_backend()
+        s2 = self.start_sluice({"pools": [{"name": "plain", "backends": [{"address": b.address}]},
+                                          {"name": "tls", "backends": [{"address": b.address}],
+                                           "connect_timeout": "2s", "response_timeout": "2s",
+                                           "tls": Table(ca=PKI.ca)}],
+                                "routes": [{"pool": "plain", "path_prefix": "/plain/"},
+                                           {"pool": "tls", "path_prefix": "/tls/"}]})
+        r = self.get(s2, "/plain/first")
+        self.assertEqual(r.status, 200, r)
+        r = self.get(s2, "/tls/secret")
+        self.assertIn(r.status, (502, 504),
+                      "a [pools.tls] pool sent its request in cleartext: %r" % r)
+        self.assertNotIn("/tls/secret", b.count()["paths"])
+
     def test_mutual_tls(self):
-        strict = self.tls_backend(client_ca=PKI.client_ca[0])
+        strict = self.tls_backend(client_ca=PKI.client_ca[0], name="strict")
+        strict2 = self.tls_backend(client_ca=PKI.client_ca[0], name="strict-no-cert")
         s = self.start_upstream([
             (strict, {"ca": PKI.ca, "cert": PKI.upstream_client[0], "key": PKI.upstream_client[1]}),
-            (strict, {"ca": PKI.ca}),
+            (strict2, {"ca": PKI.ca}),
         ])
         r = self.get(s, "/p0/m", headers=[("X-Client-Cert-Subject", "/CN=forged")])
         self.assertEqual(r.status, 200, r)
@@ -1212,6 +1292,7 @@ class UpstreamTls(TlsCase):
         self.assertNotIn("x-client-cert-subject", {k.lower() for k, v in body["headers"]})
         r = self.get(s, "/p1/m")
         self.assertEqual(r.status, 502, r)
+        self.assertEqual(strict2.connections, [], strict2.stderr())
         self.assertEqual(len(strict.connections), 1, strict.stderr())
 
     def test_session_reuse_across_upstream_connections(self):
@@ -1219,19 +1300,20 @@ class UpstreamTls(TlsCase):
         b12 = self.tls_backend(name="tls12", maximum=ssl.TLSVersion.TLSv1_2)
         s = self.start_upstream([(b13, {"ca": PKI.ca, "sni": "backend.test"}),
                                  (b12, {"ca": PKI.ca, "sni": "backend.test"})])
-        for i, b, version in ((0, b13, "TLSv1.3"), (1, b12, "TLSv1.2")):
-            seen = []
-            for n in range(4):
-                # ?close: the backend closes after answering, so each request needs a new
-                # upstream connection (and handshake).
-                r = self.get(s, "/p%d/r%d?close=1" % (i, n))
-                self.assertEqual(r.status, 200, r)
-                t = r.json()["tls"]
-                seen.append((t["n"], t["version"], t["reused"]))
-            self.assertEqual([x[0] for x in seen], [1, 2, 3, 4], seen)
-            self.assertEqual({x[1] for x in seen}, {version})
-            self.assertEqual([x[2] for x in seen], [False, True, True, True],
-                             "%s upstream sessions not resumed: %r" % (version, seen))
+        for i, version in ((0, "TLSv1.3"), (1, "TLSv1.2")):
+            with self.subTest(version=version):
+                seen = []
+                for n in range(4):
+                    # ?close: the backend closes after answering, so each request needs a new
+                    # upstream connection (and handshake).
+                    r = self.get(s, "/p%d/r%d?close=1" % (i, n))
+                    self.assertEqual(r.status, 200, r)
+                    t = r.json()["tls"]
+                    seen.append((t["n"], t["version"], t["reused"]))
+                self.assertEqual([x[0] for x in seen], [1, 2, 3, 4], seen)
+                self.assertEqual({x[1] for x in seen}, {version})
+                self.assertEqual([x[2] for x in seen], [False, True, True, True],
+                                 "%s upstream sessions not resumed: %r" % (version, seen))
 
 
 if __name__ == "__main__":

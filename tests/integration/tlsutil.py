@@ -272,6 +272,52 @@ def s_client(port, args=(), stdin=b"", timeout=20, ca=None):
                    r.stderr.decode("utf-8", "replace"))
 
 
+def s_client_renegotiate(port, args, timeout=15.0):
+    """Runs s_client (TLS 1.2 args), waits for its handshake, types "R" (renegotiate), waits for
+    the outcome, and returns the whole transcript (stdout and stderr)."""
+    cmd = [OPENSSL, "s_client", "-connect", "%s:%d" % (LOCALHOST, port)] + list(args)
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env)
+    chunks = []
+
+    def pump():
+        for _ in range(100000):
+            data = proc.stdout.read1(65536)
+            if not data:
+                return
+            chunks.append(data)
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    text = lambda: b"".join(chunks).decode("utf-8", "replace")  # noqa: E731
+    deadline = time.monotonic() + timeout
+    try:
+        # The session summary ends the handshake report.
+        while "Verify return code" not in text() and proc.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        try:
+            proc.stdin.write(b"R\n")
+            proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+        while not re.search(r"no renegotiation|alert|RENEGOTIATING[\s\S]*---", text()) \
+                and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        reader.join(timeout=5)
+    return text()
+
+
 # ---------------------------------------------------------------------------------------------
 # Python ssl clients
 
@@ -384,7 +430,8 @@ def legacy_client_hello(version=0x0301):
 class TlsBackend:
     """An HTTPS/1.1 server on 127.0.0.1:<free> (threads). Every request is answered with JSON:
     path, headers, and the TLS facts of its connection (sni, version, reused, client_subject,
-    connection number). `?close=1` answers with Connection: close and closes. Handshake errors
+    connection number). `?close=1` answers with Connection: close and closes; `?delay=S` waits
+    S seconds (at most 5) before answering. Handshake errors
     are recorded in .errors. ctx: a server SSLContext (cert loaded, verify mode set)."""
 
     def __init__(self, ctx, name="tlsbackend", lifetime=60.0):
@@ -478,6 +525,8 @@ class TlsBackend:
                 buf = buf[length:]
                 query = urllib.parse.parse_qs(urllib.parse.urlsplit(target).query)
                 close = "close" in query
+                if "delay" in query:
+                    time.sleep(min(5.0, float(query["delay"][0])))
                 body = json.dumps({"backend": self.name, "method": method, "target": target,
                                    "headers": headers, "tls": info}).encode()
                 resp = ("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"

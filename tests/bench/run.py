@@ -1,0 +1,1404 @@
+#!/usr/bin/python3
+"""sluice benchmark harness: sluice side by side with nginx and haproxy, same backend, same load.
+
+    packaging/bench.sh [--quick | --smoke] [options]     # installs, builds build-bench, runs this
+    /usr/bin/python3 tests/bench/run.py --quick           # this alone, against build-bench/
+
+Targets (each proxy with ONE worker/thread and logging off, all in front of the same backend
+process, sluice_bench_backend --threads 1, started once):
+    direct    the backend itself (the harness's ceiling)
+    sluice    build-bench/sluice, workers = 1
+    nginx     Debian's nginx, worker_processes 1, upstream keepalive (measured: its worker process)
+    haproxy   Debian's haproxy, nbthread 1, http-reuse always
+
+Scenarios (targets interleaved A B C D A B C D ..., every scenario repeated; medians reported):
+    http        HTTP keep-alive small GET, wrk -t1 -c64 --latency: requests/s, p50/p99 latency
+    ws_small    WebSocket echo, 64 connections x 64 B text messages, closed loop: messages/s, p50/p99
+    ws_large    WebSocket echo, 16 connections x 16 KiB text messages: MB/s (payload, one way)
+    ws_connect  new WebSocket connections/s (TCP connect, handshake, one echo, close handshake)
+    ws_idle     N idle proxied WebSockets: (RSS at "established" - RSS before) / N, KiB per
+                connection, on a fresh proxy process per measurement (nginx: its worker).
+                N = min(10000, (hard nofile limit - 200) / 2), said so when below 10,000.
+    filters     sluice alone: ws_small with each filter configuration (origin, message_limits,
+                both) against sluice without filters, as a ratio.
+Text messages are used on purpose: sluice validates UTF-8 in text messages (nginx and haproxy
+inspect nothing after the upgrade).
+
+CPU: for every run, utime+stime of the proxy (nginx: its worker), the backend and the load generator
+are read from /proc/PID/stat at two instants inside the load generator's measurement window (after
+its warm-up, before its end), along with the machine's total from /proc/stat. "per core" is the rate
+divided by the proxy's CPU use in that window (rate / (cpu_seconds / wall_seconds)); for `direct`
+it is per backend core. "other" is the CPU the rest of the machine used meanwhile (other users'
+load makes numbers noisy: the load average is printed too).
+
+By default (when the machine has at least 2 CPUs) the proxies are pinned to the last CPU and the
+backend and load generators to the others, so that a proxy has a core of its own; --no-pin lets
+the scheduler place everything. "busy% P/L" is how busy the proxy's CPU and the load CPU were,
+counting every process on them.
+
+"saturated" names what was at its limit in at least half of the runs: `proxy`, `backend` or
+`loadgen` (that process used >= 95% of a core), `proxy-cpu` or `load-cpu` (that CPU was >= 95%
+busy, other users included). `loadgen`, `backend` or `load-cpu` without `proxy` means the harness,
+not the proxy, was the limit: compare per-core numbers then.
+
+Proxy settings beyond the defaults, all for fairness or for the 10,000 idle connections: nginx gets
+upstream keepalive 256, keepalive_requests 1000000 (both sides), the WebSocket upgrade headers, 1 h
+proxy timeouts and worker_connections 40000 (it counts about 2.13 per proxied WebSocket);
+haproxy gets http-reuse always, 1 h client/server/tunnel timeouts and maxconn
+min(20000, (hard nofile - 100) / 2) (it refuses to start when 2 x maxconn exceeds the limit);
+sluice gets workers = 1, access_log = "off", keepalive_connections = 256 and max_message_bytes
+1MiB. The generated configs are in the work directory (--keep or --work-dir keeps it).
+
+Output: a table per scenario (median, per-core value, ratios to nginx and haproxy, or to sluice
+without filters for `filters`), and a JSON file (--out, default build-bench/bench-results.json)
+with the machine, the versions, every run and the medians. Medians are taken over the runs
+without errors (over all runs when none was clean).
+
+Every child process runs in its own process group with PR_SET_PDEATHSIG and is killed at the end,
+on errors and on Ctrl-C; every step has a timeout; all ports are free ones on 127.0.0.1. Errors
+(wsload's counted errors, wrk's socket/status errors, a proxy that died) are shown in the tables;
+with --smoke (or --strict) they make the exit status 1.
+
+Only the Python 3 standard library is used.
+"""
+
+import argparse
+import ctypes
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+LOCALHOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+SATURATED = 0.95
+ORIGIN = "https://app.example.com"
+
+ALL_TARGETS = ["direct", "sluice", "nginx", "haproxy"]
+ALL_SCENARIOS = ["http", "ws_small", "ws_large", "ws_connect", "ws_idle", "filters"]
+
+# sluice filter configurations for the `filters` scenario: name -> (filter names, [[filters]] TOML)
+FILTER_TOML = {
+    "origin": '''[[filters]]
+name = "origin"
+type = "origin"
+allow = ["https://www.example.com", "https://*.example.org", "%s"]
+''' % ORIGIN,
+    "message_limits": '''[[filters]]
+name = "message_limits"
+type = "message_limits"
+max_message_bytes = "64KiB"
+allow_types = ["text", "binary"]
+''',
+}
+FILTER_SETS = [
+    ("none", []),
+    ("origin", ["origin"]),
+    ("message_limits", ["message_limits"]),
+    ("origin+message_limits", ["origin", "message_limits"]),
+]
+
+# Durations per mode. rounds: repetitions of each scenario (idle_rounds for ws_idle).
+MODES = {
+    "smoke": dict(rounds=1, idle_rounds=1, http_s=1, ws_s=0.5, warmup_s=0.0, connect_s=0.5,
+                  idle_conns=100, idle_hold_s=0.6, large_s=0.5),
+    "quick": dict(rounds=2, idle_rounds=1, http_s=2, ws_s=2.0, warmup_s=0.5, connect_s=2.0,
+                  idle_conns=None, idle_hold_s=2.5, large_s=2.0),
+    "full": dict(rounds=3, idle_rounds=2, http_s=10, ws_s=10.0, warmup_s=1.0, connect_s=10.0,
+                 idle_conns=None, idle_hold_s=4.0, large_s=10.0),
+}
+
+
+class HarnessError(Exception):
+    pass
+
+
+def log(msg):
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# child processes
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+CHILDREN = []  # every Popen we started, killed at exit
+
+
+def _preexec(cpus):
+    def fn():
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+    return fn
+
+
+def tool_env():
+    """Environment for the backend and the load generators: they are yardsticks, not under test,
+    and exit without freeing their connections; in sanitizer builds (the ctest smoke run) leak
+    checking is turned off for them (sluice keeps the caller's ASAN_OPTIONS)."""
+    env = dict(os.environ)
+    opts = env.get("ASAN_OPTIONS", "")
+    env["ASAN_OPTIONS"] = (opts + ":" if opts else "") + "detect_leaks=0"
+    return env
+
+
+def spawn(argv, workdir, name, cpus=None, tool=False):
+    """Start a child in its own process group; stdout and stderr go to files in workdir."""
+    out = open(os.path.join(workdir, name + ".out"), "wb")
+    err = open(os.path.join(workdir, name + ".err"), "wb")
+    try:
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=workdir,
+                             start_new_session=True, preexec_fn=_preexec(cpus), close_fds=True,
+                             env=tool_env() if tool else None)
+    finally:
+        out.close()
+        err.close()
+    p.out_path = os.path.join(workdir, name + ".out")
+    p.err_path = os.path.join(workdir, name + ".err")
+    p.name = name
+    CHILDREN.append(p)
+    return p
+
+
+def stop(p, grace=5.0):
+    """SIGTERM the child's process group, SIGKILL after `grace` seconds."""
+    if p is None:
+        return
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    # whatever is left in the group (nginx workers, a wedged child): SIGKILL
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        p.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        log("warning: %s (pid %d) did not exit after SIGKILL" % (p.name, p.pid))
+    if p in CHILDREN:
+        CHILDREN.remove(p)
+
+
+def stop_all():
+    for p in list(CHILDREN):
+        stop(p, grace=2.0)
+
+
+def read_text(path, limit=None):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return ""
+    if limit and len(data) > limit:
+        data = data[-limit:]
+    return data.decode("utf-8", "replace")
+
+
+def tail(p, n=15):
+    lines = (read_text(p.out_path, 20000) + read_text(p.err_path, 20000)).strip().splitlines()
+    return "\n".join("    | " + l for l in lines[-n:])
+
+
+def wait_output(p, pattern, timeout):
+    """Wait until the child's stdout matches `pattern` (a regex); returns the match."""
+    deadline = time.monotonic() + timeout
+    rx = re.compile(pattern, re.M)
+    while True:
+        m = rx.search(read_text(p.out_path))
+        if m:
+            return m
+        if p.poll() is not None:
+            raise HarnessError("%s exited (status %s) before printing %r\n%s"
+                               % (p.name, p.returncode, pattern, tail(p)))
+        if time.monotonic() > deadline:
+            raise HarnessError("%s did not print %r within %.0f s\n%s"
+                               % (p.name, pattern, timeout, tail(p)))
+        time.sleep(0.02)
+
+
+def wait_exit(p, timeout):
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop(p, grace=1.0)
+        raise HarnessError("%s did not finish within %.0f s (killed)\n%s" % (p.name, timeout, tail(p)))
+    if p in CHILDREN:
+        CHILDREN.remove(p)
+    return p.returncode
+
+
+def last_json_line(p):
+    for line in reversed(read_text(p.out_path).strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                break
+    raise HarnessError("%s printed no JSON result (exit status %s)\n%s" % (p.name, p.returncode, tail(p)))
+
+
+# ---------------------------------------------------------------------------------------------
+# /proc
+
+def proc_cpu_ticks(pid):
+    """utime + stime of a process (all its threads), in clock ticks; None when it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+    except OSError:
+        return None
+    fields = s[s.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def machine_ticks():
+    """{"all" or CPU number: (busy, total)} ticks from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if not line.startswith("cpu"):
+                break
+            parts = line.split()
+            v = [int(x) for x in parts[1:]]
+            total = sum(v[:8])  # guest time is already counted in user
+            idle = v[3] + v[4]
+            key = "all" if parts[0] == "cpu" else int(parts[0][3:])
+            out[key] = (total - idle, total)
+    return out
+
+
+def rss_kib(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def child_pids(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                s = f.read()
+        except OSError:
+            continue
+        if int(s[s.rindex(")") + 2:].split()[1]) == pid:
+            out.append(int(d))
+    return sorted(out)
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return [float(x) for x in f.read().split()[:3]]
+
+
+class CpuWindow:
+    """CPU use of a few processes and of the machine between start() and stop()."""
+
+    def __init__(self, pids, proxy_cpus=None, load_cpus=None):
+        self.pids = {k: v for k, v in pids.items() if v}
+        self.proxy_cpus, self.load_cpus = proxy_cpus, load_cpus
+        self.t0 = self.t1 = None
+
+    def start(self):
+        self.t0 = time.monotonic()
+        self.c0 = {k: proc_cpu_ticks(v) for k, v in self.pids.items()}
+        self.m0 = machine_ticks()
+
+    def stop(self):
+        self.t1 = time.monotonic()
+        self.c1 = {k: proc_cpu_ticks(v) for k, v in self.pids.items()}
+        self.m1 = machine_ticks()
+
+    def result(self):
+        """{name: fraction of one core}, plus 'machine' (cores busy) and 'other' (cores busy
+        outside our processes) and 'wall_s'."""
+        if self.t0 is None or self.t1 is None:
+            return {}
+        wall = self.t1 - self.t0
+        r = {"wall_s": round(wall, 3)}
+        ours = 0.0
+        for k in self.pids:
+            a, b = self.c0.get(k), self.c1.get(k)
+            if a is None or b is None or wall <= 0:
+                r[k] = None
+                continue
+            r[k] = round((b - a) / CLK_TCK / wall, 3)
+            ours += r[k]
+        def busy(key):
+            (b0, t0), (b1, t1) = self.m0[key], self.m1[key]
+            return (b1 - b0) / (t1 - t0) if t1 > t0 else None
+        ncpu = len(self.m0) - 1
+        b = busy("all")
+        if b is not None:
+            r["machine"] = round(b * ncpu, 3)  # cores busy
+            r["other"] = round(max(0.0, r["machine"] - ours), 3)
+        for key, cpus in (("proxy_cpu", self.proxy_cpus), ("load_cpu", self.load_cpus)):
+            vals = [busy(c) for c in (cpus or ()) if c in self.m0 and c in self.m1]
+            vals = [v for v in vals if v is not None]
+            if vals:
+                r[key] = round(sum(vals) / len(vals), 3)  # fraction busy (all processes)
+        return r
+
+
+# ---------------------------------------------------------------------------------------------
+# ports, HTTP check
+
+_used_ports = set()
+
+
+def free_port():
+    """A free TCP port on 127.0.0.1 below the ephemeral range (so that neither the load
+    generators' outgoing connections nor other programs' port-0 listeners take it)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo = int(f.read().split()[0])
+    except (OSError, ValueError):
+        lo = 32768
+    hi = max(lo, 12000)
+    for _ in range(500):
+        port = random.randrange(10000, hi)
+        if port in _used_ports:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((LOCALHOST, port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _used_ports.add(port)
+        return port
+    raise HarnessError("no free port found on 127.0.0.1")
+
+
+def http_get(port, path="/", timeout=2.0):
+    """(status, body) of a GET over a fresh connection; raises OSError on failure."""
+    with socket.create_connection((LOCALHOST, port), timeout=timeout) as s:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n"
+                   % (path, port)).encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/1.") else 0
+    return status, body
+
+
+def wait_http_ok(p, port, timeout, name):
+    """Wait until GET / through `port` answers 200 "hello, world"."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        if p is not None and p.poll() is not None:
+            raise HarnessError("%s exited at start (status %s)\n%s" % (name, p.returncode, tail(p)))
+        try:
+            status, body = http_get(port)
+            if status == 200 and body == b"hello, world\n":
+                return
+            last = "status %d, body %r" % (status, body[:80])
+        except OSError as e:
+            last = str(e)
+        if time.monotonic() > deadline:
+            raise HarnessError("%s not answering on 127.0.0.1:%d within %.0f s (%s)\n%s"
+                               % (name, port, timeout, last, tail(p) if p else ""))
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------------------------
+# targets
+
+class Target:
+    """One thing under test, listening on self.port. self.pid is the process whose CPU and memory
+    are measured (nginx: its worker)."""
+
+    kind = "?"
+
+    def __init__(self, name, h):
+        self.name = name
+        self.h = h
+        self.proc = None
+        self.port = None
+        self.pid = None
+        self.starts = 0
+
+    def start(self):
+        last = None
+        for attempt in range(3):  # a port taken between probing and binding: try new ones
+            try:
+                self._start()
+                self.starts += 1
+                return self
+            except HarnessError as e:
+                last = e
+                stop(self.proc)
+                self.proc = None
+                log("  %s failed to start (attempt %d): %s" % (self.name, attempt + 1,
+                                                                str(e).splitlines()[0]))
+        raise last
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None and (
+            self.pid is None or proc_cpu_ticks(self.pid) is not None)
+
+    def stop(self):
+        stop(self.proc)
+        self.proc = None
+        self.pid = None
+
+    def _workdir(self):
+        slug = re.sub(r"[^A-Za-z0-9_.+-]+", "_", self.name).strip("_")
+        d = os.path.join(self.h.tmp, "%s-%d" % (slug, self.starts))
+        os.makedirs(d, exist_ok=True)
+        return d
+
+
+class Direct(Target):
+    kind = "direct"
+
+    def __init__(self, h):
+        super().__init__("direct", h)
+
+    def _start(self):
+        self.proc = self.h.backend.proc
+        self.port = self.h.backend.port
+        self.pid = self.h.backend.pid
+
+    def stop(self):  # the backend belongs to the harness
+        pass
+
+    def alive(self):
+        return self.h.backend.alive()
+
+
+class Backend(Target):
+    kind = "backend"
+
+    def __init__(self, h):
+        super().__init__("backend", h)
+
+    def _start(self):
+        self.port = free_port()
+        d = self._workdir()
+        self.proc = spawn([self.h.args.backend, "--port", str(self.port), "--threads", "1"], d,
+                          "backend", cpus=self.h.load_cpus, tool=True)
+        wait_output(self.proc, r"^ready", 10)
+        self.pid = self.proc.pid
+        wait_http_ok(self.proc, self.port, 5, "backend")
+
+
+class Sluice(Target):
+    kind = "sluice"
+
+    def __init__(self, h, name="sluice", filters=()):
+        super().__init__(name, h)
+        self.filters = list(filters)
+
+    def config(self, admin_port):
+        names = ", ".join('"%s"' % f for f in self.filters)
+        toml = '''# generated by tests/bench/run.py
+[server]
+workers = 1
+access_log = "off"
+shutdown_timeout = "1s"
+max_connections = 100000
+
+[admin]
+listen = "127.0.0.1:%d"
+
+[[listeners]]
+name = "bench"
+listen = "127.0.0.1:%d"
+
+[[routes]]
+listener = "bench"
+host = "*"
+path_prefix = "/"
+pool = "backend"
+filters = [%s]
+
+[routes.websocket]
+enabled = true
+max_message_bytes = "1MiB"
+
+[[pools]]
+name = "backend"
+backends = [ { address = "127.0.0.1:%d" } ]
+keepalive_connections = 256
+''' % (admin_port, self.port, names, self.h.backend.port)
+        for f in self.filters:
+            toml += "\n" + FILTER_TOML[f]
+        return toml
+
+    def _start(self):
+        self.port = free_port()
+        admin = free_port()
+        d = self._workdir()
+        conf = os.path.join(d, "sluice.toml")
+        with open(conf, "w") as f:
+            f.write(self.config(admin))
+        self.proc = spawn([self.h.args.sluice, "--config", conf], d, "sluice",
+                          cpus=self.h.proxy_cpus)
+        wait_http_ok(self.proc, self.port, 15, self.name)
+        self.pid = self.proc.pid
+
+
+class Nginx(Target):
+    kind = "nginx"
+
+    def __init__(self, h):
+        super().__init__("nginx", h)
+
+    def config(self, d):
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        return '''# generated by tests/bench/run.py
+%(user)sworker_processes 1;
+daemon off;
+master_process on;
+pid %(d)s/nginx.pid;
+error_log stderr warn;
+worker_rlimit_nofile %(nofile)d;
+
+events {
+    worker_connections %(wconn)d;
+}
+
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path %(d)s/client_body;
+    proxy_temp_path %(d)s/proxy;
+    fastcgi_temp_path %(d)s/fastcgi;
+    uwsgi_temp_path %(d)s/uwsgi;
+    scgi_temp_path %(d)s/scgi;
+
+    map $http_upgrade $connection_upgrade {
+        default upgrade;
+        ''      '';
+    }
+
+    upstream backend {
+        server 127.0.0.1:%(backend)d;
+        keepalive 256;
+        keepalive_requests 1000000;
+    }
+
+    server {
+        listen 127.0.0.1:%(port)d;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+        }
+    }
+}
+''' % dict(user=user, d=d, backend=self.h.backend.port, port=self.port,
+           nofile=self.h.limits["nginx_rlimit_nofile"],
+           wconn=self.h.limits["nginx_worker_connections"])
+
+    def _start(self):
+        self.port = free_port()
+        d = self._workdir()
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(self.config(d))
+        self.proc = spawn([self.h.args.nginx, "-p", d + "/", "-c", conf, "-e", "stderr"], d,
+                          "nginx", cpus=self.h.proxy_cpus)
+        wait_http_ok(self.proc, self.port, 15, "nginx")
+        deadline = time.monotonic() + 5
+        while True:
+            workers = child_pids(self.proc.pid)
+            if len(workers) == 1:
+                self.pid = workers[0]
+                return
+            if time.monotonic() > deadline:
+                raise HarnessError("nginx: expected one worker process, found %r" % workers)
+            time.sleep(0.05)
+
+
+class Haproxy(Target):
+    kind = "haproxy"
+
+    def __init__(self, h):
+        super().__init__("haproxy", h)
+
+    def config(self):
+        return '''# generated by tests/bench/run.py
+global
+    nbthread 1
+    maxconn %d
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+    timeout tunnel 1h
+    http-reuse always
+
+frontend bench
+    bind 127.0.0.1:%d
+    default_backend app
+
+backend app
+    server s1 127.0.0.1:%d
+''' % (self.h.limits["haproxy_maxconn"], self.port, self.h.backend.port)
+
+    def _start(self):
+        self.port = free_port()
+        d = self._workdir()
+        conf = os.path.join(d, "haproxy.cfg")
+        with open(conf, "w") as f:
+            f.write(self.config())
+        self.proc = spawn([self.h.args.haproxy, "-db", "-f", conf], d, "haproxy",
+                          cpus=self.h.proxy_cpus)
+        wait_http_ok(self.proc, self.port, 15, "haproxy")
+        self.pid = self.proc.pid
+
+
+# ---------------------------------------------------------------------------------------------
+# load generators
+
+def saturated(cpu):
+    """What was at its limit: a process at >= 95% of a core ("proxy", "backend", "loadgen"), or,
+    when pinned, the proxy's CPU or the load generators' CPU >= 95% busy counting every process
+    on it, other users' included ("proxy-cpu", "load-cpu")."""
+    s = [k for k in ("proxy", "backend", "loadgen") if (cpu.get(k) or 0) >= SATURATED]
+    s += [k.replace("_", "-") for k in ("proxy_cpu", "load_cpu") if (cpu.get(k) or 0) >= SATURATED]
+    return s
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+class Harness:
+    def __init__(self, args):
+        self.args = args
+        self.mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+        self.p = dict(MODES[self.mode])
+        if args.rounds:
+            self.p["rounds"] = args.rounds
+            self.p["idle_rounds"] = args.rounds
+        if args.duration:
+            for k in ("ws_s", "connect_s", "large_s"):
+                self.p[k] = args.duration
+            self.p["http_s"] = max(1, int(round(args.duration)))
+        if args.work_dir:
+            os.makedirs(args.work_dir, exist_ok=True)
+            self.tmp = tempfile.mkdtemp(prefix="sluice-bench-", dir=args.work_dir)
+        else:
+            self.tmp = tempfile.mkdtemp(prefix="sluice-bench-")
+        self.errors = []  # strings: every error seen, for the summary
+        self.notes = []
+        self.runs = []  # every run, for the JSON file
+        self.results = {}  # scenario -> dict
+        ncpu = len(os.sched_getaffinity(0))
+        if args.pin and ncpu >= 2:
+            cpus = sorted(os.sched_getaffinity(0))
+            self.proxy_cpus = {cpus[-1]}
+            self.load_cpus = set(cpus[:-1])
+        else:
+            self.proxy_cpus = self.load_cpus = None
+        self.backend = Backend(self)
+        self.targets = {}
+        self.wrk_script = os.path.join(self.tmp, "report.lua")
+        with open(self.wrk_script, "w") as f:
+            f.write(WRK_LUA)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def error(self, msg):
+        self.errors.append(msg)
+        log("  ERROR: " + msg)
+
+    def ensure(self, t):
+        """Make sure target t is running; restart it (and say so) when it died."""
+        if t.alive():
+            return True
+        if t.proc is not None:
+            code = t.proc.poll()
+            self.error("%s died (exit status %s); restarting it\n%s" % (t.name, code, tail(t.proc)))
+            t.stop()
+        if not self.backend.alive():  # every target points at it: nothing can go on
+            raise HarnessError("the backend died (exit status %s)\n%s"
+                               % (self.backend.proc.poll(), tail(self.backend.proc)))
+        try:
+            t.start()
+            return True
+        except HarnessError as e:
+            self.error("%s could not be (re)started: %s" % (t.name, e))
+            return False
+
+    def run_load(self, argv, name, t, lead, span, timeout, parse):
+        """Run one load generator against target t. CPU of the proxy, backend and load generator
+        is sampled over [launch + lead, launch + lead + span]. Returns (result dict, cpu dict)."""
+        d = os.path.join(self.tmp, "runs")
+        os.makedirs(d, exist_ok=True)
+        tag = "%s-%03d" % (name, len(self.runs))
+        p = spawn(argv, d, tag, cpus=self.load_cpus, tool=True)
+        pids = {"proxy": t.pid if t.kind != "direct" else None, "backend": self.backend.pid,
+                "loadgen": p.pid}
+        win = CpuWindow(pids, self.proxy_cpus, self.load_cpus)
+        t0 = time.monotonic()
+        try:
+            time.sleep(max(0.0, t0 + lead - time.monotonic()))
+            if p.poll() is None:
+                win.start()
+                time.sleep(max(0.0, t0 + lead + span - time.monotonic()))
+                if p.poll() is None:
+                    win.stop()
+            wait_exit(p, timeout)
+        finally:
+            stop(p)
+        res = parse(p)
+        cpu = win.result() if win.t1 else {}
+        return res, cpu
+
+    # -- one run of each kind -----------------------------------------------------------------
+
+    def wrk(self, t, secs):
+        argv = [self.args.wrk, "-t1", "-c64", "-d%ds" % secs, "--latency", "-s", self.wrk_script,
+                "http://127.0.0.1:%d/" % t.port]
+
+        def parse(p):
+            j = last_json_line(p)
+            errs = {k: v for k, v in j["errors"].items() if v}
+            dur = j["duration_us"] / 1e6
+            return {"value": j["requests"] / dur if dur > 0 else None,
+                    "p50_ms": j["latency_us"]["p50"] / 1000.0,
+                    "p99_ms": j["latency_us"]["p99"] / 1000.0,
+                    "requests": j["requests"], "errors": sum(errs.values()), "error_kinds": errs,
+                    "exit": p.returncode}
+        return self.run_load(argv, "wrk", t, 0.25, max(0.3, secs - 0.45), secs + 20, parse)
+
+    def wsload(self, t, mode, opts, lead, span, timeout, value_key):
+        argv = [self.args.wsload, mode, "--url", "ws://127.0.0.1:%d/" % t.port, "--json"] + opts
+
+        def parse(p):
+            j = last_json_line(p)
+            r = {"value": j.get(value_key), "errors": j.get("errors", 0),
+                 "error_kinds": j.get("error_kinds", {}), "exit": p.returncode}
+            if "latency_us" in j:
+                r["p50_ms"] = j["latency_us"]["p50"] / 1000.0
+                r["p99_ms"] = j["latency_us"]["p99"] / 1000.0
+            if "cycle_us" in j:
+                r["p50_ms"] = j["cycle_us"]["p50"] / 1000.0
+                r["p99_ms"] = j["cycle_us"]["p99"] / 1000.0
+            if p.returncode != 0 and not r["errors"]:
+                r["errors"] = 1
+                r["error_kinds"] = {"exit_status_%d" % p.returncode: 1}
+            r["raw"] = j
+            return r
+        return self.run_load(argv, "wsload-" + mode, t, lead, span, timeout, parse)
+
+    def echo(self, t, conns, size, secs, extra=()):
+        w = self.p["warmup_s"]
+        opts = ["--connections", str(conns), "--size", str(size), "--duration", str(secs),
+                "--warmup", str(w), "--text", "--max-time", str(secs + w + 30)] + list(extra)
+        key = "msgs_per_s" if size <= 1024 else "mb_per_s"
+        return self.wsload(t, "echo", opts, w + 0.2, max(0.2, secs - 0.35), secs + w + 40, key)
+
+    def connect(self, t, secs, extra=()):
+        opts = ["--concurrency", "16", "--duration", str(secs), "--max-time", str(secs + 30)]
+        opts += list(extra)
+        return self.wsload(t, "connect", opts, 0.2, max(0.2, secs - 0.35), secs + 40, "conns_per_s")
+
+    # -- scenarios ----------------------------------------------------------------------------
+
+    def throughput_scenario(self, sid, title, unit, targets, fn, baseline=("nginx", "haproxy")):
+        rounds = self.p["rounds"]
+        log("\n== %s" % title)
+        runs = {t.name: [] for t in targets}
+        for r in range(rounds):
+            for t in targets:
+                if not self.ensure(t):
+                    runs[t.name].append({"round": r, "errors": 1, "error_kinds": {"not_running": 1}})
+                    continue
+                try:
+                    res, cpu = fn(t)
+                except HarnessError as e:
+                    self.error("%s / %s round %d: %s" % (sid, t.name, r + 1, e))
+                    res, cpu = {"errors": 1, "error_kinds": {"harness": 1}, "value": None}, {}
+                res["round"] = r
+                res["cpu"] = cpu
+                util = cpu.get("backend" if t.kind == "direct" else "proxy")
+                res["per_core"] = (res["value"] / util) if res.get("value") and util and util > 0.02 \
+                    else None
+                res["saturated"] = saturated(cpu)
+                if res.get("errors"):
+                    self.error("%s / %s round %d: %d errors %s" % (sid, t.name, r + 1, res["errors"],
+                                                                   json.dumps(res.get("error_kinds"))))
+                if not t.alive():
+                    self.error("%s / %s round %d: the target died during the run" % (sid, t.name, r + 1))
+                    res["errors"] = (res.get("errors") or 0) + 1
+                if not res.get("value") and not res.get("errors"):
+                    self.error("%s / %s round %d: no result" % (sid, t.name, r + 1))
+                    res["errors"] = 1
+                    res["error_kinds"] = {"no_result": 1}
+                runs[t.name].append(res)
+                self.runs.append(dict(scenario=sid, target=t.name, **{k: v for k, v in res.items()
+                                                                      if k != "raw"}))
+                log("  round %d %-24s %s" % (r + 1, t.name, fmt_run(res, unit)))
+        self.results[sid] = summarize(sid, title, unit, runs, baseline)
+        print_table(self.results[sid])
+
+    def idle_scenario(self, kinds):
+        n = self.idle_n
+        title = "5. idle WebSockets: RSS per proxied connection, %d connections" % n
+        log("\n== " + title)
+        runs = {k: [] for k in kinds}
+        for r in range(self.p["idle_rounds"]):
+            for k in kinds:
+                t = {"sluice": lambda: Sluice(self, "sluice-idle"), "nginx": lambda: Nginx(self),
+                     "haproxy": lambda: Haproxy(self)}[k]()
+                t.name = k  # same name in the tables; work dirs get a distinct suffix
+                t.starts = 100 + r
+                res = {"round": r, "errors": 0, "error_kinds": {}, "value": None}
+                try:
+                    self.ensure(self.targets["direct"])
+                    t.start()
+                    res.update(self.idle_once(t, n))
+                except HarnessError as e:
+                    self.error("ws_idle / %s round %d: %s" % (k, r + 1, e))
+                    res["errors"] += 1
+                    res["error_kinds"]["harness"] = 1
+                finally:
+                    t.stop()
+                if res.get("errors"):
+                    self.error("ws_idle / %s round %d: %d errors %s" % (
+                        k, r + 1, res["errors"], json.dumps(res.get("error_kinds"))))
+                runs[k].append(res)
+                self.runs.append(dict(scenario="ws_idle", target=k, **res))
+                log("  round %d %-24s %s" % (r + 1, k, fmt_run(res, "KiB/conn")))
+        self.results["ws_idle"] = summarize("ws_idle", title, "KiB/conn", runs, ("nginx", "haproxy"),
+                                            lower_is_better=True)
+        if n < 10000:
+            self.results["ws_idle"]["note"] = (
+                "N = %d, not 10,000: the hard open-file limit is %s and a proxy needs 2 descriptors "
+                "per proxied connection" % (n, self.nofile_hard))
+        print_table(self.results["ws_idle"])
+
+    def idle_once(self, t, n):
+        time.sleep(0.3)
+        before = rss_kib(t.pid)
+        hold = self.p["idle_hold_s"]
+        argv = [self.args.wsload, "idle", "--url", "ws://127.0.0.1:%d/" % t.port, "--json",
+                "--connections", str(n), "--hold", str(hold), "--ramp", "256",
+                "--max-time", str(hold + n / 100.0 + 60)]
+        d = os.path.join(self.tmp, "runs")
+        os.makedirs(d, exist_ok=True)
+        p = spawn(argv, d, "wsload-idle-%s-%03d" % (t.name, len(self.runs)), cpus=self.load_cpus,
+                  tool=True)
+        try:
+            t0 = time.monotonic()
+            m = wait_output(p, r"^established (\d+)", n / 100.0 + 30)
+            ramp_s = time.monotonic() - t0
+            established = int(m.group(1))
+            time.sleep(min(0.5, hold / 3))
+            at = rss_kib(t.pid)
+            wait_exit(p, hold + n / 100.0 + 90)
+        finally:
+            stop(p)
+        j = last_json_line(p)
+        time.sleep(0.3)
+        after = rss_kib(t.pid)
+        res = {"connections": n, "established": established, "succeeded": j.get("succeeded"),
+               "rss_before_kib": before, "rss_established_kib": at, "rss_after_close_kib": after,
+               "ramp_s": round(ramp_s, 2), "errors": j.get("errors", 0),
+               "error_kinds": j.get("error_kinds", {}), "exit": p.returncode}
+        if established != n:
+            res["errors"] += n - established
+            res["error_kinds"]["not_established"] = n - established
+        if j.get("succeeded") != n and not res["errors"]:
+            res["errors"] = 1
+            res["error_kinds"]["not_succeeded"] = n - (j.get("succeeded") or 0)
+        if p.returncode != 0 and not res["errors"]:
+            res["errors"] = 1
+            res["error_kinds"]["exit_status_%d" % p.returncode] = 1
+        if before is not None and at is not None and established > 0:
+            res["value"] = (at - before) / established
+        if not t.alive():
+            res["errors"] += 1
+            res["error_kinds"]["target_died"] = 1
+        if res.get("value") is None and not res["errors"]:
+            res["errors"] = 1
+            res["error_kinds"]["no_result"] = 1
+        return res
+
+    # -- the whole run ------------------------------------------------------------------------
+
+    def machine(self):
+        info = {"nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
+                "kernel": platform.release(), "machine": platform.machine(),
+                "python": platform.python_version(), "loadavg_start": loadavg()}
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("model name"):
+                        info["cpu"] = line.split(":", 1)[1].strip()
+                        break
+            with open("/proc/meminfo") as f:
+                info["mem_total_kib"] = int(f.readline().split()[1])
+        except OSError:
+            pass
+        info["versions"] = versions(self.args)
+        try:
+            rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], timeout=10,
+                                 capture_output=True, text=True).stdout.strip()
+            dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                                   timeout=10, capture_output=True, text=True).stdout.strip()
+            info["commit"] = rev + ("-dirty" if dirty else "")
+        except (OSError, subprocess.SubprocessError):
+            pass
+        info["pinning"] = ({"proxy_cpus": sorted(self.proxy_cpus), "load_cpus": sorted(self.load_cpus)}
+                           if self.proxy_cpus else None)
+        return info
+
+    def run(self):
+        a = self.args
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.nofile_hard = "unlimited" if hard == resource.RLIM_INFINITY else hard
+        lim = 10 ** 9 if hard == resource.RLIM_INFINITY else hard
+        self.idle_n = self.p["idle_conns"] or min(10000, (lim - 200) // 2)
+        if a.idle_connections:
+            self.idle_n = a.idle_connections
+        # What the proxies may use. Each proxy asks for more descriptors than it needs and, run as
+        # root without CAP_SYS_RESOURCE (containers), cannot raise the hard limit: nginx then only
+        # logs an alert, haproxy refuses to start (it needs 2 x maxconn + a few). So cap them to
+        # the hard limit, which still leaves room for ws_idle's 2 x N.
+        # nginx counts about 2.13 worker_connections per proxied WebSocket (measured: with 19,900
+        # it refuses new ones at 9,329 proxied WebSockets, "worker_connections are not enough"),
+        # so it gets 40,000 whatever the descriptor limit (a warning, not an error, when above it).
+        self.limits = {"nofile_hard": self.nofile_hard,
+                       "nginx_rlimit_nofile": min(40000, lim),
+                       "nginx_worker_connections": 40000,
+                       "haproxy_maxconn": min(20000, (lim - 100) // 2)}
+        self.info = self.machine()
+        started = datetime.datetime.now(datetime.timezone.utc)
+        log("sluice bench (%s mode): %d CPUs, kernel %s, load average %s; work dir %s"
+            % (self.mode, self.info["nproc"], self.info["kernel"],
+               " ".join("%.2f" % x for x in self.info["loadavg_start"]), self.tmp))
+        if self.proxy_cpus:
+            log("pinning: proxies on CPU %s, backend and load generators on CPU %s"
+                % (",".join(map(str, sorted(self.proxy_cpus))), ",".join(map(str, sorted(self.load_cpus)))))
+
+        self.backend.start()
+        self.targets["direct"] = Direct(self).start()
+        for name in a.targets:
+            if name == "direct":
+                continue
+            t = {"sluice": Sluice, "nginx": Nginx, "haproxy": Haproxy}[name](self)
+            try:
+                self.targets[name] = t.start()
+            except HarnessError as e:
+                self.error("%s failed to start: %s" % (name, e))
+        targets = [self.targets[n] for n in a.targets if n in self.targets]
+        P = self.p
+        sc = a.scenarios
+        if "http" in sc:
+            if a.wrk:
+                self.throughput_scenario(
+                    "http", "1. HTTP keep-alive GET (wrk -t1 -c64, %d s): requests/s" % P["http_s"],
+                    "req/s", targets, lambda t: self.wrk(t, P["http_s"]))
+            else:
+                self.notes.append("scenario http skipped: wrk is not installed")
+                log("\n== 1. HTTP keep-alive GET: skipped (wrk not installed)")
+        if "ws_small" in sc:
+            self.throughput_scenario(
+                "ws_small", "2. WebSocket echo, 64 connections x 64 B text (%.1f s): messages/s" % P["ws_s"],
+                "msg/s", targets, lambda t: self.echo(t, 64, 64, P["ws_s"]))
+        if "ws_large" in sc:
+            self.throughput_scenario(
+                "ws_large", "3. WebSocket echo, 16 connections x 16 KiB text (%.1f s): MB/s (payload one way)"
+                % P["large_s"], "MB/s", targets, lambda t: self.echo(t, 16, 16384, P["large_s"]))
+        if "ws_connect" in sc:
+            self.throughput_scenario(
+                "ws_connect", "4. new WebSocket connections (concurrency 16, %.1f s): connections/s"
+                % P["connect_s"], "conn/s", targets, lambda t: self.connect(t, P["connect_s"]))
+        if "ws_idle" in sc:
+            kinds = [n for n in a.targets if n != "direct" and n in self.targets]
+            self.idle_scenario(kinds)
+        if "filters" in sc and "sluice" in a.targets:
+            ftargets = []
+            for fname, fl in FILTER_SETS:
+                t = Sluice(self, "sluice+" + fname if fl else "sluice (no filters)", fl)
+                try:
+                    ftargets.append(t.start())
+                except HarnessError as e:
+                    self.error("%s failed to start: %s" % (t.name, e))
+            try:
+                self.throughput_scenario(
+                    "filters", "6. sluice filters: WebSocket echo 64 x 64 B text (%.1f s), ratio to "
+                    "sluice without filters" % P["ws_s"], "msg/s", ftargets,
+                    lambda t: self.echo(t, 64, 64, P["ws_s"], ["--origin", ORIGIN]),
+                    baseline=("sluice (no filters)",))
+            finally:
+                for t in ftargets:
+                    t.stop()
+
+        self.info["loadavg_end"] = loadavg()
+        finished = datetime.datetime.now(datetime.timezone.utc)
+        # the summary
+        print("\nsluice bench, %s mode, %s; %d CPUs (%s), kernel %s; load average %s at start, %s at end"
+              % (self.mode, self.info.get("commit", "?"), self.info["nproc"], self.info.get("cpu", "?"),
+                 self.info["kernel"], fmt_load(self.info["loadavg_start"]), fmt_load(self.info["loadavg_end"])))
+        v = self.info["versions"]
+        print("versions: " + ", ".join("%s %s" % (k, v[k]) for k in ("sluice", "nginx", "haproxy", "wrk")
+                                       if v.get(k)))
+        if self.proxy_cpus:
+            print("pinning: proxies on CPU %s; backend and load generators on CPU %s"
+                  % (",".join(map(str, sorted(self.proxy_cpus))), ",".join(map(str, sorted(self.load_cpus)))))
+        for sid in ALL_SCENARIOS:
+            if sid in self.results:
+                print_table(self.results[sid], out=sys.stdout)
+        for n in self.notes:
+            print("note: " + n)
+        if self.errors:
+            print("\nERRORS (%d):" % len(self.errors))
+            for e in self.errors:
+                print("  - " + e.replace("\n", "\n    "))
+        out = {"mode": self.mode, "started": started.isoformat(), "finished": finished.isoformat(),
+               "elapsed_s": round((finished - started).total_seconds(), 1), "machine": self.info,
+               "params": dict(self.p, idle_connections=self.idle_n), "limits": self.limits,
+               "targets": a.targets,
+               "scenarios": self.results, "runs": self.runs, "errors": self.errors, "notes": self.notes}
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        with open(a.out, "w") as f:
+            json.dump(out, f, indent=1, sort_keys=False)
+        print("\nresults: %s (%.0f s)" % (a.out, out["elapsed_s"]))
+        return 1 if (self.errors and a.strict) else 0
+
+
+WRK_LUA = r'''
+-- tests/bench/run.py: print wrk's summary as one JSON line
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests":%d,"duration_us":%d,"bytes":%d,' ..
+    '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
+    '"latency_us":{"mean":%.1f,"p50":%.1f,"p90":%.1f,"p99":%.1f,"max":%.1f}}\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency.mean, latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+'''
+
+
+def versions(args):
+    def run(argv):
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            return (r.stdout + r.stderr).strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    v = {}
+    s = run([args.sluice, "--version"])
+    v["sluice"] = re.sub(r"^sluice\s+", "", s.splitlines()[0]) if s else None
+    if args.nginx:
+        m = re.search(r"nginx/(\S+)", run([args.nginx, "-v"]))
+        v["nginx"] = m.group(1) if m else None
+    if args.haproxy:
+        m = re.search(r"version (\S+)", run([args.haproxy, "-v"]))
+        v["haproxy"] = m.group(1) if m else None
+    if args.wrk:
+        m = re.search(r"wrk (\S+)", run([args.wrk, "-v"]))
+        v["wrk"] = m.group(1) if m else None
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+# summaries and tables
+
+def summarize(sid, title, unit, runs, baseline, lower_is_better=False):
+    med = {}
+    for name, all_rs in runs.items():
+        # medians over the clean runs (a run with errors says little about speed); over all of
+        # them when none was clean (the errors column says so anyway)
+        rs = [r for r in all_rs if not r.get("errors")] or all_rs
+        vals = [r.get("value") for r in rs]
+        m = {"value": median(vals), "per_core": median([r.get("per_core") for r in rs]),
+             "runs": len(all_rs), "clean_runs": sum(1 for r in all_rs if not r.get("errors")),
+             "errors": sum(r.get("errors") or 0 for r in all_rs),
+             "values": [None if r.get("value") is None else round(r["value"], 3) for r in all_rs]}
+        for k in ("p50_ms", "p99_ms", "rss_before_kib", "rss_established_kib", "connections"):
+            if any(k in r for r in rs):
+                m[k] = median([r.get(k) for r in rs])
+        cpu = {}
+        for k in ("proxy", "backend", "loadgen", "other", "proxy_cpu", "load_cpu"):
+            c = median([(r.get("cpu") or {}).get(k) for r in rs])
+            if c is not None:
+                cpu[k] = round(c, 3)
+        if cpu:
+            m["cpu"] = cpu
+        # saturated in at least half of the runs
+        sat = [s for s in ("proxy", "backend", "loadgen", "proxy-cpu", "load-cpu")
+               if 2 * sum(s in r.get("saturated", []) for r in rs) >= len(rs)]
+        m["saturated"] = sat
+        med[name] = m
+    for name, m in med.items():
+        for b in baseline:
+            if b not in med:
+                continue
+            key = "nginx" if b == "nginx" else "haproxy" if b == "haproxy" else "baseline"
+            bv, bc = med[b]["value"], med[b]["per_core"]
+            m["x_" + key] = round(m["value"] / bv, 3) if m["value"] and bv else None
+            m["x_%s_per_core" % key] = round(m["per_core"] / bc, 3) if m["per_core"] and bc else None
+    return {"id": sid, "title": title, "unit": unit, "medians": med, "baseline": list(baseline),
+            "lower_is_better": lower_is_better}
+
+
+def fmt_num(v, unit=""):
+    if v is None:
+        return "-"
+    if unit in ("MB/s", "KiB/conn") or abs(v) < 100:
+        return "%.2f" % v if abs(v) < 100 else "%.0f" % v
+    return "{:,.0f}".format(v)
+
+
+def fmt_pct(v):
+    return "-" if v is None else "%d" % round(v * 100)
+
+
+def fmt_load(l):
+    return "/".join("%.2f" % x for x in l)
+
+
+def fmt_run(r, unit):
+    s = "%s %s" % (fmt_num(r.get("value"), unit), unit)
+    if r.get("per_core"):
+        s += ", %s per core" % fmt_num(r["per_core"], unit)
+    if "p99_ms" in r:
+        s += ", p50 %.2f p99 %.2f ms" % (r["p50_ms"], r["p99_ms"])
+    cpu = r.get("cpu") or {}
+    if cpu:
+        s += ", cpu%% proxy/load/backend/other %s/%s/%s/%s" % tuple(
+            fmt_pct(cpu.get(k)) for k in ("proxy", "loadgen", "backend", "other"))
+        if "proxy_cpu" in cpu:
+            s += ", busy%% proxy-cpu/load-cpu %s/%s" % (fmt_pct(cpu.get("proxy_cpu")),
+                                                      fmt_pct(cpu.get("load_cpu")))
+        if r.get("saturated"):
+            s += ", saturated: " + ",".join(r["saturated"])
+    if "rss_before_kib" in r:
+        s += ", RSS %s -> %s KiB" % (r.get("rss_before_kib"), r.get("rss_established_kib"))
+    if r.get("errors"):
+        s += ", ERRORS %d %s" % (r["errors"], json.dumps(r.get("error_kinds")))
+    return s
+
+
+def print_table(res, out=sys.stderr):
+    med = res["medians"]
+    unit = res["unit"]
+    w = max([len(n) for n in med] + [8])
+    lines = ["", res["title"]]
+    if res["id"] == "ws_idle":
+        hdr = "  %-*s %10s %9s %9s %12s %12s %6s" % (w, "target", "KiB/conn", "x nginx", "x haproxy",
+                                                  "RSS before", "RSS estab.", "errors")
+        lines.append(hdr)
+        for n, m in med.items():
+            lines.append("  %-*s %10s %9s %9s %12s %12s %6s" % (
+                w, n, fmt_num(m["value"], unit), fmt_x(m.get("x_nginx")), fmt_x(m.get("x_haproxy")),
+                fmt_kib(m.get("rss_before_kib")), fmt_kib(m.get("rss_established_kib")),
+                m["errors"] or "0"))
+    else:
+        filt = res["id"] == "filters"
+        lat = any("p99_ms" in m for m in med.values())
+        hdr = "  %-*s %11s %11s" % (w, "target", unit, "per core")
+        if filt:
+            hdr += " %8s %8s" % ("x none", "core x")
+        else:
+            hdr += " %8s %8s %9s" % ("x nginx", "core x", "core x")
+        if lat:
+            hdr += " %15s" % "p50/p99 ms"
+        hdr += "  %-19s %-9s %-18s %s" % ("cpu% prx/ld/be/oth", "busy% P/L", "saturated", "errors")
+        lines.append(hdr)
+        if not filt:
+            lines.append("  %-*s %11s %11s %8s %8s %9s" % (w, "", "", "", "", "nginx", "haproxy"))
+        for n, m in med.items():
+            row = "  %-*s %11s %11s" % (w, n, fmt_num(m["value"], unit), fmt_num(m["per_core"], unit))
+            if filt:
+                row += " %8s %8s" % (fmt_x(m.get("x_baseline")), fmt_x(m.get("x_baseline_per_core")))
+            else:
+                row += " %8s %8s %9s" % (fmt_x(m.get("x_nginx")), fmt_x(m.get("x_nginx_per_core")),
+                                         fmt_x(m.get("x_haproxy_per_core")))
+            if lat:
+                row += " %15s" % ("%.2f/%.2f" % (m["p50_ms"], m["p99_ms"])
+                                  if m.get("p99_ms") is not None else "-")
+            cpu = m.get("cpu", {})
+            row += "  %-19s %-9s %-18s %s" % (
+                "/".join(fmt_pct(cpu.get(k)) for k in ("proxy", "loadgen", "backend", "other")),
+                "/".join(fmt_pct(cpu.get(k)) for k in ("proxy_cpu", "load_cpu"))
+                if "proxy_cpu" in cpu else "-",
+                ",".join(m["saturated"]) or "-", m["errors"] or "0")
+            lines.append(row)
+    if res.get("note"):
+        lines.append("  note: " + res["note"])
+    out.write("\n".join(lines) + "\n")
+    out.flush()
+
+
+def fmt_x(v):
+    return "-" if v is None else "%.2fx" % v
+
+
+def fmt_kib(v):
+    return "-" if v is None else "{:,.0f}".format(v)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def find_tool(explicit, name, required):
+    if explicit:
+        if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
+            raise HarnessError("%s not found or not executable: %s" % (name, explicit))
+        return explicit
+    p = shutil.which(name) or (("/usr/sbin/" + name) if os.access("/usr/sbin/" + name, os.X_OK) else None)
+    if not p and required:
+        raise HarnessError("%s is not installed (packaging/setup.sh bench installs it); "
+                           "or pass --skip-missing" % name)
+    return p
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="Scenarios: " + ", ".join(ALL_SCENARIOS))
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="about two minutes: 2 rounds, 2 s runs")
+    g.add_argument("--smoke", action="store_true",
+                   help="a few seconds: each target and scenario once, tiny durations; errors fail")
+    ap.add_argument("--build-dir", default=os.path.join(ROOT, "build-bench"),
+                    help="where sluice, sluice_bench_backend and sluice_wsload are (default build-bench)")
+    ap.add_argument("--sluice", help="sluice binary (default BUILD_DIR/sluice)")
+    ap.add_argument("--backend", help="sluice_bench_backend binary (default BUILD_DIR/...)")
+    ap.add_argument("--wsload", help="sluice_wsload binary (default BUILD_DIR/...)")
+    ap.add_argument("--nginx", help="nginx binary (default from PATH or /usr/sbin)")
+    ap.add_argument("--haproxy", help="haproxy binary (default from PATH or /usr/sbin)")
+    ap.add_argument("--wrk", help="wrk binary (default from PATH)")
+    ap.add_argument("--targets", default=",".join(ALL_TARGETS),
+                    help="comma-separated subset of %s" % ",".join(ALL_TARGETS))
+    ap.add_argument("--scenarios", default=",".join(ALL_SCENARIOS),
+                    help="comma-separated subset of %s" % ",".join(ALL_SCENARIOS))
+    ap.add_argument("--skip-missing", action="store_true",
+                    help="leave out nginx/haproxy (targets) and wrk (scenario http) when not installed")
+    ap.add_argument("--rounds", type=int, help="repetitions of each scenario (overrides the mode)")
+    ap.add_argument("--duration", type=float, help="seconds per run (overrides the mode)")
+    ap.add_argument("--idle-connections", type=int, help="N for ws_idle (default: 10,000 or the "
+                    "largest the open-file limit allows)")
+    ap.add_argument("--no-pin", dest="pin", action="store_false",
+                    help="do not pin the proxies and the load to separate CPUs")
+    ap.add_argument("--out", help="JSON results (default BUILD_DIR/bench-results.json)")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when any error happened "
+                    "(implied by --smoke)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
+    ap.add_argument("--work-dir", help="create the work directory inside this one and keep it")
+    a = ap.parse_args(argv)
+    a.strict = a.strict or a.smoke
+    a.targets = [t.strip() for t in a.targets.split(",") if t.strip()]
+    a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
+    for t in a.targets:
+        if t not in ALL_TARGETS:
+            ap.error("unknown target %r" % t)
+    for s in a.scenarios:
+        if s not in ALL_SCENARIOS:
+            ap.error("unknown scenario %r" % s)
+    if "direct" not in a.targets:
+        a.targets.insert(0, "direct")
+    bd = os.path.abspath(a.build_dir)
+    a.sluice = a.sluice or os.path.join(bd, "sluice")
+    a.backend = a.backend or os.path.join(bd, "sluice_bench_backend")
+    a.wsload = a.wsload or os.path.join(bd, "sluice_wsload")
+    a.out = a.out or os.path.join(bd, "bench-results.json")
+    for tool in ("sluice", "backend", "wsload"):
+        path = getattr(a, tool)
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            ap.error("%s not found: %s (build it: ninja -C build-bench sluice sluice_bench_backend "
+                     "sluice_wsload)" % (tool, path))
+    try:
+        for tool in ("nginx", "haproxy"):
+            want = tool in a.targets
+            path = find_tool(getattr(a, tool), tool, want and not a.skip_missing) if want else None
+            if want and not path:
+                log("note: %s is not installed: target left out" % tool)
+                a.targets.remove(tool)
+            setattr(a, tool, path)
+        a.wrk = find_tool(a.wrk, "wrk", "http" in a.scenarios and not a.skip_missing) \
+            if "http" in a.scenarios else None
+    except HarnessError as e:
+        ap.error(str(e))
+    return a
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+
+    def on_signal(sig, frame):
+        raise KeyboardInterrupt("signal %d" % sig)
+    # Ctrl-C: also when started from a non-interactive shell's background job, where SIGINT
+    # arrives ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    h = Harness(args)
+    code = 2
+    try:
+        code = h.run()
+    except KeyboardInterrupt:
+        log("\ninterrupted: stopping every child process")
+        code = 130
+    except HarnessError as e:
+        log("\nbench failed: %s" % e)
+        code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stop_all()
+        if args.keep or args.work_dir or (code not in (0,) and code != 130) or h.errors:
+            log("work directory kept (configs, logs): %s" % h.tmp)
+        else:
+            shutil.rmtree(h.tmp, ignore_errors=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The benchmark harness keeps working: tests/bench/run.py --smoke (every scenario once, tiny
+durations) against the binaries of this build (SLUICE_BIN's directory holds sluice_bench_backend
+and sluice_wsload too).
+
+nginx, haproxy and wrk are not part of the test dependencies (packaging/setup.sh bench installs
+them): targets whose proxy is not installed are left out, and so is the HTTP scenario without wrk.
+Whatever runs must produce a number for every scenario and target, with zero errors (wsload and
+wrk count every failed handshake, wrong echo, reset and bad status), and sluice must shut down with
+no sanitizer report. Speed itself is never asserted here."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.environ.get("SLUICE_SOURCE_DIR") or os.path.abspath(os.path.join(HERE, "..", ".."))
+RUN_PY = os.path.join(SOURCE_DIR, "tests", "bench", "run.py")
+PYTHON = "/usr/bin/python3"
+TIMEOUT = 300
+
+sys.path.insert(0, HERE)
+from harness import SANITIZER_RE, sluice_bin  # noqa: E402
+
+
+def installed(name):
+    return shutil.which(name) or (os.access("/usr/sbin/" + name, os.X_OK) and "/usr/sbin/" + name)
+
+
+class BenchSmoke(unittest.TestCase):
+    def test_smoke_run(self):
+        sluice = sluice_bin()
+        bindir = os.path.dirname(os.path.abspath(sluice))
+        tools = {t: os.path.join(bindir, t) for t in ("sluice_bench_backend", "sluice_wsload")}
+        for t, path in tools.items():
+            self.assertTrue(os.access(path, os.X_OK), "%s not built next to sluice: %s" % (t, path))
+
+        targets = ["direct", "sluice"] + [p for p in ("nginx", "haproxy") if installed(p)]
+        scenarios = ["ws_small", "ws_large", "ws_connect", "ws_idle", "filters"]
+        if installed("wrk"):
+            scenarios.insert(0, "http")
+        missing = sorted({"nginx", "haproxy", "wrk"} - {p for p in ("nginx", "haproxy", "wrk")
+                                                         if installed(p)})
+        if missing:
+            print("not installed, left out: %s (packaging/setup.sh bench installs them)"
+                  % ", ".join(missing))
+
+        work = tempfile.mkdtemp(prefix="bench-smoke-")
+        try:
+            out = os.path.join(work, "results.json")
+            argv = [PYTHON, RUN_PY, "--smoke", "--sluice", sluice,
+                    "--backend", tools["sluice_bench_backend"], "--wsload", tools["sluice_wsload"],
+                    "--targets", ",".join(targets), "--scenarios", ",".join(scenarios),
+                    "--out", out, "--work-dir", work]
+            p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               timeout=TIMEOUT)
+            text = p.stdout.decode("utf-8", "replace")
+            print(text[-6000:])
+            self.assertEqual(p.returncode, 0, "run.py --smoke failed (exit %d)" % p.returncode)
+
+            with open(out) as f:
+                res = json.load(f)
+            self.assertEqual(res["errors"], [])
+            for sid in scenarios:
+                self.assertIn(sid, res["scenarios"], "scenario %s produced no results" % sid)
+                med = res["scenarios"][sid]["medians"]
+                if sid == "filters":
+                    want = ["sluice (no filters)", "sluice+origin", "sluice+message_limits",
+                            "sluice+origin+message_limits"]
+                elif sid == "ws_idle":
+                    want = [t for t in targets if t != "direct"]
+                else:
+                    want = targets
+                for t in want:
+                    self.assertIn(t, med, "%s: no result for %s" % (sid, t))
+                    m = med[t]
+                    self.assertEqual(m["errors"], 0, "%s / %s: errors" % (sid, t))
+                    self.assertIsNotNone(m["value"], "%s / %s: no number" % (sid, t))
+                    self.assertGreater(m["value"], 0, "%s / %s: zero" % (sid, t))
+            self.assertEqual(res["machine"]["nproc"], os.cpu_count())
+
+            # sluice's own logs: no sanitizer report (ASan/UBSan builds), no crash
+            for root, _, files in os.walk(work):
+                for name in files:
+                    if name.startswith("sluice.") and name.endswith((".err", ".out")):
+                        with open(os.path.join(root, name), "rb") as f:
+                            log = f.read().decode("utf-8", "replace")
+                        m = SANITIZER_RE.search(log)
+                        self.assertIsNone(m, "%s/%s:\n%s" % (root, name, log[max(0, m.start() - 200):
+                                                                              m.start() + 3000]
+                                                             if m else ""))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
