@@ -100,8 +100,8 @@ struct RouteConfig {
   std::vector<std::string> filters;
   uint64_t max_body_bytes = 1024ull * 1024 * 1024;  // 413 above; 0 = unlimited
   WebSocketConfig websocket;
-  size_t listener_index = 0;  // index into Config::listeners
-  size_t pool_index = 0;      // index into Config::pools
+  size_t listener_index = 0;           // index into Config::listeners
+  size_t pool_index = 0;               // index into Config::pools
   std::vector<size_t> filter_indices;  // indices into Config::filters, in order
   SourcePos pos;
 };
@@ -159,7 +159,8 @@ struct PoolConfig {
 struct FilterConfig {
   std::string name;
   std::string type;
-  std::shared_ptr<const toml::table> options;  // the whole [[filters]] table, name and type included
+  std::shared_ptr<const toml::table>
+      options;  // the whole [[filters]] table, name and type included
   SourcePos pos;
 };
 

@@ -37,9 +37,9 @@ class RequestView {
 struct HeadDecision {
   enum class Action : uint8_t { kContinue, kReject, kPause };
   Action action = Action::kContinue;
-  uint16_t status = 0;   // kReject: the HTTP status sent to the client
-  std::string reason;    // why: logged, counted and sent in the small response body
-  std::string headers;   // kReject: extra response header lines ("Retry-After: 3\r\n")
+  uint16_t status = 0;  // kReject: the HTTP status sent to the client
+  std::string reason;   // why: logged, counted and sent in the small response body
+  std::string headers;  // kReject: extra response header lines ("Retry-After: 3\r\n")
 
   static HeadDecision next() { return {}; }
   static HeadDecision reject(uint16_t status, std::string reason, std::string headers = {}) {
@@ -82,9 +82,7 @@ struct MessageDecision {
   std::string reason;
 
   static MessageDecision next() { return {}; }
-  static MessageDecision drop(std::string reason) {
-    return {Action::kDrop, 0, std::move(reason)};
-  }
+  static MessageDecision drop(std::string reason) { return {Action::kDrop, 0, std::move(reason)}; }
   static MessageDecision close(uint16_t code, std::string reason) {
     return {Action::kClose, code, std::move(reason)};
   }

@@ -21,8 +21,8 @@ FilterPtr OriginFilter::build(const conf::FilterConfig& config, conf::Diagnostic
     std::string n = normalize(a);
     size_t star = n.find('*');
     bool bad_wildcard = star != std::string::npos && n.compare(star - 3, 5, "://*.") != 0;
-    if (n.empty() || bad_wildcard || n.find('*', star == std::string::npos ? 0 : star + 1) !=
-                                         std::string::npos) {
+    if (n.empty() || bad_wildcard ||
+        n.find('*', star == std::string::npos ? 0 : star + 1) != std::string::npos) {
       o.error("allow", "'" + a +
                            "' is not an origin: use \"https://host\", \"http://host:port\" or "
                            "\"https://*.example.com\"");

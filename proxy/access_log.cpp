@@ -95,10 +95,10 @@ void AccessLog::append(std::string* buffer, const AccessLogEntry& e) {
   appendJsonString(&b, e.request_id);
   if (e.status == 101) {
     char ws[160];
-    snprintf(ws, sizeof ws, ",\"ws_messages_in\":%llu,\"ws_messages_out\":%llu,\"ws_close_code\":%u",
-             static_cast<unsigned long long>(e.ws_messages_in),
-             static_cast<unsigned long long>(e.ws_messages_out),
-             static_cast<unsigned>(e.ws_close_code));
+    snprintf(
+        ws, sizeof ws, ",\"ws_messages_in\":%llu,\"ws_messages_out\":%llu,\"ws_close_code\":%u",
+        static_cast<unsigned long long>(e.ws_messages_in),
+        static_cast<unsigned long long>(e.ws_messages_out), static_cast<unsigned>(e.ws_close_code));
     b.append(ws);
     b.append(",\"ws_closed_by\":");
     appendJsonString(&b, e.ws_closed_by);

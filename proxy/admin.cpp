@@ -14,7 +14,8 @@ constexpr uint64_t kRequestTimeoutMs = 10000;
 
 class AdminServer::Connection : public net::Stream::Handler, public http::RequestParser::Handler {
  public:
-  Connection(AdminServer* server) : server_(server), stream_(server->loop_, this), parser_(this, kMaxHead) {
+  Connection(AdminServer* server)
+      : server_(server), stream_(server->loop_, this), parser_(this, kMaxHead) {
     uv_timer_init(server->loop_, &timer_);
     timer_.data = this;
   }
@@ -79,7 +80,8 @@ class AdminServer::Connection : public net::Stream::Handler, public http::Reques
     std::string out = "HTTP/1.1 " + std::to_string(resp.status) + " " +
                       http::reasonPhrase(resp.status) + "\r\nContent-Type: " + resp.content_type +
                       "\r\nContent-Length: " + std::to_string(resp.body.size()) +
-                      "\r\nCache-Control: no-store\r\nConnection: close\r\n" + resp.headers + "\r\n";
+                      "\r\nCache-Control: no-store\r\nConnection: close\r\n" + resp.headers +
+                      "\r\n";
     if (parser_.head().method != "HEAD") {
       out += resp.body;
     }
@@ -117,8 +119,9 @@ AdminServer::~AdminServer() = default;
 bool AdminServer::listen(const conf::Address& address, std::string* error) {
   sockaddr_storage ss{};
   std::string host = address.host == "localhost" ? "127.0.0.1" : address.host;
-  int rc = address.ipv6 ? uv_ip6_addr(host.c_str(), address.port, reinterpret_cast<sockaddr_in6*>(&ss))
-                        : uv_ip4_addr(host.c_str(), address.port, reinterpret_cast<sockaddr_in*>(&ss));
+  int rc = address.ipv6
+               ? uv_ip6_addr(host.c_str(), address.port, reinterpret_cast<sockaddr_in6*>(&ss))
+               : uv_ip4_addr(host.c_str(), address.port, reinterpret_cast<sockaddr_in*>(&ss));
   if (rc == 0) {
     uv_tcp_init(loop_, &tcp_);
     tcp_.data = this;

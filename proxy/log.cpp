@@ -26,8 +26,12 @@ const char* levelName(Level level) {
 }
 }  // namespace
 
-void setLevel(Level level) { g_level.store(static_cast<int>(level)); }
-bool enabled(Level level) { return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed); }
+void setLevel(Level level) {
+  g_level.store(static_cast<int>(level));
+}
+bool enabled(Level level) {
+  return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed);
+}
 
 void write(Level level, const char* fmt, ...) {
   char msg[2048];
@@ -42,7 +46,8 @@ void write(Level level, const char* fmt, ...) {
   char ts[32];
   strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &t);
   std::lock_guard lock(g_mutex);
-  fprintf(stderr, "%s.%03ldZ %s %s\n", ts, static_cast<long>(tv.tv_usec / 1000), levelName(level), msg);
+  fprintf(stderr, "%s.%03ldZ %s %s\n", ts, static_cast<long>(tv.tv_usec / 1000), levelName(level),
+          msg);
   fflush(stderr);
 }
 

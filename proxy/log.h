@@ -12,11 +12,11 @@ void setLevel(Level level);
 bool enabled(Level level);
 void write(Level level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define SLUICE_LOG(level, ...)                        \
-  do {                                                \
-    if (::sluice::log::enabled(level)) {              \
-      ::sluice::log::write((level), __VA_ARGS__);     \
-    }                                                 \
+#define SLUICE_LOG(level, ...)                    \
+  do {                                            \
+    if (::sluice::log::enabled(level)) {          \
+      ::sluice::log::write((level), __VA_ARGS__); \
+    }                                             \
   } while (0)
 #define LOG_DEBUG(...) SLUICE_LOG(::sluice::log::Level::kDebug, __VA_ARGS__)
 #define LOG_INFO(...) SLUICE_LOG(::sluice::log::Level::kInfo, __VA_ARGS__)

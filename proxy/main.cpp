@@ -75,7 +75,8 @@ int main(int argc, char** argv) {
     for (const std::string& e : errors) {
       fprintf(stderr, "%s\n", e.c_str());
     }
-    fprintf(stderr, "%s: %zu error%s\n", path.c_str(), errors.size(), errors.size() == 1 ? "" : "s");
+    fprintf(stderr, "%s: %zu error%s\n", path.c_str(), errors.size(),
+            errors.size() == 1 ? "" : "s");
     return 1;
   }
   sluice::Unsupported unsupported = sluice::unsupportedFeatures(*snapshot->config);

@@ -156,8 +156,10 @@ std::pair<int64_t, int64_t> Registry::backendConnections(const std::string& pool
     return {0, 0};
   }
   const BackendSlot* s = it->second.get();
-  return {static_cast<int64_t>(sum(s, workers_, [](const BackendSlot& x) { return x.connections_open.get(); })),
-          static_cast<int64_t>(sum(s, workers_, [](const BackendSlot& x) { return x.websockets_open.get(); }))};
+  return {static_cast<int64_t>(
+              sum(s, workers_, [](const BackendSlot& x) { return x.connections_open.get(); })),
+          static_cast<int64_t>(
+              sum(s, workers_, [](const BackendSlot& x) { return x.websockets_open.get(); }))};
 }
 
 std::string Registry::render(
@@ -189,7 +191,8 @@ std::string Registry::render(
     for (size_t c = 1; c <= 5; ++c) {
       double v = sum(s.get(), n, [c](const RouteSlot& x) { return x.requests_by_class[c].get(); });
       if (v > 0) {
-        w.sample("sluice_http_requests_total", {"route", name, "code", std::to_string(c) + "xx"}, v);
+        w.sample("sluice_http_requests_total", {"route", name, "code", std::to_string(c) + "xx"},
+                 v);
       }
     }
   }

@@ -20,7 +20,9 @@ namespace sluice::metrics {
 
 class Counter {
  public:
-  void inc(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  void inc(uint64_t n = 1) {
+    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
   uint64_t get() const { return v_.load(std::memory_order_relaxed); }
 
  private:
@@ -30,7 +32,9 @@ class Counter {
 // A gauge written by one worker.
 class Gauge {
  public:
-  void add(int64_t n) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  void add(int64_t n) {
+    v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
   int64_t get() const { return v_.load(std::memory_order_relaxed); }
 
  private:
@@ -62,7 +66,7 @@ class Histogram {
 
 inline constexpr std::array<double, 12> kLatencyBounds = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                           0.1,   0.25,   0.5,   1,    2.5,   10};
-inline constexpr std::array<double, 10> kSizeBounds = {64,     256,     1024,     4096,    16384,
+inline constexpr std::array<double, 10> kSizeBounds = {64,    256,    1024,    4096,    16384,
                                                        65536, 262144, 1048576, 4194304, 16777216};
 using LatencyHistogram = Histogram<kLatencyBounds.size()>;
 using SizeHistogram = Histogram<kSizeBounds.size()>;
@@ -70,8 +74,9 @@ using SizeHistogram = Histogram<kSizeBounds.size()>;
 // Per-worker slots. alignas keeps two workers' slots off one cache line.
 // sluice_tls_handshakes_total{result}: "ok" or why a handshake failed.
 inline constexpr const char* kTlsResults[] = {
-    "ok",      "handshake_failed",          "no_shared_cipher", "protocol_version",
-    "http_request", "no_client_certificate", "certificate_verify_failed", "eof", "timeout"};
+    "ok",           "handshake_failed",      "no_shared_cipher",          "protocol_version",
+    "http_request", "no_client_certificate", "certificate_verify_failed", "eof",
+    "timeout"};
 inline constexpr size_t kTlsResultCount = sizeof kTlsResults / sizeof kTlsResults[0];
 size_t tlsResultIndex(const char* result);  // unknown results count as "handshake_failed"
 
@@ -143,7 +148,8 @@ class Registry {
 
   // Prometheus text exposition format (version 0.0.4). `backend_states` lists, per pool and
   // backend address, the current state name ("healthy", "unhealthy", "draining").
-  std::string render(const std::vector<std::tuple<std::string, std::string, std::string>>& backend_states) const;
+  std::string render(
+      const std::vector<std::tuple<std::string, std::string, std::string>>& backend_states) const;
 
  private:
   template <typename Slot>

@@ -70,7 +70,8 @@ std::string Router::normalizeHost(std::string_view host) {
   return out;
 }
 
-const Router::HostRoutes* Router::hostRoutes(const ListenerRoutes& lr, std::string_view host) const {
+const Router::HostRoutes* Router::hostRoutes(const ListenerRoutes& lr,
+                                             std::string_view host) const {
   if (!lr.exact.empty()) {
     auto it = lr.exact.find(std::string(host));
     if (it != lr.exact.end()) {

@@ -62,8 +62,9 @@ Unsupported unsupportedFeatures(const conf::Config& config) {
   };
   for (const conf::ListenerConfig& l : config.listeners) {
     if (l.proxy_protocol) {
-      u.fatal.push_back(at(l.pos, "listener '" + l.name + "': proxy_protocol is not available in "
-                                  "this version"));
+      u.fatal.push_back(at(l.pos, "listener '" + l.name +
+                                      "': proxy_protocol is not available in "
+                                      "this version"));
     }
   }
   return u;
@@ -305,8 +306,8 @@ Server::ReloadResult Server::reload(const char* trigger) {
   const conf::Config& cur = *snapshot_->config;
   uint64_t generation = snapshot_->generation + 1;
   std::vector<std::string> errors;
-  std::shared_ptr<Snapshot> next =
-      std::const_pointer_cast<Snapshot>(loadSnapshot(cur.path, generation, &errors, registry_.get(), &backend_states_));
+  std::shared_ptr<Snapshot> next = std::const_pointer_cast<Snapshot>(
+      loadSnapshot(cur.path, generation, &errors, registry_.get(), &backend_states_));
   std::string token_error;
   if (next) {
     Unsupported u = unsupportedFeatures(*next->config);
@@ -373,7 +374,8 @@ Server::ReloadResult Server::reload(const char* trigger) {
 }
 
 bool Server::openNewListeners(const conf::Config& cur, const conf::Config& next,
-                              std::vector<std::vector<int>>* fds, std::vector<std::string>* errors) {
+                              std::vector<std::vector<int>>* fds,
+                              std::vector<std::string>* errors) {
   const auto& nl = next.listeners;
   for (auto& f : *fds) {
     f.assign(nl.size(), -1);
@@ -596,7 +598,8 @@ AdminResponse Server::drainEndpoint(std::string_view rest) {
   for (auto& w : workers_) {
     Worker* worker = w.get();
     if (drain) {
-      worker->post([worker, pool, address, timeout] { worker->drainBackend(pool, address, timeout); });
+      worker->post(
+          [worker, pool, address, timeout] { worker->drainBackend(pool, address, timeout); });
     } else {
       worker->post([worker, pool, address] { worker->undrainBackend(pool, address); });
     }
@@ -605,7 +608,8 @@ AdminResponse Server::drainEndpoint(std::string_view rest) {
            drain ? "draining (no new connections; WebSockets get 1012 after drain_timeout)"
                  : "undrained");
   return json(200, R"({"pool":)" + jsonString(pool) + R"(,"backend":)" + jsonString(address) +
-                       R"(,"state":)" + jsonString(state->stateName(upstream::steadyNowMs())) + "}");
+                       R"(,"state":)" + jsonString(state->stateName(upstream::steadyNowMs())) +
+                       "}");
 }
 
 void Server::rebalance() {
@@ -659,10 +663,11 @@ void Server::rebalance() {
     worker->post([worker, name, address, budget, active, fair] {
       size_t moved = worker->shedWebSockets(name, address, budget);
       if (moved > 0) {
-        LOG_INFO("rebalance: pool '%s' backend %s had %lld connections (fair share %lld): closed "
-                 "%zu WebSockets with 1012 so that they reconnect elsewhere",
-                 name.c_str(), address.c_str(), static_cast<long long>(active),
-                 static_cast<long long>(fair), moved);
+        LOG_INFO(
+            "rebalance: pool '%s' backend %s had %lld connections (fair share %lld): closed "
+            "%zu WebSockets with 1012 so that they reconnect elsewhere",
+            name.c_str(), address.c_str(), static_cast<long long>(active),
+            static_cast<long long>(fair), moved);
       }
     });
   }
@@ -674,10 +679,11 @@ std::string Server::statusJson() const {
   o += ",\"uptime_seconds\":" + std::to_string((uv_now(&loop_) - started_ms_) / 1000);
   o += ",\"shutting_down\":" + std::string(shutting_down_ ? "true" : "false");
   o += ",\"config\":{\"path\":" + jsonString(cfg.path) +
-       ",\"generation\":" + std::to_string(snapshot_->generation) + ",\"files\":" + jsonErrors(cfg.files);
+       ",\"generation\":" + std::to_string(snapshot_->generation) +
+       ",\"files\":" + jsonErrors(cfg.files);
   o += ",\"last_reload\":{\"result\":" + jsonString(last_reload_.ok ? "success" : "failure") +
-       ",\"time\":" + jsonString(last_reload_.time) + ",\"errors\":" + jsonErrors(last_reload_.errors) +
-       "}}";
+       ",\"time\":" + jsonString(last_reload_.time) +
+       ",\"errors\":" + jsonErrors(last_reload_.errors) + "}}";
   o += ",\"listeners\":[";
   for (size_t i = 0; i < cfg.listeners.size(); ++i) {
     const conf::ListenerConfig& l = cfg.listeners[i];

@@ -94,11 +94,13 @@ void Snapshot::buildBalancers(upstream::BackendStates* states) {
   for (size_t p = 0; p < config->pools.size(); ++p) {
     const conf::PoolConfig& pool = config->pools[p];
     for (const conf::BackendConfig& b : pool.backends) {
-      backend_states[p].push_back(states != nullptr ? states->get(pool.name, b.address.text) : nullptr);
+      backend_states[p].push_back(states != nullptr ? states->get(pool.name, b.address.text)
+                                                    : nullptr);
       // Opaque and stable across restarts and instances: a hash of pool and address.
       char token[24];
       snprintf(token, sizeof token, "%016llx",
-               static_cast<unsigned long long>(upstream::Balancer::hash(pool.name + "/" + b.address.text)));
+               static_cast<unsigned long long>(
+                   upstream::Balancer::hash(pool.name + "/" + b.address.text)));
       sticky_tokens[p].push_back(token);
     }
     balancers.emplace_back(pool, backend_states[p]);

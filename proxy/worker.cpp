@@ -19,7 +19,10 @@ constexpr uint64_t kFlushIntervalMs = 200;
 
 Worker::Worker(unsigned id, SnapshotPtr snapshot, std::vector<int> listen_fds, SharedState* shared,
                AccessLog* access_log)
-    : id_(id), snapshot_(std::move(snapshot)), listen_fds_(std::move(listen_fds)), shared_(shared),
+    : id_(id),
+      snapshot_(std::move(snapshot)),
+      listen_fds_(std::move(listen_fds)),
+      shared_(shared),
       access_log_(access_log) {
   uint64_t seed = 0;
   RAND_bytes(reinterpret_cast<unsigned char*>(&seed), sizeof seed);
@@ -48,7 +51,9 @@ void Worker::addListener(size_t index, int fd) {
   listeners_.push_back(l);
 }
 
-Worker::~Worker() { uv_loop_close(&loop_); }
+Worker::~Worker() {
+  uv_loop_close(&loop_);
+}
 
 void Worker::start() {
   for (Listener* l : listeners_) {
@@ -184,7 +189,8 @@ size_t Worker::shedWebSockets(const std::string& pool, const std::string& addres
 
 void Worker::waitForGeneration(uint64_t generation, std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
-  applied_cv_.wait_for(lock, timeout, [&] { return applied_generation_ >= generation || shutdown_requested_; });
+  applied_cv_.wait_for(lock, timeout,
+                       [&] { return applied_generation_ >= generation || shutdown_requested_; });
 }
 
 void Worker::applySnapshot(SnapshotPtr next, std::vector<int> fds) {
@@ -341,7 +347,9 @@ void Worker::resumeAccepting() {
 
 // ---- connections and the upstream keep-alive pool ------------------------------------------
 
-void Worker::registerConnection(http::DownstreamConnection* conn) { connections_.push_back(conn); }
+void Worker::registerConnection(http::DownstreamConnection* conn) {
+  connections_.push_back(conn);
+}
 
 void Worker::unregisterConnection(http::DownstreamConnection* conn) {
   auto it = std::find(connections_.begin(), connections_.end(), conn);

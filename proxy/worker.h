@@ -4,11 +4,11 @@
 // keep-alive pools. A connection lives on the worker that accepted it for its whole life.
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
-#include <condition_variable>
 #include <mutex>
 #include <random>
 #include <string>

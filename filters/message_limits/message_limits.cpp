@@ -15,7 +15,9 @@ class LimitsStream : public StreamFilter {
 
 MessageLimitsFilter::MessageLimitsFilter(std::string name, uint64_t max_message_bytes,
                                          bool allow_text, bool allow_binary)
-    : Filter(std::move(name)), max_message_bytes_(max_message_bytes), allow_text_(allow_text),
+    : Filter(std::move(name)),
+      max_message_bytes_(max_message_bytes),
+      allow_text_(allow_text),
       allow_binary_(allow_binary) {}
 
 MessageDecision MessageLimitsFilter::judge(const FrameInfo& frame) const {

@@ -50,7 +50,8 @@ std::string OriginFilter::normalize(std::string_view origin) {
     out.pop_back();
   }
   auto strip = [&](std::string_view scheme, std::string_view port) {
-    if (out.starts_with(scheme) && out.ends_with(port) && out.size() > scheme.size() + port.size()) {
+    if (out.starts_with(scheme) && out.ends_with(port) &&
+        out.size() > scheme.size() + port.size()) {
       out.resize(out.size() - port.size());
     }
   };

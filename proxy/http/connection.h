@@ -17,11 +17,11 @@
 #include <llhttp.h>
 #include <uv.h>
 
+#include "filters/filter.h"
 #include "proxy/http/message.h"
 #include "proxy/http/request_parser.h"
 #include "proxy/metrics.h"
 #include "proxy/net/stream.h"
-#include "filters/filter.h"
 #include "proxy/snapshot.h"
 #include "proxy/ws/relay.h"
 
@@ -35,11 +35,11 @@ class UpstreamConnection;
 
 // What went wrong toward a backend, as seen by the downstream side.
 enum class UpstreamError {
-  kConnectFailed,    // refused, unreachable, or connect_timeout
+  kConnectFailed,        // refused, unreachable, or connect_timeout
   kResetBeforeResponse,  // closed or reset before any response byte
-  kTimeout,          // response_timeout
-  kBadResponse,      // unparsable response
-  kTruncated,        // closed in the middle of the response
+  kTimeout,              // response_timeout
+  kBadResponse,          // unparsable response
+  kTruncated,            // closed in the middle of the response
 };
 
 class DownstreamConnection : public net::Stream::Handler,
@@ -187,12 +187,12 @@ class DownstreamConnection : public net::Stream::Handler,
   Framing request_framing_ = Framing::kNone;
   Framing response_framing_ = Framing::kNone;
   bool head_request_ = false;
-  bool websocket_ = false;  // a valid WebSocket upgrade request
-  bool sticky_hit_ = false;  // the sticky cookie chose the backend
+  bool websocket_ = false;      // a valid WebSocket upgrade request
+  bool sticky_hit_ = false;     // the sticky cookie chose the backend
   bool listener_gone_ = false;  // a reload removed this connection's listener
   bool in_parse_ = false;
-  bool tls_ = false;            // a TLS listener's connection
-  std::string client_subject_;  // verified client certificate's subject
+  bool tls_ = false;                        // a TLS listener's connection
+  std::string client_subject_;              // verified client certificate's subject
   net::Stream* corked_upstream_ = nullptr;  // corked during parse(), uncorked at its end
   bool expect_continue_ = false;
   bool filter_paused_ = false;  // a head filter paused; resume() continues
@@ -210,7 +210,7 @@ class DownstreamConnection : public net::Stream::Handler,
   uint64_t bytes_out_ = 0;
   std::string local_error_;
   std::chrono::steady_clock::time_point request_start_;
-  std::string head_buffer_;  // scratch for building heads
+  std::string head_buffer_;    // scratch for building heads
   std::string upstream_head_;  // the request head sent upstream, kept for a retry
   UpstreamConnection* upstream_ = nullptr;
   uint64_t upstream_start_ = 0;  // uv_hrtime() when the request head went upstream
@@ -309,7 +309,7 @@ class UpstreamConnection : public net::Stream::Handler {
   metrics::BackendSlot* slot_;
   upstream::BackendState* state_;  // may be null (no shared state bound)
   std::shared_ptr<const net::ClientTls> tls_;
-  bool in_use_ = false;            // counted in state_->active
+  bool in_use_ = false;  // counted in state_->active
   void setInUse(bool in_use);
 };
 

@@ -48,8 +48,11 @@ void writeChunk(Sink& sink, const char* data, size_t len) {
 }  // namespace
 
 DownstreamConnection::DownstreamConnection(Worker* worker, size_t listener_index)
-    : worker_(worker), snapshot_(worker->snapshot()), listener_index_(listener_index),
-      stream_(worker->loop(), this), parser_(this, snapshot_->config->listeners[listener_index].max_header_bytes),
+    : worker_(worker),
+      snapshot_(worker->snapshot()),
+      listener_index_(listener_index),
+      stream_(worker->loop(), this),
+      parser_(this, snapshot_->config->listeners[listener_index].max_header_bytes),
       request_(parser_.head()) {
   uv_timer_init(worker->loop(), &timer_);
   timer_.data = this;
@@ -96,7 +99,8 @@ bool DownstreamConnection::accept(uv_stream_t* server) {
 }
 
 void DownstreamConnection::onTlsHandshake(const char* failure) {
-  listener_slot_->tls_handshakes[metrics::tlsResultIndex(failure != nullptr ? failure : "ok")].inc();
+  listener_slot_->tls_handshakes[metrics::tlsResultIndex(failure != nullptr ? failure : "ok")]
+      .inc();
   if (failure != nullptr) {
     LOG_DEBUG("downstream %s: TLS handshake failed: %s", client_ip_.c_str(), failure);
     closeNow();
@@ -266,7 +270,7 @@ RequestParser::HeadAction DownstreamConnection::onHead() {
   state_ = State::kProxying;
   armTimer(TimerMode::kNone, {});
 
-  request_framing_ = parser_.chunked()           ? Framing::kChunked
+  request_framing_ = parser_.chunked()            ? Framing::kChunked
                      : parser_.hasContentLength() ? Framing::kContentLength
                                                   : Framing::kNone;
   bool has_body = parser_.hasBody();
@@ -292,9 +296,9 @@ RequestParser::HeadAction DownstreamConnection::onHead() {
     } else {
       authority = authority.substr(0, authority.rfind(':'));
     }
-    std::string location = "Location: https://" + std::string(authority) +
-                           std::string(req.url.starts_with("/") ? std::string_view(req.url) : path) +
-                           "\r\n";
+    std::string location =
+        "Location: https://" + std::string(authority) +
+        std::string(req.url.starts_with("/") ? std::string_view(req.url) : path) + "\r\n";
     respondLocal(308, "use https", has_body, location);
     return has_body ? HeadAction::kStop : HeadAction::kContinue;
   }
@@ -319,7 +323,8 @@ RequestParser::HeadAction DownstreamConnection::onHead() {
     websocket_ = true;
   }
 
-  if (parser_.hasContentLength() && route.max_body_bytes > 0 && parser_.contentLength() > route.max_body_bytes) {
+  if (parser_.hasContentLength() && route.max_body_bytes > 0 &&
+      parser_.contentLength() > route.max_body_bytes) {
     respondLocal(413, "request body larger than max_body_bytes", true);
     return HeadAction::kStop;
   }
@@ -358,7 +363,8 @@ bool DownstreamConnection::checkWebSocketHandshake() {
     bad = "WebSocket upgrade without 'Connection: Upgrade'";
   } else if (parser_.hasBody()) {
     bad = "WebSocket upgrade with a body";
-  } else if (key == nullptr || req.count("sec-websocket-key") != 1 || !ws::validClientKey(key->value)) {
+  } else if (key == nullptr || req.count("sec-websocket-key") != 1 ||
+             !ws::validClientKey(key->value)) {
     bad = "missing or invalid Sec-WebSocket-Key";
   }
   if (bad != nullptr) {
@@ -409,7 +415,7 @@ bool DownstreamConnection::runHeadFilters(size_t from) {
       }
     }
     fm.decisions[d.action == filters::HeadDecision::Action::kReject ? metrics::kDecisionReject
-                                                                     : metrics::kDecisionContinue]
+                                                                    : metrics::kDecisionContinue]
         .inc();
     if (d.action == filters::HeadDecision::Action::kReject) {
       LOG_DEBUG("filter '%s' rejected %s %s: %u %s", chain[i]->name().c_str(),
@@ -423,7 +429,8 @@ bool DownstreamConnection::runHeadFilters(size_t from) {
 }
 
 metrics::FilterSlot& DownstreamConnection::filterSlot(size_t chain_index) const {
-  size_t filter = snapshot_->config->routes[static_cast<size_t>(route_)].filter_indices[chain_index];
+  size_t filter =
+      snapshot_->config->routes[static_cast<size_t>(route_)].filter_indices[chain_index];
   return snapshot_->metrics.filters[filter][worker_->id()];
 }
 
@@ -436,7 +443,9 @@ void DownstreamConnection::resume(filters::HeadDecision decision) {
     return;
   }
   bool reject = decision.action == filters::HeadDecision::Action::kReject;
-  filterSlot(filter_index_).decisions[reject ? metrics::kDecisionReject : metrics::kDecisionContinue].inc();
+  filterSlot(filter_index_)
+      .decisions[reject ? metrics::kDecisionReject : metrics::kDecisionContinue]
+      .inc();
   if (reject) {
     respondLocal(decision.status, decision.reason, true, decision.headers);
     return;
@@ -465,7 +474,9 @@ bool DownstreamConnection::onBody(const char* data, size_t len) {
   return !closing_ && state_ != State::kClosing;
 }
 
-void DownstreamConnection::onMessageComplete() { finishRequestBody(); }
+void DownstreamConnection::onMessageComplete() {
+  finishRequestBody();
+}
 
 // ---- toward the upstream -------------------------------------------------------------------
 
@@ -496,15 +507,15 @@ void DownstreamConnection::startUpstream(int exclude_backend) {
   const std::string& key = snap.upstream_keys[p][static_cast<size_t>(backend)];
   // A retry after a stale keep-alive connection always opens a fresh one.
   // A WebSocket gets a dedicated connection.
-  UpstreamConnection* up =
-      attempts_ == 1 && !websocket_ ? worker_->takeIdleUpstream(key) : nullptr;
+  UpstreamConnection* up = attempts_ == 1 && !websocket_ ? worker_->takeIdleUpstream(key) : nullptr;
   if (up == nullptr) {
     up = new UpstreamConnection(
         worker_, key, pool.backends[static_cast<size_t>(backend)].address.text, route.pool_index,
         backend,
         &snap.metrics.backends[route.pool_index][static_cast<size_t>(backend)][worker_->id()],
         snap.backend_states[p][static_cast<size_t>(backend)]);
-    const sockaddr_storage& addr = snap.backend_addrs[route.pool_index][static_cast<size_t>(backend)];
+    const sockaddr_storage& addr =
+        snap.backend_addrs[route.pool_index][static_cast<size_t>(backend)];
     if (const auto& tls = snap.pool_tls[p]) {
       up->startTls(tls, pool.backends[static_cast<size_t>(backend)].address.host);
     }
@@ -543,7 +554,8 @@ int DownstreamConnection::stickyBackend(const Snapshot& snap, size_t pool) const
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] == token) {
       const upstream::BackendState* st = snap.backend_states[pool][i];
-      bool ok = snap.config->pools[pool].backends[i].weight > 0 && (st == nullptr || st->available(now));
+      bool ok =
+          snap.config->pools[pool].backends[i].weight > 0 && (st == nullptr || st->available(now));
       return ok ? static_cast<int>(i) : -1;  // otherwise choose again and re-issue the cookie
     }
   }
@@ -721,8 +733,8 @@ void DownstreamConnection::onUpstreamInformational(const ResponseHead& head) {
   stream_.write(head_buffer_);
 }
 
-bool DownstreamConnection::onUpstreamResponseHead(const ResponseHead& head, bool upstream_keep_alive,
-                                                  bool close_delimited) {
+bool DownstreamConnection::onUpstreamResponseHead(const ResponseHead& head,
+                                                  bool upstream_keep_alive, bool close_delimited) {
   status_ = head.status;
   response_started_ = true;
   observeUpstreamLatency();
@@ -734,8 +746,8 @@ bool DownstreamConnection::onUpstreamResponseHead(const ResponseHead& head, bool
   } else {
     response_framing_ = Framing::kContentLength;
   }
-  keep_alive_ = keep_alive_ && !websocket_ && clientWantsKeepAlive() && !shutdown_ && !client_eof_ &&
-                response_framing_ != Framing::kClose && !worker_->shuttingDown();
+  keep_alive_ = keep_alive_ && !websocket_ && clientWantsKeepAlive() && !shutdown_ &&
+                !client_eof_ && response_framing_ != Framing::kClose && !worker_->shuttingDown();
   if (upstream::BackendState* st = backendState()) {
     if (head.status >= 500) {
       if (st->recordFailure(upstream::steadyNowMs())) {
@@ -806,18 +818,18 @@ bool DownstreamConnection::onUpstreamUpgrade(const ResponseHead& head) {
   const size_t route = static_cast<size_t>(route_);
   const unsigned w = worker_->id();
   ws_route_slot_ = &snapshot_->metrics.routes[route][w];
-  ws_backend_slot_ = &snapshot_->metrics.backends[upstream_->pool()][static_cast<size_t>(backend_)][w];
+  ws_backend_slot_ =
+      &snapshot_->metrics.backends[upstream_->pool()][static_cast<size_t>(backend_)][w];
   ws_route_slot_->ws_open.add(1);
   ws_backend_slot_->websockets_open.add(1);
   std::vector<metrics::FilterSlot*> filter_slots;
   for (size_t f : snapshot_->config->routes[route].filter_indices) {
     filter_slots.push_back(&snapshot_->metrics.filters[f][w]);
   }
-  relay_ = std::make_unique<ws::Relay>(worker_->loop(), stream_, upstream_->stream(), &timer_,
-                                       &DownstreamConnection::onTimer,
-                                       snapshot_->config->routes[route].websocket,
-                                       std::move(stream_filters_), std::move(filter_slots),
-                                       snapshot_->route_needs_payload[route], ws_route_slot_, this);
+  relay_ = std::make_unique<ws::Relay>(
+      worker_->loop(), stream_, upstream_->stream(), &timer_, &DownstreamConnection::onTimer,
+      snapshot_->config->routes[route].websocket, std::move(stream_filters_),
+      std::move(filter_slots), snapshot_->route_needs_payload[route], ws_route_slot_, this);
   // The HTTP scratch buffers and most of the request head are not needed for the rest of this
   // connection's life.
   head_buffer_ = std::string();
@@ -900,8 +912,8 @@ void DownstreamConnection::onUpstreamComplete() {
 void DownstreamConnection::onUpstreamError(UpstreamError error, int status) {
   upstream_ = nullptr;
   if (error == UpstreamError::kConnectFailed) {
-    if (upstream::BackendState* st = backendState(); st != nullptr &&
-                                                     st->recordFailure(upstream::steadyNowMs())) {
+    if (upstream::BackendState* st = backendState();
+        st != nullptr && st->recordFailure(upstream::steadyNowMs())) {
       LOG_WARN("backend ejected after consecutive connect failures (route '%s')",
                snapshot_->config->routes[static_cast<size_t>(route_)].name.c_str());
     }
@@ -1033,9 +1045,9 @@ void DownstreamConnection::writeAccessLog() {
     e.ws_close_code = st.close_code;
     e.ws_closed_by = ws::Relay::closedByName(st.closed_by);
   }
-  e.duration_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                            request_start_)
-                      .count();
+  e.duration_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - request_start_)
+          .count();
   e.error = local_error_;
   log->append(worker_->accessLogBuffer(), e);
   method_.clear();  // logged once
@@ -1100,7 +1112,8 @@ void DownstreamConnection::onSnapshotChanged(const Snapshot& next) {
   }
   LOG_INFO("websocket on route '%s' to %s: route or backend removed by reload; draining in %lld ms",
            route.name.c_str(), backend.c_str(), static_cast<long long>(pool.drain_timeout.count()));
-  worker_->scheduleDrain(this, uv_now(worker_->loop()) + static_cast<uint64_t>(pool.drain_timeout.count()));
+  worker_->scheduleDrain(
+      this, uv_now(worker_->loop()) + static_cast<uint64_t>(pool.drain_timeout.count()));
 }
 
 void DownstreamConnection::drainNow() {

@@ -5,7 +5,9 @@
 namespace sluice::http {
 
 namespace {
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+char lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
@@ -68,7 +70,9 @@ bool headerHasToken(std::string_view value, std::string_view token) {
   return false;
 }
 
-const Header* RequestHead::find(std::string_view name) const { return findHeader(*this, name); }
+const Header* RequestHead::find(std::string_view name) const {
+  return findHeader(*this, name);
+}
 
 size_t RequestHead::count(std::string_view name) const {
   size_t n = 0;
@@ -97,7 +101,9 @@ void RequestHead::trimTo(std::string_view keep) {
   url.shrink_to_fit();
 }
 
-const Header* ResponseHead::find(std::string_view name) const { return findHeader(*this, name); }
+const Header* ResponseHead::find(std::string_view name) const {
+  return findHeader(*this, name);
+}
 
 void ResponseHead::clear() {
   status = 0;
@@ -229,8 +235,9 @@ void writeLocalResponse(uint16_t status, std::string_view detail, bool keep_aliv
                         std::string_view extra_headers, bool head_only, std::string* out) {
   char buf[256];
   const char* reason = reasonPhrase(status);
-  int body_len = snprintf(buf, sizeof buf, "%u %s%s%.*s\n", static_cast<unsigned>(status), reason,
-                          detail.empty() ? "" : ": ", static_cast<int>(detail.size()), detail.data());
+  int body_len =
+      snprintf(buf, sizeof buf, "%u %s%s%.*s\n", static_cast<unsigned>(status), reason,
+               detail.empty() ? "" : ": ", static_cast<int>(detail.size()), detail.data());
   if (body_len < 0) {
     body_len = 0;
   }
@@ -257,37 +264,68 @@ void writeChunkHeader(size_t len, std::string* out) {
 
 const char* reasonPhrase(uint16_t status) {
   switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 103: return "Early Hints";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 417: return "Expectation Failed";
-    case 426: return "Upgrade Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+      return "Continue";
+    case 101:
+      return "Switching Protocols";
+    case 103:
+      return "Early Hints";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 206:
+      return "Partial Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 304:
+      return "Not Modified";
+    case 307:
+      return "Temporary Redirect";
+    case 308:
+      return "Permanent Redirect";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 413:
+      return "Content Too Large";
+    case 417:
+      return "Expectation Failed";
+    case 426:
+      return "Upgrade Required";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
   }
 }
 

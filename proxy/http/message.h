@@ -56,7 +56,7 @@ enum class Framing {
 
 struct ForwardInfo {
   std::string_view client_ip;
-  std::string_view proto;  // "http" or "https"
+  std::string_view proto;       // "http" or "https"
   std::string_view request_id;  // used when the request carries no X-Request-Id
   bool upgrade = false;         // keep Connection: upgrade and Upgrade
   // Drop Sec-WebSocket-Extensions offers sluice cannot inspect (so that frames stay readable).

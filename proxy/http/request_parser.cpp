@@ -6,7 +6,9 @@
 namespace sluice::http {
 
 namespace {
-RequestParser* self(llhttp_t* p) { return static_cast<RequestParser*>(p->data); }
+RequestParser* self(llhttp_t* p) {
+  return static_cast<RequestParser*>(p->data);
+}
 }  // namespace
 
 RequestParser::RequestParser(Handler* handler, uint64_t max_header_bytes)

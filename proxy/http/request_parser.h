@@ -99,7 +99,7 @@ class RequestParser {
   const char* chunk_data_end_ = nullptr;  // in the current slice; null when not
   bool chunk_data_pending_ = false;       // a chunk's data ended and its CRLF is not checked yet
   char crlf_seen_[2] = {0, 0};
-  uint8_t crlf_seen_len_ = 0;             // bytes after the data seen in earlier slices
+  uint8_t crlf_seen_len_ = 0;  // bytes after the data seen in earlier slices
   uint16_t reject_status_ = 0;
   const char* reject_reason_ = "";
   bool stopped_ = false;

@@ -5,15 +5,22 @@
 namespace sluice::http {
 
 namespace {
-UpstreamConnection* self(llhttp_t* p) { return static_cast<UpstreamConnection*>(p->data); }
+UpstreamConnection* self(llhttp_t* p) {
+  return static_cast<UpstreamConnection*>(p->data);
+}
 }  // namespace
 
 UpstreamConnection::UpstreamConnection(Worker* worker, std::string key, std::string address,
-                                       size_t pool, int backend,
-                                       metrics::BackendSlot* slot, upstream::BackendState* state)
-    : worker_(worker), key_(std::move(key)), address_(std::move(address)), pool_(pool),
+                                       size_t pool, int backend, metrics::BackendSlot* slot,
+                                       upstream::BackendState* state)
+    : worker_(worker),
+      key_(std::move(key)),
+      address_(std::move(address)),
+      pool_(pool),
       backend_(backend),
-      stream_(worker->loop(), this), slot_(slot), state_(state) {
+      stream_(worker->loop(), this),
+      slot_(slot),
+      state_(state) {
   slot_->connections_open.add(1);
   uv_timer_init(worker->loop(), &timer_);
   timer_.data = this;
@@ -128,7 +135,9 @@ void UpstreamConnection::attach(DownstreamConnection* down, conf::Duration respo
   }
 }
 
-void UpstreamConnection::detach() { down_ = nullptr; }
+void UpstreamConnection::detach() {
+  down_ = nullptr;
+}
 
 void UpstreamConnection::requestSent() {
   request_sent_ = true;
@@ -151,8 +160,8 @@ void UpstreamConnection::release(bool reusable, uint32_t max_idle, conf::Duratio
   idle_ = true;
   // Keep reading: a backend that closes an idle connection frees it at once.
   stream_.readStart();
-  uv_timer_start(&timer_, &UpstreamConnection::onTimer,
-                 static_cast<uint64_t>(idle_timeout.count()), 0);
+  uv_timer_start(&timer_, &UpstreamConnection::onTimer, static_cast<uint64_t>(idle_timeout.count()),
+                 0);
   worker_->putIdleUpstream(this, max_idle);
 }
 
@@ -309,7 +318,8 @@ void UpstreamConnection::onEof() {
       return;
     }
   }
-  fail(response_bytes_ == 0 ? UpstreamError::kResetBeforeResponse : UpstreamError::kTruncated, UV_EOF);
+  fail(response_bytes_ == 0 ? UpstreamError::kResetBeforeResponse : UpstreamError::kTruncated,
+       UV_EOF);
 }
 
 void UpstreamConnection::onError(int status) {
@@ -389,7 +399,8 @@ int UpstreamConnection::cbHeadersComplete(llhttp_t* p) {
     return 0;
   }
   bool close_delimited = !u->head_request_ && llhttp_message_needs_eof(p) != 0;
-  bool skip = u->down_->onUpstreamResponseHead(r, llhttp_should_keep_alive(p) != 0, close_delimited);
+  bool skip =
+      u->down_->onUpstreamResponseHead(r, llhttp_should_keep_alive(p) != 0, close_delimited);
   return skip ? 1 : 0;
 }
 

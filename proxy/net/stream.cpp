@@ -7,8 +7,8 @@
 #include <cstring>
 #include <memory>
 
-#include <netinet/in.h>
 #include <arpa/inet.h>
+#include <netinet/in.h>
 
 namespace sluice::net {
 
@@ -405,7 +405,9 @@ void Stream::shutdown() {
   }
 }
 
-void Stream::onShutdown(uv_shutdown_t* req, int) { delete req; }
+void Stream::onShutdown(uv_shutdown_t* req, int) {
+  delete req;
+}
 
 void Stream::closeAfterFlush() {
   uncorkNow();

@@ -77,7 +77,8 @@ std::string loadPair(SSL_CTX* ctx, const std::string& cert, const std::string& k
 
 std::vector<std::string> dnsNames(X509* cert) {
   std::vector<std::string> names;
-  auto* sans = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  auto* sans =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
   if (sans != nullptr) {
     for (int i = 0; i < sk_GENERAL_NAME_num(sans); ++i) {
       const GENERAL_NAME* n = sk_GENERAL_NAME_value(sans, i);
@@ -96,8 +97,9 @@ std::vector<std::string> dnsNames(X509* cert) {
 // ClientTls that owns the context.
 int hostIndex() {
   static const int index = SSL_get_ex_new_index(
-      0, nullptr, nullptr, nullptr,
-      [](void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) { delete static_cast<std::string*>(ptr); });
+      0, nullptr, nullptr, nullptr, [](void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+        delete static_cast<std::string*>(ptr);
+      });
   return index;
 }
 int clientIndex() {
@@ -219,10 +221,9 @@ int ServerTls::onAlpn(SSL*, const unsigned char** out, unsigned char* outlen,
                       const unsigned char* in, unsigned int inlen, void* arg) {
   const auto* tls = static_cast<const ServerTls*>(arg);
   unsigned char* selected = nullptr;
-  if (SSL_select_next_proto(&selected, outlen,
-                            reinterpret_cast<const unsigned char*>(tls->alpn_wire_.data()),
-                            static_cast<unsigned>(tls->alpn_wire_.size()), in,
-                            inlen) != OPENSSL_NPN_NEGOTIATED) {
+  if (SSL_select_next_proto(
+          &selected, outlen, reinterpret_cast<const unsigned char*>(tls->alpn_wire_.data()),
+          static_cast<unsigned>(tls->alpn_wire_.size()), in, inlen) != OPENSSL_NPN_NEGOTIATED) {
     return SSL_TLSEXT_ERR_NOACK;  // no common protocol: continue without ALPN
   }
   *out = selected;
@@ -243,7 +244,8 @@ std::shared_ptr<ClientTls> ClientTls::build(const conf::PoolTls& config,
   }
   // Sessions (TLS 1.2 at the handshake, TLS 1.3 from the tickets that follow it) are kept per
   // backend host and offered on the next connection to it.
-  SSL_CTX_set_session_cache_mode(tls->ctx_, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_set_session_cache_mode(tls->ctx_,
+                                 SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
   SSL_CTX_set_ex_data(tls->ctx_, clientIndex(), tls.get());
   SSL_CTX_sess_set_new_cb(tls->ctx_, &ClientTls::onNewSession);
   if (config.verify) {
@@ -251,7 +253,8 @@ std::shared_ptr<ClientTls> ClientTls::build(const conf::PoolTls& config,
                  ? SSL_CTX_set_default_verify_paths(tls->ctx_)
                  : SSL_CTX_load_verify_locations(tls->ctx_, config.ca.c_str(), nullptr);
     if (rc != 1) {
-      errors->push_back(where(config.pos) + "cannot load ca '" + config.ca + "': " + opensslError());
+      errors->push_back(where(config.pos) + "cannot load ca '" + config.ca +
+                        "': " + opensslError());
       return nullptr;
     }
     SSL_CTX_set_verify(tls->ctx_, SSL_VERIFY_PEER, nullptr);

@@ -58,7 +58,6 @@ class ClientTls {
   static int onNewSession(SSL* ssl, SSL_SESSION* session);
 
  public:
-
  private:
   SSL_CTX* ctx_ = nullptr;
   mutable std::mutex mutex_;  // guards sessions_ (touched once per new upstream connection)

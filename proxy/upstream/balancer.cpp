@@ -201,7 +201,9 @@ int Balancer::consistent(PickState& st, std::string_view key, int exclude, uint6
   for (size_t i = 0; i < weights_.size(); ++i) {
     if (eligible(i, exclude, now_ms)) {
       weight_sum += weights_[i];
-      total += states_.empty() || states_[i] == nullptr ? 0 : states_[i]->active.load(std::memory_order_relaxed);
+      total += states_.empty() || states_[i] == nullptr
+                   ? 0
+                   : states_[i]->active.load(std::memory_order_relaxed);
     }
   }
   if (weight_sum == 0) {

@@ -33,10 +33,9 @@ class Attempt {
     uv_timer_start(
         &timer_, [](uv_timer_t* t) { static_cast<Attempt*>(t->data)->finish(false, "timed out"); },
         static_cast<uint64_t>(spec_.health.timeout.count()), 0);
-    int rc = uv_tcp_connect(&connect_, &tcp_, reinterpret_cast<const sockaddr*>(&spec_.addr),
-                            [](uv_connect_t* req, int status) {
-                              static_cast<Attempt*>(req->data)->onConnect(status);
-                            });
+    int rc = uv_tcp_connect(
+        &connect_, &tcp_, reinterpret_cast<const sockaddr*>(&spec_.addr),
+        [](uv_connect_t* req, int status) { static_cast<Attempt*>(req->data)->onConnect(status); });
     if (rc != 0) {
       finish(false, uv_strerror(rc));
     }
@@ -64,7 +63,8 @@ class Attempt {
         reinterpret_cast<uv_stream_t*>(&tcp_),
         [](uv_handle_t* h, size_t, uv_buf_t* buf) {
           auto* self = static_cast<Attempt*>(h->data);
-          *buf = uv_buf_init(self->buf_ + self->len_, static_cast<unsigned>(sizeof self->buf_ - self->len_));
+          *buf = uv_buf_init(self->buf_ + self->len_,
+                             static_cast<unsigned>(sizeof self->buf_ - self->len_));
         },
         [](uv_stream_t* s, ssize_t n, const uv_buf_t*) {
           static_cast<Attempt*>(s->data)->onRead(n);
@@ -85,7 +85,8 @@ class Attempt {
         finish(false, "not an HTTP response");
         return;
       }
-      bool ok = status >= spec_.health.expect_status_min && status <= spec_.health.expect_status_max;
+      bool ok =
+          status >= spec_.health.expect_status_min && status <= spec_.health.expect_status_max;
       status_text_ = "status " + std::to_string(status);
       finish(ok, status_text_.c_str());
       return;
@@ -149,7 +150,9 @@ struct HealthChecker::Probe {
   uv_timer_t timer;
 };
 
-HealthChecker::~HealthChecker() { stop(); }
+HealthChecker::~HealthChecker() {
+  stop();
+}
 
 void HealthChecker::stop() {
   for (Probe* p : probes_) {

@@ -23,7 +23,9 @@ bool validCloseCode(uint16_t code) {
 // rules out overlong forms, surrogates and code points above U+10FFFF).
 
 namespace {
-constexpr uint32_t pack(uint32_t need, uint32_t lo, uint32_t hi) { return need | lo << 8 | hi << 16; }
+constexpr uint32_t pack(uint32_t need, uint32_t lo, uint32_t hi) {
+  return need | lo << 8 | hi << 16;
+}
 }  // namespace
 
 bool Utf8Validator::feed(const uint8_t* data, size_t len) {
@@ -337,7 +339,8 @@ void writeControlFrame(std::string* out, uint8_t opcode, std::string_view payloa
   }
 }
 
-void writeCloseFrame(std::string* out, uint16_t code, std::string_view reason, const uint8_t* mask) {
+void writeCloseFrame(std::string* out, uint16_t code, std::string_view reason,
+                     const uint8_t* mask) {
   std::string payload;
   payload.push_back(static_cast<char>(code >> 8));
   payload.push_back(static_cast<char>(code & 0xFF));

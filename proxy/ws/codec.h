@@ -20,7 +20,9 @@ enum Opcode : uint8_t {
   kPong = 0xA,
 };
 
-inline bool isControl(uint8_t opcode) { return (opcode & 0x8) != 0; }
+inline bool isControl(uint8_t opcode) {
+  return (opcode & 0x8) != 0;
+}
 
 // Close codes sluice sends (DESIGN.md).
 enum CloseCode : uint16_t {
@@ -72,15 +74,15 @@ struct FrameHeader {
 // Protocol errors the parser reports. Each maps to a close code.
 enum class FrameError {
   kNone,
-  kMaskRequired,        // client frame without mask
-  kMaskForbidden,       // server frame with mask
-  kReservedBits,        // RSV set without a negotiated extension
+  kMaskRequired,   // client frame without mask
+  kMaskForbidden,  // server frame with mask
+  kReservedBits,   // RSV set without a negotiated extension
   kUnknownOpcode,
-  kControlTooLong,      // control frame payload > 125
-  kControlFragmented,   // control frame without FIN
+  kControlTooLong,     // control frame payload > 125
+  kControlFragmented,  // control frame without FIN
   kUnexpectedContinuation,
   kExpectedContinuation,  // new data frame while a fragmented message is open
-  kLengthTooLarge,      // 64-bit length with the top bit set
+  kLengthTooLarge,        // 64-bit length with the top bit set
 };
 const char* frameErrorName(FrameError e);
 

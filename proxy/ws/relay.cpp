@@ -23,7 +23,9 @@ void randomMask(uint8_t mask[4]) {
   }
 }
 
-size_t dirIndex(filters::Direction d) { return d == filters::Direction::kDownstreamToUpstream ? 0 : 1; }
+size_t dirIndex(filters::Direction d) {
+  return d == filters::Direction::kDownstreamToUpstream ? 0 : 1;
+}
 }  // namespace
 
 const char* Relay::closedByName(ClosedBy by) {
@@ -48,9 +50,16 @@ Relay::Relay(uv_loop_t* loop, net::Stream& client, net::Stream& backend, uv_time
              std::vector<std::unique_ptr<filters::StreamFilter>> filters,
              std::vector<metrics::FilterSlot*> filter_slots, bool needs_payload,
              metrics::RouteSlot* route_slot, Owner* owner)
-    : loop_(loop), timer_(timer), timer_cb_(timer_cb), config_(config), filters_(std::move(filters)),
-      filter_slots_(std::move(filter_slots)), needs_payload_(needs_payload),
-      route_slot_(route_slot), owner_(owner), up_(this, true, &client, &backend),
+    : loop_(loop),
+      timer_(timer),
+      timer_cb_(timer_cb),
+      config_(config),
+      filters_(std::move(filters)),
+      filter_slots_(std::move(filter_slots)),
+      needs_payload_(needs_payload),
+      route_slot_(route_slot),
+      owner_(owner),
+      up_(this, true, &client, &backend),
       down_(this, false, &backend, &client) {
   last_client_rx_ = last_rx_ = uv_now(loop_);
   armTimer();
@@ -160,10 +169,13 @@ bool Relay::Leg::onFrameHeader(const FrameHeader& h, const uint8_t* raw) {
     relay->fail(*this, kMessageTooBig, "message too big");
     return false;
   }
-  filters::FrameInfo info{direction(),
-                          parser.messageOpcode() == kText ? filters::MessageType::kText
-                                                          : filters::MessageType::kBinary,
-                          first, h.fin, h.length, message_bytes};
+  filters::FrameInfo info{
+      direction(),
+      parser.messageOpcode() == kText ? filters::MessageType::kText : filters::MessageType::kBinary,
+      first,
+      h.fin,
+      h.length,
+      message_bytes};
   for (size_t i = 0; i < relay->filters_.size(); ++i) {
     filters::MessageDecision d = relay->filters_[i]->onFrame(info);
     if (!relay->judged(i, d)) {
@@ -340,7 +352,7 @@ bool Relay::judged(size_t filter, const filters::MessageDecision& d) {
   if (filter < filter_slots_.size()) {
     filter_slots_[filter]
         ->decisions[d.action == filters::MessageDecision::Action::kClose ? metrics::kDecisionClose
-                                                                          : metrics::kDecisionDrop]
+                                                                         : metrics::kDecisionDrop]
         .inc();
   }
   return true;
@@ -466,8 +478,9 @@ void Relay::armTimer() {
   } else {
     uint64_t ping = static_cast<uint64_t>(config_.ping_interval.count());
     if (ping > 0) {
-      consider(ping_outstanding_ ? ping_sent_at_ + static_cast<uint64_t>(config_.pong_timeout.count())
-                                 : last_client_rx_ + ping);
+      consider(ping_outstanding_
+                   ? ping_sent_at_ + static_cast<uint64_t>(config_.pong_timeout.count())
+                   : last_client_rx_ + ping);
     }
     uint64_t idle = static_cast<uint64_t>(config_.idle_timeout.count());
     if (idle > 0) {

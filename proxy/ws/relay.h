@@ -91,11 +91,11 @@ class Relay {
     FrameParser parser;
     Utf8Validator utf8;
     Mode mode = Mode::kStream;
-    bool validate = false;      // the current message is text and validated
-    bool assembling = false;    // the current message is held whole for payload filters
+    bool validate = false;        // the current message is text and validated
+    bool assembling = false;      // the current message is held whole for payload filters
     bool close_received = false;  // this leg's peer sent a close frame
-    bool close_sent = false;    // sluice has written a close frame toward this leg's peer
-    bool mid_frame_out = false;  // a frame is half-written on `out`
+    bool close_sent = false;      // sluice has written a close frame toward this leg's peer
+    bool mid_frame_out = false;   // a frame is half-written on `out`
     bool eof = false;
     uint64_t message_bytes = 0;
     std::string held;     // raw bytes of held frames, forwarded unchanged once judged
@@ -128,7 +128,7 @@ class Relay {
   Leg up_;    // client -> backend: reads the client, writes the backend
   Leg down_;  // backend -> client
   Stats stats_;
-  bool closing_ = false;   // a close handshake (relayed or sluice's own) is under way
+  bool closing_ = false;  // a close handshake (relayed or sluice's own) is under way
   bool finished_ = false;
   uint64_t close_deadline_ = 0;
   uint64_t last_client_rx_ = 0;

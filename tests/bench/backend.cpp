@@ -44,7 +44,7 @@
 namespace {
 
 constexpr size_t kReadBufSize = 256 * 1024;
-constexpr size_t kMaxHead = 64 * 1024;        // larger request heads get 431
+constexpr size_t kMaxHead = 64 * 1024;          // larger request heads get 431
 constexpr size_t kHighWater = 4 * 1024 * 1024;  // queued output above this: stop reading
 constexpr size_t kLowWater = 256 * 1024;        // ... and resume below this
 constexpr size_t kWsStash = 256;                // > largest WS header + control frame (14 + 125)
@@ -52,7 +52,8 @@ constexpr uint64_t kMaxFrame = 1ull << 40;      // sanity bound on a frame lengt
 
 constexpr size_t kBodyLen = 13;  // "hello, world\n"
 const char kRespKeepAlive[] =
-    "HTTP/1.1 200 OK\r\nServer: sluice-bench\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\n"
+    "HTTP/1.1 200 OK\r\nServer: sluice-bench\r\nContent-Type: text/plain\r\nContent-Length: "
+    "13\r\n\r\n"
     "hello, world\n";
 const char kRespKeepAlive10[] =
     "HTTP/1.1 200 OK\r\nServer: sluice-bench\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
@@ -61,7 +62,8 @@ const char kRespClose[] =
     "HTTP/1.1 200 OK\r\nServer: sluice-bench\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
     "Connection: close\r\n\r\nhello, world\n";
 const char kResp400[] =
-    "HTTP/1.1 400 Bad Request\r\nServer: sluice-bench\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    "HTTP/1.1 400 Bad Request\r\nServer: sluice-bench\r\nContent-Length: 0\r\nConnection: "
+    "close\r\n\r\n";
 const char kResp431[] =
     "HTTP/1.1 431 Request Header Fields Too Large\r\nServer: sluice-bench\r\nContent-Length: 0\r\n"
     "Connection: close\r\n\r\n";
@@ -74,11 +76,14 @@ struct Buf {
   char* d = nullptr;
   size_t len = 0, cap = 0;
   void reserve(size_t n) {
-    if (n <= cap) return;
+    if (n <= cap)
+      return;
     size_t c = cap ? cap : 256;
-    while (c < n) c *= 2;
+    while (c < n)
+      c *= 2;
     char* nd = static_cast<char*>(realloc(d, c));
-    if (!nd) abort();
+    if (!nd)
+      abort();
     d = nd;
     cap = c;
   }
@@ -89,7 +94,8 @@ struct Buf {
     return r;
   }
   void append(const void* p, size_t n) {
-    if (n) memcpy(extend(n), p, n);
+    if (n)
+      memcpy(extend(n), p, n);
   }
   void append(const char* s) { append(s, strlen(s)); }
   void consume_front(size_t n) {
@@ -157,11 +163,14 @@ void conn_close(Conn* c);
 
 bool ieq(const char* a, size_t n, const char* lit) {
   size_t m = strlen(lit);
-  if (n != m) return false;
+  if (n != m)
+    return false;
   for (size_t i = 0; i < n; i++) {
     char x = a[i];
-    if (x >= 'A' && x <= 'Z') x = char(x - 'A' + 'a');
-    if (x != lit[i]) return false;
+    if (x >= 'A' && x <= 'Z')
+      x = char(x - 'A' + 'a');
+    if (x != lit[i])
+      return false;
   }
   return true;
 }
@@ -170,24 +179,31 @@ bool ieq(const char* a, size_t n, const char* lit) {
 bool has_token(const char* v, size_t n, const char* tok) {
   size_t i = 0;
   while (i < n) {
-    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+      i++;
     size_t s = i;
-    while (i < n && v[i] != ',') i++;
+    while (i < n && v[i] != ',')
+      i++;
     size_t e = i;
-    while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t')) e--;
-    if (e > s && ieq(v + s, e - s, tok)) return true;
+    while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+      e--;
+    if (e > s && ieq(v + s, e - s, tok))
+      return true;
   }
   return false;
 }
 
 const char* find_crlfcrlf(const char* p, size_t n) {
-  if (n < 4) return nullptr;
+  if (n < 4)
+    return nullptr;
   const char* end = p + n;
   const char* s = p;
   while (s + 4 <= end) {
     const char* r = static_cast<const char*>(memchr(s, '\r', size_t(end - s)));
-    if (!r || r + 4 > end) return nullptr;
-    if (r[1] == '\n' && r[2] == '\r' && r[3] == '\n') return r;
+    if (!r || r + 4 > end)
+      return nullptr;
+    if (r[1] == '\n' && r[2] == '\r' && r[3] == '\n')
+      return r;
     s = r + 1;
   }
   return nullptr;
@@ -199,8 +215,9 @@ void sha1(const void* p, size_t n, unsigned char out[SHA_DIGEST_LENGTH]) {
   static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA1", nullptr);
   thread_local EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   unsigned int len = 0;
-  if (!md || !ctx || EVP_DigestInit_ex2(ctx, md, nullptr) != 1 || EVP_DigestUpdate(ctx, p, n) != 1 ||
-      EVP_DigestFinal_ex(ctx, out, &len) != 1 || len != SHA_DIGEST_LENGTH) {
+  if (!md || !ctx || EVP_DigestInit_ex2(ctx, md, nullptr) != 1 ||
+      EVP_DigestUpdate(ctx, p, n) != 1 || EVP_DigestFinal_ex(ctx, out, &len) != 1 ||
+      len != SHA_DIGEST_LENGTH) {
     fprintf(stderr, "SHA-1 failed\n");
     abort();
   }
@@ -209,7 +226,8 @@ void sha1(const void* p, size_t n, unsigned char out[SHA_DIGEST_LENGTH]) {
 // dst[i] = src[i] ^ mask[(off + i) % 4], eight bytes at a time.
 void unmask_copy(char* dst, const char* src, size_t n, const uint8_t mask[4], uint64_t off) {
   uint8_t m[8];
-  for (int k = 0; k < 8; k++) m[k] = mask[(off + k) & 3];
+  for (int k = 0; k < 8; k++)
+    m[k] = mask[(off + k) & 3];
   uint64_t m64;
   memcpy(&m64, m, 8);
   size_t i = 0;
@@ -231,7 +249,8 @@ void unmask_copy(char* dst, const char* src, size_t n, const uint8_t mask[4], ui
     a ^= m64;
     memcpy(dst + i, &a, 8);
   }
-  for (; i < n; i++) dst[i] = char(uint8_t(src[i]) ^ m[i & 7]);
+  for (; i < n; i++)
+    dst[i] = char(uint8_t(src[i]) ^ m[i & 7]);
 }
 
 // Server frame header (never masked) into out.
@@ -249,7 +268,8 @@ void put_frame_header(Buf& out, uint8_t b0, uint64_t len) {
     n = 4;
   } else {
     h[1] = 127;
-    for (int i = 0; i < 8; i++) h[2 + i] = uint8_t(len >> (56 - 8 * i));
+    for (int i = 0; i < 8; i++)
+      h[2 + i] = uint8_t(len >> (56 - 8 * i));
     n = 10;
   }
   out.append(h, n);
@@ -259,15 +279,19 @@ void ws_list_add(Conn* c) {
   Worker* w = c->w;
   c->ws_prev = nullptr;
   c->ws_next = w->ws_head;
-  if (w->ws_head) w->ws_head->ws_prev = c;
+  if (w->ws_head)
+    w->ws_head->ws_prev = c;
   w->ws_head = c;
 }
 
 void ws_list_remove(Conn* c) {
   Worker* w = c->w;
-  if (c->ws_prev) c->ws_prev->ws_next = c->ws_next;
-  else if (w->ws_head == c) w->ws_head = c->ws_next;
-  if (c->ws_next) c->ws_next->ws_prev = c->ws_prev;
+  if (c->ws_prev)
+    c->ws_prev->ws_next = c->ws_next;
+  else if (w->ws_head == c)
+    w->ws_head = c->ws_next;
+  if (c->ws_next)
+    c->ws_next->ws_prev = c->ws_prev;
   c->ws_prev = c->ws_next = nullptr;
 }
 
@@ -281,7 +305,8 @@ void http_request(Conn* c, const char* p, size_t n) {
   const char* eol = static_cast<const char*>(memchr(p, '\r', n));
   // request line: METHOD SP target SP HTTP/1.x
   const char* sp1 = static_cast<const char*>(memchr(p, ' ', size_t(eol - p)));
-  const char* sp2 = sp1 ? static_cast<const char*>(memchr(sp1 + 1, ' ', size_t(eol - sp1 - 1))) : nullptr;
+  const char* sp2 =
+      sp1 ? static_cast<const char*>(memchr(sp1 + 1, ' ', size_t(eol - sp1 - 1))) : nullptr;
   if (!sp1 || !sp2 || eol - sp2 != 9 || memcmp(sp2 + 1, "HTTP/1.", 7) != 0 ||
       (sp2[8] != '0' && sp2[8] != '1')) {
     out.append(kResp400, sizeof kResp400 - 1);
@@ -304,7 +329,8 @@ void http_request(Conn* c, const char* p, size_t n) {
   const char* line = eol + 2;
   while (line < end) {
     const char* le = static_cast<const char*>(memchr(line, '\r', size_t(end - line)));
-    if (!le || le == line) break;  // empty line: end of head
+    if (!le || le == line)
+      break;  // empty line: end of head
     const char* colon = static_cast<const char*>(memchr(line, ':', size_t(le - line)));
     if (!colon) {
       bad = true;
@@ -313,16 +339,20 @@ void http_request(Conn* c, const char* p, size_t n) {
     const char* name = line;
     size_t nlen = size_t(colon - line);
     const char* v = colon + 1;
-    while (v < le && (*v == ' ' || *v == '\t')) v++;
+    while (v < le && (*v == ' ' || *v == '\t'))
+      v++;
     const char* ve = le;
-    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+      ve--;
     size_t vlen = size_t(ve - v);
     switch (nlen) {
       case 7:
-        if (ieq(name, nlen, "upgrade")) upgrade_ws = upgrade_ws || has_token(v, vlen, "websocket");
+        if (ieq(name, nlen, "upgrade"))
+          upgrade_ws = upgrade_ws || has_token(v, vlen, "websocket");
         break;
       case 6:
-        if (ieq(name, nlen, "expect")) expect_continue = ieq(v, vlen, "100-continue");
+        if (ieq(name, nlen, "expect"))
+          expect_continue = ieq(v, vlen, "100-continue");
         break;
       case 10:
         if (ieq(name, nlen, "connection")) {
@@ -333,7 +363,8 @@ void http_request(Conn* c, const char* p, size_t n) {
         break;
       case 14:
         if (ieq(name, nlen, "content-length")) {
-          if (vlen == 0 || vlen > 18) bad = true;
+          if (vlen == 0 || vlen > 18)
+            bad = true;
           uint64_t x = 0;
           for (size_t i = 0; i < vlen; i++) {
             if (v[i] < '0' || v[i] > '9') {
@@ -342,20 +373,25 @@ void http_request(Conn* c, const char* p, size_t n) {
             }
             x = x * 10 + uint64_t(v[i] - '0');
           }
-          if (have_len && x != clen) bad = true;
+          if (have_len && x != clen)
+            bad = true;
           have_len = true;
           clen = x;
         }
         break;
       case 17:
-        if (ieq(name, nlen, "transfer-encoding")) chunked = chunked || has_token(v, vlen, "chunked");
-        if (ieq(name, nlen, "sec-websocket-key")) ws_key = v, ws_key_len = vlen;
+        if (ieq(name, nlen, "transfer-encoding"))
+          chunked = chunked || has_token(v, vlen, "chunked");
+        if (ieq(name, nlen, "sec-websocket-key"))
+          ws_key = v, ws_key_len = vlen;
         break;
       case 21:
-        if (ieq(name, nlen, "sec-websocket-version")) ws_ver = v, ws_ver_len = vlen;
+        if (ieq(name, nlen, "sec-websocket-version"))
+          ws_ver = v, ws_ver_len = vlen;
         break;
       case 22:
-        if (ieq(name, nlen, "sec-websocket-protocol") && !ws_proto) ws_proto = v, ws_proto_len = vlen;
+        if (ieq(name, nlen, "sec-websocket-protocol") && !ws_proto)
+          ws_proto = v, ws_proto_len = vlen;
         break;
       default:
         break;
@@ -387,14 +423,16 @@ void http_request(Conn* c, const char* p, size_t n) {
     sha1(cat, ws_key_len + sizeof kGuid - 1, dig);
     unsigned char acc[32];
     EVP_EncodeBlock(acc, dig, SHA_DIGEST_LENGTH);  // 28 chars + NUL
-    out.append("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               "Sec-WebSocket-Accept: ");
+    out.append(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Accept: ");
     out.append(acc, 28);
     out.append("\r\n");
     if (ws_proto) {
       // Agree to the first offered subprotocol.
       size_t k = 0;
-      while (k < ws_proto_len && ws_proto[k] != ',' && ws_proto[k] != ' ') k++;
+      while (k < ws_proto_len && ws_proto[k] != ',' && ws_proto[k] != ' ')
+        k++;
       out.append("Sec-WebSocket-Protocol: ");
       out.append(ws_proto, k);
       out.append("\r\n");
@@ -442,7 +480,8 @@ size_t http_body(Conn* c, const char* p, size_t n) {
     case Body::ChunkData: {
       size_t k = size_t(std::min<uint64_t>(c->body_left, n));
       c->body_left -= k;
-      if (c->body_left == 0) c->body = c->body == Body::Length ? Body::None : Body::ChunkSize;
+      if (c->body_left == 0)
+        c->body = c->body == Body::Length ? Body::None : Body::ChunkSize;
       return k;
     }
     case Body::ChunkSize:
@@ -458,7 +497,8 @@ size_t http_body(Conn* c, const char* p, size_t n) {
       }
       size_t used = size_t(le - p) + 1;
       if (c->body == Body::Trailer) {
-        if (used <= 2) c->body = Body::None;  // empty line ends the trailers
+        if (used <= 2)
+          c->body = Body::None;  // empty line ends the trailers
         return used;
       }
       uint64_t sz = 0;
@@ -466,10 +506,14 @@ size_t http_body(Conn* c, const char* p, size_t n) {
       for (const char* q = p; q < le; q++, digits++) {
         char ch = *q;
         int v;
-        if (ch >= '0' && ch <= '9') v = ch - '0';
-        else if (ch >= 'a' && ch <= 'f') v = ch - 'a' + 10;
-        else if (ch >= 'A' && ch <= 'F') v = ch - 'A' + 10;
-        else break;
+        if (ch >= '0' && ch <= '9')
+          v = ch - '0';
+        else if (ch >= 'a' && ch <= 'f')
+          v = ch - 'a' + 10;
+        else if (ch >= 'A' && ch <= 'F')
+          v = ch - 'A' + 10;
+        else
+          break;
         if (digits >= 15) {
           c->w->scratch.append(kResp400, sizeof kResp400 - 1);
           c->close_after_flush = true;
@@ -526,7 +570,8 @@ size_t ws_feed(Conn* c, const char* p, size_t n) {
     }
     const uint8_t* h = reinterpret_cast<const uint8_t*>(p + pos);
     size_t avail = n - pos;
-    if (avail < 2) break;
+    if (avail < 2)
+      break;
     uint8_t b0 = h[0], b1 = h[1];
     uint8_t op = b0 & 0x0f;
     if (b0 & 0x70) {
@@ -540,16 +585,20 @@ size_t ws_feed(Conn* c, const char* p, size_t n) {
     uint64_t len = b1 & 0x7f;
     size_t hl = 2;
     if (len == 126) {
-      if (avail < 4) break;
+      if (avail < 4)
+        break;
       len = (uint64_t(h[2]) << 8) | h[3];
       hl = 4;
     } else if (len == 127) {
-      if (avail < 10) break;
+      if (avail < 10)
+        break;
       len = 0;
-      for (int i = 0; i < 8; i++) len = (len << 8) | h[2 + i];
+      for (int i = 0; i < 8; i++)
+        len = (len << 8) | h[2 + i];
       hl = 10;
     }
-    if (avail < hl + 4) break;
+    if (avail < hl + 4)
+      break;
     const uint8_t* mk = h + hl;
     hl += 4;
     if (op >= 0x8) {
@@ -557,7 +606,8 @@ size_t ws_feed(Conn* c, const char* p, size_t n) {
         ws_protocol_error(c, 1002);
         break;
       }
-      if (avail < hl + len) break;  // wait for the whole control frame
+      if (avail < hl + len)
+        break;  // wait for the whole control frame
       char payload[125];
       unmask_copy(payload, p + pos + hl, size_t(len), mk, 0);
       pos += hl + size_t(len);
@@ -605,7 +655,8 @@ size_t feed(Conn* c, const char* p, size_t n) {
     }
     if (c->body != Body::None) {
       size_t used = http_body(c, p + pos, n - pos);
-      if (used == 0) break;
+      if (used == 0)
+        break;
       pos += used;
       continue;
     }
@@ -631,7 +682,9 @@ size_t feed(Conn* c, const char* p, size_t n) {
   return pos;
 }
 
-Conn* conn_from(uv_handle_t* h) { return static_cast<Conn*>(h->data); }
+Conn* conn_from(uv_handle_t* h) {
+  return static_cast<Conn*>(h->data);
+}
 
 void on_closed(uv_handle_t* h) {
   Conn* c = conn_from(h);
@@ -640,17 +693,22 @@ void on_closed(uv_handle_t* h) {
   c->inflight.len = 0;
   c->next.len = 0;
   // Keep small buffers for reuse; give big ones back.
-  if (c->in.cap > 64 * 1024) c->in.release();
-  if (c->inflight.cap > 64 * 1024) c->inflight.release();
-  if (c->next.cap > 64 * 1024) c->next.release();
+  if (c->in.cap > 64 * 1024)
+    c->in.release();
+  if (c->inflight.cap > 64 * 1024)
+    c->inflight.release();
+  if (c->next.cap > 64 * 1024)
+    c->next.release();
   c->free_next = w->free_list;
   w->free_list = c;
 }
 
 void conn_close(Conn* c) {
-  if (c->closed) return;
+  if (c->closed)
+    return;
   c->closed = true;
-  if (c->proto == Proto::Ws) ws_list_remove(c);
+  if (c->proto == Proto::Ws)
+    ws_list_remove(c);
   uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), on_closed);
 }
 
@@ -663,7 +721,8 @@ void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
 void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
 
 void update_reading(Conn* c) {
-  if (c->closed || c->close_after_flush) return;
+  if (c->closed || c->close_after_flush)
+    return;
   size_t queued = c->inflight.len + c->next.len;
   if (c->reading && queued > kHighWater) {
     uv_read_stop(reinterpret_cast<uv_stream_t*>(&c->tcp));
@@ -678,7 +737,8 @@ void on_write(uv_write_t* req, int status) {
   Conn* c = static_cast<Conn*>(req->data);
   c->writing = false;
   c->inflight.len = 0;
-  if (c->closed) return;
+  if (c->closed)
+    return;
   if (status < 0) {
     conn_close(c);
     return;
@@ -700,13 +760,15 @@ void on_write(uv_write_t* req, int status) {
 
 // Sends data (appended behind anything still queued).
 void conn_flush(Conn* c, const char* data, size_t len) {
-  if (c->closed) return;
+  if (c->closed)
+    return;
   if (c->writing) {
     c->next.append(data, len);
   } else if (len) {
     uv_buf_t b = uv_buf_init(const_cast<char*>(data), unsigned(len));
     int r = uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
-    if (r == UV_EAGAIN) r = 0;
+    if (r == UV_EAGAIN)
+      r = 0;
     if (r < 0) {
       conn_close(c);
       return;
@@ -735,7 +797,8 @@ void conn_flush(Conn* c, const char* data, size_t len) {
 
 void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   Conn* c = conn_from(reinterpret_cast<uv_handle_t*>(s));
-  if (nread == 0) return;
+  if (nread == 0)
+    return;
   if (nread < 0) {
     conn_close(c);
     return;
@@ -749,7 +812,8 @@ void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
       // Top up the carried-over bytes. For WebSocket only as much as the largest header plus
       // control frame could need, so big payloads are never copied here.
       size_t take = n;
-      if (c->proto == Proto::Ws && c->in.len < kWsStash) take = std::min(n, kWsStash - c->in.len);
+      if (c->proto == Proto::Ws && c->in.len < kWsStash)
+        take = std::min(n, kWsStash - c->in.len);
       c->in.append(p, take);
       p += take;
       n -= take;
@@ -771,7 +835,8 @@ void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
 
 void on_connection(uv_stream_t* server, int status) {
   Worker* w = static_cast<Worker*>(server->data);
-  if (status < 0) return;
+  if (status < 0)
+    return;
   Conn* c = w->free_list;
   if (c) {
     w->free_list = c->free_next;
@@ -806,7 +871,8 @@ void on_ping_timer(uv_timer_t* t) {
   for (Conn* c = w->ws_head; c;) {
     Conn* nx = c->ws_next;  // conn_flush may close c (and unlink it)
     // Only between frames: never inject into the middle of an echoed data frame.
-    if (!c->close_sent && c->pay_left == 0 && !c->writing) conn_flush(c, out.d, out.len);
+    if (!c->close_sent && c->pay_left == 0 && !c->writing)
+      conn_flush(c, out.d, out.len);
     c = nx;
   }
 }
@@ -882,16 +948,23 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto val = [&]() -> const char* {
-      if (i + 1 >= argc) usage();
+      if (i + 1 >= argc)
+        usage();
       return argv[++i];
     };
-    if (a == "--port") port = atoi(val());
-    else if (a == "--host") host = val();
-    else if (a == "--threads") threads = atoi(val());
-    else if (a == "--ping-interval") ping_s = atof(val());
-    else usage();
+    if (a == "--port")
+      port = atoi(val());
+    else if (a == "--host")
+      host = val();
+    else if (a == "--threads")
+      threads = atoi(val());
+    else if (a == "--ping-interval")
+      ping_s = atof(val());
+    else
+      usage();
   }
-  if (port <= 0 || port > 65535 || threads < 1 || threads > 256 || ping_s < 0) usage();
+  if (port <= 0 || port > 65535 || threads < 1 || threads > 256 || ping_s < 0)
+    usage();
   signal(SIGPIPE, SIG_IGN);
   raise_nofile();
 
@@ -907,7 +980,8 @@ int main(int argc, char** argv) {
       fprintf(stderr, "backend: uv_tcp_open: %s\n", uv_strerror(r));
       return 1;
     }
-    if (int r = uv_listen(reinterpret_cast<uv_stream_t*>(&w->server), 4096, on_connection); r != 0) {
+    if (int r = uv_listen(reinterpret_cast<uv_stream_t*>(&w->server), 4096, on_connection);
+        r != 0) {
       fprintf(stderr, "backend: uv_listen: %s\n", uv_strerror(r));
       return 1;
     }
@@ -922,8 +996,10 @@ int main(int argc, char** argv) {
   fflush(stdout);
 
   std::vector<std::thread> ts;
-  for (int i = 1; i < threads; i++) ts.emplace_back(run_worker, workers[size_t(i)]);
+  for (int i = 1; i < threads; i++)
+    ts.emplace_back(run_worker, workers[size_t(i)]);
   run_worker(workers[0]);
-  for (auto& t : ts) t.join();
+  for (auto& t : ts)
+    t.join();
   return 0;
 }

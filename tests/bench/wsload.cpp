@@ -44,8 +44,8 @@
 #include <chrono>
 #include <cinttypes>
 #include <cmath>
-#include <cstdarg>
 #include <csignal>
+#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -57,7 +57,7 @@
 namespace {
 
 constexpr size_t kReadBufSize = 256 * 1024;
-constexpr size_t kStash = 256;          // > largest frame header + control frame (14 + 125)
+constexpr size_t kStash = 256;           // > largest frame header + control frame (14 + 125)
 constexpr size_t kMaxHandshake = 16384;  // response heads larger than this are an error
 constexpr uint32_t kPoolSlack = 65536;   // payload offsets vary within this window
 constexpr size_t kMaxSize = 64u << 20;
@@ -106,10 +106,10 @@ enum Err {
   E_TIMEOUT,
   E_COUNT
 };
-const char* const kErrName[E_COUNT] = {
-    "connect_failed",   "handshake_failed", "bad_accept", "echo_mismatch",
-    "unexpected_close", "unexpected_eof",   "read_error", "write_error",
-    "protocol_error",   "unexpected_message", "bad_close_reply", "timeout"};
+const char* const kErrName[E_COUNT] = {"connect_failed",     "handshake_failed", "bad_accept",
+                                       "echo_mismatch",      "unexpected_close", "unexpected_eof",
+                                       "read_error",         "write_error",      "protocol_error",
+                                       "unexpected_message", "bad_close_reply",  "timeout"};
 
 std::atomic<int> g_err_logged[E_COUNT];
 constexpr int kErrLogMax = 5;
@@ -121,11 +121,14 @@ struct Buf {
   char* d = nullptr;
   size_t len = 0, cap = 0;
   void reserve(size_t n) {
-    if (n <= cap) return;
+    if (n <= cap)
+      return;
     size_t c = cap ? cap : 256;
-    while (c < n) c *= 2;
+    while (c < n)
+      c *= 2;
     char* nd = static_cast<char*>(realloc(d, c));
-    if (!nd) abort();
+    if (!nd)
+      abort();
     d = nd;
     cap = c;
   }
@@ -136,7 +139,8 @@ struct Buf {
     return r;
   }
   void append(const void* p, size_t n) {
-    if (n) memcpy(extend(n), p, n);
+    if (n)
+      memcpy(extend(n), p, n);
   }
   void consume_front(size_t n) {
     if (n >= len) {
@@ -150,11 +154,14 @@ struct Buf {
 
 bool ieq(const char* a, size_t n, const char* lit) {
   size_t m = strlen(lit);
-  if (n != m) return false;
+  if (n != m)
+    return false;
   for (size_t i = 0; i < n; i++) {
     char x = a[i];
-    if (x >= 'A' && x <= 'Z') x = char(x - 'A' + 'a');
-    if (x != lit[i]) return false;
+    if (x >= 'A' && x <= 'Z')
+      x = char(x - 'A' + 'a');
+    if (x != lit[i])
+      return false;
   }
   return true;
 }
@@ -162,12 +169,16 @@ bool ieq(const char* a, size_t n, const char* lit) {
 bool has_token(const char* v, size_t n, const char* tok) {
   size_t i = 0;
   while (i < n) {
-    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+      i++;
     size_t s = i;
-    while (i < n && v[i] != ',') i++;
+    while (i < n && v[i] != ',')
+      i++;
     size_t e = i;
-    while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t')) e--;
-    if (e > s && ieq(v + s, e - s, tok)) return true;
+    while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+      e--;
+    if (e > s && ieq(v + s, e - s, tok))
+      return true;
   }
   return false;
 }
@@ -177,8 +188,10 @@ const char* find_crlfcrlf(const char* p, size_t n) {
   const char* s = p;
   while (s + 4 <= end) {
     const char* r = static_cast<const char*>(memchr(s, '\r', size_t(end - s)));
-    if (!r || r + 4 > end) return nullptr;
-    if (r[1] == '\n' && r[2] == '\r' && r[3] == '\n') return r;
+    if (!r || r + 4 > end)
+      return nullptr;
+    if (r[1] == '\n' && r[2] == '\r' && r[3] == '\n')
+      return r;
     s = r + 1;
   }
   return nullptr;
@@ -190,8 +203,9 @@ void sha1(const void* p, size_t n, unsigned char out[SHA_DIGEST_LENGTH]) {
   static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA1", nullptr);
   thread_local EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   unsigned int len = 0;
-  if (!md || !ctx || EVP_DigestInit_ex2(ctx, md, nullptr) != 1 || EVP_DigestUpdate(ctx, p, n) != 1 ||
-      EVP_DigestFinal_ex(ctx, out, &len) != 1 || len != SHA_DIGEST_LENGTH) {
+  if (!md || !ctx || EVP_DigestInit_ex2(ctx, md, nullptr) != 1 ||
+      EVP_DigestUpdate(ctx, p, n) != 1 || EVP_DigestFinal_ex(ctx, out, &len) != 1 ||
+      len != SHA_DIGEST_LENGTH) {
     fprintf(stderr, "SHA-1 failed\n");
     abort();
   }
@@ -200,7 +214,8 @@ void sha1(const void* p, size_t n, unsigned char out[SHA_DIGEST_LENGTH]) {
 // dst[i] = src[i] ^ mask[(off + i) % 4], eight bytes at a time.
 void xor_mask(char* dst, const char* src, size_t n, const uint8_t mask[4], uint64_t off) {
   uint8_t m[8];
-  for (int k = 0; k < 8; k++) m[k] = mask[(off + k) & 3];
+  for (int k = 0; k < 8; k++)
+    m[k] = mask[(off + k) & 3];
   uint64_t m64;
   memcpy(&m64, m, 8);
   size_t i = 0;
@@ -222,7 +237,8 @@ void xor_mask(char* dst, const char* src, size_t n, const uint8_t mask[4], uint6
     a ^= m64;
     memcpy(dst + i, &a, 8);
   }
-  for (; i < n; i++) dst[i] = char(uint8_t(src[i]) ^ m[i & 7]);
+  for (; i < n; i++)
+    dst[i] = char(uint8_t(src[i]) ^ m[i & 7]);
 }
 
 struct Rng {
@@ -242,13 +258,15 @@ struct Hist {
   std::vector<uint64_t> counts = std::vector<uint64_t>(kBuckets, 0);
   uint64_t n = 0, max = 0, sum = 0;
   static int index(uint64_t v) {
-    if (v < uint64_t(kSub)) return int(v);
+    if (v < uint64_t(kSub))
+      return int(v);
     int e = 63 - __builtin_clzll(v);
     int shift = e - 6;
     return (shift + 1) * kSub + int((v >> shift) - kSub);
   }
   static double value(int i) {  // midpoint of bucket i
-    if (i < kSub) return i;
+    if (i < kSub)
+      return i;
     int shift = i / kSub - 1;
     uint64_t mant = uint64_t(i % kSub + kSub);
     double lo = double(mant << shift), hi = double(((mant + 1) << shift) - 1);
@@ -258,22 +276,27 @@ struct Hist {
     counts[size_t(index(v))]++;
     n++;
     sum += v;
-    if (v > max) max = v;
+    if (v > max)
+      max = v;
   }
   void merge(const Hist& o) {
-    for (int i = 0; i < kBuckets; i++) counts[size_t(i)] += o.counts[size_t(i)];
+    for (int i = 0; i < kBuckets; i++)
+      counts[size_t(i)] += o.counts[size_t(i)];
     n += o.n;
     sum += o.sum;
     max = std::max(max, o.max);
   }
   double pct(double q) const {  // in ns
-    if (!n) return 0;
+    if (!n)
+      return 0;
     uint64_t target = uint64_t(std::ceil(q * double(n)));
-    if (target < 1) target = 1;
+    if (target < 1)
+      target = 1;
     uint64_t acc = 0;
     for (int i = 0; i < kBuckets; i++) {
       acc += counts[size_t(i)];
-      if (acc >= target) return std::min(value(i), double(max));
+      if (acc >= target)
+        return std::min(value(i), double(max));
     }
     return double(max);
   }
@@ -283,11 +306,11 @@ struct Hist {
 // shared state between threads
 
 struct Shared {
-  std::atomic<int> settled{0};            // threads whose connection attempts are all settled
-  std::atomic<int64_t> established{0};    // idle: connections open when settled
-  std::atomic<uint64_t> start_ns{0};      // echo: measurement window start; idle: hold start
+  std::atomic<int> settled{0};          // threads whose connection attempts are all settled
+  std::atomic<int64_t> established{0};  // idle: connections open when settled
+  std::atomic<uint64_t> start_ns{0};    // echo: measurement window start; idle: hold start
   std::atomic<int> finished{0};
-  std::atomic<uint64_t> settled_ns{0};    // when the last thread settled (all connects done)
+  std::atomic<uint64_t> settled_ns{0};  // when the last thread settled (all connects done)
   uint64_t launch_ns = 0;
 };
 Shared g_shared;
@@ -298,13 +321,20 @@ Shared g_shared;
 enum class St : uint8_t { Free, Connecting, Handshake, Open, Closing, WaitEof, Aborting };
 const char* st_name(St s) {
   switch (s) {
-    case St::Free: return "free";
-    case St::Connecting: return "connecting";
-    case St::Handshake: return "handshake";
-    case St::Open: return "open";
-    case St::Closing: return "closing";
-    case St::WaitEof: return "wait-eof";
-    case St::Aborting: return "aborting";
+    case St::Free:
+      return "free";
+    case St::Connecting:
+      return "connecting";
+    case St::Handshake:
+      return "handshake";
+    case St::Open:
+      return "open";
+    case St::Closing:
+      return "closing";
+    case St::WaitEof:
+      return "wait-eof";
+    case St::Aborting:
+      return "aborting";
   }
   return "?";
 }
@@ -370,7 +400,9 @@ struct Runner {
   Hist hs;   // handshake time (connect start -> 101 checked)
 };
 
-uint64_t now_ns() { return uv_hrtime(); }
+uint64_t now_ns() {
+  return uv_hrtime();
+}
 
 void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
 void on_closed(uv_handle_t* h);
@@ -379,7 +411,8 @@ void runner_check_done(Runner* r);
 void fail(Conn* c, Err e, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
 void fail(Conn* c, Err e, const char* fmt, ...) {
   Runner* r = c->r;
-  if (c->st == St::Aborting || c->st == St::Free) return;
+  if (c->st == St::Aborting || c->st == St::Free)
+    return;
   r->errors[e]++;
   if (g_err_logged[e].fetch_add(1) < kErrLogMax) {
     char msg[512];
@@ -402,7 +435,8 @@ void on_write(uv_write_t* req, int status) {
   Conn* c = static_cast<Conn*>(req->data);
   c->writing = false;
   c->inflight.len = 0;
-  if (c->st == St::Aborting || c->st == St::Free) return;
+  if (c->st == St::Aborting || c->st == St::Free)
+    return;
   if (status < 0) {
     fail(c, E_WRITE, "%s", uv_strerror(status));
     return;
@@ -420,14 +454,16 @@ void on_write(uv_write_t* req, int status) {
 }
 
 void conn_send(Conn* c, const char* data, size_t len) {
-  if (!len || c->st == St::Aborting || c->st == St::Free) return;
+  if (!len || c->st == St::Aborting || c->st == St::Free)
+    return;
   if (c->writing) {
     c->next.append(data, len);
     return;
   }
   uv_buf_t b = uv_buf_init(const_cast<char*>(data), unsigned(len));
   int w = uv_try_write(reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1);
-  if (w == UV_EAGAIN) w = 0;
+  if (w == UV_EAGAIN)
+    w = 0;
   if (w < 0) {
     fail(c, E_WRITE, "%s", uv_strerror(w));
     return;
@@ -460,7 +496,8 @@ char* put_client_header(Runner* r, Buf& out, uint8_t b0, uint64_t len, uint8_t m
     n = 4;
   } else {
     h[1] = 0x80 | 127;
-    for (int i = 0; i < 8; i++) h[2 + i] = uint8_t(len >> (56 - 8 * i));
+    for (int i = 0; i < 8; i++)
+      h[2 + i] = uint8_t(len >> (56 - 8 * i));
     n = 10;
   }
   uint32_t m = uint32_t(r->rng.next());
@@ -487,14 +524,16 @@ void put_message(Conn* c, Buf& out) {
   if (r->msg_op == 1) {  // text: hex digits keep it ASCII
     static const char hx[] = "0123456789abcdef";
     uint32_t x = uint32_t(v ^ (v >> 32));
-    for (int i = 0; i < 8; i++) c->stamp[i] = uint8_t(hx[(x >> (28 - 4 * i)) & 15]);
+    for (int i = 0; i < 8; i++)
+      c->stamp[i] = uint8_t(hx[(x >> (28 - 4 * i)) & 15]);
   } else {
     memcpy(c->stamp, &v, 8);
   }
   uint8_t mask[4];
   char* dst = put_client_header(r, out, uint8_t(0x80 | r->msg_op), sz, mask);
   xor_mask(dst, r->pool.data() + c->off, sz, mask, 0);
-  for (size_t i = 0; i < std::min<size_t>(8, sz); i++) dst[i] = char(c->stamp[i] ^ mask[i & 3]);
+  for (size_t i = 0; i < std::min<size_t>(8, sz); i++)
+    dst[i] = char(c->stamp[i] ^ mask[i & 3]);
   c->awaiting = true;
   c->rx_got = 0;
   c->rx_in_msg = false;
@@ -507,7 +546,8 @@ bool check_chunk(Conn* c, const char* p, size_t k, uint64_t o) {
   const char* exp = c->r->pool.data() + c->off;
   size_t i = 0;
   while (i < k && o + i < 8) {
-    if (uint8_t(p[i]) != c->stamp[o + i]) return false;
+    if (uint8_t(p[i]) != c->stamp[o + i])
+      return false;
     i++;
   }
   return i >= k || memcmp(p + i, exp + o + i, k - i) == 0;
@@ -535,8 +575,10 @@ void message_complete(Conn* c, Buf& out) {
       r->bytes += r->msg_size;
       r->lat.add(t - c->sent_ns);
     }
-    if (r->stop) begin_close(c, out);
-    else put_message(c, out);
+    if (r->stop)
+      begin_close(c, out);
+    else
+      put_message(c, out);
   } else {
     // connect: one echo per connection; idle: the final check after the hold
     begin_close(c, out);
@@ -549,7 +591,8 @@ size_t feed_frames(Conn* c, const char* p, size_t n, Buf& out) {
   Runner* r = c->r;
   size_t pos = 0;
   while (pos < n) {
-    if (c->st != St::Open && c->st != St::Closing && c->st != St::WaitEof) return n;
+    if (c->st != St::Open && c->st != St::Closing && c->st != St::WaitEof)
+      return n;
     if (c->pay_left) {
       size_t k = size_t(std::min<uint64_t>(c->pay_left, n - pos));
       if (!check_chunk(c, p + pos, k, c->rx_got)) {
@@ -560,12 +603,14 @@ size_t feed_frames(Conn* c, const char* p, size_t n, Buf& out) {
       c->rx_got += k;
       c->pay_left -= k;
       pos += k;
-      if (c->pay_left == 0 && c->rx_fin) message_complete(c, out);
+      if (c->pay_left == 0 && c->rx_fin)
+        message_complete(c, out);
       continue;
     }
     const uint8_t* h = reinterpret_cast<const uint8_t*>(p + pos);
     size_t avail = n - pos;
-    if (avail < 2) break;
+    if (avail < 2)
+      break;
     uint8_t b0 = h[0], b1 = h[1], op = b0 & 0x0f;
     bool fin = b0 & 0x80;
     if (b0 & 0x70) {
@@ -579,26 +624,32 @@ size_t feed_frames(Conn* c, const char* p, size_t n, Buf& out) {
     uint64_t len = b1 & 0x7f;
     size_t hl = 2;
     if (len == 126) {
-      if (avail < 4) break;
+      if (avail < 4)
+        break;
       len = (uint64_t(h[2]) << 8) | h[3];
       hl = 4;
     } else if (len == 127) {
-      if (avail < 10) break;
+      if (avail < 10)
+        break;
       len = 0;
-      for (int i = 0; i < 8; i++) len = (len << 8) | h[2 + i];
+      for (int i = 0; i < 8; i++)
+        len = (len << 8) | h[2 + i];
       hl = 10;
     }
     if (op >= 0x8) {
       if (len > 125 || !fin) {
-        fail(c, E_PROTOCOL, "bad control frame (opcode %u, length %" PRIu64 ", fin %d)", op, len, fin);
+        fail(c, E_PROTOCOL, "bad control frame (opcode %u, length %" PRIu64 ", fin %d)", op, len,
+             fin);
         return n;
       }
-      if (avail < hl + len) break;
+      if (avail < hl + len)
+        break;
       const char* pl = p + pos + hl;
       pos += hl + size_t(len);
       if (op == 0x9) {  // ping: answer with a pong carrying the same payload
         r->pings++;
-        if (c->st == St::Open) put_control(r, out, 0xA, pl, size_t(len));
+        if (c->st == St::Open)
+          put_control(r, out, 0xA, pl, size_t(len));
       } else if (op == 0x8) {
         unsigned code = len >= 2 ? (unsigned(uint8_t(pl[0])) << 8 | uint8_t(pl[1])) : 0;
         if (c->st == St::Closing) {
@@ -628,8 +679,8 @@ size_t feed_frames(Conn* c, const char* p, size_t n, Buf& out) {
       return n;
     }
     if (c->st != St::Open || !c->awaiting) {
-      fail(c, E_UNEXPECTED_MESSAGE, "data frame (opcode %u, length %" PRIu64 ") with no echo pending",
-           op, len);
+      fail(c, E_UNEXPECTED_MESSAGE,
+           "data frame (opcode %u, length %" PRIu64 ") with no echo pending", op, len);
       return n;
     }
     if (op == 0x0) {
@@ -655,7 +706,8 @@ size_t feed_frames(Conn* c, const char* p, size_t n, Buf& out) {
     pos += hl;
     c->pay_left = len;
     c->rx_fin = fin;
-    if (len == 0 && fin) message_complete(c, out);
+    if (len == 0 && fin)
+      message_complete(c, out);
   }
   return pos;
 }
@@ -672,11 +724,14 @@ void on_open(Conn* c, Buf& out) {
   }
   r->opened++;
   r->hs.add(c->t_open - c->t_start);
-  if (g_opt.mode != Mode::Connect) pump(r);
+  if (g_opt.mode != Mode::Connect)
+    pump(r);
   c->deadline = 0;
   if (g_opt.mode == Mode::Echo) {
-    if (r->stop) begin_close(c, out);
-    else put_message(c, out);
+    if (r->stop)
+      begin_close(c, out);
+    else
+      put_message(c, out);
   } else if (g_opt.mode == Mode::Connect) {
     put_message(c, out);
   } else if (r->stop) {  // idle, hold already over
@@ -688,7 +743,8 @@ void on_open(Conn* c, Buf& out) {
 bool check_handshake(Conn* c, const char* p, size_t n) {
   const char* eol = static_cast<const char*>(memchr(p, '\r', n));
   if (n < 12 || memcmp(p, "HTTP/1.1 101", 12) != 0) {
-    fail(c, E_HANDSHAKE, "status line \"%.*s\"", int(std::min<size_t>(eol ? size_t(eol - p) : n, 200)), p);
+    fail(c, E_HANDSHAKE, "status line \"%.*s\"",
+         int(std::min<size_t>(eol ? size_t(eol - p) : n, 200)), p);
     return false;
   }
   bool upgrade = false, connection = false, accept_ok = false, accept_seen = false, ext = false;
@@ -696,21 +752,27 @@ bool check_handshake(Conn* c, const char* p, size_t n) {
   const char* line = eol + 2;
   while (line < end) {
     const char* le = static_cast<const char*>(memchr(line, '\r', size_t(end - line)));
-    if (!le || le == line) break;
+    if (!le || le == line)
+      break;
     const char* colon = static_cast<const char*>(memchr(line, ':', size_t(le - line)));
     if (colon) {
       size_t nl = size_t(colon - line);
       const char* v = colon + 1;
-      while (v < le && (*v == ' ' || *v == '\t')) v++;
+      while (v < le && (*v == ' ' || *v == '\t'))
+        v++;
       const char* ve = le;
-      while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+      while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+        ve--;
       size_t vl = size_t(ve - v);
-      if (ieq(line, nl, "upgrade")) upgrade = upgrade || has_token(v, vl, "websocket");
-      else if (ieq(line, nl, "connection")) connection = connection || has_token(v, vl, "upgrade");
+      if (ieq(line, nl, "upgrade"))
+        upgrade = upgrade || has_token(v, vl, "websocket");
+      else if (ieq(line, nl, "connection"))
+        connection = connection || has_token(v, vl, "upgrade");
       else if (ieq(line, nl, "sec-websocket-accept")) {
         accept_ok = !accept_seen && vl == 28 && memcmp(v, c->accept, 28) == 0;
         accept_seen = true;
-      } else if (ieq(line, nl, "sec-websocket-extensions")) ext = true;
+      } else if (ieq(line, nl, "sec-websocket-extensions"))
+        ext = true;
     }
     line = le + 2;
   }
@@ -719,8 +781,8 @@ bool check_handshake(Conn* c, const char* p, size_t n) {
     return false;
   }
   if (!accept_ok) {
-    fail(c, E_BAD_ACCEPT, accept_seen ? "Sec-WebSocket-Accept does not match the key"
-                                      : "no Sec-WebSocket-Accept");
+    fail(c, E_BAD_ACCEPT,
+         accept_seen ? "Sec-WebSocket-Accept does not match the key" : "no Sec-WebSocket-Accept");
     return false;
   }
   if (ext) {
@@ -739,8 +801,10 @@ void on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
 void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   Conn* c = static_cast<Conn*>(s->data);
   Runner* r = c->r;
-  if (c->st == St::Aborting || c->st == St::Free) return;
-  if (nread == 0) return;
+  if (c->st == St::Aborting || c->st == St::Free)
+    return;
+  if (nread == 0)
+    return;
   if (nread < 0) {
     if (nread == UV_EOF && c->st == St::WaitEof) {
       c->ok = true;
@@ -763,11 +827,13 @@ void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     c->in.append(p, n);
     const char* e = find_crlfcrlf(c->in.d, c->in.len);
     if (!e) {
-      if (c->in.len > kMaxHandshake) fail(c, E_HANDSHAKE, "response head larger than %zu bytes", kMaxHandshake);
+      if (c->in.len > kMaxHandshake)
+        fail(c, E_HANDSHAKE, "response head larger than %zu bytes", kMaxHandshake);
       return;
     }
     size_t hl = size_t(e + 4 - c->in.d);
-    if (!check_handshake(c, c->in.d, hl)) return;
+    if (!check_handshake(c, c->in.d, hl))
+      return;
     c->in.consume_front(hl);
     on_open(c, out);
     // frames that came with the 101 stay in c->in
@@ -780,17 +846,22 @@ void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
       p += take;
       n -= take;
       size_t used = feed_frames(c, c->in.d, c->in.len, out);
-      if (c->st == St::Aborting) return;
+      if (c->st == St::Aborting)
+        return;
       c->in.consume_front(used);
-      if (n == 0) break;
+      if (n == 0)
+        break;
       continue;
     }
-    if (n == 0) break;
+    if (n == 0)
+      break;
     size_t used = feed_frames(c, p, n, out);
-    if (c->st == St::Aborting) return;
+    if (c->st == St::Aborting)
+      return;
     p += used;
     n -= used;
-    if (n) c->in.append(p, n);
+    if (n)
+      c->in.append(p, n);
     break;
   }
   conn_send(c, out.d, out.len);
@@ -798,7 +869,8 @@ void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
 
 void on_connect(uv_connect_t* req, int status) {
   Conn* c = static_cast<Conn*>(req->data);
-  if (c->st != St::Connecting) return;  // aborted meanwhile
+  if (c->st != St::Connecting)
+    return;  // aborted meanwhile
   if (status < 0) {
     fail(c, E_CONNECT, "%s", uv_strerror(status));
     return;
@@ -850,8 +922,10 @@ void start_conn(Conn* c) {
   c->tcp.data = c;
   c->creq.data = c;
   c->wreq.data = c;
-  int rc = uv_tcp_connect(&c->creq, &c->tcp, reinterpret_cast<const sockaddr*>(&g_addr), on_connect);
-  if (rc < 0) fail(c, E_CONNECT, "%s", uv_strerror(rc));
+  int rc =
+      uv_tcp_connect(&c->creq, &c->tcp, reinterpret_cast<const sockaddr*>(&g_addr), on_connect);
+  if (rc < 0)
+    fail(c, E_CONNECT, "%s", uv_strerror(rc));
 }
 
 // Starts connections while below the ramp limit (echo, idle).
@@ -868,13 +942,15 @@ void on_closed(uv_handle_t* h) {
   bool ok = c->ok;
   c->st = St::Free;
   r->active--;
-  if (ok) r->succeeded++;
+  if (ok)
+    r->succeeded++;
   if (g_opt.mode == Mode::Connect) {
     if (ok && t < r->end_ns) {
       r->completed++;
       r->lat.add(t - c->t_start);
     }
-    if (!r->stop && t < r->end_ns) start_conn(c);
+    if (!r->stop && t < r->end_ns)
+      start_conn(c);
   } else {
     pump(r);
   }
@@ -884,14 +960,19 @@ void on_closed(uv_handle_t* h) {
 void on_tick_closed(uv_handle_t*) {}
 
 void runner_check_done(Runner* r) {
-  if (r->done || r->active > 0) return;
+  if (r->done || r->active > 0)
+    return;
   bool finished = false;
-  if (g_opt.mode == Mode::Connect) finished = r->stop;
-  else finished = r->stop || (r->settled && r->next_start >= r->conns.size());
-  if (!finished) return;
+  if (g_opt.mode == Mode::Connect)
+    finished = r->stop;
+  else
+    finished = r->stop || (r->settled && r->next_start >= r->conns.size());
+  if (!finished)
+    return;
   // All connections gone. In echo/idle mode this may happen before the global start when every
   // connection failed: still take part in the settle count so other threads are not held up.
-  if (!r->settled) return;
+  if (!r->settled)
+    return;
   r->done = true;
   uv_timer_stop(&r->tick);
   uv_close(reinterpret_cast<uv_handle_t*>(&r->tick), on_tick_closed);
@@ -909,7 +990,8 @@ void on_tick(uv_timer_t* t) {
       r->settled = true;
       uint64_t open_now = 0;
       for (Conn* c : r->conns)
-        if (c->st == St::Open) open_now++;
+        if (c->st == St::Open)
+          open_now++;
       r->established_when_settled = open_now;
       int64_t est = g_shared.established.fetch_add(int64_t(open_now)) + int64_t(open_now);
       if (g_shared.settled.fetch_add(1) + 1 == nthreads) {
@@ -933,15 +1015,19 @@ void on_tick(uv_timer_t* t) {
       r->stop = true;
       Buf& out = r->scratch;
       for (Conn* c : r->conns) {
-        if (c->st != St::Open || c->awaiting) continue;  // awaiting: closes after its echo
+        if (c->st != St::Open || c->awaiting)
+          continue;  // awaiting: closes after its echo
         out.len = 0;
-        if (o.mode == Mode::Idle) put_message(c, out);  // final check, then close
-        else begin_close(c, out);
+        if (o.mode == Mode::Idle)
+          put_message(c, out);  // final check, then close
+        else
+          begin_close(c, out);
         conn_send(c, out.d, out.len);
       }
     }
   } else {
-    if (!r->stop && now >= r->end_ns) r->stop = true;
+    if (!r->stop && now >= r->end_ns)
+      r->stop = true;
   }
 
   if (r->ticks % 10 == 0) {  // timeouts, every 100 ms
@@ -961,11 +1047,14 @@ void on_tick(uv_timer_t* t) {
           break;
       }
       if (timed && c->deadline && now > c->deadline) {
-        if (c->st == St::Open) fail(c, E_TIMEOUT, "no echo within %.1fs", o.timeout);
+        if (c->st == St::Open)
+          fail(c, E_TIMEOUT, "no echo within %.1fs", o.timeout);
         else if (c->st == St::WaitEof)
-          fail(c, E_TIMEOUT, "server did not close the TCP connection within %.1fs of the close handshake",
+          fail(c, E_TIMEOUT,
+               "server did not close the TCP connection within %.1fs of the close handshake",
                o.timeout);
-        else fail(c, E_TIMEOUT, "no progress within %.1fs", o.timeout);
+        else
+          fail(c, E_TIMEOUT, "no progress within %.1fs", o.timeout);
       }
     }
   }
@@ -981,31 +1070,36 @@ void run_runner(Runner* r) {
 // setup, results
 
 [[noreturn]] void usage(const char* msg = nullptr) {
-  if (msg) fprintf(stderr, "wsload: %s\n", msg);
-  fprintf(stderr,
-          "usage: sluice_wsload MODE --url ws://HOST:PORT/PATH [options]\n"
-          "modes:\n"
-          "  echo     --connections N (64) --size BYTES (64) --duration S (10) [--text] [--warmup S]\n"
-          "  connect  --concurrency N (16) --duration S (10) [--size BYTES (32)]\n"
-          "  idle     --connections N (10000) --hold S (10) [--ramp K (256)] [--size BYTES (32)]\n"
-          "common:\n"
-          "  --threads T (1)  --json  --timeout S (10, per operation)  --max-time S (hard limit)\n"
-          "  --header 'Name: value' (repeatable)  --origin URL\n");
+  if (msg)
+    fprintf(stderr, "wsload: %s\n", msg);
+  fprintf(
+      stderr,
+      "usage: sluice_wsload MODE --url ws://HOST:PORT/PATH [options]\n"
+      "modes:\n"
+      "  echo     --connections N (64) --size BYTES (64) --duration S (10) [--text] [--warmup S]\n"
+      "  connect  --concurrency N (16) --duration S (10) [--size BYTES (32)]\n"
+      "  idle     --connections N (10000) --hold S (10) [--ramp K (256)] [--size BYTES (32)]\n"
+      "common:\n"
+      "  --threads T (1)  --json  --timeout S (10, per operation)  --max-time S (hard limit)\n"
+      "  --header 'Name: value' (repeatable)  --origin URL\n");
   exit(2);
 }
 
 void parse_url(Options& o) {
   const std::string& u = o.url;
-  if (u.rfind("ws://", 0) != 0) usage("--url must start with ws:// (wss is not supported)");
+  if (u.rfind("ws://", 0) != 0)
+    usage("--url must start with ws:// (wss is not supported)");
   std::string rest = u.substr(5);
   size_t slash = rest.find('/');
   std::string hp = slash == std::string::npos ? rest : rest.substr(0, slash);
   o.path = slash == std::string::npos ? "/" : rest.substr(slash);
   if (!hp.empty() && hp[0] == '[') {
     size_t rb = hp.find(']');
-    if (rb == std::string::npos) usage("bad IPv6 literal in --url");
+    if (rb == std::string::npos)
+      usage("bad IPv6 literal in --url");
     o.host = hp.substr(1, rb - 1);
-    if (rb + 1 < hp.size() && hp[rb + 1] == ':') o.port = hp.substr(rb + 2);
+    if (rb + 1 < hp.size() && hp[rb + 1] == ':')
+      o.port = hp.substr(rb + 2);
   } else {
     size_t colon = hp.rfind(':');
     if (colon != std::string::npos) {
@@ -1015,12 +1109,14 @@ void parse_url(Options& o) {
       o.host = hp;
     }
   }
-  if (o.host.empty()) usage("no host in --url");
+  if (o.host.empty())
+    usage("no host in --url");
   addrinfo hints{}, *res = nullptr;
   hints.ai_socktype = SOCK_STREAM;
   int rc = getaddrinfo(o.host.c_str(), o.port.c_str(), &hints, &res);
   if (rc != 0 || !res) {
-    fprintf(stderr, "wsload: cannot resolve %s:%s: %s\n", o.host.c_str(), o.port.c_str(), gai_strerror(rc));
+    fprintf(stderr, "wsload: cannot resolve %s:%s: %s\n", o.host.c_str(), o.port.c_str(),
+            gai_strerror(rc));
     exit(2);
   }
   memcpy(&g_addr, res->ai_addr, res->ai_addrlen);
@@ -1085,7 +1181,8 @@ Totals collect(const std::vector<Runner*>& rs) {
       e = std::max(e, r->end_ns);
     }
   }
-  if (e > s) t.window_s = double(e - s) / 1e9;
+  if (e > s)
+    t.window_s = double(e - s) / 1e9;
   return t;
 }
 
@@ -1097,7 +1194,8 @@ void report(const std::vector<Runner*>& rs, bool hard_timeout) {
   char b[512];
   auto add = [&](const char* fmt, auto... args) {
     snprintf(b, sizeof b, fmt, args...);
-    if (j.size() > 1) j += ",";
+    if (j.size() > 1)
+      j += ",";
     j += b;
   };
   add("\"mode\":\"%s\"", mode_name(o.mode));
@@ -1105,11 +1203,13 @@ void report(const std::vector<Runner*>& rs, bool hard_timeout) {
   add("\"threads\":%d", o.threads);
   std::string errs;
   for (int i = 0; i < E_COUNT; i++) {
-    if (!t.errors[i]) continue;
+    if (!t.errors[i])
+      continue;
     snprintf(b, sizeof b, "%s\"%s\":%" PRIu64, errs.empty() ? "" : ",", kErrName[i], t.errors[i]);
     errs += b;
   }
-  if (hard_timeout) errs += std::string(errs.empty() ? "" : ",") + "\"hard_timeout\":1";
+  if (hard_timeout)
+    errs += std::string(errs.empty() ? "" : ",") + "\"hard_timeout\":1";
   uint64_t err_total = t.err_total + (hard_timeout ? 1 : 0);
   auto us = [](double ns) { return ns / 1000.0; };
 
@@ -1117,52 +1217,57 @@ void report(const std::vector<Runner*>& rs, bool hard_timeout) {
     double secs = t.window_s > 0 ? t.window_s : o.duration;
     double mps = double(t.messages) / secs;
     double mbps = double(t.bytes) / secs / 1e6;
-    add("\"connections\":%d,\"established\":%" PRIu64 ",\"size\":%ld,\"text\":%s", o.connections, t.opened,
-        o.size, o.text ? "true" : "false");
+    add("\"connections\":%d,\"established\":%" PRIu64 ",\"size\":%ld,\"text\":%s", o.connections,
+        t.opened, o.size, o.text ? "true" : "false");
     add("\"duration_s\":%.3f,\"messages\":%" PRIu64 ",\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f", secs,
         t.messages, mps, mbps);
-    add("\"latency_us\":{\"mean\":%.1f,\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f}",
-        t.lat.n ? us(double(t.lat.sum) / double(t.lat.n)) : 0.0, us(t.lat.pct(0.5)), us(t.lat.pct(0.9)),
-        us(t.lat.pct(0.99)), us(t.lat.pct(0.999)), us(double(t.lat.max)));
-    fprintf(human, "echo %s: %d connections x %ld B%s, %.2f s\n", o.url.c_str(), o.connections, o.size,
-            o.text ? " text" : "", secs);
+    add("\"latency_us\":{\"mean\":%.1f,\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,"
+        "\"max\":%.1f}",
+        t.lat.n ? us(double(t.lat.sum) / double(t.lat.n)) : 0.0, us(t.lat.pct(0.5)),
+        us(t.lat.pct(0.9)), us(t.lat.pct(0.99)), us(t.lat.pct(0.999)), us(double(t.lat.max)));
+    fprintf(human, "echo %s: %d connections x %ld B%s, %.2f s\n", o.url.c_str(), o.connections,
+            o.size, o.text ? " text" : "", secs);
     fprintf(human, "  established  %" PRIu64 "\n", t.opened);
-    fprintf(human, "  messages     %" PRIu64 "  (%.0f msg/s, %.2f MB/s payload each way)\n", t.messages,
-            mps, mbps);
-    fprintf(human, "  latency µs   p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n", us(t.lat.pct(0.5)),
-            us(t.lat.pct(0.9)), us(t.lat.pct(0.99)), us(t.lat.pct(0.999)), us(double(t.lat.max)));
+    fprintf(human, "  messages     %" PRIu64 "  (%.0f msg/s, %.2f MB/s payload each way)\n",
+            t.messages, mps, mbps);
+    fprintf(human, "  latency µs   p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n",
+            us(t.lat.pct(0.5)), us(t.lat.pct(0.9)), us(t.lat.pct(0.99)), us(t.lat.pct(0.999)),
+            us(double(t.lat.max)));
   } else if (o.mode == Mode::Connect) {
     double secs = t.window_s > 0 ? t.window_s : o.duration;
     double cps = double(t.completed) / secs;
     add("\"concurrency\":%d,\"size\":%ld,\"duration_s\":%.3f,\"connections\":%" PRIu64
         ",\"conns_per_s\":%.1f",
         o.concurrency, o.size, secs, t.completed, cps);
-    add("\"handshake_us\":{\"p50\":%.1f,\"p99\":%.1f,\"max\":%.1f}", us(t.hs.pct(0.5)), us(t.hs.pct(0.99)),
-        us(double(t.hs.max)));
-    add("\"cycle_us\":{\"p50\":%.1f,\"p99\":%.1f,\"max\":%.1f}", us(t.lat.pct(0.5)), us(t.lat.pct(0.99)),
-        us(double(t.lat.max)));
+    add("\"handshake_us\":{\"p50\":%.1f,\"p99\":%.1f,\"max\":%.1f}", us(t.hs.pct(0.5)),
+        us(t.hs.pct(0.99)), us(double(t.hs.max)));
+    add("\"cycle_us\":{\"p50\":%.1f,\"p99\":%.1f,\"max\":%.1f}", us(t.lat.pct(0.5)),
+        us(t.lat.pct(0.99)), us(double(t.lat.max)));
     fprintf(human, "connect %s: concurrency %d, %.2f s\n", o.url.c_str(), o.concurrency, secs);
     fprintf(human, "  connections  %" PRIu64 " completed (%.0f conn/s)\n", t.completed, cps);
-    fprintf(human, "  handshake µs p50 %.1f  p99 %.1f  max %.1f\n", us(t.hs.pct(0.5)), us(t.hs.pct(0.99)),
-            us(double(t.hs.max)));
-    fprintf(human, "  cycle µs     p50 %.1f  p99 %.1f  max %.1f\n", us(t.lat.pct(0.5)), us(t.lat.pct(0.99)),
-            us(double(t.lat.max)));
+    fprintf(human, "  handshake µs p50 %.1f  p99 %.1f  max %.1f\n", us(t.hs.pct(0.5)),
+            us(t.hs.pct(0.99)), us(double(t.hs.max)));
+    fprintf(human, "  cycle µs     p50 %.1f  p99 %.1f  max %.1f\n", us(t.lat.pct(0.5)),
+            us(t.lat.pct(0.99)), us(double(t.lat.max)));
   } else {
     int64_t est = g_shared.established.load();
     uint64_t sn = g_shared.settled_ns.load();
     double ramp_s = sn ? double(sn - g_shared.launch_ns) / 1e9 : 0.0;
-    add("\"connections\":%d,\"established\":%" PRId64 ",\"succeeded\":%" PRIu64 ",\"failed\":%" PRIu64
-        ",\"hold_s\":%.1f,\"ramp_s\":%.3f,\"pings\":%" PRIu64,
-        o.connections, est, t.succeeded, uint64_t(o.connections) - std::min<uint64_t>(t.succeeded, uint64_t(o.connections)),
-        o.hold, ramp_s, t.pings);
-    add("\"handshake_us\":{\"p50\":%.1f,\"p99\":%.1f,\"max\":%.1f}", us(t.hs.pct(0.5)), us(t.hs.pct(0.99)),
-        us(double(t.hs.max)));
+    add("\"connections\":%d,\"established\":%" PRId64 ",\"succeeded\":%" PRIu64
+        ",\"failed\":%" PRIu64 ",\"hold_s\":%.1f,\"ramp_s\":%.3f,\"pings\":%" PRIu64,
+        o.connections, est, t.succeeded,
+        uint64_t(o.connections) - std::min<uint64_t>(t.succeeded, uint64_t(o.connections)), o.hold,
+        ramp_s, t.pings);
+    add("\"handshake_us\":{\"p50\":%.1f,\"p99\":%.1f,\"max\":%.1f}", us(t.hs.pct(0.5)),
+        us(t.hs.pct(0.99)), us(double(t.hs.max)));
     fprintf(human, "idle %s: %d connections, hold %.1f s\n", o.url.c_str(), o.connections, o.hold);
-    fprintf(human, "  established  %" PRId64 " in %.2f s\n  succeeded    %" PRIu64 " (echo checked and closed cleanly after the hold)\n",
+    fprintf(human,
+            "  established  %" PRId64 " in %.2f s\n  succeeded    %" PRIu64
+            " (echo checked and closed cleanly after the hold)\n",
             est, ramp_s, t.succeeded);
     fprintf(human, "  pings        %" PRIu64 " answered\n", t.pings);
-    fprintf(human, "  handshake µs p50 %.1f  p99 %.1f  max %.1f\n", us(t.hs.pct(0.5)), us(t.hs.pct(0.99)),
-            us(double(t.hs.max)));
+    fprintf(human, "  handshake µs p50 %.1f  p99 %.1f  max %.1f\n", us(t.hs.pct(0.5)),
+            us(t.hs.pct(0.99)), us(double(t.hs.max)));
   }
   add("\"errors\":%" PRIu64, err_total);
   j += ",\"error_kinds\":{" + errs + "}";
@@ -1171,11 +1276,13 @@ void report(const std::vector<Runner*>& rs, bool hard_timeout) {
   if (err_total) {
     bool first = true;
     for (int i = 0; i < E_COUNT; i++) {
-      if (!t.errors[i]) continue;
+      if (!t.errors[i])
+        continue;
       fprintf(human, "%s%s %" PRIu64, first ? "" : ", ", kErrName[i], t.errors[i]);
       first = false;
     }
-    if (hard_timeout) fprintf(human, "%shard_timeout", first ? "" : ", ");
+    if (hard_timeout)
+      fprintf(human, "%shard_timeout", first ? "" : ", ");
     fprintf(human, ")\n");
   }
   fflush(human);
@@ -1189,45 +1296,76 @@ void report(const std::vector<Runner*>& rs, bool hard_timeout) {
 
 int main(int argc, char** argv) {
   Options& o = g_opt;
-  if (argc < 2) usage();
+  if (argc < 2)
+    usage();
   std::string mode = argv[1];
-  if (mode == "echo") o.mode = Mode::Echo;
-  else if (mode == "connect") o.mode = Mode::Connect;
-  else if (mode == "idle") o.mode = Mode::Idle;
-  else if (mode == "-h" || mode == "--help") usage();
-  else usage("unknown mode");
+  if (mode == "echo")
+    o.mode = Mode::Echo;
+  else if (mode == "connect")
+    o.mode = Mode::Connect;
+  else if (mode == "idle")
+    o.mode = Mode::Idle;
+  else if (mode == "-h" || mode == "--help")
+    usage();
+  else
+    usage("unknown mode");
   for (int i = 2; i < argc; i++) {
     std::string a = argv[i];
     auto val = [&]() -> const char* {
-      if (i + 1 >= argc) usage(("missing value for " + a).c_str());
+      if (i + 1 >= argc)
+        usage(("missing value for " + a).c_str());
       return argv[++i];
     };
-    if (a == "--url") o.url = val();
-    else if (a == "--connections" || a == "-c") o.connections = atoi(val());
-    else if (a == "--concurrency") o.concurrency = atoi(val());
-    else if (a == "--size") o.size = atol(val());
-    else if (a == "--duration" || a == "-d") o.duration = atof(val());
-    else if (a == "--warmup") o.warmup = atof(val());
-    else if (a == "--hold") o.hold = atof(val());
-    else if (a == "--ramp") o.ramp = atoi(val());
-    else if (a == "--threads" || a == "-t") o.threads = atoi(val());
-    else if (a == "--text") o.text = true;
-    else if (a == "--json") o.json = true;
-    else if (a == "--timeout") o.timeout = atof(val());
-    else if (a == "--max-time") o.max_time = atof(val());
-    else if (a == "--header" || a == "-H") o.headers.push_back(val());
-    else if (a == "--origin") o.headers.push_back(std::string("Origin: ") + val());
-    else usage(("unknown option " + a).c_str());
+    if (a == "--url")
+      o.url = val();
+    else if (a == "--connections" || a == "-c")
+      o.connections = atoi(val());
+    else if (a == "--concurrency")
+      o.concurrency = atoi(val());
+    else if (a == "--size")
+      o.size = atol(val());
+    else if (a == "--duration" || a == "-d")
+      o.duration = atof(val());
+    else if (a == "--warmup")
+      o.warmup = atof(val());
+    else if (a == "--hold")
+      o.hold = atof(val());
+    else if (a == "--ramp")
+      o.ramp = atoi(val());
+    else if (a == "--threads" || a == "-t")
+      o.threads = atoi(val());
+    else if (a == "--text")
+      o.text = true;
+    else if (a == "--json")
+      o.json = true;
+    else if (a == "--timeout")
+      o.timeout = atof(val());
+    else if (a == "--max-time")
+      o.max_time = atof(val());
+    else if (a == "--header" || a == "-H")
+      o.headers.push_back(val());
+    else if (a == "--origin")
+      o.headers.push_back(std::string("Origin: ") + val());
+    else
+      usage(("unknown option " + a).c_str());
   }
-  if (o.url.empty()) usage("--url is required");
-  if (o.connections < 0) o.connections = o.mode == Mode::Idle ? 10000 : 64;
-  if (o.size < 0) o.size = o.mode == Mode::Echo ? 64 : 32;
-  if (o.threads < 1 || o.threads > 64) usage("--threads must be 1..64");
-  if (o.connections < 1 || o.concurrency < 1 || o.ramp < 1) usage("counts must be positive");
-  if (o.size > long(kMaxSize)) usage("--size too large");
-  if (o.duration <= 0 || o.hold < 0 || o.timeout <= 0 || o.warmup < 0) usage("bad duration");
+  if (o.url.empty())
+    usage("--url is required");
+  if (o.connections < 0)
+    o.connections = o.mode == Mode::Idle ? 10000 : 64;
+  if (o.size < 0)
+    o.size = o.mode == Mode::Echo ? 64 : 32;
+  if (o.threads < 1 || o.threads > 64)
+    usage("--threads must be 1..64");
+  if (o.connections < 1 || o.concurrency < 1 || o.ramp < 1)
+    usage("counts must be positive");
+  if (o.size > long(kMaxSize))
+    usage("--size too large");
+  if (o.duration <= 0 || o.hold < 0 || o.timeout <= 0 || o.warmup < 0)
+    usage("bad duration");
   for (auto& h : o.headers)
-    if (h.find(':') == std::string::npos || h.find('\n') != std::string::npos) usage("bad --header");
+    if (h.find(':') == std::string::npos || h.find('\n') != std::string::npos)
+      usage("bad --header");
   parse_url(o);
   signal(SIGPIPE, SIG_IGN);
   raise_nofile();
@@ -1235,24 +1373,29 @@ int main(int argc, char** argv) {
     rlimit rl{};
     getrlimit(RLIMIT_NOFILE, &rl);
     if (rl.rlim_cur != RLIM_INFINITY && uint64_t(o.connections) + 64 > rl.rlim_cur)
-      fprintf(stderr, "wsload: warning: %d connections but the open-file limit is %llu\n", o.connections,
-              static_cast<unsigned long long>(rl.rlim_cur));
+      fprintf(stderr, "wsload: warning: %d connections but the open-file limit is %llu\n",
+              o.connections, static_cast<unsigned long long>(rl.rlim_cur));
   }
   if (o.max_time <= 0) {
-    double base = o.mode == Mode::Idle ? o.hold + double(o.connections) / 200.0 : o.duration + o.warmup;
+    double base =
+        o.mode == Mode::Idle ? o.hold + double(o.connections) / 200.0 : o.duration + o.warmup;
     o.max_time = base + 4 * o.timeout + 30;
   }
 
   // handshake request template (the key and the final CRLF are added per connection)
   std::string host_hdr = o.host.find(':') != std::string::npos ? "[" + o.host + "]" : o.host;
-  if (o.port != "80") host_hdr += ":" + o.port;
-  std::string prefix = "GET " + o.path + " HTTP/1.1\r\nHost: " + host_hdr +
-                       "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n";
-  for (auto& h : o.headers) prefix += h + "\r\n";
+  if (o.port != "80")
+    host_hdr += ":" + o.port;
+  std::string prefix =
+      "GET " + o.path + " HTTP/1.1\r\nHost: " + host_hdr +
+      "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n";
+  for (auto& h : o.headers)
+    prefix += h + "\r\n";
   prefix += "Sec-WebSocket-Key: ";
 
   uint64_t seed;
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(&seed), sizeof seed) != 1) seed = uint64_t(time(nullptr));
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(&seed), sizeof seed) != 1)
+    seed = uint64_t(time(nullptr));
 
   g_shared.launch_ns = now_ns();
   std::vector<Runner*> rs;
@@ -1268,7 +1411,8 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < r->pool.size(); i++) {
       uint64_t x = r->rng.next();
       if (o.text) {
-        static const char al[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,";
+        static const char al[] =
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,";
         r->pool[i] = al[x % (sizeof al - 1)];
       } else {
         r->pool[i] = char(x);
@@ -1291,7 +1435,8 @@ int main(int argc, char** argv) {
     if (o.mode == Mode::Connect) {
       r->start_ns = g_shared.launch_ns;
       r->end_ns = g_shared.launch_ns + uint64_t(o.duration * 1e9);
-      for (Conn* c : r->conns) start_conn(c);
+      for (Conn* c : r->conns)
+        start_conn(c);
       r->settled = true;
       r->next_start = r->conns.size();
     } else {
@@ -1300,7 +1445,8 @@ int main(int argc, char** argv) {
     uv_timer_start(&r->tick, on_tick, 10, 10);
   }
   std::vector<std::thread> ts;
-  for (int t = 1; t < o.threads; t++) ts.emplace_back(run_runner, rs[size_t(t)]);
+  for (int t = 1; t < o.threads; t++)
+    ts.emplace_back(run_runner, rs[size_t(t)]);
   std::thread first(run_runner, rs[0]);
 
   // hard overall limit
@@ -1321,7 +1467,8 @@ int main(int argc, char** argv) {
     _exit(3);
   }
   first.join();
-  for (auto& t : ts) t.join();
+  for (auto& t : ts)
+    t.join();
   report(rs, false);
   Totals t = collect(rs);
   return t.err_total ? 1 : 0;

@@ -59,7 +59,8 @@ int main(int argc, char** argv) {
           }
           break;
         case 2:  // insert bytes
-          s.insert(s.empty() ? 0 : rng() % s.size(), std::string(1 + rng() % 4, static_cast<char>(rng())));
+          s.insert(s.empty() ? 0 : rng() % s.size(),
+                   std::string(1 + rng() % 4, static_cast<char>(rng())));
           break;
         case 3:  // delete a range
           if (!s.empty()) {

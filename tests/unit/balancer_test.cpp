@@ -61,7 +61,7 @@ TEST(Balancer, SmoothWeightedRoundRobinIsExactAndInterleaved) {
 
 TEST(Balancer, WeightZeroAndUnavailableBackendsGetNothing) {
   Pool p(conf::Balance::kRoundRobin, {1, 0, 1, 1});
-  p.states[2]->admin_drain = true;                 // draining
+  p.states[2]->admin_drain = true;  // draining
   p.states[3]->health = static_cast<uint8_t>(Health::kUnhealthy);
   auto n = count(p.balancer(), 1000);
   EXPECT_EQ(n[0], 1000);

@@ -8,7 +8,8 @@ namespace sluice::filters {
 namespace {
 
 conf::FilterConfig filterConfig(const std::string& toml) {
-  auto table = std::make_shared<toml::table>(toml::parse(std::string_view(toml), std::string_view("test.toml")));
+  auto table = std::make_shared<toml::table>(
+      toml::parse(std::string_view(toml), std::string_view("test.toml")));
   conf::FilterConfig c;
   c.name = table->get("name")->as_string()->get();
   c.type = table->get("type")->as_string()->get();
@@ -63,9 +64,9 @@ allow = ["https://app.example.com", "https://*.example.org", "http://localhost:8
   EXPECT_EQ(judge(f, "https://a.b.example.org").action, A::kContinue);
   EXPECT_EQ(judge(f, "http://localhost:8080").action, A::kContinue);
   // Not allowed: other scheme, bare domain for a wildcard, look-alike suffix, other port.
-  for (const char* bad : {"http://app.example.com", "https://example.org", "https://evilexample.org",
-                          "https://example.org.evil.com", "http://localhost:9090", "null",
-                          "https://app.example.com.evil"}) {
+  for (const char* bad : {"http://app.example.com", "https://example.org",
+                          "https://evilexample.org", "https://example.org.evil.com",
+                          "http://localhost:9090", "null", "https://app.example.com.evil"}) {
     HeadDecision dec = judge(f, bad);
     EXPECT_EQ(dec.action, A::kReject) << bad;
     EXPECT_EQ(dec.status, 403) << bad;
@@ -91,12 +92,14 @@ allow_missing = true
 
 TEST(OriginFilter, BadConfigNamesTheKey) {
   conf::Diagnostics d;
-  EXPECT_FALSE(buildFilter(filterConfig("name = \"o\"\ntype = \"origin\"\nallow = [\"app.example.com\"]\n"), d));
+  EXPECT_FALSE(buildFilter(
+      filterConfig("name = \"o\"\ntype = \"origin\"\nallow = [\"app.example.com\"]\n"), d));
   ASSERT_EQ(d.size(), 1u);
   EXPECT_EQ(d[0].pos.line, 3u);
   EXPECT_NE(d[0].message.find("not an origin"), std::string::npos);
   d.clear();
-  EXPECT_FALSE(buildFilter(filterConfig("name = \"o\"\ntype = \"origin\"\nalow = [\"https://a\"]\n"), d));
+  EXPECT_FALSE(
+      buildFilter(filterConfig("name = \"o\"\ntype = \"origin\"\nalow = [\"https://a\"]\n"), d));
   ASSERT_FALSE(d.empty());
   EXPECT_NE(d[0].message.find("unknown key 'alow'"), std::string::npos);
   d.clear();
@@ -134,11 +137,14 @@ allow_types = ["text"]
 
 TEST(MessageLimitsFilter, BadTypesAndSizes) {
   conf::Diagnostics d;
-  EXPECT_FALSE(buildFilter(filterConfig("name = \"m\"\ntype = \"message_limits\"\nallow_types = [\"txt\"]\n"), d));
+  EXPECT_FALSE(buildFilter(
+      filterConfig("name = \"m\"\ntype = \"message_limits\"\nallow_types = [\"txt\"]\n"), d));
   ASSERT_EQ(d.size(), 1u);
   EXPECT_NE(d[0].message.find("unknown message type 'txt'"), std::string::npos);
   d.clear();
-  EXPECT_FALSE(buildFilter(filterConfig("name = \"m\"\ntype = \"message_limits\"\nmax_message_bytes = \"12 parsecs\"\n"), d));
+  EXPECT_FALSE(buildFilter(
+      filterConfig("name = \"m\"\ntype = \"message_limits\"\nmax_message_bytes = \"12 parsecs\"\n"),
+      d));
   ASSERT_EQ(d.size(), 1u);
   EXPECT_EQ(d[0].pos.line, 3u);
 }

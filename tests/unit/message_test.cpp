@@ -72,7 +72,8 @@ TEST(UpstreamRequest, DropsHopByHopAndAddsForwarding) {
 }
 
 TEST(UpstreamRequest, KeepsRequestIdAndRechunks) {
-  RequestHead r = request({{"Host", "h"}, {"Transfer-Encoding", "chunked"}, {"X-Request-Id", "mine"}});
+  RequestHead r =
+      request({{"Host", "h"}, {"Transfer-Encoding", "chunked"}, {"X-Request-Id", "mine"}});
   ForwardInfo info;
   info.client_ip = "127.0.0.1";
   info.proto = "https";
@@ -102,8 +103,10 @@ TEST(DownstreamResponse, FramingAndConnection) {
   ResponseHead h;
   h.status = 200;
   h.reason = "OK";
-  h.headers = {{"Content-Type", "text/plain"}, {"Transfer-Encoding", "chunked"},
-               {"Connection", "keep-alive"}, {"Keep-Alive", "timeout=5"}};
+  h.headers = {{"Content-Type", "text/plain"},
+               {"Transfer-Encoding", "chunked"},
+               {"Connection", "keep-alive"},
+               {"Keep-Alive", "timeout=5"}};
   std::string out;
   writeDownstreamResponse(h, Framing::kChunked, false, {}, &out);
   EXPECT_TRUE(out.starts_with("HTTP/1.1 200 OK\r\n"));

@@ -72,10 +72,11 @@ class RequestParserTest : public ::testing::Test {
 };
 
 TEST_F(RequestParserTest, PipelinedRequestsAtEverySplit) {
-  std::string input =
-      "GET /a HTTP/1.1\r\nHost: x\r\nX-Long: " + std::string(300, 'v') + "\r\n\r\n"
-      "POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
-      "PUT /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n";
+  std::string input = "GET /a HTTP/1.1\r\nHost: x\r\nX-Long: " + std::string(300, 'v') +
+                      "\r\n\r\n"
+                      "POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                      "PUT /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                      "chunked\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n";
   for (size_t step = 1; step <= input.size(); step += (step < 40 ? 1 : 37)) {
     Outcome o = run(input, step);
     ASSERT_EQ(o.status, RequestParser::Status::kNeedMore) << "step " << step << ": " << o.reason;
@@ -97,17 +98,34 @@ struct Vector {
 
 TEST_F(RequestParserTest, SmugglingAndMalformedRequestsAreRejected) {
   const std::vector<Vector> vectors = {
-      {"two Content-Length values", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400},
-      {"duplicate equal Content-Length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400},
-      {"Content-Length list", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello", 400},
-      {"Content-Length with Transfer-Encoding", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
-      {"chunked not final", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400},
+      {"two Content-Length values",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400},
+      {"duplicate equal Content-Length",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400},
+      {"Content-Length list", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello",
+       400},
+      {"Content-Length with Transfer-Encoding",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: "
+       "chunked\r\n\r\n0\r\n\r\n",
+       400},
+      {"chunked not final",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400},
       {"identity", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", 400},
-      {"two Transfer-Encoding headers", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
-      {"invalid chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, true},
-      {"chunk data without CRLF (smuggling)", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n", 400, true},
-      {"chunk data with bare LF", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\n0\r\n\r\n", 400, true},
-      {"gzip, chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
+      {"two Transfer-Encoding headers",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+       "chunked\r\n\r\n0\r\n\r\n",
+       400},
+      {"invalid chunk size",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, true},
+      {"chunk data without CRLF (smuggling)",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\nGET "
+       "/smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+       400, true},
+      {"chunk data with bare LF",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\n0\r\n\r\n", 400,
+       true},
+      {"gzip, chunked",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
       {"obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n", 400},
       {"obs-fold with tab", "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n\tc\r\n\r\n", 400},
       {"obs-fold after empty value", "GET / HTTP/1.1\r\nHost: a\r\nX-A:\r\n c\r\n\r\n", 400},
@@ -117,11 +135,13 @@ TEST_F(RequestParserTest, SmugglingAndMalformedRequestsAreRejected) {
       {"tab before colon", "GET / HTTP/1.1\r\nHost\t: a\r\n\r\n", 400},
       {"missing Host", "GET / HTTP/1.1\r\n\r\n", 400},
       {"two Host headers", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
-      {"chunked in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+      {"chunked in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+       400},
       {"HTTP/2.0 request line", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505},
       {"CONNECT", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405},
       {"garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400},
-      {"control character in value", std::string("GET / HTTP/1.1\r\nHost: a\r\nX: a\x01z\r\n\r\n"), 400},
+      {"control character in value", std::string("GET / HTTP/1.1\r\nHost: a\r\nX: a\x01z\r\n\r\n"),
+       400},
   };
   for (const Vector& v : vectors) {
     for (size_t step : {size_t{0}, size_t{1}, size_t{7}}) {
@@ -139,11 +159,13 @@ TEST_F(RequestParserTest, LegalVariantsAreAccepted) {
            "GET / HTTP/1.1\r\nHost: a\r\nX-Empty:\r\nX-B: b\r\n\r\n",
            "GET / HTTP/1.1\r\nHost: a\r\nX-Empty: \r\n\r\n",
            "GET / HTTP/1.1\r\nHost: a\r\nX-Spaces:   padded   \r\n\r\n",
-           "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n1;name=v\r\nx\r\n0\r\nTrailer: t\r\n\r\n",
+           "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: "
+           "Chunked\r\n\r\n1;name=v\r\nx\r\n0\r\nTrailer: t\r\n\r\n",
        }) {
     for (size_t step : {size_t{0}, size_t{1}, size_t{3}}) {
       Outcome o = run(ok, step);
-      EXPECT_EQ(o.status, RequestParser::Status::kNeedMore) << ok << " step " << step << ": " << o.reason;
+      EXPECT_EQ(o.status, RequestParser::Status::kNeedMore)
+          << ok << " step " << step << ": " << o.reason;
       EXPECT_EQ(rec_->completed, 1) << ok;
     }
   }

@@ -18,14 +18,14 @@ class RouterTest : public ::testing::Test {
   void SetUp() override {
     config_.listeners.resize(2);
     config_.routes = {
-        route("*", "/"),                      // 0
-        route("*", "/api"),                   // 1
-        route("example.com", "/"),            // 2
-        route("example.com", "/static/"),     // 3
-        route("*.example.com", "/"),          // 4
-        route("*.api.example.com", "/v1"),    // 5
-        route("other.org", "/only"),          // 6
-        route("*", "/", 1),                   // 7: second listener
+        route("*", "/"),                    // 0
+        route("*", "/api"),                 // 1
+        route("example.com", "/"),          // 2
+        route("example.com", "/static/"),   // 3
+        route("*.example.com", "/"),        // 4
+        route("*.api.example.com", "/v1"),  // 5
+        route("other.org", "/only"),        // 6
+        route("*", "/", 1),                 // 7: second listener
     };
   }
   conf::Config config_;

@@ -49,7 +49,9 @@ std::string frame(bool fin, uint8_t opcode, std::string payload, bool masked, ui
   return out + payload;
 }
 
-const uint8_t* u8(const std::string& s) { return reinterpret_cast<const uint8_t*>(s.data()); }
+const uint8_t* u8(const std::string& s) {
+  return reinterpret_cast<const uint8_t*>(s.data());
+}
 
 TEST(WsParser, EverySplitOfASequenceOfFrames) {
   std::string big(70000, 'x');
@@ -78,8 +80,8 @@ TEST(WsParser, EverySplitOfASequenceOfFrames) {
 }
 
 TEST(WsParser, ByteAtATime) {
-  std::string stream = frame(true, kBinary, std::string(200, 'b'), false) +
-                       frame(true, kText, "", false);
+  std::string stream =
+      frame(true, kBinary, std::string(200, 'b'), false) + frame(true, kText, "", false);
   FrameParser parser(false);
   Collector c;
   for (size_t i = 0; i < stream.size(); ++i) {
@@ -177,17 +179,17 @@ TEST(Utf8, ValidAndInvalid) {
   EXPECT_TRUE(validUtf8("\xf4\x8f\xbf\xbf"));                              // U+10FFFF
   EXPECT_TRUE(validUtf8("\xed\x9f\xbf"));                                  // U+D7FF
   EXPECT_TRUE(validUtf8("\xee\x80\x80"));                                  // U+E000
-  EXPECT_FALSE(validUtf8("\xc0\xaf"));              // overlong '/'
-  EXPECT_FALSE(validUtf8("\xe0\x80\xaf"));          // overlong, 3 bytes
-  EXPECT_FALSE(validUtf8("\xf0\x80\x80\xaf"));      // overlong, 4 bytes
-  EXPECT_FALSE(validUtf8("\xed\xa0\x80"));          // U+D800 surrogate
-  EXPECT_FALSE(validUtf8("\xed\xbf\xbf"));          // U+DFFF surrogate
-  EXPECT_FALSE(validUtf8("\xf4\x90\x80\x80"));      // above U+10FFFF
+  EXPECT_FALSE(validUtf8("\xc0\xaf"));                                     // overlong '/'
+  EXPECT_FALSE(validUtf8("\xe0\x80\xaf"));                                 // overlong, 3 bytes
+  EXPECT_FALSE(validUtf8("\xf0\x80\x80\xaf"));                             // overlong, 4 bytes
+  EXPECT_FALSE(validUtf8("\xed\xa0\x80"));                                 // U+D800 surrogate
+  EXPECT_FALSE(validUtf8("\xed\xbf\xbf"));                                 // U+DFFF surrogate
+  EXPECT_FALSE(validUtf8("\xf4\x90\x80\x80"));                             // above U+10FFFF
   EXPECT_FALSE(validUtf8("\xf5\x80\x80\x80"));
   EXPECT_FALSE(validUtf8("\xff"));
-  EXPECT_FALSE(validUtf8("\x80"));                  // lone continuation
-  EXPECT_FALSE(validUtf8("\xce"));                  // truncated
-  EXPECT_FALSE(validUtf8("abc\xce\xba\xe1\xbd"));   // truncated at the end
+  EXPECT_FALSE(validUtf8("\x80"));                 // lone continuation
+  EXPECT_FALSE(validUtf8("\xce"));                 // truncated
+  EXPECT_FALSE(validUtf8("abc\xce\xba\xe1\xbd"));  // truncated at the end
 }
 
 TEST(Utf8, CodePointsSplitAcrossFeeds) {
@@ -232,8 +234,8 @@ TEST(Handshake, AcceptKeyFromRfc) {
 }
 
 TEST(CloseCodes, Validity) {
-  for (uint16_t ok : {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000,
-                      4999}) {
+  for (uint16_t ok :
+       {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999}) {
     EXPECT_TRUE(validCloseCode(ok)) << ok;
   }
   for (uint16_t bad : {0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535}) {
