@@ -162,7 +162,7 @@ void Worker::drainBackend(const std::string& pool, const std::string& address,
     }
   }
   uint64_t deadline = uv_now(&loop_) + static_cast<uint64_t>(timeout.count());
-  for (http::DownstreamConnection* c : connections_) {
+  for (ClientSession* c : connections_) {
     if (c->webSocketTo(pool, address)) {
       scheduleDrain(c, deadline);
     }
@@ -175,13 +175,13 @@ void Worker::undrainBackend(const std::string& pool, const std::string& address)
 }
 
 size_t Worker::shedWebSockets(const std::string& pool, const std::string& address, size_t max) {
-  std::vector<http::DownstreamConnection*> victims;
-  for (http::DownstreamConnection* c : connections_) {
+  std::vector<ClientSession*> victims;
+  for (ClientSession* c : connections_) {
     if (victims.size() < max && c->webSocketTo(pool, address)) {
       victims.push_back(c);
     }
   }
-  for (http::DownstreamConnection* c : victims) {
+  for (ClientSession* c : victims) {
     c->drainNow();
   }
   return victims.size();
@@ -239,13 +239,13 @@ void Worker::applySnapshot(SnapshotPtr next, std::vector<int> fds) {
     }
   }
   // WebSockets whose route or backend the new config moved elsewhere are drained.
-  std::vector<http::DownstreamConnection*> conns = connections_;
-  for (http::DownstreamConnection* c : conns) {
+  std::vector<ClientSession*> conns = connections_;
+  for (ClientSession* c : conns) {
     c->onSnapshotChanged(*snapshot_);
   }
 }
 
-void Worker::scheduleDrain(http::DownstreamConnection* conn, uint64_t deadline_ms) {
+void Worker::scheduleDrain(ClientSession* conn, uint64_t deadline_ms) {
   for (auto& [deadline, c] : draining_) {
     if (c == conn) {
       deadline = std::min(deadline, deadline_ms);
@@ -273,13 +273,13 @@ void Worker::armDrainTimer() {
 void Worker::onDrainTimer(uv_timer_t* t) {
   auto* w = static_cast<Worker*>(t->data);
   uint64_t now = uv_now(&w->loop_);
-  std::vector<http::DownstreamConnection*> due;
+  std::vector<ClientSession*> due;
   for (const auto& [deadline, c] : w->draining_) {
     if (deadline <= now) {
       due.push_back(c);
     }
   }
-  for (http::DownstreamConnection* c : due) {
+  for (ClientSession* c : due) {
     c->drainNow();  // may unregister (and so leave draining_) at once or later
   }
   std::erase_if(w->draining_, [&](const auto& p) {
@@ -347,11 +347,11 @@ void Worker::resumeAccepting() {
 
 // ---- connections and the upstream keep-alive pool ------------------------------------------
 
-void Worker::registerConnection(http::DownstreamConnection* conn) {
+void Worker::registerConnection(ClientSession* conn) {
   connections_.push_back(conn);
 }
 
-void Worker::unregisterConnection(http::DownstreamConnection* conn) {
+void Worker::unregisterConnection(ClientSession* conn) {
   auto it = std::find(connections_.begin(), connections_.end(), conn);
   if (it != connections_.end()) {
     *it = connections_.back();
@@ -446,8 +446,8 @@ void Worker::beginShutdown() {
     closeIdleUpstreams(idle);
   }
   // shutdownGracefully() may unregister (and so reorder) connections: iterate over a copy.
-  std::vector<http::DownstreamConnection*> conns = connections_;
-  for (http::DownstreamConnection* c : conns) {
+  std::vector<ClientSession*> conns = connections_;
+  for (ClientSession* c : conns) {
     c->shutdownGracefully();
   }
   uv_timer_start(&shutdown_timer_, &Worker::onShutdownTimer,
@@ -461,8 +461,8 @@ void Worker::onShutdownTimer(uv_timer_t* t) {
     LOG_WARN("worker %u: shutdown_timeout passed, closing %zu connections", w->id_,
              w->connections_.size());
   }
-  std::vector<http::DownstreamConnection*> conns = w->connections_;
-  for (http::DownstreamConnection* c : conns) {
+  std::vector<ClientSession*> conns = w->connections_;
+  for (ClientSession* c : conns) {
     c->abort();
   }
   w->maybeFinishShutdown();

@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "proxy/access_log.h"
+#include "proxy/client_session.h"
 #include "proxy/snapshot.h"
 
 namespace sluice {
@@ -79,11 +80,11 @@ class Worker {
   void removeIdleUpstream(http::UpstreamConnection* conn);
   void closeIdleUpstreams(std::deque<http::UpstreamConnection*>& idle);
 
-  void registerConnection(http::DownstreamConnection* conn);
-  void unregisterConnection(http::DownstreamConnection* conn);
+  void registerConnection(ClientSession* conn);
+  void unregisterConnection(ClientSession* conn);
   // WebSockets that must move (their backend or route went away): closed with 1012 at
   // `deadline_ms` (loop time) unless they end first.
-  void scheduleDrain(http::DownstreamConnection* conn, uint64_t deadline_ms);
+  void scheduleDrain(ClientSession* conn, uint64_t deadline_ms);
 
  private:
   struct Listener {
@@ -116,7 +117,7 @@ class Worker {
   uv_timer_t shutdown_timer_;
   uv_timer_t flush_timer_;
   uv_timer_t drain_timer_;
-  std::vector<std::pair<uint64_t, http::DownstreamConnection*>> draining_;
+  std::vector<std::pair<uint64_t, ClientSession*>> draining_;
   std::string access_log_buffer_;
   std::thread thread_;
   SnapshotPtr snapshot_;
@@ -136,7 +137,7 @@ class Worker {
   std::vector<std::function<void()>> tasks_;
   std::condition_variable applied_cv_;
 
-  std::vector<http::DownstreamConnection*> connections_;
+  std::vector<ClientSession*> connections_;
   std::unordered_map<std::string, std::deque<http::UpstreamConnection*>> idle_upstreams_;
   std::unordered_map<const upstream::Balancer*, upstream::PickState> pick_states_;
   std::mt19937_64 rng_;

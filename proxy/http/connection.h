@@ -18,12 +18,12 @@
 #include <uv.h>
 
 #include "filters/filter.h"
+#include "proxy/client_session.h"
 #include "proxy/http/message.h"
 #include "proxy/http/request_parser.h"
 #include "proxy/metrics.h"
 #include "proxy/net/stream.h"
 #include "proxy/snapshot.h"
-#include "proxy/ws/relay.h"
 
 namespace sluice {
 class Worker;
@@ -42,28 +42,23 @@ enum class UpstreamError {
   kTruncated,            // closed in the middle of the response
 };
 
-class DownstreamConnection : public net::Stream::Handler,
+class DownstreamConnection : public ClientSession,
+                             public net::Stream::Handler,
                              public RequestParser::Handler,
                              public filters::HeadCallbacks,
-                             public filters::RequestView,
-                             public ws::Relay::Owner {
+                             public filters::RequestView {
  public:
   DownstreamConnection(Worker* worker, size_t listener_index);
   ~DownstreamConnection() override;
 
   // Accepts from `server` and starts reading. Returns false (and closes) on failure.
   bool accept(uv_stream_t* server);
-  // Graceful shutdown: idle connections close now, busy ones after their current response.
-  void shutdownGracefully();
-  // Shutdown timeout: close at once.
-  void abort();
-  // A reload published `next`: a WebSocket whose route or backend it removed is scheduled to be
-  // drained after the pool's drain_timeout.
-  void onSnapshotChanged(const Snapshot& next);
-  // The drain deadline passed: close the WebSocket with 1012 (the client should reconnect).
-  void drainNow();
-  // A live WebSocket session to this backend of this pool.
-  bool webSocketTo(const std::string& pool, const std::string& address) const;
+  // ClientSession (an HTTP connection; its WebSocket, if any, is a ws::Session of its own)
+  void shutdownGracefully() override;
+  void abort() override;
+  void onSnapshotChanged(const Snapshot&) override {}  // takes the new config per request
+  void drainNow() override {}
+  bool webSocketTo(const std::string&, const std::string&) const override { return false; }
 
   // --- called by the UpstreamConnection serving this request ---
   void onUpstreamConnected();
@@ -78,9 +73,9 @@ class DownstreamConnection : public net::Stream::Handler,
   // The backend answered an upgrade with 101. Returns false (the caller answers 502) when the
   // answer is not a valid WebSocket handshake for this request.
   bool onUpstreamUpgrade(const ResponseHead& head);
-  // After the 101: raw WebSocket bytes and the end of the backend's stream.
-  void onUpstreamTunnelData(const char* data, size_t len);
-  void onUpstreamTunnelEof();
+  // After the 101 has been parsed (and relayed): hands both streams to a ws::Session, with the
+  // bytes that followed the backend's 101 head, and retires this connection.
+  void startWebSocket(std::string_view early_upstream);
   net::Stream& stream() { return stream_; }
 
   // net::Stream::Handler
@@ -96,7 +91,7 @@ class DownstreamConnection : public net::Stream::Handler,
   enum class State {
     kReadingHead,  // waiting for (the rest of) a request head
     kProxying,     // a request is being relayed
-    kWebSocket,    // upgraded: frames are relayed by relay_
+    kUpgraded,     // handed over to a ws::Session; this object is being retired
     kClosing,      // sending the last bytes, then closing
   };
   enum class TimerMode { kNone, kHandshake, kHeader, kIdle, kBody, kLinger, kShutdown };
@@ -119,8 +114,6 @@ class DownstreamConnection : public net::Stream::Handler,
   std::optional<std::string_view> header(std::string_view name) const override;
   std::string_view clientIp() const override { return client_ip_; }
   bool webSocketUpgrade() const override { return websocket_; }
-  // ws::Relay::Owner
-  void relayFinished() override;
 
   void parse(const char* data, size_t len);
   // Runs the route's head filters from `from`; returns false when the request was answered or
@@ -159,7 +152,8 @@ class DownstreamConnection : public net::Stream::Handler,
   Worker* worker_;
   SnapshotPtr snapshot_;
   size_t listener_index_;
-  net::Stream stream_;
+  std::unique_ptr<net::Stream> stream_owner_;  // handed to a ws::Session after an upgrade
+  net::Stream& stream_;
   uv_timer_t timer_;
   TimerMode timer_mode_ = TimerMode::kNone;
   bool timer_closed_ = false;
@@ -200,7 +194,7 @@ class DownstreamConnection : public net::Stream::Handler,
   size_t filter_index_ = 0;
   std::optional<filters::HeadDecision> inline_resume_;
   std::vector<std::unique_ptr<filters::StreamFilter>> stream_filters_;
-  std::unique_ptr<ws::Relay> relay_;
+
   bool request_complete_ = false;
   bool response_started_ = false;
   bool response_complete_ = false;
@@ -215,8 +209,7 @@ class DownstreamConnection : public net::Stream::Handler,
   UpstreamConnection* upstream_ = nullptr;
   uint64_t upstream_start_ = 0;  // uv_hrtime() when the request head went upstream
   metrics::ListenerSlot* listener_slot_ = nullptr;
-  metrics::RouteSlot* ws_route_slot_ = nullptr;
-  metrics::BackendSlot* ws_backend_slot_ = nullptr;
+  bool handed_over_ = false;  // counters and streams now belong to a ws::Session
 };
 
 class UpstreamConnection : public net::Stream::Handler {
@@ -240,13 +233,9 @@ class UpstreamConnection : public net::Stream::Handler {
   void requestSent();
   bool connected() const { return connected_; }
   bool reused() const { return requests_ > 1; }
-  // Closes once queued writes are out (a finished WebSocket), bounded by a short timer.
-  void closeAfterFlush();
-  void trimAfterUpgrade() {
-    response_.clear();
-    response_.headers.shrink_to_fit();
-    response_.reason.shrink_to_fit();
-  }
+  // After an upgrade: gives the stream (and its counters) to a ws::Session and retires.
+  std::unique_ptr<net::Stream> handOver();
+  metrics::BackendSlot* slot() const { return slot_; }
   bool responseStarted() const { return response_bytes_ > 0; }
   bool aboveHighWatermark() const { return stream_.aboveHighWatermark(); }
   // Goes idle in the worker's pool when `reusable`, otherwise closes.
@@ -285,17 +274,18 @@ class UpstreamConnection : public net::Stream::Handler {
   std::string address_;  // the backend address, for logs
   size_t pool_;
   int backend_;
-  net::Stream stream_;
+  std::unique_ptr<net::Stream> stream_owner_;
+  net::Stream& stream_;
   uv_timer_t timer_;
   bool timer_closed_ = false;
   bool stream_closed_ = false;
   bool closing_ = false;
+  bool handed_over_ = false;
   bool connected_ = false;
   bool idle_ = false;
   bool head_request_ = false;
   bool upgrade_ = false;   // the request asks for an upgrade
   bool upgraded_ = false;  // the backend answered 101
-  bool tunnel_ = false;    // bytes now go to down_ unparsed
   bool message_done_ = false;
   bool request_sent_ = false;  // the whole request is queued (response_timeout may start)
   bool keep_alive_ = false;

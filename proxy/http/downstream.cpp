@@ -5,6 +5,7 @@
 #include "proxy/router.h"
 #include "proxy/worker.h"
 #include "proxy/ws/codec.h"
+#include "proxy/ws/session.h"
 
 namespace sluice::http {
 
@@ -14,21 +15,6 @@ constexpr auto kLingerTimeout = std::chrono::seconds(2);
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 constexpr std::string_view kCrlf = "\r\n";
 constexpr std::string_view kLastChunk = "0\r\n\r\n";
-
-// Index into the `by` label values of sluice_ws_closes_total.
-uint8_t metricsCloser(ws::Relay::ClosedBy by) {
-  switch (by) {
-    case ws::Relay::ClosedBy::kDownstream:
-      return 0;
-    case ws::Relay::ClosedBy::kUpstream:
-      return 1;
-    case ws::Relay::ClosedBy::kSluice:
-      return 2;
-    case ws::Relay::ClosedBy::kNone:
-      break;
-  }
-  return 3;
-}
 
 bool idempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "TRACE" ||
@@ -51,7 +37,8 @@ DownstreamConnection::DownstreamConnection(Worker* worker, size_t listener_index
     : worker_(worker),
       snapshot_(worker->snapshot()),
       listener_index_(listener_index),
-      stream_(worker->loop(), this),
+      stream_owner_(std::make_unique<net::Stream>(worker->loop(), this)),
+      stream_(*stream_owner_),
       parser_(this, snapshot_->config->listeners[listener_index].max_header_bytes),
       request_(parser_.head()) {
   uv_timer_init(worker->loop(), &timer_);
@@ -63,8 +50,10 @@ DownstreamConnection::DownstreamConnection(Worker* worker, size_t listener_index
 }
 
 DownstreamConnection::~DownstreamConnection() {
-  listener_slot_->connections_open.add(-1);
-  worker_->shared()->open_connections.fetch_sub(1, std::memory_order_relaxed);
+  if (!handed_over_) {
+    listener_slot_->connections_open.add(-1);
+    worker_->shared()->open_connections.fetch_sub(1, std::memory_order_relaxed);
+  }
 }
 
 const conf::ListenerConfig& DownstreamConnection::listener() const {
@@ -139,10 +128,6 @@ void DownstreamConnection::armTimer(TimerMode mode, conf::Duration d) {
 
 void DownstreamConnection::onTimer(uv_timer_t* t) {
   auto* d = static_cast<DownstreamConnection*>(t->data);
-  if (d->state_ == State::kWebSocket && d->relay_ != nullptr) {
-    d->relay_->onTimer();
-    return;
-  }
   switch (d->timer_mode_) {
     case TimerMode::kHeader:
       if (d->state_ == State::kReadingHead && d->saw_request_bytes_) {
@@ -176,10 +161,6 @@ bool DownstreamConnection::clientWantsKeepAlive() const {
 void DownstreamConnection::onData(const char* data, size_t len) {
   if (closing_ || state_ == State::kClosing) {
     return;  // lingering close: discard what the client still sends
-  }
-  if (state_ == State::kWebSocket) {
-    relay_->onClientData(data, len);
-    return;
   }
   if (parser_paused_) {
     // A request is in flight; keep the next ones (pipelining) but bounded.
@@ -711,10 +692,6 @@ void DownstreamConnection::finishRequestBody() {
 }
 
 void DownstreamConnection::onUpstreamWritable() {
-  if (state_ == State::kWebSocket) {
-    relay_->onBackendWritable();
-    return;
-  }
   if (state_ == State::kProxying && !request_complete_ && !closing_) {
     stream_.readStart();
   }
@@ -813,64 +790,47 @@ bool DownstreamConnection::onUpstreamUpgrade(const ResponseHead& head) {
                           "Upgrade: websocket\r\nConnection: Upgrade\r\n" + extraResponseHeaders(),
                           &head_buffer_);
   stream_.write(head_buffer_);
-  state_ = State::kWebSocket;
-  armTimer(TimerMode::kNone, {});
-  const size_t route = static_cast<size_t>(route_);
-  const unsigned w = worker_->id();
-  ws_route_slot_ = &snapshot_->metrics.routes[route][w];
-  ws_backend_slot_ =
-      &snapshot_->metrics.backends[upstream_->pool()][static_cast<size_t>(backend_)][w];
-  ws_route_slot_->ws_open.add(1);
-  ws_backend_slot_->websockets_open.add(1);
-  std::vector<metrics::FilterSlot*> filter_slots;
-  for (size_t f : snapshot_->config->routes[route].filter_indices) {
-    filter_slots.push_back(&snapshot_->metrics.filters[f][w]);
-  }
-  relay_ = std::make_unique<ws::Relay>(
-      worker_->loop(), stream_, upstream_->stream(), &timer_, &DownstreamConnection::onTimer,
-      snapshot_->config->routes[route].websocket, std::move(stream_filters_),
-      std::move(filter_slots), snapshot_->route_needs_payload[route], ws_route_slot_, this);
-  // The HTTP scratch buffers and most of the request head are not needed for the rest of this
-  // connection's life.
-  head_buffer_ = std::string();
-  upstream_head_ = std::string();
-  parser_.trimHead();
-  upstream_->trimAfterUpgrade();
-  stream_.releaseBuffers();
-  upstream_->stream().releaseBuffers();
-  stream_.readStart();
-  if (!pending_input_.empty()) {
-    std::string early = std::move(pending_input_);
-    pending_input_ = std::string();
-    relay_->onClientData(early.data(), early.size());
-  }
   return true;
 }
 
-void DownstreamConnection::onUpstreamTunnelData(const char* data, size_t len) {
-  if (relay_ != nullptr) {
-    relay_->onBackendData(data, len);
+void DownstreamConnection::startWebSocket(std::string_view early_upstream) {
+  UpstreamConnection* up = upstream_;
+  const size_t route = static_cast<size_t>(route_);
+  ws::Session::Setup setup;
+  setup.worker = worker_;
+  setup.snapshot = snapshot_;
+  setup.listener = listener_index_;
+  setup.route = route;
+  setup.pool = snapshot_->config->routes[route].pool_index;
+  setup.backend = static_cast<size_t>(backend_);
+  setup.filters = std::move(stream_filters_);
+  setup.listener_slot = listener_slot_;
+  setup.backend_slot = up->slot();
+  setup.backend_state = up->state();
+  setup.client_ip = client_ip_;
+  setup.method = method_;
+  if (const Header* h = request_.find("host")) {
+    setup.host = h->value;
   }
-}
-
-void DownstreamConnection::onUpstreamTunnelEof() {
-  if (relay_ != nullptr) {
-    relay_->onBackendEof();
-  }
-}
-
-void DownstreamConnection::relayFinished() {
-  const ws::Relay::Stats& st = relay_->stats();
-  ws_route_slot_->ws_open.add(-1);
-  ws_backend_slot_->websockets_open.add(-1);
-  ws_route_slot_->countClose(st.close_code, metricsCloser(st.closed_by));
-  writeAccessLog();
-  if (upstream_ != nullptr) {
-    UpstreamConnection* up = upstream_;
-    upstream_ = nullptr;
-    up->closeAfterFlush();
-  }
-  closeSoon();  // lingering close: the close frame goes out before the FIN, input is drained
+  setup.path = request_.url;
+  setup.request_id = request_id_;
+  setup.start = request_start_;
+  std::string early_client = std::move(pending_input_);
+  // The streams, and the counters that last as long as they do, go to the session; this object
+  // and the upstream one are retired (freed once their timers have closed).
+  handed_over_ = true;
+  setup.client = std::move(stream_owner_);
+  upstream_ = nullptr;
+  setup.upstream = up->handOver();
+  state_ = State::kUpgraded;
+  closing_ = true;
+  stream_closed_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &DownstreamConnection::onTimerClosed);
+  // The session registers with the worker before this connection leaves it, so that a worker
+  // shutting down never sees a moment without either.
+  ws::Session::start(std::move(setup), early_client, early_upstream);
+  worker_->unregisterConnection(this);
+  registered_ = false;
 }
 
 void DownstreamConnection::onUpstreamBody(const char* data, size_t len) {
@@ -884,10 +844,6 @@ void DownstreamConnection::onUpstreamBody(const char* data, size_t len) {
 }
 
 void DownstreamConnection::onWritable() {
-  if (state_ == State::kWebSocket) {
-    relay_->onClientWritable();
-    return;
-  }
   if (upstream_ != nullptr) {
     upstream_->stream().readStart();
   }
@@ -1036,15 +992,6 @@ void DownstreamConnection::writeAccessLog() {
   e.status = status_;
   e.bytes_in = body_in_;
   e.bytes_out = bytes_out_;
-  if (relay_ != nullptr) {
-    const ws::Relay::Stats& st = relay_->stats();
-    e.bytes_in = st.bytes[0];
-    e.bytes_out = st.bytes[1];
-    e.ws_messages_in = st.messages[0];
-    e.ws_messages_out = st.messages[1];
-    e.ws_close_code = st.close_code;
-    e.ws_closed_by = ws::Relay::closedByName(st.closed_by);
-  }
   e.duration_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - request_start_)
           .count();
@@ -1085,53 +1032,6 @@ void DownstreamConnection::shutdownGracefully() {
   }
 }
 
-void DownstreamConnection::onSnapshotChanged(const Snapshot& next) {
-  if (state_ != State::kWebSocket || relay_ == nullptr || relay_->finished() || route_ < 0 ||
-      backend_ < 0) {
-    return;  // HTTP connections switch snapshots between requests (finishExchange)
-  }
-  const conf::Config& cur = *snapshot_->config;
-  const conf::RouteConfig& route = cur.routes[static_cast<size_t>(route_)];
-  const conf::PoolConfig& pool = cur.pools[route.pool_index];
-  const std::string& backend = pool.backends[static_cast<size_t>(backend_)].address.text;
-  bool stays = false;
-  for (const conf::RouteConfig& r : next.config->routes) {
-    if (r.name != route.name || r.listener != route.listener) {
-      continue;
-    }
-    const conf::PoolConfig& np = next.config->pools[r.pool_index];
-    if (np.name != pool.name) {
-      continue;
-    }
-    for (const conf::BackendConfig& b : np.backends) {
-      stays = stays || b.address.text == backend;
-    }
-  }
-  if (stays) {
-    return;
-  }
-  LOG_INFO("websocket on route '%s' to %s: route or backend removed by reload; draining in %lld ms",
-           route.name.c_str(), backend.c_str(), static_cast<long long>(pool.drain_timeout.count()));
-  worker_->scheduleDrain(
-      this, uv_now(worker_->loop()) + static_cast<uint64_t>(pool.drain_timeout.count()));
-}
-
-void DownstreamConnection::drainNow() {
-  if (state_ == State::kWebSocket && relay_ != nullptr && !relay_->finished()) {
-    relay_->goAway(ws::kServiceRestart, "backend draining; please reconnect");
-  }
-}
-
-bool DownstreamConnection::webSocketTo(const std::string& pool, const std::string& address) const {
-  if (state_ != State::kWebSocket || relay_ == nullptr || relay_->finished() || route_ < 0 ||
-      backend_ < 0) {
-    return false;
-  }
-  const conf::Config& cfg = *snapshot_->config;
-  const conf::PoolConfig& p = cfg.pools[cfg.routes[static_cast<size_t>(route_)].pool_index];
-  return p.name == pool && p.backends[static_cast<size_t>(backend_)].address.text == address;
-}
-
 void DownstreamConnection::adoptCurrentSnapshot() {
   const SnapshotPtr& next = worker_->snapshot();
   if (next == snapshot_) {
@@ -1151,10 +1051,6 @@ void DownstreamConnection::adoptCurrentSnapshot() {
 }
 
 void DownstreamConnection::abort() {
-  if (state_ == State::kWebSocket && relay_ != nullptr && !relay_->finished()) {
-    relay_->goAway(ws::kGoingAway, "sluice is shutting down");
-    return;
-  }
   closeNow();
 }
 
@@ -1209,10 +1105,6 @@ void DownstreamConnection::maybeDelete() {
 
 void DownstreamConnection::onEof() {
   client_eof_ = true;
-  if (state_ == State::kWebSocket) {
-    relay_->onClientEof();
-    return;
-  }
   if (state_ == State::kClosing || state_ == State::kReadingHead || !request_complete_) {
     // Nothing in flight, or the client gave up in the middle of its own request.
     closeNow();
@@ -1222,10 +1114,6 @@ void DownstreamConnection::onEof() {
 
 void DownstreamConnection::onError(int status) {
   LOG_DEBUG("downstream %s: %s", client_ip_.c_str(), uv_strerror(status));
-  if (state_ == State::kWebSocket && !relay_->finished()) {
-    relay_->onClientEof();
-    return;
-  }
   closeNow();
 }
 

@@ -18,7 +18,8 @@ UpstreamConnection::UpstreamConnection(Worker* worker, std::string key, std::str
       address_(std::move(address)),
       pool_(pool),
       backend_(backend),
-      stream_(worker->loop(), this),
+      stream_owner_(std::make_unique<net::Stream>(worker->loop(), this)),
+      stream_(*stream_owner_),
       slot_(slot),
       state_(state) {
   slot_->connections_open.add(1);
@@ -29,8 +30,19 @@ UpstreamConnection::UpstreamConnection(Worker* worker, std::string key, std::str
 }
 
 UpstreamConnection::~UpstreamConnection() {
-  setInUse(false);
-  slot_->connections_open.add(-1);
+  if (!handed_over_) {
+    setInUse(false);
+    slot_->connections_open.add(-1);
+  }
+}
+
+std::unique_ptr<net::Stream> UpstreamConnection::handOver() {
+  handed_over_ = true;  // the session now counts this connection and owns its stream
+  down_ = nullptr;
+  closing_ = true;
+  stream_closed_ = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &UpstreamConnection::onTimerClosed);
+  return std::move(stream_owner_);
 }
 
 void UpstreamConnection::setInUse(bool in_use) {
@@ -165,17 +177,6 @@ void UpstreamConnection::release(bool reusable, uint32_t max_idle, conf::Duratio
   worker_->putIdleUpstream(this, max_idle);
 }
 
-void UpstreamConnection::closeAfterFlush() {
-  down_ = nullptr;
-  setInUse(false);
-  if (closing_) {
-    return;
-  }
-  stream_.closeAfterFlush();
-  // The timer bounds the flush: a backend that stopped reading does not keep us forever.
-  uv_timer_start(&timer_, &UpstreamConnection::onTimer, 2000, 0);
-}
-
 void UpstreamConnection::close() {
   if (closing_) {
     return;
@@ -200,7 +201,7 @@ void UpstreamConnection::onTimerClosed(uv_handle_t* h) {
 void UpstreamConnection::onClosed() {
   stream_closed_ = true;
   if (!closing_) {
-    // Closed after a flush (closeAfterFlush): the timer still has to go.
+    // The stream closed on its own: the timer still has to go.
     closing_ = true;
     uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &UpstreamConnection::onTimerClosed);
   }
@@ -223,7 +224,7 @@ void UpstreamConnection::fail(UpstreamError error, int status) {
 
 void UpstreamConnection::onTimer(uv_timer_t* t) {
   auto* u = static_cast<UpstreamConnection*>(t->data);
-  if (u->idle_ || u->down_ == nullptr || u->tunnel_) {
+  if (u->idle_ || u->down_ == nullptr) {
     u->close();
   } else if (!u->connected_ || !u->stream_.tlsReady()) {
     LOG_WARN("upstream %s: connect%s timed out", u->address_.c_str(),
@@ -236,12 +237,6 @@ void UpstreamConnection::onTimer(uv_timer_t* t) {
 }
 
 void UpstreamConnection::onData(const char* data, size_t len) {
-  if (tunnel_) {
-    if (down_ != nullptr) {
-      down_->onUpstreamTunnelData(data, len);
-    }
-    return;
-  }
   if (idle_ || down_ == nullptr || message_done_) {
     // Bytes nobody asked for: the connection is no longer in a known state.
     close();
@@ -260,13 +255,11 @@ void UpstreamConnection::onData(const char* data, size_t len) {
     return;
   }
   if (upgraded_ && (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)) {
-    // Switched protocols: what follows the 101 head is already WebSocket data.
-    tunnel_ = true;
+    // Switched protocols: what follows the 101 head is already WebSocket data, for the session
+    // that takes over (and retires this object).
     const char* pos = llhttp_get_error_pos(&parser_);
     size_t used = pos != nullptr ? static_cast<size_t>(pos - data) : len;
-    if (used < len && down_ != nullptr) {
-      down_->onUpstreamTunnelData(data + used, len - used);
-    }
+    d->startWebSocket(std::string_view(data + used, len - used));
     return;
   }
   if (err == HPE_PAUSED) {
@@ -292,15 +285,6 @@ void UpstreamConnection::onData(const char* data, size_t len) {
 }
 
 void UpstreamConnection::onEof() {
-  if (tunnel_) {
-    DownstreamConnection* d = down_;
-    if (d != nullptr) {
-      d->onUpstreamTunnelEof();
-    } else {
-      close();
-    }
-    return;
-  }
   if (idle_ || down_ == nullptr) {
     close();
     return;
@@ -323,10 +307,6 @@ void UpstreamConnection::onEof() {
 }
 
 void UpstreamConnection::onError(int status) {
-  if (tunnel_) {
-    onEof();
-    return;
-  }
   if (idle_ || down_ == nullptr) {
     close();
     return;

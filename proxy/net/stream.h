@@ -45,6 +45,8 @@ class Stream {
   Stream& operator=(const Stream&) = delete;
 
   uv_tcp_t* handle() { return &tcp_; }
+  // Hands the stream's events to another owner (a WebSocket session taking over).
+  void setHandler(Handler* handler) { handler_ = handler; }
   uv_stream_t* uvStream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
 
   int connect(const sockaddr* addr);

@@ -1,0 +1,268 @@
+#include "proxy/ws/session.h"
+
+#include "proxy/access_log.h"
+#include "proxy/log.h"
+#include "proxy/worker.h"
+
+namespace sluice::ws {
+
+namespace {
+
+constexpr uint64_t kLingerMs = 2000;
+
+// Index into the `by` label values of sluice_ws_closes_total.
+uint8_t metricsCloser(Relay::ClosedBy by) {
+  switch (by) {
+    case Relay::ClosedBy::kDownstream:
+      return 0;
+    case Relay::ClosedBy::kUpstream:
+      return 1;
+    case Relay::ClosedBy::kSluice:
+      return 2;
+    case Relay::ClosedBy::kNone:
+      break;
+  }
+  return 3;
+}
+
+}  // namespace
+
+void Session::start(Setup setup, std::string_view early_client, std::string_view early_upstream) {
+  auto* session = new Session(std::move(setup));
+  if (!early_upstream.empty()) {
+    session->relay_->onBackendData(early_upstream.data(), early_upstream.size());
+  }
+  if (!early_client.empty() && !session->relay_->finished()) {
+    session->relay_->onClientData(early_client.data(), early_client.size());
+  }
+}
+
+Session::Session(Setup setup) : s_(std::move(setup)) {
+  Worker* w = s_.worker;
+  uv_timer_init(w->loop(), &timer_);
+  timer_.data = this;
+  s_.client->setHandler(&client_side_);
+  s_.upstream->setHandler(&upstream_side_);
+  // The HTTP exchange's buffers (cork buffers, a pooled write request) are not needed for the
+  // rest of a WebSocket's life.
+  s_.client->releaseBuffers();
+  s_.upstream->releaseBuffers();
+  const conf::RouteConfig& route = s_.snapshot->config->routes[s_.route];
+  route_slot_ = &s_.snapshot->metrics.routes[s_.route][w->id()];
+  route_slot_->ws_open.add(1);
+  s_.backend_slot->websockets_open.add(1);
+  std::vector<metrics::FilterSlot*> filter_slots;
+  for (size_t f : route.filter_indices) {
+    filter_slots.push_back(&s_.snapshot->metrics.filters[f][w->id()]);
+  }
+  relay_ = std::make_unique<Relay>(w->loop(), *s_.client, *s_.upstream, &timer_, &Session::onTimer,
+                                   route.websocket, std::move(s_.filters), std::move(filter_slots),
+                                   s_.snapshot->route_needs_payload[s_.route], route_slot_, this);
+  w->registerConnection(this);
+  s_.client->readStart();
+  s_.upstream->readStart();
+}
+
+Session::~Session() {
+  s_.listener_slot->connections_open.add(-1);
+  s_.worker->shared()->open_connections.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Session::upstreamClosed() {
+  // The backend connection is gone even while the client side still lingers.
+  s_.backend_slot->connections_open.add(-1);
+  if (s_.backend_state != nullptr) {
+    s_.backend_state->active.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+// ---- stream events -------------------------------------------------------------------------
+
+void Session::Side::onData(const char* data, size_t len) {
+  Session& s = *session;
+  if (s.relay_->finished()) {
+    return;  // lingering close: input is read and dropped
+  }
+  if (is_client) {
+    s.relay_->onClientData(data, len);
+  } else {
+    s.relay_->onBackendData(data, len);
+  }
+}
+
+void Session::Side::onEof() {
+  session->peerGone(is_client);
+}
+
+void Session::Side::onError(int status) {
+  session->peerGone(is_client);
+}
+
+void Session::Side::onWritable() {
+  Session& s = *session;
+  if (s.relay_->finished()) {
+    return;
+  }
+  if (is_client) {
+    s.relay_->onClientWritable();
+  } else {
+    s.relay_->onBackendWritable();
+  }
+}
+
+void Session::Side::onClosed() {
+  if (!is_client) {
+    session->upstreamClosed();
+  }
+  session->handleClosed();
+}
+
+void Session::peerGone(bool client) {
+  if (!relay_->finished()) {
+    if (client) {
+      relay_->onClientEof();
+    } else {
+      relay_->onBackendEof();
+    }
+    return;
+  }
+  if (client && lingering_) {
+    closeAll();  // the client answered the FIN: the lingering close is over
+  }
+}
+
+void Session::onTimer(uv_timer_t* t) {
+  auto* s = static_cast<Session*>(t->data);
+  if (s->lingering_) {
+    s->closeAll();
+  } else {
+    s->relay_->onTimer();
+  }
+}
+
+// ---- the end -------------------------------------------------------------------------------
+
+void Session::relayFinished() {
+  const Relay::Stats& st = relay_->stats();
+  route_slot_->ws_open.add(-1);
+  s_.backend_slot->websockets_open.add(-1);
+  route_slot_->countClose(st.close_code, metricsCloser(st.closed_by));
+  writeAccessLog();
+  s_.worker->unregisterConnection(this);
+  // The backend gets what was queued for it, then the close. The client side closes lingering:
+  // FIN after the close frame, input read and dropped until its EOF (or 2 s), so that unread
+  // input cannot turn into a reset that destroys the close frame on its way.
+  s_.upstream->closeAfterFlush();
+  lingering_ = true;
+  s_.client->shutdown();
+  s_.client->readStart();
+  uv_timer_start(&timer_, &Session::onTimer, kLingerMs, 0);
+}
+
+void Session::closeAll() {
+  if (closing_) {
+    return;
+  }
+  closing_ = true;
+  if (!relay_->finished()) {
+    s_.worker->unregisterConnection(this);
+  }
+  s_.client->close();
+  s_.upstream->close();
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_),
+           [](uv_handle_t* h) { static_cast<Session*>(h->data)->handleClosed(); });
+}
+
+void Session::handleClosed() {
+  // The upstream stream may close on its own (closeAfterFlush) while the client side lingers;
+  // closeAll() closes whatever is still open.
+  if (--open_handles_ == 0) {
+    delete this;
+  }
+}
+
+void Session::writeAccessLog() {
+  AccessLog* log = s_.worker->accessLog();
+  route_slot_->requests_by_class[1].inc();  // the exchange was a 101
+  if (log == nullptr || !log->enabled()) {
+    return;
+  }
+  const conf::Config& cfg = *s_.snapshot->config;
+  const Relay::Stats& st = relay_->stats();
+  AccessLogEntry e;
+  e.listener = cfg.listeners[s_.listener].name;
+  e.route = cfg.routes[s_.route].name;
+  e.upstream = cfg.pools[s_.pool].backends[s_.backend].address.text;
+  e.client = s_.client_ip;
+  e.method = s_.method;
+  e.host = s_.host;
+  e.path = s_.path;
+  e.request_id = s_.request_id;
+  e.status = 101;
+  e.bytes_in = st.bytes[0];
+  e.bytes_out = st.bytes[1];
+  e.ws_messages_in = st.messages[0];
+  e.ws_messages_out = st.messages[1];
+  e.ws_close_code = st.close_code;
+  e.ws_closed_by = Relay::closedByName(st.closed_by);
+  e.duration_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s_.start)
+          .count();
+  log->append(s_.worker->accessLogBuffer(), e);
+}
+
+// ---- worker commands -----------------------------------------------------------------------
+
+void Session::abort() {
+  if (relay_->finished()) {
+    closeAll();
+  } else {
+    relay_->goAway(kGoingAway, "sluice is shutting down");
+  }
+}
+
+void Session::drainNow() {
+  if (!relay_->finished()) {
+    relay_->goAway(kServiceRestart, "backend draining; please reconnect");
+  }
+}
+
+bool Session::webSocketTo(const std::string& pool, const std::string& address) const {
+  if (relay_->finished()) {
+    return false;
+  }
+  const conf::PoolConfig& p = s_.snapshot->config->pools[s_.pool];
+  return p.name == pool && p.backends[s_.backend].address.text == address;
+}
+
+void Session::onSnapshotChanged(const Snapshot& next) {
+  if (relay_->finished()) {
+    return;
+  }
+  const conf::Config& cur = *s_.snapshot->config;
+  const conf::RouteConfig& route = cur.routes[s_.route];
+  const conf::PoolConfig& pool = cur.pools[s_.pool];
+  const std::string& backend = pool.backends[s_.backend].address.text;
+  bool stays = false;
+  for (const conf::RouteConfig& r : next.config->routes) {
+    if (r.name != route.name || r.listener != route.listener) {
+      continue;
+    }
+    const conf::PoolConfig& np = next.config->pools[r.pool_index];
+    if (np.name != pool.name) {
+      continue;
+    }
+    for (const conf::BackendConfig& b : np.backends) {
+      stays = stays || b.address.text == backend;
+    }
+  }
+  if (stays) {
+    return;
+  }
+  LOG_INFO("websocket on route '%s' to %s: route or backend removed by reload; draining in %lld ms",
+           route.name.c_str(), backend.c_str(), static_cast<long long>(pool.drain_timeout.count()));
+  s_.worker->scheduleDrain(
+      this, uv_now(s_.worker->loop()) + static_cast<uint64_t>(pool.drain_timeout.count()));
+}
+
+}  // namespace sluice::ws

@@ -1,0 +1,97 @@
+#pragma once
+
+// A proxied WebSocket after the 101. It takes over the client's and the backend's streams from
+// the HTTP connection objects, which are then freed: a long-lived WebSocket keeps only what it
+// needs (two streams, a timer, the relay and a few lines for its access log entry).
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <uv.h>
+
+#include "filters/filter.h"
+#include "proxy/client_session.h"
+#include "proxy/metrics.h"
+#include "proxy/net/stream.h"
+#include "proxy/snapshot.h"
+#include "proxy/upstream/backend_state.h"
+#include "proxy/ws/relay.h"
+
+namespace sluice {
+class Worker;
+}
+
+namespace sluice::ws {
+
+class Session : public ClientSession, public Relay::Owner {
+ public:
+  struct Setup {
+    Worker* worker = nullptr;
+    SnapshotPtr snapshot;
+    size_t listener = 0;
+    size_t route = 0;
+    size_t pool = 0;
+    size_t backend = 0;
+    std::unique_ptr<net::Stream> client;
+    std::unique_ptr<net::Stream> upstream;
+    std::vector<std::unique_ptr<filters::StreamFilter>> filters;
+    // Counted for the whole life of the connection; the session gives them back at its end.
+    metrics::ListenerSlot* listener_slot = nullptr;
+    metrics::BackendSlot* backend_slot = nullptr;
+    upstream::BackendState* backend_state = nullptr;
+    // For the access log entry.
+    std::string client_ip;
+    std::string method;
+    std::string host;
+    std::string path;
+    std::string request_id;
+    std::chrono::steady_clock::time_point start;
+  };
+
+  // Starts relaying; `early_client` / `early_upstream` are bytes that arrived with the handshake.
+  static void start(Setup setup, std::string_view early_client, std::string_view early_upstream);
+
+  // ClientSession
+  void shutdownGracefully() override {}  // WebSockets run on until shutdown_timeout
+  void abort() override;
+  void onSnapshotChanged(const Snapshot& next) override;
+  void drainNow() override;
+  bool webSocketTo(const std::string& pool, const std::string& address) const override;
+
+ private:
+  // One stream's events, told apart by side.
+  struct Side : net::Stream::Handler {
+    Side(Session* s, bool client) : session(s), is_client(client) {}
+    void onData(const char* data, size_t len) override;
+    void onEof() override;
+    void onError(int status) override;
+    void onWritable() override;
+    void onClosed() override;
+    Session* session;
+    bool is_client;
+  };
+
+  explicit Session(Setup setup);
+  ~Session() override;
+  static void onTimer(uv_timer_t* t);
+  void relayFinished() override;
+  void peerGone(bool client);
+  void closeAll();
+  void handleClosed();
+  void upstreamClosed();
+  void writeAccessLog();
+
+  Setup s_;
+  Side client_side_{this, true};
+  Side upstream_side_{this, false};
+  uv_timer_t timer_;
+  std::unique_ptr<Relay> relay_;
+  metrics::RouteSlot* route_slot_;
+  bool lingering_ = false;  // the relay finished: the client side is being closed gracefully
+  bool closing_ = false;
+  int open_handles_ = 3;  // client stream, upstream stream, timer
+};
+
+}  // namespace sluice::ws
