@@ -808,7 +808,6 @@ void DownstreamConnection::startWebSocket(std::string_view early_upstream) {
   setup.backend_slot = up->slot();
   setup.backend_state = up->state();
   setup.client_ip = client_ip_;
-  setup.method = method_;
   if (const Header* h = request_.find("host")) {
     setup.host = h->value;
   }

@@ -108,7 +108,7 @@ void Stream::tlsInput(const char* data, size_t len) {
     }
     if (!tls_pending_.empty()) {
       std::string pending = std::move(tls_pending_);
-      tls_pending_ = std::string();
+      std::string().swap(tls_pending_);  // frees it (assigning "" would not)
       uv_buf_t b = uv_buf_init(pending.data(), static_cast<unsigned>(pending.size()));
       sendPlain(&b, 1);
     }
@@ -276,7 +276,7 @@ void Stream::write(const uv_buf_t* bufs, unsigned count) {
 
 void Stream::releaseBuffers() {
   if (corked_.empty()) {
-    corked_ = std::string();
+    std::string().swap(corked_);  // frees it (assigning "" would not)
   }
   for (WriteReq* r : free_reqs_) {
     delete r;
@@ -299,7 +299,7 @@ void Stream::uncorkNow() {
   sendPlain(&b, 1);
   corked_.clear();
   if (corked_.capacity() > kMaxKeptCapacity) {
-    corked_ = std::string();
+    std::string().swap(corked_);  // frees it (assigning "" would not)
   }
 }
 

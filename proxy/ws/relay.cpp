@@ -323,10 +323,10 @@ void Relay::Leg::releaseLargeBuffers() {
   // A big message leaves big buffers behind; an idle session should not keep them.
   constexpr size_t kKeep = 4096;
   if (held.capacity() > kKeep) {
-    held = std::string();
+    std::string().swap(held);  // frees it (assigning "" would not)
   }
   if (payload.capacity() > kKeep) {
-    payload = std::string();
+    std::string().swap(payload);  // frees it (assigning "" would not)
   }
 }
 

@@ -37,7 +37,21 @@ void Session::start(Setup setup, std::string_view early_client, std::string_view
   }
 }
 
-Session::Session(Setup setup) : s_(std::move(setup)) {
+Session::Session(Setup&& setup)
+    : s_{setup.worker,
+         std::move(setup.snapshot),
+         setup.listener,
+         setup.route,
+         setup.pool,
+         setup.backend,
+         std::move(setup.client),
+         std::move(setup.upstream),
+         setup.listener_slot,
+         setup.backend_slot,
+         setup.backend_state,
+         setup.client_ip + '\0' + setup.host + '\0' + setup.path + '\0' + setup.request_id,
+         setup.start} {
+  s_.log.shrink_to_fit();
   Worker* w = s_.worker;
   uv_timer_init(w->loop(), &timer_);
   timer_.data = this;
@@ -55,9 +69,10 @@ Session::Session(Setup setup) : s_(std::move(setup)) {
   for (size_t f : route.filter_indices) {
     filter_slots.push_back(&s_.snapshot->metrics.filters[f][w->id()]);
   }
-  relay_ = std::make_unique<Relay>(w->loop(), *s_.client, *s_.upstream, &timer_, &Session::onTimer,
-                                   route.websocket, std::move(s_.filters), std::move(filter_slots),
-                                   s_.snapshot->route_needs_payload[s_.route], route_slot_, this);
+  relay_ =
+      std::make_unique<Relay>(w->loop(), *s_.client, *s_.upstream, &timer_, &Session::onTimer,
+                              route.websocket, std::move(setup.filters), std::move(filter_slots),
+                              s_.snapshot->route_needs_payload[s_.route], route_slot_, this);
   w->registerConnection(this);
   s_.client->readStart();
   s_.upstream->readStart();
@@ -181,6 +196,14 @@ void Session::handleClosed() {
   }
 }
 
+std::string_view Session::logField(int index) const {
+  std::string_view rest = s_.log;
+  for (int i = 0; i < index; ++i) {
+    rest.remove_prefix(std::min(rest.size(), rest.find('\0') + 1));
+  }
+  return rest.substr(0, rest.find('\0'));
+}
+
 void Session::writeAccessLog() {
   AccessLog* log = s_.worker->accessLog();
   route_slot_->requests_by_class[1].inc();  // the exchange was a 101
@@ -193,11 +216,11 @@ void Session::writeAccessLog() {
   e.listener = cfg.listeners[s_.listener].name;
   e.route = cfg.routes[s_.route].name;
   e.upstream = cfg.pools[s_.pool].backends[s_.backend].address.text;
-  e.client = s_.client_ip;
-  e.method = s_.method;
-  e.host = s_.host;
-  e.path = s_.path;
-  e.request_id = s_.request_id;
+  e.client = logField(0);
+  e.method = "GET";
+  e.host = logField(1);
+  e.path = logField(2);
+  e.request_id = logField(3);
   e.status = 101;
   e.bytes_in = st.bytes[0];
   e.bytes_out = st.bytes[1];

@@ -41,9 +41,8 @@ class Session : public ClientSession, public Relay::Owner {
     metrics::ListenerSlot* listener_slot = nullptr;
     metrics::BackendSlot* backend_slot = nullptr;
     upstream::BackendState* backend_state = nullptr;
-    // For the access log entry.
+    // For the access log entry (the method is always GET).
     std::string client_ip;
-    std::string method;
     std::string host;
     std::string path;
     std::string request_id;
@@ -73,7 +72,7 @@ class Session : public ClientSession, public Relay::Owner {
     bool is_client;
   };
 
-  explicit Session(Setup setup);
+  explicit Session(Setup&& setup);
   ~Session() override;
   static void onTimer(uv_timer_t* t);
   void relayFinished() override;
@@ -83,7 +82,23 @@ class Session : public ClientSession, public Relay::Owner {
   void upstreamClosed();
   void writeAccessLog();
 
-  Setup s_;
+  // What the session keeps of its Setup: the log fields packed into one buffer (a long-lived
+  // WebSocket should not carry four strings for one log line).
+  struct Kept {
+    Worker* worker;
+    SnapshotPtr snapshot;
+    size_t listener, route, pool, backend;
+    std::unique_ptr<net::Stream> client;
+    std::unique_ptr<net::Stream> upstream;
+    metrics::ListenerSlot* listener_slot;
+    metrics::BackendSlot* backend_slot;
+    upstream::BackendState* backend_state;
+    std::string log;  // client_ip \0 host \0 path \0 request_id
+    std::chrono::steady_clock::time_point start;
+  };
+  std::string_view logField(int index) const;
+
+  Kept s_;
   Side client_side_{this, true};
   Side upstream_side_{this, false};
   uv_timer_t timer_;
