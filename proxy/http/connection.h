@@ -61,7 +61,6 @@ class DownstreamConnection : public ClientSession,
   bool webSocketTo(const std::string&, const std::string&) const override { return false; }
 
   // --- called by the UpstreamConnection serving this request ---
-  void onUpstreamConnected();
   void onUpstreamInformational(const ResponseHead& head);
   // Returns true when the response has no body (HEAD request).
   bool onUpstreamResponseHead(const ResponseHead& head, bool upstream_keep_alive,
@@ -83,7 +82,6 @@ class DownstreamConnection : public ClientSession,
   void onEof() override;
   void onError(int status) override;
   void onWritable() override;
-  void onFlushed() override;
   void onClosed() override;
   void onTlsHandshake(const char* failure) override;
 
@@ -94,7 +92,7 @@ class DownstreamConnection : public ClientSession,
     kUpgraded,     // handed over to a ws::Session; this object is being retired
     kClosing,      // sending the last bytes, then closing
   };
-  enum class TimerMode { kNone, kHandshake, kHeader, kIdle, kBody, kLinger, kShutdown };
+  enum class TimerMode { kNone, kHandshake, kHeader, kIdle, kBody, kLinger };
 
   static void onTimer(uv_timer_t* t);
   static void onTimerClosed(uv_handle_t* h);
@@ -214,7 +212,7 @@ class DownstreamConnection : public ClientSession,
 
 class UpstreamConnection : public net::Stream::Handler {
  public:
-  UpstreamConnection(Worker* worker, std::string key, std::string address, size_t pool, int backend,
+  UpstreamConnection(Worker* worker, std::string key, std::string address, size_t pool,
                      metrics::BackendSlot* slot, upstream::BackendState* state);
   upstream::BackendState* state() const { return state_; }
   ~UpstreamConnection() override;
@@ -227,23 +225,18 @@ class UpstreamConnection : public net::Stream::Handler {
   // Binds this connection to a request. `reused` = it came from the keep-alive pool.
   void attach(DownstreamConnection* down, conf::Duration response_timeout, bool head_request,
               bool upgrade);
-  void detach();
   void write(std::string_view data) { stream_.write(data); }
   void write(const uv_buf_t* bufs, unsigned n) { stream_.write(bufs, n); }
   void requestSent();
-  bool connected() const { return connected_; }
-  bool reused() const { return requests_ > 1; }
   // After an upgrade: gives the stream (and its counters) to a ws::Session and retires.
   std::unique_ptr<net::Stream> handOver();
   metrics::BackendSlot* slot() const { return slot_; }
-  bool responseStarted() const { return response_bytes_ > 0; }
   bool aboveHighWatermark() const { return stream_.aboveHighWatermark(); }
   // Goes idle in the worker's pool when `reusable`, otherwise closes.
   void release(bool reusable, uint32_t max_idle, conf::Duration idle_timeout);
   void close();
   const std::string& key() const { return key_; }
   const std::string& address() const { return address_; }
-  int backend() const { return backend_; }
   size_t pool() const { return pool_; }
   net::Stream& stream() { return stream_; }
 
@@ -273,7 +266,6 @@ class UpstreamConnection : public net::Stream::Handler {
   std::string key_;      // the keep-alive pool key (Snapshot::upstream_keys)
   std::string address_;  // the backend address, for logs
   size_t pool_;
-  int backend_;
   std::unique_ptr<net::Stream> stream_owner_;
   net::Stream& stream_;
   uv_timer_t timer_;
@@ -289,7 +281,6 @@ class UpstreamConnection : public net::Stream::Handler {
   bool message_done_ = false;
   bool request_sent_ = false;  // the whole request is queued (response_timeout may start)
   bool keep_alive_ = false;
-  uint64_t requests_ = 0;
   uint64_t response_bytes_ = 0;
   conf::Duration response_timeout_{0};
   llhttp_t parser_;

@@ -145,7 +145,6 @@ void DownstreamConnection::onTimer(uv_timer_t* t) {
       return;
     case TimerMode::kIdle:
     case TimerMode::kLinger:
-    case TimerMode::kShutdown:
     case TimerMode::kNone:
       d->closeNow();
       return;
@@ -492,7 +491,6 @@ void DownstreamConnection::startUpstream(int exclude_backend) {
   if (up == nullptr) {
     up = new UpstreamConnection(
         worker_, key, pool.backends[static_cast<size_t>(backend)].address.text, route.pool_index,
-        backend,
         &snap.metrics.backends[route.pool_index][static_cast<size_t>(backend)][worker_->id()],
         snap.backend_states[p][static_cast<size_t>(backend)]);
     const sockaddr_storage& addr =
@@ -650,8 +648,6 @@ void DownstreamConnection::sendRequestHeadUpstream() {
     stream_.write(kContinue);
   }
 }
-
-void DownstreamConnection::onUpstreamConnected() {}
 
 void DownstreamConnection::forwardBody(const char* data, size_t len) {
   body_in_ += len;
@@ -1115,7 +1111,5 @@ void DownstreamConnection::onError(int status) {
   LOG_DEBUG("downstream %s: %s", client_ip_.c_str(), uv_strerror(status));
   closeNow();
 }
-
-void DownstreamConnection::onFlushed() {}
 
 }  // namespace sluice::http

@@ -89,18 +89,6 @@ void RequestHead::clear() {
   major = minor = 1;
 }
 
-void RequestHead::trimTo(std::string_view keep) {
-  std::vector<Header> kept;
-  for (Header& h : headers) {
-    if (iequals(h.name, keep)) {
-      kept.push_back(std::move(h));
-    }
-  }
-  headers = std::move(kept);
-  headers.shrink_to_fit();
-  url.shrink_to_fit();
-}
-
 const Header* ResponseHead::find(std::string_view name) const {
   return findHeader(*this, name);
 }

@@ -30,9 +30,6 @@ struct RequestHead {
   const Header* find(std::string_view name) const;
   size_t count(std::string_view name) const;
   void clear();
-  // Drops every header but `keep` and releases the memory (a long-lived WebSocket needs only
-  // what its access log line names).
-  void trimTo(std::string_view keep);
 };
 
 struct ResponseHead {

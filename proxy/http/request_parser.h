@@ -53,16 +53,12 @@ class RequestParser {
   void setMaxHeaderBytes(uint64_t max) { max_header_bytes_ = max; }
 
   const RequestHead& head() const { return head_; }
-  // After an upgrade: keep only what the access log needs.
-  void trimHead() { head_.trimTo("host"); }
   // Only valid after the head is complete.
   bool keepAlive() const { return llhttp_should_keep_alive(&parser_) != 0; }
   bool chunked() const { return (parser_.flags & F_CHUNKED) != 0; }
   bool hasContentLength() const { return (parser_.flags & F_CONTENT_LENGTH) != 0; }
   uint64_t contentLength() const { return parser_.content_length; }
   bool hasBody() const { return chunked() || (hasContentLength() && contentLength() > 0); }
-  // Bytes of the current request's head seen so far (request line and headers).
-  size_t headBytes() const { return head_bytes_; }
 
  private:
   static int cbMessageBegin(llhttp_t* p);

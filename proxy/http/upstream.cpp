@@ -11,13 +11,12 @@ UpstreamConnection* self(llhttp_t* p) {
 }  // namespace
 
 UpstreamConnection::UpstreamConnection(Worker* worker, std::string key, std::string address,
-                                       size_t pool, int backend, metrics::BackendSlot* slot,
+                                       size_t pool, metrics::BackendSlot* slot,
                                        upstream::BackendState* state)
     : worker_(worker),
       key_(std::move(key)),
       address_(std::move(address)),
       pool_(pool),
-      backend_(backend),
       stream_owner_(std::make_unique<net::Stream>(worker->loop(), this)),
       stream_(*stream_owner_),
       slot_(slot),
@@ -118,9 +117,6 @@ void UpstreamConnection::onConnected(int status) {
   if (request_sent_) {
     requestSent();  // the whole request was queued before the connection was up
   }
-  if (down_ != nullptr) {
-    down_->onUpstreamConnected();
-  }
 }
 
 void UpstreamConnection::attach(DownstreamConnection* down, conf::Duration response_timeout,
@@ -138,17 +134,12 @@ void UpstreamConnection::attach(DownstreamConnection* down, conf::Duration respo
   request_sent_ = false;
   keep_alive_ = false;
   response_bytes_ = 0;
-  ++requests_;
   llhttp_init(&parser_, HTTP_RESPONSE, &settings());
   parser_.data = this;
   response_.clear();
   if (connected_) {
     stream_.readStart();
   }
-}
-
-void UpstreamConnection::detach() {
-  down_ = nullptr;
 }
 
 void UpstreamConnection::requestSent() {

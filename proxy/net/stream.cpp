@@ -379,12 +379,8 @@ void Stream::onWrite(uv_write_t* r, int status) {
       return;
     }
   }
-  if (self->pending_reqs_ == 0) {
-    if (self->close_when_flushed_) {
-      self->close();
-      return;
-    }
-    self->handler_->onFlushed();
+  if (self->pending_reqs_ == 0 && self->close_when_flushed_) {
+    self->close();
   }
 }
 

@@ -26,8 +26,6 @@ class Stream {
     virtual void onError(int status) = 0;
     // The write queue fell to the low watermark after having passed the high one.
     virtual void onWritable() {}
-    // Everything queued so far has been written.
-    virtual void onFlushed() {}
     virtual void onConnected(int status) {}
     // TLS streams: the handshake finished (`failure` null) or failed (`failure` names why; the
     // stream is unusable: close it).
@@ -58,7 +56,6 @@ class Stream {
   bool tlsReady() const { return ssl_ == nullptr || handshake_done_; }
   void readStart();
   void readStop();
-  bool reading() const { return reading_; }
 
   // Writes all buffers in order; what the socket does not take now is copied and queued.
   void write(const uv_buf_t* bufs, unsigned count);
@@ -71,7 +68,6 @@ class Stream {
   // produced from one read, leave in one syscall and one packet. Calls nest.
   void cork() { ++cork_depth_; }
   void uncork();
-  size_t queuedBytes() const { return queued_bytes_; }
   // Frees the buffers kept for reuse (before a connection goes quiet for long, e.g. a WebSocket).
   void releaseBuffers();
   bool aboveHighWatermark() const { return queued_bytes_ >= kHighWatermark; }
@@ -82,7 +78,6 @@ class Stream {
   void closeAfterFlush();
   // Closes the handle (queued writes are cancelled); onClosed() follows.
   void close();
-  bool closing() const { return state_ != State::kOpen; }
 
   bool peerAddress(std::string* ip) const;
 

@@ -114,7 +114,6 @@ class FrameParser {
   bool inFragmentedMessage() const { return in_message_; }
   // Opcode of the current (possibly fragmented) data message.
   uint8_t messageOpcode() const { return message_opcode_; }
-  void setAllowRsv1(bool allow) { allow_rsv1_ = allow; }
 
  private:
   bool parseHeader(const uint8_t* p, size_t avail, size_t* used);
