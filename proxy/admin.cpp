@@ -1,7 +1,13 @@
 #include "proxy/admin.h"
 
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
 #include "proxy/http/request_parser.h"
 #include "proxy/log.h"
+#include "proxy/net/listen.h"
 #include "proxy/net/stream.h"
 
 namespace sluice {
@@ -20,8 +26,8 @@ class AdminServer::Connection : public net::Stream::Handler, public http::Reques
     timer_.data = this;
   }
 
-  bool accept(uv_stream_t* listener) {
-    if (uv_accept(listener, stream_.uvStream()) != 0) {
+  bool accept(int fd) {
+    if (stream_.open(fd) != 0) {
       finish();
       return false;
     }
@@ -117,22 +123,29 @@ AdminServer::AdminServer(uv_loop_t* loop, Handler handler)
 AdminServer::~AdminServer() = default;
 
 bool AdminServer::listen(const conf::Address& address, std::string* error) {
-  sockaddr_storage ss{};
-  std::string host = address.host == "localhost" ? "127.0.0.1" : address.host;
-  int rc = address.ipv6
-               ? uv_ip6_addr(host.c_str(), address.port, reinterpret_cast<sockaddr_in6*>(&ss))
-               : uv_ip4_addr(host.c_str(), address.port, reinterpret_cast<sockaddr_in*>(&ss));
-  if (rc == 0) {
-    uv_tcp_init(loop_, &tcp_);
-    tcp_.data = this;
-    open_ = true;
-    rc = uv_tcp_bind(&tcp_, reinterpret_cast<sockaddr*>(&ss), 0);
+  std::string why;
+  fd_ = net::listenSocket(address, false, &why);
+  int rc = 0;
+  if (fd_ >= 0) {
+    rc = ::listen(fd_, 128) == 0 ? 0 : -errno;
+    if (rc == 0) {
+      rc = uv_poll_init(loop_, &poll_, fd_);
+    }
+    if (rc == 0) {
+      open_ = true;
+      poll_.data = this;
+      rc = uv_poll_start(&poll_, UV_READABLE, &AdminServer::onReadable);
+    }
+    if (rc != 0) {
+      why = uv_strerror(rc);
+    }
   }
-  if (rc == 0) {
-    rc = uv_listen(reinterpret_cast<uv_stream_t*>(&tcp_), 128, &AdminServer::onConnection);
-  }
-  if (rc != 0) {
-    *error = "admin listener " + address.text + ": " + uv_strerror(rc);
+  if (fd_ < 0 || rc != 0) {
+    *error = "admin listener " + address.text + ": " + why;
+    if (!open_ && fd_ >= 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
     return false;
   }
   return true;
@@ -141,17 +154,30 @@ bool AdminServer::listen(const conf::Address& address, std::string* error) {
 void AdminServer::close() {
   if (open_) {
     open_ = false;
-    uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&poll_), [](uv_handle_t* h) {
+      auto* self = static_cast<AdminServer*>(h->data);
+      ::close(self->fd_);
+      self->fd_ = -1;
+    });
   }
 }
 
-void AdminServer::onConnection(uv_stream_t* listener, int status) {
+void AdminServer::onReadable(uv_poll_t* poll, int status, int) {
+  auto* self = static_cast<AdminServer*>(poll->data);
   if (status < 0) {
     return;
   }
-  auto* self = static_cast<AdminServer*>(listener->data);
-  auto* conn = new Connection(self);
-  conn->accept(listener);
+  for (int i = 0; i < 16 && self->open_; ++i) {
+    int fd = net::acceptSocket(self->fd_);
+    if (fd < 0) {
+      if (errno == ECONNABORTED || errno == EINTR) {
+        continue;
+      }
+      return;  // EAGAIN, or out of descriptors: the poll comes back
+    }
+    auto* conn = new Connection(self);
+    conn->accept(fd);
+  }
 }
 
 }  // namespace sluice

@@ -32,11 +32,12 @@ class AdminServer {
 
  private:
   class Connection;
-  static void onConnection(uv_stream_t* server, int status);
+  static void onReadable(uv_poll_t* poll, int status, int events);
 
   uv_loop_t* loop_;
   Handler handler_;
-  uv_tcp_t tcp_;
+  int fd_ = -1;
+  uv_poll_t poll_;
   bool open_ = false;
 };
 

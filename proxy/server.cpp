@@ -12,6 +12,8 @@
 
 #include "filters/filter.h"
 #include "proxy/log.h"
+#include "proxy/net/listen.h"
+#include "proxy/net/stream.h"
 
 #include <algorithm>
 #include <ctime>
@@ -71,35 +73,6 @@ Unsupported unsupportedFeatures(const conf::Config& config) {
 }
 
 namespace {
-
-int listenSocket(const conf::Address& addr, std::string* error) {
-  sockaddr_storage ss{};
-  std::string host = addr.host == "localhost" ? "127.0.0.1" : addr.host;
-  int rc = addr.ipv6 ? uv_ip6_addr(host.c_str(), addr.port, reinterpret_cast<sockaddr_in6*>(&ss))
-                     : uv_ip4_addr(host.c_str(), addr.port, reinterpret_cast<sockaddr_in*>(&ss));
-  if (rc != 0) {
-    *error = "bad listen address '" + addr.text + "'";
-    return -1;
-  }
-  int fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    *error = std::string("socket: ") + strerror(errno);
-    return -1;
-  }
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-  if (addr.ipv6) {
-    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-  }
-  socklen_t len = ss.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-    *error = "cannot listen on " + addr.text + ": " + strerror(errno);
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
 
 void raiseFileLimit() {
   rlimit rl;
@@ -186,7 +159,7 @@ bool Server::openListeners(unsigned workers, std::vector<std::vector<int>>* fds)
   for (const conf::ListenerConfig& l : listeners) {
     for (unsigned w = 0; w < workers; ++w) {
       std::string error;
-      int fd = listenSocket(l.listen, &error);
+      int fd = net::listenSocket(l.listen, true, &error);
       if (fd < 0) {
         LOG_ERROR("listener '%s': %s", l.name.c_str(), error.c_str());
         return false;
@@ -248,12 +221,14 @@ int Server::run() {
   if (!admin_->listen(cfg.admin.listen, &error)) {
     LOG_ERROR("%s", error.c_str());
     admin_->close();
-    uv_run(&loop_, UV_RUN_DEFAULT);  // let the handle close, so nothing leaks on the way out
+    net::closeEventSet(&loop_);
+    uv_run(&loop_, UV_RUN_DEFAULT);  // let the handles close, so nothing leaks on the way out
     return 1;
   }
   std::vector<std::vector<int>> fds;
   if (!openListeners(workers, &fds)) {
     admin_->close();
+    net::closeEventSet(&loop_);
     uv_run(&loop_, UV_RUN_DEFAULT);
     return 1;
   }
@@ -291,6 +266,8 @@ int Server::run() {
   }
   LOG_INFO("sluice %s started: %u worker%s, config %s, admin on %s", SLUICE_VERSION, workers,
            workers == 1 ? "" : "s", cfg.path.c_str(), cfg.admin.listen.text.c_str());
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  net::closeEventSet(&loop_);  // the admin connections' epoll set
   uv_run(&loop_, UV_RUN_DEFAULT);
   if (joiner_.joinable()) {
     joiner_.join();
@@ -387,7 +364,7 @@ bool Server::openNewListeners(const conf::Config& cur, const conf::Config& next,
     }
     for (size_t w = 0; w < fds->size() && !kept; ++w) {
       std::string error;
-      int fd = listenSocket(nl[i].listen, &error);
+      int fd = net::listenSocket(nl[i].listen, true, &error);
       if (fd < 0) {
         errors->push_back(
             conf::Diagnostic{nl[i].pos, "listener '" + nl[i].name + "': " + error}.format());

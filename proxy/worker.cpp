@@ -1,6 +1,10 @@
 #include "proxy/worker.h"
 
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <cstdio>
@@ -9,6 +13,7 @@
 
 #include "proxy/http/connection.h"
 #include "proxy/log.h"
+#include "proxy/net/stream.h"
 
 namespace sluice {
 
@@ -44,10 +49,8 @@ Worker::Worker(unsigned id, SnapshotPtr snapshot, std::vector<int> listen_fds, S
 }
 
 void Worker::addListener(size_t index, int fd) {
-  auto* l = new Listener{this, index, {}, false};
-  uv_tcp_init(&loop_, &l->tcp);
-  l->tcp.data = l;
-  uv_tcp_open(&l->tcp, fd);
+  auto* l = new Listener{this, index, fd, {}};
+  l->poll.data = l;
   listeners_.push_back(l);
 }
 
@@ -64,7 +67,14 @@ void Worker::start() {
 }
 
 void Worker::startListening(Listener* l) {
-  int rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->tcp), 4096, &Worker::onConnection);
+  int rc = ::listen(l->fd, 4096) == 0 ? 0 : -errno;
+  if (rc == 0) {
+    rc = uv_poll_init(&loop_, &l->poll, l->fd);
+  }
+  if (rc == 0) {
+    l->polling = true;
+    rc = uv_poll_start(&l->poll, UV_READABLE, &Worker::onListenerReadable);
+  }
   if (rc != 0) {
     LOG_ERROR("worker %u: listen on '%s': %s", id_,
               snapshot_->config->listeners[l->index].name.c_str(), uv_strerror(rc));
@@ -73,7 +83,23 @@ void Worker::startListening(Listener* l) {
 
 void Worker::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
+  net::closeEventSet(&loop_);
+  uv_run(&loop_, UV_RUN_DEFAULT);
   access_log_->flush(&access_log_buffer_);
+}
+
+void Worker::closeListener(Listener* l) {
+  if (!l->polling) {
+    ::close(l->fd);
+    delete l;
+    return;
+  }
+  // uv_close() takes the socket out of the poll set at once; it is closed in the callback.
+  uv_close(reinterpret_cast<uv_handle_t*>(&l->poll), [](uv_handle_t* h) {
+    auto* listener = static_cast<Listener*>(h->data);
+    ::close(listener->fd);
+    delete listener;
+  });
 }
 
 void Worker::join() {
@@ -214,8 +240,7 @@ void Worker::applySnapshot(SnapshotPtr next, std::vector<int> fds) {
     } else {
       LOG_INFO("worker %u: listener '%s' (%s) removed; its connections finish on their own", id_,
                old.name.c_str(), old.listen.text.c_str());
-      uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp),
-               [](uv_handle_t* h) { delete static_cast<Listener*>(h->data); });
+      closeListener(l);
     }
   }
   listeners_ = std::move(kept);
@@ -295,37 +320,61 @@ void Worker::onFlushTimer(uv_timer_t* t) {
 
 // ---- accepting -----------------------------------------------------------------------------
 
-void Worker::onConnection(uv_stream_t* server, int status) {
-  auto* l = static_cast<Listener*>(server->data);
+void Worker::onListenerReadable(uv_poll_t* poll, int status, int) {
+  auto* l = static_cast<Listener*>(poll->data);
   if (status < 0) {
     LOG_WARN("accept: %s", uv_strerror(status));
-    return;
   }
-  l->worker->acceptOne(l);
+  l->worker->acceptSome(l);
 }
 
-void Worker::acceptOne(Listener* l) {
-  if (shutting_down_) {
-    return;
-  }
-  if (shared_->open_connections.load(std::memory_order_relaxed) >=
-      shared_->max_connections.load(std::memory_order_relaxed)) {
-    // Leave the connection with libuv: it stops polling this listener until we accept, so the
-    // rest wait in the kernel's backlog. A timer resumes once we are below the limit.
-    if (!l->pending_accept) {
-      l->pending_accept = true;
-      snapshot_->metrics.listeners[l->index][id_].accept_paused.inc();
-      LOG_WARN("max_connections (%llu) reached: not accepting",
-               static_cast<unsigned long long>(shared_->max_connections.load()));
+void Worker::acceptSome(Listener* l) {
+  // A bounded batch: the poll is level-triggered, so what is left comes back on the next turn.
+  constexpr int kAcceptBatch = 64;
+  for (int i = 0; i < kAcceptBatch; ++i) {
+    if (shutting_down_) {
+      return;
     }
-    if (uv_is_active(reinterpret_cast<uv_handle_t*>(&resume_timer_)) == 0) {
-      uv_timer_start(&resume_timer_, &Worker::onResumeTimer, kResumeCheckMs, kResumeCheckMs);
+    if (shared_->open_connections.load(std::memory_order_relaxed) >=
+        shared_->max_connections.load(std::memory_order_relaxed)) {
+      if (!l->pending_accept) {
+        snapshot_->metrics.listeners[l->index][id_].accept_paused.inc();
+        LOG_WARN("max_connections (%llu) reached: not accepting",
+                 static_cast<unsigned long long>(shared_->max_connections.load()));
+      }
+      pauseAccepting(l);
+      return;
     }
-    return;
+    int fd = net::acceptSocket(l->fd);
+    if (fd < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        return;
+      }
+      if (errno == ECONNABORTED || errno == EPROTO || errno == EPERM) {
+        continue;  // that connection is gone; the next one may be fine
+      }
+      // Out of file descriptors or memory: the connections wait in the backlog (polling on
+      // would spin) until the resume timer tries again.
+      if (!l->pending_accept) {
+        LOG_WARN("accept on '%s': %s", snapshot_->config->listeners[l->index].name.c_str(),
+                 strerror(errno));
+      }
+      pauseAccepting(l);
+      return;
+    }
+    auto* conn = new http::DownstreamConnection(this, l->index);
+    conn->accept(fd);
   }
-  l->pending_accept = false;
-  auto* conn = new http::DownstreamConnection(this, l->index);
-  conn->accept(reinterpret_cast<uv_stream_t*>(&l->tcp));
+}
+
+void Worker::pauseAccepting(Listener* l) {
+  l->pending_accept = true;
+  if (l->polling) {
+    uv_poll_stop(&l->poll);
+  }
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&resume_timer_)) == 0) {
+    uv_timer_start(&resume_timer_, &Worker::onResumeTimer, kResumeCheckMs, kResumeCheckMs);
+  }
 }
 
 void Worker::onResumeTimer(uv_timer_t* t) {
@@ -333,12 +382,18 @@ void Worker::onResumeTimer(uv_timer_t* t) {
 }
 
 void Worker::resumeAccepting() {
+  bool at_limit = shared_->open_connections.load(std::memory_order_relaxed) >=
+                  shared_->max_connections.load(std::memory_order_relaxed);
   bool any_pending = false;
   for (Listener* l : listeners_) {
-    if (l->pending_accept) {
-      acceptOne(l);
-      any_pending = any_pending || l->pending_accept;
+    if (l->pending_accept && !at_limit && !shutting_down_) {
+      l->pending_accept = false;
+      if (l->polling) {
+        uv_poll_start(&l->poll, UV_READABLE, &Worker::onListenerReadable);
+      }
+      acceptSome(l);
     }
+    any_pending = any_pending || l->pending_accept;
   }
   if (!any_pending) {
     uv_timer_stop(&resume_timer_);
@@ -437,8 +492,7 @@ void Worker::beginShutdown() {
     timeout = shutdown_timeout_;
   }
   for (Listener* l : listeners_) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp),
-             [](uv_handle_t* h) { delete static_cast<Listener*>(h->data); });
+    closeListener(l);
   }
   listeners_.clear();
   uv_timer_stop(&resume_timer_);

@@ -90,16 +90,22 @@ class Worker {
   struct Listener {
     Worker* worker;
     size_t index;  // into the snapshot's listeners
-    uv_tcp_t tcp;
-    bool pending_accept = false;  // a connection waits in libuv because we were at the limit
+    int fd;        // the listening socket (SO_REUSEPORT: this worker's own)
+    uv_poll_t poll;
+    bool polling = false;
+    // Not accepting (max_connections reached, or out of file descriptors): connections wait in
+    // the kernel's backlog until the resume timer finds room.
+    bool pending_accept = false;
   };
 
-  static void onConnection(uv_stream_t* server, int status);
+  static void onListenerReadable(uv_poll_t* poll, int status, int events);
   static void onAsync(uv_async_t* async);
   static void onResumeTimer(uv_timer_t* timer);
   static void onShutdownTimer(uv_timer_t* timer);
   static void onFlushTimer(uv_timer_t* timer);
-  void acceptOne(Listener* l);
+  void acceptSome(Listener* l);
+  void pauseAccepting(Listener* l);
+  static void closeListener(Listener* l);
   void startListening(Listener* l);
   void applySnapshot(SnapshotPtr next, std::vector<int> fds);
   void addListener(size_t index, int fd);

@@ -52,7 +52,8 @@ class DownstreamConnection : public ClientSession,
   ~DownstreamConnection() override;
 
   // Accepts from `server` and starts reading. Returns false (and closes) on failure.
-  bool accept(uv_stream_t* server);
+  // Takes an accepted socket.
+  bool accept(int fd);
   // ClientSession (an HTTP connection; its WebSocket, if any, is a ws::Session of its own)
   void shutdownGracefully() override;
   void abort() override;

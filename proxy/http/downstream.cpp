@@ -60,14 +60,14 @@ const conf::ListenerConfig& DownstreamConnection::listener() const {
   return snapshot_->config->listeners[listener_index_];
 }
 
-bool DownstreamConnection::accept(uv_stream_t* server) {
+bool DownstreamConnection::accept(int fd) {
   worker_->registerConnection(this);
   registered_ = true;
-  if (uv_accept(server, stream_.uvStream()) != 0) {
+  if (int rc = stream_.open(fd); rc != 0) {
+    LOG_WARN("accept: %s", uv_strerror(rc));
     closeNow();
     return false;
   }
-  uv_tcp_nodelay(stream_.handle(), 1);
   if (!stream_.peerAddress(&client_ip_)) {
     client_ip_ = "unknown";
   }

@@ -4,20 +4,31 @@
 
 #include "proxy/net/tls.h"
 
+#include <cerrno>
 #include <cstring>
 #include <memory>
+#include <utility>
+#include <vector>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 namespace sluice::net {
 
 namespace {
 constexpr size_t kReadBufferSize = size_t{64} * 1024;
-// Kept for reuse per stream: one request whose buffer is small. A burst's large buffers are
-// freed, so that an idle connection costs little.
-constexpr size_t kMaxFreeReqs = 1;
+// A write queue or cork buffer at most this large keeps its capacity for reuse; a burst's larger
+// buffers are freed, so that an idle connection costs little.
 constexpr size_t kMaxKeptCapacity = size_t{16} * 1024;
+// Reads of a full buffer in a row before other sockets get their turn.
+constexpr int kMaxReadsPerEvent = 16;
+// Events taken from the epoll set per epoll_wait.
+constexpr int kMaxEvents = 512;
 }  // namespace
 
 char* threadReadBuffer(size_t* size) {
@@ -26,14 +37,206 @@ char* threadReadBuffer(size_t* size) {
   return buffer.get();
 }
 
-Stream::Stream(uv_loop_t* loop, Handler* handler) : handler_(handler) {
-  uv_tcp_init(loop, &tcp_);
-  tcp_.data = this;
+// ---- the loop's epoll set ------------------------------------------------------------------
+
+// One per loop (and so per thread): the epoll set of the loop's streams, polled through one
+// libuv handle, and the streams with work deferred to the loop's next turn. The handle keeps the
+// loop alive only while streams are registered, like their own handles would.
+class EventSet {
+ public:
+  static EventSet* forLoop(uv_loop_t* loop) {
+    for (EventSet* set : sets()) {
+      if (set->loop_ == loop) {
+        return set;
+      }
+    }
+    auto* set = new EventSet(loop);
+    sets().push_back(set);
+    return set;
+  }
+
+  static void close(uv_loop_t* loop) {
+    auto& all = sets();
+    for (size_t i = 0; i < all.size(); ++i) {
+      EventSet* set = all[i];
+      if (set->loop_ != loop) {
+        continue;
+      }
+      all.erase(all.begin() + static_cast<std::ptrdiff_t>(i));
+      set->closing_handles_ = set->epfd_ >= 0 ? 2 : 1;
+      auto done = [](uv_handle_t* h) {
+        auto* self = static_cast<EventSet*>(h->data);
+        if (--self->closing_handles_ == 0) {
+          delete self;
+        }
+      };
+      if (set->epfd_ >= 0) {
+        uv_close(reinterpret_cast<uv_handle_t*>(&set->poll_), done);
+      }
+      uv_close(reinterpret_cast<uv_handle_t*>(&set->idle_), done);
+      return;
+    }
+  }
+
+  // 0, or a libuv error code.
+  int add(Stream* s, int fd) {
+    if (epfd_ < 0) {
+      return UV_EMFILE;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.ptr = s;
+    if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      return -errno;
+    }
+    if (registered_++ == 0) {
+      uv_ref(reinterpret_cast<uv_handle_t*>(&poll_));
+    }
+    return 0;
+  }
+
+  // The stream's socket is being closed (which takes it out of the epoll set).
+  void remove() {
+    if (--registered_ == 0) {
+      uv_unref(reinterpret_cast<uv_handle_t*>(&poll_));
+    }
+  }
+
+  void post(Stream* s) {
+    if (!s->posted_) {
+      s->posted_ = true;
+      posted_.push_back(s);
+      wake();
+    }
+  }
+
+  // onClosed() follows on the loop's next turn, after this turn's events.
+  void retire(Stream* s) {
+    if (s->posted_) {
+      s->posted_ = false;
+      std::erase(posted_, s);
+    }
+    retired_.push_back(s);
+    wake();
+  }
+
+  // A stream freed without being closed first: forget it.
+  void forget(Stream* s) {
+    std::erase(posted_, s);
+    std::erase(retired_, s);
+  }
+
+ private:
+  explicit EventSet(uv_loop_t* loop) : loop_(loop) {
+    uv_idle_init(loop, &idle_);
+    idle_.data = this;
+    epfd_ = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd_ >= 0 && uv_poll_init(loop, &poll_, epfd_) != 0) {
+      ::close(epfd_);
+      epfd_ = -1;
+    }
+    if (epfd_ >= 0) {  // without it no stream can register: add() fails
+      poll_.data = this;
+      uv_poll_start(&poll_, UV_READABLE, &EventSet::onPoll);
+      uv_unref(reinterpret_cast<uv_handle_t*>(&poll_));
+    }
+  }
+
+  ~EventSet() {
+    if (epfd_ >= 0) {
+      ::close(epfd_);
+    }
+  }
+
+  static std::vector<EventSet*>& sets() {
+    thread_local std::vector<EventSet*> all;
+    return all;
+  }
+
+  void wake() {
+    if (!idle_active_) {
+      idle_active_ = true;
+      uv_idle_start(&idle_, &EventSet::onIdle);
+    }
+  }
+
+  static void onPoll(uv_poll_t* h, int, int) {
+    auto* self = static_cast<EventSet*>(h->data);
+    epoll_event events[kMaxEvents];
+    int n;
+    do {
+      n = epoll_wait(self->epfd_, events, kMaxEvents, 0);
+    } while (n < 0 && errno == EINTR);
+    // A stream closed while this batch runs is only retired: its memory stays valid until the
+    // next turn, and onEvents() ignores it.
+    for (int i = 0; i < n; ++i) {
+      static_cast<Stream*>(events[i].data.ptr)->onEvents(events[i].events);
+    }
+  }
+
+  static void onIdle(uv_idle_t* h) {
+    auto* self = static_cast<EventSet*>(h->data);
+    std::vector<Stream*> batch;
+    batch.swap(self->posted_);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      // A stream retired by an earlier one's work is no longer posted: skip it.
+      if (batch[i]->posted_) {
+        batch[i]->posted_ = false;
+        batch[i]->runPosted();
+      }
+    }
+    if (self->posted_.empty()) {
+      batch.clear();
+      self->posted_.swap(batch);  // keeps the capacity
+    }
+    // Last: a handler may free its stream (and others) from onClosed().
+    std::vector<Stream*> retired;
+    retired.swap(self->retired_);
+    for (Stream* s : retired) {
+      s->state_ = Stream::State::kClosed;
+      s->handler_->onClosed();
+    }
+    if (self->posted_.empty() && self->retired_.empty()) {
+      self->idle_active_ = false;
+      uv_idle_stop(&self->idle_);
+    }
+  }
+
+  uv_loop_t* loop_;
+  int epfd_ = -1;
+  uv_poll_t poll_;
+  uv_idle_t idle_;
+  bool idle_active_ = false;
+  int closing_handles_ = 0;
+  size_t registered_ = 0;
+  std::vector<Stream*> posted_;
+  std::vector<Stream*> retired_;
+};
+
+void closeEventSet(uv_loop_t* loop) {
+  EventSet::close(loop);
 }
 
+int acceptSocket(int listen_fd) {
+  int fd;
+  do {
+    fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  return fd;
+}
+
+// ---- Stream ----------------------------------------------------------------------------------
+
+Stream::Stream(uv_loop_t* loop, Handler* handler)
+    : events_(EventSet::forLoop(loop)), handler_(handler) {}
+
 Stream::~Stream() {
-  for (WriteReq* r : free_reqs_) {
-    delete r;
+  if (fd_ >= 0) {
+    ::close(fd_);
+    events_->remove();
+  }
+  if (posted_ || state_ == State::kClosing) {
+    events_->forget(this);
   }
   if (ssl_ != nullptr) {
     SSL_free(ssl_);
@@ -167,27 +370,122 @@ void Stream::sendPlain(const uv_buf_t* bufs, unsigned count) {
   flushTls();
 }
 
-int Stream::connect(const sockaddr* addr) {
-  auto* req = new uv_connect_t;
-  req->data = this;
-  uv_tcp_nodelay(&tcp_, 1);
-  int rc = uv_tcp_connect(req, &tcp_, addr, &Stream::onConnect);
+namespace {
+void setNoDelay(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+}  // namespace
+
+int Stream::open(int fd) {
+  setNoDelay(fd);
+  int rc = events_->add(this, fd);
   if (rc != 0) {
-    delete req;
+    ::close(fd);
+    return rc;
   }
-  return rc;
+  fd_ = fd;
+  return 0;
 }
 
-void Stream::onConnect(uv_connect_t* req, int status) {
-  auto* self = static_cast<Stream*>(req->data);
-  delete req;
-  if (status == UV_ECANCELED || self->state_ != State::kOpen) {
+int Stream::connect(const sockaddr* addr) {
+  int fd = ::socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return -errno;
+  }
+  setNoDelay(fd);
+  socklen_t len = addr->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  if (::connect(fd, addr, len) != 0 && errno != EINPROGRESS && errno != EINTR) {
+    // Like libuv: a refused connection is reported later, through onConnected(); anything
+    // else (no route, no local port left) now.
+    if (errno != ECONNREFUSED) {
+      int rc = -errno;
+      ::close(fd);
+      return rc;
+    }
+    error_ = UV_ECONNREFUSED;
+  }
+  // Registered after connect(2): epoll then reports the outcome (EPOLLOUT once connected,
+  // EPOLLHUP or EPOLLERR on failure), even when it is already known.
+  int rc = events_->add(this, fd);
+  if (rc != 0) {
+    ::close(fd);
+    return rc;
+  }
+  fd_ = fd;
+  connecting_ = true;
+  return 0;
+}
+
+void Stream::finishConnect() {
+  connecting_ = false;
+  int status = error_;
+  error_ = 0;
+  if (status == 0) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+      err = errno;
+    }
+    status = -err;
+  }
+  handler_->onConnected(status);
+  if (status != 0 || state_ != State::kOpen) {
     return;
   }
-  self->handler_->onConnected(status);
-  if (status == 0 && self->ssl_ != nullptr && self->state_ == State::kOpen) {
-    self->readStart();
-    self->tlsInput(nullptr, 0);  // the ClientHello
+  if (ssl_ != nullptr) {
+    readStart();
+    tlsInput(nullptr, 0);  // the ClientHello
+    if (state_ != State::kOpen) {
+      return;
+    }
+  }
+  flushQueue();  // what was written while connecting
+}
+
+void Stream::onEvents(uint32_t events) {
+  if (state_ != State::kOpen) {
+    return;  // closed earlier in this batch
+  }
+  if (connecting_) {
+    if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) == 0) {
+      return;
+    }
+    finishConnect();
+    if (state_ != State::kOpen) {
+      return;
+    }
+  }
+  if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
+    peer_done_ = true;
+  }
+  if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
+    readable_ = true;
+  }
+  if ((events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0 && queued() > 0) {
+    flushQueue();
+    if (state_ != State::kOpen) {
+      return;
+    }
+  }
+  if (reading_ && readable_) {
+    readNow();
+  }
+}
+
+void Stream::runPosted() {
+  if (state_ != State::kOpen) {
+    return;
+  }
+  if (error_ != 0 && !connecting_) {
+    int status = error_;
+    error_ = 0;
+    reading_ = false;
+    handler_->onError(status);
+    return;
+  }
+  if (reading_ && readable_) {
+    readNow();
   }
 }
 
@@ -195,50 +493,67 @@ void Stream::readStart() {
   if (reading_ || state_ != State::kOpen) {
     return;
   }
-  if (uv_read_start(uvStream(), &Stream::onAlloc, &Stream::onRead) == 0) {
-    reading_ = true;
+  reading_ = true;
+  // The edge that announced data may have come while not reading: read on the next turn
+  // (never from inside readStart(), which would re-enter the caller).
+  if (readable_ && !connecting_) {
+    events_->post(this);
   }
 }
 
 void Stream::readStop() {
-  if (!reading_) {
-    return;
-  }
-  uv_read_stop(uvStream());
   reading_ = false;
 }
 
-void Stream::onAlloc(uv_handle_t*, size_t, uv_buf_t* buf) {
+void Stream::readNow() {
   size_t size;
-  char* base = threadReadBuffer(&size);
-  *buf = uv_buf_init(base, static_cast<unsigned>(size));
-}
-
-void Stream::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
-  auto* self = static_cast<Stream*>(s->data);
-  if (self->state_ != State::kOpen) {
+  char* buf = threadReadBuffer(&size);
+  for (int i = 0; i < kMaxReadsPerEvent; ++i) {
+    ssize_t n = ::recv(fd_, buf, size, 0);
+    if (n > 0) {
+      // A short read drained the socket (TCP hands over all it holds): the next edge says when
+      // there is more. After FIN or an error, read on until recv(2) reports it.
+      if (static_cast<size_t>(n) < size && !peer_done_) {
+        readable_ = false;
+      }
+      deliver(buf, static_cast<size_t>(n));
+      if (state_ != State::kOpen || !reading_ || !readable_) {
+        return;
+      }
+      continue;
+    }
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    readable_ = false;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      peer_done_ = false;  // spurious: the edge will come again
+      return;
+    }
+    readFailed(n == 0 ? UV_EOF : -errno);
     return;
   }
-  if (nread > 0) {
-    if (self->ssl_ != nullptr) {
-      self->tlsInput(buf->base, static_cast<size_t>(nread));
-    } else {
-      self->handler_->onData(buf->base, static_cast<size_t>(nread));
-    }
-  } else if (nread == UV_EOF) {
-    self->readStop();
-    if (self->ssl_ != nullptr && !self->handshake_done_) {
-      self->tlsFailed("eof");  // the peer left in the middle of the handshake
-      return;
-    }
-    self->handler_->onEof();
-  } else if (nread < 0) {
-    self->readStop();
-    if (self->ssl_ != nullptr && !self->handshake_done_) {
-      self->tlsFailed("eof");  // reset in the middle of the handshake
-      return;
-    }
-    self->handler_->onError(static_cast<int>(nread));
+  events_->post(this);  // still more: after the other sockets' turn
+}
+
+void Stream::deliver(const char* data, size_t len) {
+  if (ssl_ != nullptr) {
+    tlsInput(data, len);
+  } else {
+    handler_->onData(data, len);
+  }
+}
+
+void Stream::readFailed(int status) {
+  reading_ = false;
+  if (ssl_ != nullptr && !handshake_done_) {
+    tlsFailed("eof");  // the peer left or reset in the middle of the handshake
+    return;
+  }
+  if (status == UV_EOF) {
+    handler_->onEof();
+  } else {
+    handler_->onError(status);
   }
 }
 
@@ -278,10 +593,10 @@ void Stream::releaseBuffers() {
   if (corked_.empty()) {
     std::string().swap(corked_);  // frees it (assigning "" would not)
   }
-  for (WriteReq* r : free_reqs_) {
-    delete r;
+  if (queued() == 0) {
+    std::string().swap(out_);
+    out_sent_ = 0;
   }
-  free_reqs_.clear();
 }
 
 void Stream::uncork() {
@@ -303,84 +618,106 @@ void Stream::uncorkNow() {
   }
 }
 
+ssize_t Stream::sendNow(const uv_buf_t* bufs, unsigned count) {
+  ssize_t n;
+  do {
+    if (count == 1) {
+      n = ::send(fd_, bufs[0].base, bufs[0].len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } else {
+      msghdr msg{};
+      // uv_buf_t is laid out as struct iovec on Unix (libuv guarantees it).
+      msg.msg_iov = reinterpret_cast<iovec*>(const_cast<uv_buf_t*>(bufs));
+      msg.msg_iovlen = count;
+      n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+  } while (n < 0 && errno == EINTR);
+  return n;
+}
+
 void Stream::writeNow(const uv_buf_t* bufs, unsigned count) {
+  if (error_ != 0) {
+    return;  // the stream failed; its handler hears of it on the next turn
+  }
   unsigned first = 0;
   size_t offset = 0;
-  if (pending_reqs_ == 0) {
-    int n = uv_try_write(uvStream(), bufs, count);
-    if (n > 0) {
-      size_t written = static_cast<size_t>(n);
-      while (first < count && written >= bufs[first].len) {
-        written -= bufs[first].len;
-        ++first;
-      }
-      offset = written;
+  if (queued() == 0 && !connecting_ && fd_ >= 0 && count > 0) {
+    ssize_t n = sendNow(bufs, count);
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      // Reported on the next turn, so that the handler is never re-entered from write().
+      error_ = -errno;
+      events_->post(this);
+      return;
     }
-    // Hard errors (EPIPE, ECONNRESET) fall through: uv_write reports them in its callback, so the
-    // handler is never re-entered from inside write().
+    size_t written = n > 0 ? static_cast<size_t>(n) : 0;
+    while (first < count && written >= bufs[first].len) {
+      written -= bufs[first].len;
+      ++first;
+    }
+    offset = written;
   }
   if (first == count) {
     return;
   }
-  size_t total = 0;
-  for (unsigned i = first; i < count; ++i) {
-    total += bufs[i].len;
+  if (queued() == 0) {
+    out_.clear();
+    out_sent_ = 0;
   }
-  total -= offset;
-  WriteReq* req;
-  if (!free_reqs_.empty()) {
-    req = free_reqs_.back();
-    free_reqs_.pop_back();
-  } else {
-    req = new WriteReq;
-    req->stream = this;
-  }
-  req->data.clear();
-  req->data.reserve(total);
-  req->data.append(bufs[first].base + offset, bufs[first].len - offset);
+  out_.append(bufs[first].base + offset, bufs[first].len - offset);
   for (unsigned i = first + 1; i < count; ++i) {
-    req->data.append(bufs[i].base, bufs[i].len);
+    out_.append(bufs[i].base, bufs[i].len);
   }
-  req->req.data = req;
-  uv_buf_t b = uv_buf_init(req->data.data(), static_cast<unsigned>(req->data.size()));
-  int rc = uv_write(&req->req, uvStream(), &b, 1, &Stream::onWrite);
-  if (rc != 0) {
-    delete req;
-    return;
-  }
-  ++pending_reqs_;
-  queued_bytes_ += total;
-  if (queued_bytes_ >= kHighWatermark) {
+  if (queued() >= kHighWatermark) {
     above_high_ = true;
   }
 }
 
-void Stream::onWrite(uv_write_t* r, int status) {
-  auto* req = static_cast<WriteReq*>(r->data);
-  Stream* self = req->stream;
-  self->queued_bytes_ -= req->data.size();
-  --self->pending_reqs_;
-  if (self->free_reqs_.size() < kMaxFreeReqs && req->data.capacity() <= kMaxKeptCapacity) {
-    self->free_reqs_.push_back(req);
-  } else {
-    delete req;
-  }
-  if (self->state_ != State::kOpen) {
+void Stream::flushQueue() {
+  while (queued() > 0) {
+    ssize_t n = ::send(fd_, out_.data() + out_sent_, queued(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      out_sent_ += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      break;  // the next EPOLLOUT edge goes on
+    }
+    reading_ = false;
+    handler_->onError(n < 0 ? -errno : UV_EPIPE);
     return;
   }
-  if (status < 0) {
-    self->handler_->onError(status);
-    return;
+  if (queued() == 0) {
+    out_.clear();
+    out_sent_ = 0;
+    if (out_.capacity() > kMaxKeptCapacity) {
+      std::string().swap(out_);  // frees it (assigning "" would not)
+    }
+  } else if (out_sent_ >= kMaxKeptCapacity && out_sent_ * 2 >= out_.size()) {
+    out_.erase(0, out_sent_);  // what went out is not kept around
+    out_sent_ = 0;
   }
-  if (self->above_high_ && self->queued_bytes_ <= kLowWatermark) {
-    self->above_high_ = false;
-    self->handler_->onWritable();
-    if (self->state_ != State::kOpen) {
+  afterFlush();
+}
+
+void Stream::afterFlush() {
+  if (above_high_ && queued() <= kLowWatermark) {
+    above_high_ = false;
+    handler_->onWritable();
+    if (state_ != State::kOpen) {
       return;
     }
   }
-  if (self->pending_reqs_ == 0 && self->close_when_flushed_) {
-    self->close();
+  if (queued() > 0) {
+    return;
+  }
+  if (shutdown_pending_) {
+    shutdown_pending_ = false;
+    ::shutdown(fd_, SHUT_WR);
+  }
+  if (close_when_flushed_) {
+    close();
   }
 }
 
@@ -394,20 +731,16 @@ void Stream::shutdown() {
     SSL_shutdown(ssl_);  // our close_notify; the peer's is not waited for
     flushTls();
   }
-  auto* req = new uv_shutdown_t;
-  req->data = this;
-  if (uv_shutdown(req, uvStream(), &Stream::onShutdown) != 0) {
-    delete req;
+  if (queued() == 0 && !connecting_ && fd_ >= 0) {
+    ::shutdown(fd_, SHUT_WR);
+  } else {
+    shutdown_pending_ = true;
   }
-}
-
-void Stream::onShutdown(uv_shutdown_t* req, int) {
-  delete req;
 }
 
 void Stream::closeAfterFlush() {
   uncorkNow();
-  if (pending_reqs_ == 0) {
+  if (queued() == 0 || fd_ < 0 || error_ != 0) {
     close();
   } else {
     close_when_flushed_ = true;
@@ -426,19 +759,20 @@ void Stream::close() {
   }
   state_ = State::kClosing;
   reading_ = false;
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &Stream::onClose);
-}
-
-void Stream::onClose(uv_handle_t* h) {
-  auto* self = static_cast<Stream*>(h->data);
-  self->state_ = State::kClosed;
-  self->handler_->onClosed();
+  if (fd_ >= 0) {
+    ::close(fd_);  // also takes it out of the epoll set
+    fd_ = -1;
+    events_->remove();
+  }
+  std::string().swap(out_);
+  out_sent_ = 0;
+  events_->retire(this);
 }
 
 bool Stream::peerAddress(std::string* ip) const {
   sockaddr_storage ss;
-  int len = sizeof ss;
-  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+  socklen_t len = sizeof ss;
+  if (fd_ < 0 || getpeername(fd_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
     return false;
   }
   char buf[INET6_ADDRSTRLEN] = {0};

@@ -1,8 +1,15 @@
 #pragma once
 
-// A TCP stream on a libuv loop: non-blocking reads into the worker's shared read buffer, writes
-// that try the socket first and queue only the remainder, watermark flow control, and an
-// idempotent close whose completion is reported once through Handler::onClosed().
+// A TCP stream on a libuv loop, doing its own socket calls the way nginx does: every socket of a
+// loop sits in one edge-triggered epoll set (registered once, never modified), which libuv polls
+// through a single handle. Reads are recv(2) into the worker's shared read buffer; a short read
+// means the socket is drained (no extra recv for EAGAIN). Writes send(2) first and queue only
+// the remainder. Watermark flow control, and an idempotent close whose completion is reported
+// once, later, through Handler::onClosed().
+//
+// Why not uv_tcp_t: libuv's level-triggered epoll re-polls every ready socket on the next
+// epoll_wait, and read(2)/write(2) pass through the VFS layer; together a few percent of a small
+// WebSocket message's cost. And a uv_tcp_t is 248 bytes; an idle stream here needs none of it.
 
 #include <cstddef>
 #include <cstdint>
@@ -14,6 +21,8 @@
 #include <uv.h>
 
 namespace sluice::net {
+
+class EventSet;
 
 class Stream {
  public:
@@ -42,11 +51,13 @@ class Stream {
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
 
-  uv_tcp_t* handle() { return &tcp_; }
   // Hands the stream's events to another owner (a WebSocket session taking over).
   void setHandler(Handler* handler) { handler_ = handler; }
-  uv_stream_t* uvStream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
 
+  // Takes an accepted, non-blocking socket. 0, or a libuv error code (the socket is closed).
+  int open(int fd);
+  // Starts connecting; onConnected() reports the outcome. 0, or a libuv error code for what
+  // fails at once (a refused connection is reported through onConnected()).
   int connect(const sockaddr* addr);
   // Runs TLS over this stream (memory BIOs): `ssl` (owned from now on) is in accept state for a
   // server side, connect state for a client side. Call before reading or connecting. Reads then
@@ -70,7 +81,7 @@ class Stream {
   void uncork();
   // Frees the buffers kept for reuse (before a connection goes quiet for long, e.g. a WebSocket).
   void releaseBuffers();
-  bool aboveHighWatermark() const { return queued_bytes_ >= kHighWatermark; }
+  bool aboveHighWatermark() const { return queued() >= kHighWatermark; }
 
   // Sends FIN after the queued writes. Reads continue until the owner closes.
   void shutdown();
@@ -82,29 +93,23 @@ class Stream {
   bool peerAddress(std::string* ip) const;
 
  private:
-  struct WriteReq {
-    uv_write_t req;
-    std::string data;
-    Stream* stream;
-  };
+  friend class EventSet;
   enum class State { kOpen, kClosing, kClosed };
 
-  static void onAlloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
-  static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
-  static void onWrite(uv_write_t* req, int status);
-  static void onShutdown(uv_shutdown_t* req, int status);
-  static void onConnect(uv_connect_t* req, int status);
-  static void onClose(uv_handle_t* h);
-
-  uv_tcp_t tcp_;
-  Handler* handler_;
-  State state_ = State::kOpen;
-  bool reading_ = false;
-  bool above_high_ = false;
-  bool shutdown_sent_ = false;
-  bool close_when_flushed_ = false;
-  unsigned cork_depth_ = 0;
-  std::string corked_;  // gathered while corked (capacity kept: no allocation per cork)
+  size_t queued() const { return out_.size() - out_sent_; }
+  // From the epoll set: what the socket reported.
+  void onEvents(uint32_t events);
+  // Work deferred to the loop's next turn (reads after readStart(), errors met inside write(),
+  // connects that finished at once).
+  void runPosted();
+  void finishConnect();
+  void readNow();
+  void deliver(const char* data, size_t len);
+  void readFailed(int status);  // status: a libuv error code, or UV_EOF
+  void flushQueue();
+  void afterFlush();
+  // One non-blocking send of `bufs`: bytes sent, or -1 with errno set.
+  ssize_t sendNow(const uv_buf_t* bufs, unsigned count);
   void writeNow(const uv_buf_t* bufs, unsigned count);
   void uncorkNow();
   // Plaintext out: encrypted first on a TLS stream.
@@ -113,19 +118,42 @@ class Stream {
   void flushTls();
   void tlsFailed(const char* reason);
 
+  EventSet* events_;
+  Handler* handler_;
+  int fd_ = -1;
+  int error_ = 0;  // a write's or a connect's failure, reported from runPosted()
+  State state_ = State::kOpen;
+  bool reading_ = false;
+  bool readable_ = false;   // the socket may hold data (edge seen, not drained since)
+  bool peer_done_ = false;  // FIN, RST or an error seen: read on until recv says so
+  bool connecting_ = false;
+  bool posted_ = false;
+  bool above_high_ = false;
+  bool shutdown_sent_ = false;
+  bool shutdown_pending_ = false;  // SHUT_WR once the queue is out
+  bool close_when_flushed_ = false;
+  unsigned cork_depth_ = 0;
+  std::string corked_;  // gathered while corked (capacity kept: no allocation per cork)
+  std::string out_;     // what the socket did not take yet, from out_sent_ on
+  size_t out_sent_ = 0;
+
   SSL* ssl_ = nullptr;
   BIO* rbio_ = nullptr;  // ciphertext from the socket, owned by ssl_
   BIO* wbio_ = nullptr;  // ciphertext for the socket, owned by ssl_
   bool handshake_done_ = false;
   bool tls_failed_ = false;  // a fatal TLS error: the session must not be resumed
   std::string tls_pending_;  // plaintext written before the handshake finished
-  size_t queued_bytes_ = 0;
-  size_t pending_reqs_ = 0;
-  std::vector<WriteReq*> free_reqs_;
 };
 
 // The per-thread read buffer all streams of a worker read into. Each read is fully handled
 // (parsed, forwarded or copied) before the next one, so one buffer per thread suffices.
 char* threadReadBuffer(size_t* size);
+
+// Closes the loop's epoll set (its libuv handles): call on the loop's thread once its streams
+// are gone, then run the loop once more so that the handles finish closing.
+void closeEventSet(uv_loop_t* loop);
+
+// accept4(2) on a listening socket, non-blocking: the new socket, or -1 with errno set.
+int acceptSocket(int listen_fd);
 
 }  // namespace sluice::net
