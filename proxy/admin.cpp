@@ -168,7 +168,7 @@ void AdminServer::onReadable(uv_poll_t* poll, int status, int) {
     return;
   }
   for (int i = 0; i < 16 && self->open_; ++i) {
-    int fd = net::acceptSocket(self->fd_);
+    int fd = net::acceptSocket(self->fd_, nullptr);
     if (fd < 0) {
       if (errno == ECONNABORTED || errno == EINTR) {
         continue;

@@ -345,7 +345,8 @@ void Worker::acceptSome(Listener* l) {
       pauseAccepting(l);
       return;
     }
-    int fd = net::acceptSocket(l->fd);
+    sockaddr_storage peer;
+    int fd = net::acceptSocket(l->fd, &peer);
     if (fd < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         return;
@@ -363,7 +364,7 @@ void Worker::acceptSome(Listener* l) {
       return;
     }
     auto* conn = new http::DownstreamConnection(this, l->index);
-    conn->accept(fd);
+    conn->accept(fd, peer);
   }
 }
 

@@ -52,8 +52,8 @@ class DownstreamConnection : public ClientSession,
   ~DownstreamConnection() override;
 
   // Accepts from `server` and starts reading. Returns false (and closes) on failure.
-  // Takes an accepted socket.
-  bool accept(int fd);
+  // Takes an accepted socket; `peer` is the client's address.
+  bool accept(int fd, const sockaddr_storage& peer);
   // ClientSession (an HTTP connection; its WebSocket, if any, is a ws::Session of its own)
   void shutdownGracefully() override;
   void abort() override;

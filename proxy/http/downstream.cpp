@@ -60,7 +60,7 @@ const conf::ListenerConfig& DownstreamConnection::listener() const {
   return snapshot_->config->listeners[listener_index_];
 }
 
-bool DownstreamConnection::accept(int fd) {
+bool DownstreamConnection::accept(int fd, const sockaddr_storage& peer) {
   worker_->registerConnection(this);
   registered_ = true;
   if (int rc = stream_.open(fd); rc != 0) {
@@ -68,7 +68,7 @@ bool DownstreamConnection::accept(int fd) {
     closeNow();
     return false;
   }
-  if (!stream_.peerAddress(&client_ip_)) {
+  if (!net::addressText(peer, &client_ip_)) {
     client_ip_ = "unknown";
   }
   if (const auto& tls = snapshot_->listener_tls[listener_index_]) {

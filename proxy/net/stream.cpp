@@ -217,10 +217,12 @@ void closeEventSet(uv_loop_t* loop) {
   EventSet::close(loop);
 }
 
-int acceptSocket(int listen_fd) {
+int acceptSocket(int listen_fd, sockaddr_storage* peer) {
   int fd;
   do {
-    fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    socklen_t len = sizeof *peer;
+    fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(peer), peer != nullptr ? &len : nullptr,
+                   SOCK_NONBLOCK | SOCK_CLOEXEC);
   } while (fd < 0 && errno == EINTR);
   return fd;
 }
@@ -769,17 +771,12 @@ void Stream::close() {
   events_->retire(this);
 }
 
-bool Stream::peerAddress(std::string* ip) const {
-  sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  if (fd_ < 0 || getpeername(fd_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
-    return false;
-  }
+bool addressText(const sockaddr_storage& ss, std::string* ip) {
   char buf[INET6_ADDRSTRLEN] = {0};
   if (ss.ss_family == AF_INET) {
-    uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), buf, sizeof buf);
+    uv_ip4_name(reinterpret_cast<const sockaddr_in*>(&ss), buf, sizeof buf);
   } else if (ss.ss_family == AF_INET6) {
-    uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&ss), buf, sizeof buf);
+    uv_ip6_name(reinterpret_cast<const sockaddr_in6*>(&ss), buf, sizeof buf);
     // Report IPv4-mapped addresses in their IPv4 form.
     if (strncmp(buf, "::ffff:", 7) == 0 && strchr(buf + 7, '.') != nullptr) {
       memmove(buf, buf + 7, strlen(buf + 7) + 1);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include <openssl/ssl.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 namespace sluice::net {
@@ -90,8 +91,6 @@ class Stream {
   // Closes the handle (queued writes are cancelled); onClosed() follows.
   void close();
 
-  bool peerAddress(std::string* ip) const;
-
  private:
   friend class EventSet;
   enum class State { kOpen, kClosing, kClosed };
@@ -153,7 +152,12 @@ char* threadReadBuffer(size_t* size);
 // are gone, then run the loop once more so that the handles finish closing.
 void closeEventSet(uv_loop_t* loop);
 
-// accept4(2) on a listening socket, non-blocking: the new socket, or -1 with errno set.
-int acceptSocket(int listen_fd);
+// accept4(2) on a listening socket, non-blocking: the new socket (its peer's address in `peer`
+// when not null), or -1 with errno set.
+int acceptSocket(int listen_fd, sockaddr_storage* peer);
+
+// An IPv4 or IPv6 address as text (IPv4-mapped IPv6 addresses in their IPv4 form); false for
+// other families.
+bool addressText(const sockaddr_storage& address, std::string* ip);
 
 }  // namespace sluice::net
