@@ -22,6 +22,7 @@
 #include "proxy/http/message.h"
 #include "proxy/http/request_parser.h"
 #include "proxy/metrics.h"
+#include "proxy/net/deadline.h"
 #include "proxy/net/stream.h"
 #include "proxy/snapshot.h"
 
@@ -95,8 +96,8 @@ class DownstreamConnection : public ClientSession,
   };
   enum class TimerMode { kNone, kHandshake, kHeader, kIdle, kBody, kLinger };
 
-  static void onTimer(uv_timer_t* t);
-  static void onTimerClosed(uv_handle_t* h);
+  static void onTimer(void* self);
+  static void onTimerClosed(void* self);
 
   // RequestParser::Handler
   void onMessageBegin() override;
@@ -153,7 +154,7 @@ class DownstreamConnection : public ClientSession,
   size_t listener_index_;
   std::unique_ptr<net::Stream> stream_owner_;  // handed to a ws::Session after an upgrade
   net::Stream& stream_;
-  uv_timer_t timer_;
+  net::Deadline timer_;
   TimerMode timer_mode_ = TimerMode::kNone;
   bool timer_closed_ = false;
   bool stream_closed_ = false;
@@ -258,8 +259,8 @@ class UpstreamConnection : public net::Stream::Handler {
   static int cbBody(llhttp_t* p, const char* at, size_t len);
   static int cbMessageComplete(llhttp_t* p);
   static const llhttp_settings_t& settings();
-  static void onTimer(uv_timer_t* t);
-  static void onTimerClosed(uv_handle_t* h);
+  static void onTimer(void* self);
+  static void onTimerClosed(void* self);
   void fail(UpstreamError error, int status);
   void maybeDelete();
 
@@ -269,7 +270,7 @@ class UpstreamConnection : public net::Stream::Handler {
   size_t pool_;
   std::unique_ptr<net::Stream> stream_owner_;
   net::Stream& stream_;
-  uv_timer_t timer_;
+  net::Deadline timer_;
   bool timer_closed_ = false;
   bool stream_closed_ = false;
   bool closing_ = false;

@@ -39,10 +39,9 @@ DownstreamConnection::DownstreamConnection(Worker* worker, size_t listener_index
       listener_index_(listener_index),
       stream_owner_(std::make_unique<net::Stream>(worker->loop(), this)),
       stream_(*stream_owner_),
+      timer_(worker->loop(), this, &DownstreamConnection::onTimer),
       parser_(this, snapshot_->config->listeners[listener_index].max_header_bytes),
       request_(parser_.head()) {
-  uv_timer_init(worker->loop(), &timer_);
-  timer_.data = this;
   worker_->shared()->open_connections.fetch_add(1, std::memory_order_relaxed);
   listener_slot_ = &snapshot_->metrics.listeners[listener_index][worker->id()];
   listener_slot_->connections_open.add(1);
@@ -120,14 +119,14 @@ std::string DownstreamConnection::extraResponseHeaders() const {
 void DownstreamConnection::armTimer(TimerMode mode, conf::Duration d) {
   timer_mode_ = mode;
   if (mode == TimerMode::kNone || d.count() <= 0) {
-    uv_timer_stop(&timer_);
+    timer_.disarm();
     return;
   }
-  uv_timer_start(&timer_, &DownstreamConnection::onTimer, static_cast<uint64_t>(d.count()), 0);
+  timer_.arm(static_cast<uint64_t>(d.count()));
 }
 
-void DownstreamConnection::onTimer(uv_timer_t* t) {
-  auto* d = static_cast<DownstreamConnection*>(t->data);
+void DownstreamConnection::onTimer(void* self) {
+  auto* d = static_cast<DownstreamConnection*>(self);
   switch (d->timer_mode_) {
     case TimerMode::kHeader:
       if (d->state_ == State::kReadingHead && d->saw_request_bytes_) {
@@ -658,7 +657,7 @@ void DownstreamConnection::forwardBody(const char* data, size_t len) {
     return;
   }
   if (timer_mode_ == TimerMode::kBody) {
-    uv_timer_again(&timer_);
+    armTimer(TimerMode::kBody, listener().idle_timeout);  // the gap allowed starts again
   }
   if (upstream_ == nullptr) {
     return;  // answered locally already; the rest of the body is discarded
@@ -820,7 +819,7 @@ void DownstreamConnection::startWebSocket(std::string_view early_upstream) {
   state_ = State::kUpgraded;
   closing_ = true;
   stream_closed_ = true;
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &DownstreamConnection::onTimerClosed);
+  timer_.close(&DownstreamConnection::onTimerClosed);
   // The session registers with the worker before this connection leaves it, so that a worker
   // shutting down never sees a moment without either.
   ws::Session::start(std::move(setup), early_client, early_upstream);
@@ -1075,11 +1074,11 @@ void DownstreamConnection::closeNow() {
     registered_ = false;
   }
   stream_.close();
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &DownstreamConnection::onTimerClosed);
+  timer_.close(&DownstreamConnection::onTimerClosed);
 }
 
-void DownstreamConnection::onTimerClosed(uv_handle_t* h) {
-  auto* d = static_cast<DownstreamConnection*>(h->data);
+void DownstreamConnection::onTimerClosed(void* self) {
+  auto* d = static_cast<DownstreamConnection*>(self);
   d->timer_closed_ = true;
   d->maybeDelete();
 }

@@ -19,11 +19,10 @@ UpstreamConnection::UpstreamConnection(Worker* worker, std::string key, std::str
       pool_(pool),
       stream_owner_(std::make_unique<net::Stream>(worker->loop(), this)),
       stream_(*stream_owner_),
+      timer_(worker->loop(), this, &UpstreamConnection::onTimer),
       slot_(slot),
       state_(state) {
   slot_->connections_open.add(1);
-  uv_timer_init(worker->loop(), &timer_);
-  timer_.data = this;
   llhttp_init(&parser_, HTTP_RESPONSE, &settings());
   parser_.data = this;
 }
@@ -40,7 +39,7 @@ std::unique_ptr<net::Stream> UpstreamConnection::handOver() {
   down_ = nullptr;
   closing_ = true;
   stream_closed_ = true;
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &UpstreamConnection::onTimerClosed);
+  timer_.close(&UpstreamConnection::onTimerClosed);
   return std::move(stream_owner_);
 }
 
@@ -87,7 +86,7 @@ void UpstreamConnection::onTlsHandshake(const char* failure) {
     return;
   }
   // connect_timeout covered the handshake too; from here on the request's own timers apply.
-  uv_timer_stop(&timer_);
+  timer_.disarm();
   if (request_sent_) {
     requestSent();
   }
@@ -99,13 +98,13 @@ bool UpstreamConnection::connect(const sockaddr* addr, conf::Duration timeout) {
     LOG_WARN("upstream %s: connect: %s", address_.c_str(), uv_strerror(rc));
     return false;
   }
-  uv_timer_start(&timer_, &UpstreamConnection::onTimer, static_cast<uint64_t>(timeout.count()), 0);
+  timer_.arm(static_cast<uint64_t>(timeout.count()));
   return true;
 }
 
 void UpstreamConnection::onConnected(int status) {
   if (tls_ == nullptr) {
-    uv_timer_stop(&timer_);  // with TLS, connect_timeout runs on until the handshake is done
+    timer_.disarm();  // with TLS, connect_timeout runs on until the handshake is done
   }
   if (status < 0) {
     LOG_WARN("upstream %s: connect failed: %s", address_.c_str(), uv_strerror(status));
@@ -124,7 +123,7 @@ void UpstreamConnection::attach(DownstreamConnection* down, conf::Duration respo
   upgrade_ = upgrade;
   if (idle_) {
     idle_ = false;
-    uv_timer_stop(&timer_);
+    timer_.disarm();
   }
   down_ = down;
   setInUse(true);
@@ -145,8 +144,7 @@ void UpstreamConnection::attach(DownstreamConnection* down, conf::Duration respo
 void UpstreamConnection::requestSent() {
   request_sent_ = true;
   if (connected_ && stream_.tlsReady() && !message_done_ && response_timeout_.count() > 0) {
-    uv_timer_start(&timer_, &UpstreamConnection::onTimer,
-                   static_cast<uint64_t>(response_timeout_.count()), 0);
+    timer_.arm(static_cast<uint64_t>(response_timeout_.count()));
   }
 }
 
@@ -163,8 +161,7 @@ void UpstreamConnection::release(bool reusable, uint32_t max_idle, conf::Duratio
   idle_ = true;
   // Keep reading: a backend that closes an idle connection frees it at once.
   stream_.readStart();
-  uv_timer_start(&timer_, &UpstreamConnection::onTimer, static_cast<uint64_t>(idle_timeout.count()),
-                 0);
+  timer_.arm(static_cast<uint64_t>(idle_timeout.count()));
   worker_->putIdleUpstream(this, max_idle);
 }
 
@@ -180,11 +177,11 @@ void UpstreamConnection::close() {
   down_ = nullptr;
   setInUse(false);
   stream_.close();
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &UpstreamConnection::onTimerClosed);
+  timer_.close(&UpstreamConnection::onTimerClosed);
 }
 
-void UpstreamConnection::onTimerClosed(uv_handle_t* h) {
-  auto* u = static_cast<UpstreamConnection*>(h->data);
+void UpstreamConnection::onTimerClosed(void* self) {
+  auto* u = static_cast<UpstreamConnection*>(self);
   u->timer_closed_ = true;
   u->maybeDelete();
 }
@@ -194,7 +191,7 @@ void UpstreamConnection::onClosed() {
   if (!closing_) {
     // The stream closed on its own: the timer still has to go.
     closing_ = true;
-    uv_close(reinterpret_cast<uv_handle_t*>(&timer_), &UpstreamConnection::onTimerClosed);
+    timer_.close(&UpstreamConnection::onTimerClosed);
   }
   maybeDelete();
 }
@@ -213,8 +210,8 @@ void UpstreamConnection::fail(UpstreamError error, int status) {
   }
 }
 
-void UpstreamConnection::onTimer(uv_timer_t* t) {
-  auto* u = static_cast<UpstreamConnection*>(t->data);
+void UpstreamConnection::onTimer(void* self) {
+  auto* u = static_cast<UpstreamConnection*>(self);
   if (u->idle_ || u->down_ == nullptr) {
     u->close();
   } else if (!u->connected_ || !u->stream_.tlsReady()) {
@@ -234,8 +231,8 @@ void UpstreamConnection::onData(const char* data, size_t len) {
     return;
   }
   response_bytes_ += len;
-  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_)) != 0) {
-    uv_timer_again(&timer_);
+  if (timer_.armed()) {
+    timer_.arm(static_cast<uint64_t>(response_timeout_.count()));  // the gap allowed starts again
   }
   // The response head and the body in this read leave toward the client in one write.
   DownstreamConnection* d = down_;
@@ -362,7 +359,7 @@ int UpstreamConnection::cbHeadersComplete(llhttp_t* p) {
       return -1;
     }
     u->upgraded_ = true;
-    uv_timer_stop(&u->timer_);
+    u->timer_.disarm();
     return 0;
   }
   if (r.status >= 100 && r.status < 200) {
@@ -393,7 +390,7 @@ int UpstreamConnection::cbMessageComplete(llhttp_t* p) {
   }
   u->message_done_ = true;
   u->keep_alive_ = llhttp_should_keep_alive(p) != 0;
-  uv_timer_stop(&u->timer_);
+  u->timer_.disarm();
   return HPE_PAUSED;
 }
 

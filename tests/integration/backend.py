@@ -20,7 +20,8 @@ before the answer; HEAD gets the same headers as GET and no body):
                         seconds *before* reading the body (to exercise backpressure).
   /download?bytes=N     N bytes of a fixed pattern (see pattern_block) with Content-Length;
                         &chunked=1 chunked; &close=1 no framing, Connection: close, ends at close;
-                        &delay=S sleep before the head.
+                        &delay=S sleep before the head; &gap=S sleep before each 64 KiB block
+                        after the first (a slow but steady stream).
   /slow?delay=S         sleeps S seconds, then 200 JSON {"slept": S}.
   /status?code=N        that status (no body for 1xx/204/304).
   /info100              "103 Early Hints" first, then 200.
@@ -278,7 +279,8 @@ def send_json(sock, req, obj, status=200, close=False, extra=()):
     send_simple(sock, req, status, (json.dumps(obj) + "\n").encode(), close=close, extra=extra)
 
 
-def send_download(sock, req, n, chunked, close_delimited):
+def send_download(sock, req, n, chunked, close_delimited, gap=0.0):
+    """`gap`: seconds of silence before each block after the first (a slow, steady stream)."""
     headers = [("Content-Type", "application/octet-stream")]
     if close_delimited:
         headers.append(("Connection", "close"))
@@ -293,6 +295,8 @@ def send_download(sock, req, n, chunked, close_delimited):
     left = n
     while left > 0:
         piece = view[: min(left, BLOCK_SIZE)]
+        if gap and left < n:
+            time.sleep(gap)
         if chunked and not close_delimited:
             sock.sendall(b"%x\r\n" % len(piece))
             sock.sendall(piece)
@@ -331,7 +335,8 @@ def handle(sock, reader, req, conn_id, index, port, peer):
         if delay:
             time.sleep(delay)
         close_delimited = req.q("close") == "1"
-        send_download(sock, req, n, req.q("chunked") == "1", close_delimited)
+        send_download(sock, req, n, req.q("chunked") == "1", close_delimited,
+                      float(req.q("gap", "0")))
         return keep and not close_delimited
     if path == "/slow":
         delay = float(req.q("delay", "1"))

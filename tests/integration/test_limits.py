@@ -1,6 +1,7 @@
 """Limits: max_header_bytes (431), max_body_bytes (413), header_timeout (408, slowloris),
 listener idle_timeout."""
 
+import hashlib
 import time
 import unittest
 
@@ -168,6 +169,33 @@ class IdleTimeout(SluiceTestCase):
         c = self.connect(self.sluice)
         r = c.request("GET", "/slow?delay=2", timeout=5)
         self.assertEqual(r.status, 200, r)
+
+    def test_steady_slow_body_is_not_idle(self):
+        # idle_timeout bounds each gap inside a request body, not the whole body: six pieces
+        # 0.4 s apart take 2 s, twice idle_timeout, and the upload is served whole.
+        pieces = [bytes([65 + i]) * 1000 for i in range(6)]
+        body = b"".join(pieces)
+        c = self.connect(self.sluice)
+        c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for p in pieces:
+            time.sleep(0.4)
+            c.send(p)
+        r = c.read_response(timeout=5)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["sha256"], hashlib.sha256(body).hexdigest())
+
+    def test_stalled_body_gets_408(self):
+        c = self.connect(self.sluice)
+        c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n")
+        c.send(b"x" * 500)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        c.send(b"x" * 500)  # then nothing
+        r = c.read_response(timeout=5)
+        elapsed = time.monotonic() - t0
+        self.assertEqual(r.status, 408, r)
+        self.assertGreaterEqual(elapsed, 0.8, "408 before idle_timeout after the last piece")
+        self.assertClosed(c)
 
 
 if __name__ == "__main__":

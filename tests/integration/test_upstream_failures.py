@@ -1,10 +1,12 @@
 """Upstream failures: refused (502), response timeout (504), connect timeout, broken responses,
 and retries on reused upstream connections that the backend closed (never twice for a POST)."""
 
+import hashlib
 import time
 import unittest
 
-from harness import Blackhole, IncompleteResponse, SluiceTestCase, closed_port
+from harness import (BLOCK_SIZE, Blackhole, IncompleteResponse, SluiceTestCase, build_request,
+                     closed_port, pattern_sha256)
 
 
 class Unreachable(SluiceTestCase):
@@ -64,6 +66,27 @@ class ResponseTimeout(SluiceTestCase):
         self.assertLess(len(r.body), 1024)
         self.assertGreaterEqual(elapsed, 0.8)
         self.assertLess(elapsed, 2.5)
+
+    def test_steady_slow_response_is_served_whole(self):
+        # response_timeout bounds each gap between response reads, not the whole response: four
+        # blocks 0.5 s apart take 1.5 s, longer than response_timeout.
+        n = 4 * BLOCK_SIZE
+        c = self.connect(self.sluice)
+        r = c.request("GET", "/download?bytes=%d&gap=0.5" % n, timeout=10)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(hashlib.sha256(r.body).hexdigest(), pattern_sha256(n))
+
+    def test_stalled_response_body_is_cut(self):
+        # A body that stops for longer than response_timeout is not presented as complete.
+        c = self.connect(self.sluice)
+        c.send(build_request("GET", "/download?bytes=%d&gap=2.5" % (2 * BLOCK_SIZE)))
+        head = c.read_head(timeout=5)
+        self.assertEqual(head.status, 200, head)
+        t0 = time.monotonic()
+        closed, rest = c.wait_closed(6.0)
+        self.assertTrue(closed, "connection still open after a 2.5 s stall (response_timeout=1s)")
+        self.assertLess(len(rest), 2 * BLOCK_SIZE, "stalled body was delivered whole")
+        self.assertLess(time.monotonic() - t0, 2.4, "cut only after the backend resumed")
 
     def test_late_response_is_not_served_to_the_next_request(self):
         c = self.connect(self.sluice)
