@@ -475,12 +475,16 @@ int Worker::pickBackend(const Snapshot& snap, size_t pool, std::string_view key,
 }
 
 void Worker::newRequestId(std::string* out) {
-  uint64_t a = rng_();
-  uint64_t b = rng_();
-  char buf[40];
-  snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(a),
-           static_cast<unsigned long long>(b));
-  out->assign(buf, 32);
+  // 128 random bits as 32 hex digits (by hand: snprintf was a tenth of a request's CPU).
+  static constexpr char kHex[] = "0123456789abcdef";
+  char buf[32];
+  for (int half = 0; half < 2; ++half) {
+    uint64_t v = rng_();
+    for (int i = 15; i >= 0; --i, v >>= 4) {
+      buf[half * 16 + i] = kHex[v & 0xf];
+    }
+  }
+  out->assign(buf, sizeof buf);
 }
 
 // ---- shutdown ------------------------------------------------------------------------------

@@ -1,3 +1,4 @@
+#include <charconv>
 #include <cstring>
 
 #include "proxy/http/connection.h"
@@ -25,8 +26,10 @@ bool idempotent(std::string_view method) {
 template <typename Sink>
 void writeChunk(Sink& sink, const char* data, size_t len) {
   char size_line[24];
-  int n = snprintf(size_line, sizeof size_line, "%zx\r\n", len);
-  uv_buf_t bufs[3] = {uv_buf_init(size_line, static_cast<unsigned>(n)),
+  char* end = std::to_chars(size_line, size_line + sizeof size_line - 2, len, 16).ptr;
+  *end++ = '\r';
+  *end++ = '\n';
+  uv_buf_t bufs[3] = {uv_buf_init(size_line, static_cast<unsigned>(end - size_line)),
                       uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len)),
                       uv_buf_init(const_cast<char*>(kCrlf.data()), 2)};
   sink.write(bufs, 3);

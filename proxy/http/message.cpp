@@ -1,5 +1,6 @@
 #include "proxy/http/message.h"
 
+#include <charconv>
 #include <cstdio>
 
 namespace sluice::http {
@@ -43,11 +44,8 @@ const Header* findHeader(const Head& head, std::string_view name) {
 }
 }  // namespace
 
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < a.size(); ++i) {
+bool iequalsBytes(const char* a, const char* b, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
     if (lower(a[i]) != lower(b[i])) {
       return false;
     }
@@ -189,9 +187,10 @@ void writeDownstreamResponse(const ResponseHead& resp, Framing framing, bool kee
                              std::string_view extra_headers, std::string* out) {
   const Header* connection = resp.find("connection");
   std::string_view conn_value = connection ? std::string_view(connection->value) : "";
-  char line[64];
-  int n = snprintf(line, sizeof line, "HTTP/1.1 %u ", static_cast<unsigned>(resp.status));
-  out->append(line, static_cast<size_t>(n));
+  char line[16] = "HTTP/1.1 ";
+  char* end = std::to_chars(line + 9, line + sizeof line - 1, resp.status).ptr;
+  *end++ = ' ';
+  out->append(line, static_cast<size_t>(end - line));
   out->append(resp.reason.empty() ? std::string_view(reasonPhrase(resp.status))
                                   : std::string_view(resp.reason));
   out->append("\r\n");
@@ -242,12 +241,6 @@ void writeLocalResponse(uint16_t status, std::string_view detail, bool keep_aliv
   if (!head_only) {
     out->append(buf, static_cast<size_t>(body_len));
   }
-}
-
-void writeChunkHeader(size_t len, std::string* out) {
-  char buf[24];
-  int n = snprintf(buf, sizeof buf, "%zx\r\n", len);
-  out->append(buf, static_cast<size_t>(n));
 }
 
 const char* reasonPhrase(uint16_t status) {

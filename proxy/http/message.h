@@ -3,6 +3,7 @@
 // HTTP/1.1 message heads and the header rewriting sluice does between the two sides. Pure
 // functions over strings: no I/O, unit-tested directly.
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -16,7 +17,13 @@ struct Header {
   std::string value;
 };
 
-bool iequals(std::string_view a, std::string_view b);
+// ASCII case-insensitive equality of `n` bytes.
+bool iequalsBytes(const char* a, const char* b, size_t n);
+// Inline, so that the common mismatch (another length) costs no call: header rewriting compares
+// every header name against a dozen known ones.
+inline bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && iequalsBytes(a.data(), b.data(), a.size());
+}
 // True when the comma-separated list `value` contains `token` (case-insensitive).
 bool headerHasToken(std::string_view value, std::string_view token);
 
@@ -81,8 +88,5 @@ void writeLocalResponse(uint16_t status, std::string_view detail, bool keep_aliv
                         std::string_view extra_headers, bool head_only, std::string* out);
 
 const char* reasonPhrase(uint16_t status);
-
-// The header line of one chunk ("1f40\r\n"); the caller appends the data and "\r\n".
-void writeChunkHeader(size_t len, std::string* out);
 
 }  // namespace sluice::http

@@ -15,6 +15,9 @@ namespace sluice::http {
 
 class RequestParser {
  public:
+  // Room for this many headers is made at the first one: a browser sends 10 to 20.
+  static constexpr size_t kInitialHeaders = 16;
+
   enum class HeadAction { kContinue, kPause, kStop };
 
   class Handler {

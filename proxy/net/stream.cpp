@@ -5,6 +5,7 @@
 #include "proxy/net/tls.h"
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <memory>
 #include <utility>
@@ -774,8 +775,20 @@ void Stream::close() {
 bool addressText(const sockaddr_storage& ss, std::string* ip) {
   char buf[INET6_ADDRSTRLEN] = {0};
   if (ss.ss_family == AF_INET) {
-    uv_ip4_name(reinterpret_cast<const sockaddr_in*>(&ss), buf, sizeof buf);
-  } else if (ss.ss_family == AF_INET6) {
+    // By hand: once per connection, and libuv's formatting goes through snprintf.
+    const auto* a = reinterpret_cast<const uint8_t*>(
+        &reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr.s_addr);
+    char* p = buf;
+    for (int i = 0; i < 4; ++i) {
+      if (i > 0) {
+        *p++ = '.';
+      }
+      p = std::to_chars(p, buf + sizeof buf, a[i]).ptr;
+    }
+    ip->assign(buf, static_cast<size_t>(p - buf));
+    return true;
+  }
+  if (ss.ss_family == AF_INET6) {
     uv_ip6_name(reinterpret_cast<const sockaddr_in6*>(&ss), buf, sizeof buf);
     // Report IPv4-mapped addresses in their IPv4 form.
     if (strncmp(buf, "::ffff:", 7) == 0 && strchr(buf + 7, '.') != nullptr) {

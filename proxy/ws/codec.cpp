@@ -1,6 +1,7 @@
 #include "proxy/ws/codec.h"
 
 #include <cstring>
+#include <memory>
 
 #include <openssl/evp.h>
 #include <openssl/sha.h>
@@ -355,10 +356,19 @@ void writeCloseFrame(std::string* out, uint16_t code, std::string_view reason,
 
 std::string acceptKey(std::string_view key) {
   static constexpr std::string_view kGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-  std::string input(key);
-  input.append(kGuid);
+  // One fetched SHA-1 and one context per thread: SHA1() fetches the algorithm from the provider
+  // and allocates a context on every call, which cost more than the hashing itself.
+  static EVP_MD* const sha1 = EVP_MD_fetch(nullptr, "SHA1", nullptr);
+  thread_local std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(),
+                                                                           &EVP_MD_CTX_free);
   unsigned char digest[SHA_DIGEST_LENGTH];
-  SHA1(reinterpret_cast<const unsigned char*>(input.data()), input.size(), digest);
+  unsigned int len = 0;
+  if (sha1 == nullptr || ctx == nullptr || EVP_DigestInit_ex2(ctx.get(), sha1, nullptr) != 1 ||
+      EVP_DigestUpdate(ctx.get(), key.data(), key.size()) != 1 ||
+      EVP_DigestUpdate(ctx.get(), kGuid.data(), kGuid.size()) != 1 ||
+      EVP_DigestFinal_ex(ctx.get(), digest, &len) != 1 || len != SHA_DIGEST_LENGTH) {
+    return {};  // matches no Sec-WebSocket-Accept: the handshake fails
+  }
   unsigned char out[32];
   int n = EVP_EncodeBlock(out, digest, SHA_DIGEST_LENGTH);
   return std::string(reinterpret_cast<char*>(out), static_cast<size_t>(n));

@@ -11,7 +11,8 @@ process, sluice_bench_backend --threads 1, started once):
     nginx     Debian's nginx, worker_processes 1, upstream keepalive (measured: its worker process)
     haproxy   Debian's haproxy, nbthread 1, http-reuse always
 
-Scenarios (targets interleaved A B C D A B C D ..., every scenario repeated; medians reported):
+Scenarios (targets interleaved, every scenario repeated in rounds, each round starting one target
+later: A B C D, B C D A, ...; medians reported):
     http        HTTP keep-alive small GET, wrk -t1 -c64 --latency: requests/s, p50/p99 latency
     ws_small    WebSocket echo, 64 connections x 64 B text messages, closed loop: messages/s, p50/p99
     ws_large    WebSocket echo, 16 connections x 16 KiB text messages: MB/s (payload, one way)
@@ -52,7 +53,9 @@ sluice gets workers = 1, access_log = "off", keepalive_connections = 256 and max
 Output: a table per scenario (median, per-core value, ratios to nginx and haproxy, or to sluice
 without filters for `filters`), and a JSON file (--out, default build-bench/bench-results.json)
 with the machine, the versions, every run and the medians. Medians are taken over the runs
-without errors (over all runs when none was clean).
+without errors (over all runs when none was clean). A ratio is the median of the per-round ratios
+(each run against the baseline's run in the same round), so that the machine's drift in speed
+from one round to the next cancels out; the ratio of the medians only when no round has both.
 
 Every child process runs in its own process group with PR_SET_PDEATHSIG and is killed at the end,
 on errors and on Ctrl-C; every step has a timeout; all ports are free ones on 127.0.0.1. Errors
@@ -853,7 +856,10 @@ class Harness:
         log("\n== %s" % title)
         runs = {t.name: [] for t in targets}
         for r in range(rounds):
-            for t in targets:
+            # Each round starts one target later (A B C, B C A, C A B, ...): on a machine whose
+            # speed drifts, no target always runs first or last.
+            k = r % len(targets)
+            for t in targets[k:] + targets[:k]:
                 if not self.ensure(t):
                     runs[t.name].append({"round": r, "errors": 1, "error_kinds": {"not_running": 1}})
                     continue
@@ -1182,11 +1188,22 @@ def summarize(sid, title, unit, runs, baseline, lower_is_better=False):
             if b not in med:
                 continue
             key = "nginx" if b == "nginx" else "haproxy" if b == "haproxy" else "baseline"
-            bv, bc = med[b]["value"], med[b]["per_core"]
-            m["x_" + key] = round(m["value"] / bv, 3) if m["value"] and bv else None
-            m["x_%s_per_core" % key] = round(m["per_core"] / bc, 3) if m["per_core"] and bc else None
+            for field, out in (("value", "x_" + key), ("per_core", "x_%s_per_core" % key)):
+                m[out] = paired_ratio(runs[name], runs[b], field, med[name][field], med[b][field])
     return {"id": sid, "title": title, "unit": unit, "medians": med, "baseline": list(baseline),
             "lower_is_better": lower_is_better}
+
+
+def paired_ratio(runs, base_runs, field, value, base_value):
+    """The median over rounds of (run / baseline run of the same round), from the rounds where
+    both ran cleanly: a drift in the machine's speed between rounds cancels out. Without such a
+    pair, the ratio of the medians."""
+    base = {r.get("round"): r for r in base_runs if not r.get("errors") and r.get(field)}
+    ratios = [r[field] / base[r.get("round")][field] for r in runs
+              if not r.get("errors") and r.get(field) and r.get("round") in base]
+    if ratios:
+        return round(median(ratios), 3)
+    return round(value / base_value, 3) if value and base_value else None
 
 
 def fmt_num(v, unit=""):
