@@ -142,6 +142,7 @@ constexpr uint64_t kDebounceMs = 300;
 
 Server::Server(SnapshotPtr snapshot) : snapshot_(std::move(snapshot)) {
   uv_loop_init(&loop_);
+  loop_.data = nullptr;  // net:: keeps the loop's epoll set there (uv_loop_init keeps `data`)
   started_ms_ = uv_now(&loop_);
   last_reload_.time = rfc3339Now();
 }
@@ -221,15 +222,15 @@ int Server::run() {
   if (!admin_->listen(cfg.admin.listen, &error)) {
     LOG_ERROR("%s", error.c_str());
     admin_->close();
+    net::runLoop(&loop_);  // let the handles close, so nothing leaks on the way out
     net::closeEventSet(&loop_);
-    uv_run(&loop_, UV_RUN_DEFAULT);  // let the handles close, so nothing leaks on the way out
     return 1;
   }
   std::vector<std::vector<int>> fds;
   if (!openListeners(workers, &fds)) {
     admin_->close();
+    net::runLoop(&loop_);
     net::closeEventSet(&loop_);
-    uv_run(&loop_, UV_RUN_DEFAULT);
     return 1;
   }
   for (unsigned i = 0; i < workers; ++i) {
@@ -266,9 +267,8 @@ int Server::run() {
   }
   LOG_INFO("sluice %s started: %u worker%s, config %s, admin on %s", SLUICE_VERSION, workers,
            workers == 1 ? "" : "s", cfg.path.c_str(), cfg.admin.listen.text.c_str());
-  uv_run(&loop_, UV_RUN_DEFAULT);
+  net::runLoop(&loop_);
   net::closeEventSet(&loop_);  // the admin connections' epoll set
-  uv_run(&loop_, UV_RUN_DEFAULT);
   if (joiner_.joinable()) {
     joiner_.join();
   }

@@ -33,6 +33,7 @@ Worker::Worker(unsigned id, SnapshotPtr snapshot, std::vector<int> listen_fds, S
   RAND_bytes(reinterpret_cast<unsigned char*>(&seed), sizeof seed);
   rng_.seed(seed ^ id);
   uv_loop_init(&loop_);
+  loop_.data = nullptr;  // net:: keeps the loop's epoll set there (uv_loop_init keeps `data`)
   uv_async_init(&loop_, &async_, &Worker::onAsync);
   async_.data = this;
   uv_timer_init(&loop_, &resume_timer_);
@@ -49,9 +50,7 @@ Worker::Worker(unsigned id, SnapshotPtr snapshot, std::vector<int> listen_fds, S
 }
 
 void Worker::addListener(size_t index, int fd) {
-  auto* l = new Listener{this, index, fd, {}};
-  l->poll.data = l;
-  listeners_.push_back(l);
+  listeners_.push_back(new Listener(this, index, fd));
 }
 
 Worker::~Worker() {
@@ -69,11 +68,8 @@ void Worker::start() {
 void Worker::startListening(Listener* l) {
   int rc = ::listen(l->fd, 4096) == 0 ? 0 : -errno;
   if (rc == 0) {
-    rc = uv_poll_init(&loop_, &l->poll, l->fd);
-  }
-  if (rc == 0) {
-    l->polling = true;
-    rc = uv_poll_start(&l->poll, UV_READABLE, &Worker::onListenerReadable);
+    l->listening = true;
+    rc = l->watcher.start();
   }
   if (rc != 0) {
     LOG_ERROR("worker %u: listen on '%s': %s", id_,
@@ -82,24 +78,15 @@ void Worker::startListening(Listener* l) {
 }
 
 void Worker::run() {
-  uv_run(&loop_, UV_RUN_DEFAULT);
+  net::runLoop(&loop_);
   net::closeEventSet(&loop_);
-  uv_run(&loop_, UV_RUN_DEFAULT);
   access_log_->flush(&access_log_buffer_);
 }
 
 void Worker::closeListener(Listener* l) {
-  if (!l->polling) {
-    ::close(l->fd);
-    delete l;
-    return;
-  }
-  // uv_close() takes the socket out of the poll set at once; it is closed in the callback.
-  uv_close(reinterpret_cast<uv_handle_t*>(&l->poll), [](uv_handle_t* h) {
-    auto* listener = static_cast<Listener*>(h->data);
-    ::close(listener->fd);
-    delete listener;
-  });
+  l->watcher.stop();
+  ::close(l->fd);
+  delete l;
 }
 
 void Worker::join() {
@@ -320,11 +307,8 @@ void Worker::onFlushTimer(uv_timer_t* t) {
 
 // ---- accepting -----------------------------------------------------------------------------
 
-void Worker::onListenerReadable(uv_poll_t* poll, int status, int) {
-  auto* l = static_cast<Listener*>(poll->data);
-  if (status < 0) {
-    LOG_WARN("accept: %s", uv_strerror(status));
-  }
+void Worker::onListenerReadable(net::Watcher* watcher) {
+  auto* l = static_cast<Listener*>(watcher->data());
   l->worker->acceptSome(l);
 }
 
@@ -370,9 +354,7 @@ void Worker::acceptSome(Listener* l) {
 
 void Worker::pauseAccepting(Listener* l) {
   l->pending_accept = true;
-  if (l->polling) {
-    uv_poll_stop(&l->poll);
-  }
+  l->watcher.stop();
   if (uv_is_active(reinterpret_cast<uv_handle_t*>(&resume_timer_)) == 0) {
     uv_timer_start(&resume_timer_, &Worker::onResumeTimer, kResumeCheckMs, kResumeCheckMs);
   }
@@ -389,8 +371,8 @@ void Worker::resumeAccepting() {
   for (Listener* l : listeners_) {
     if (l->pending_accept && !at_limit && !shutting_down_) {
       l->pending_accept = false;
-      if (l->polling) {
-        uv_poll_start(&l->poll, UV_READABLE, &Worker::onListenerReadable);
+      if (l->listening) {
+        l->watcher.start();
       }
       acceptSome(l);
     }

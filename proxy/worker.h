@@ -20,6 +20,7 @@
 
 #include "proxy/access_log.h"
 #include "proxy/client_session.h"
+#include "proxy/net/stream.h"
 #include "proxy/snapshot.h"
 
 namespace sluice {
@@ -88,17 +89,19 @@ class Worker {
 
  private:
   struct Listener {
+    Listener(Worker* w, size_t i, int listen_fd)
+        : worker(w), index(i), fd(listen_fd), watcher(w->loop(), fd, &onListenerReadable, this) {}
     Worker* worker;
     size_t index;  // into the snapshot's listeners
     int fd;        // the listening socket (SO_REUSEPORT: this worker's own)
-    uv_poll_t poll;
-    bool polling = false;
+    net::Watcher watcher;
+    bool listening = false;
     // Not accepting (max_connections reached, or out of file descriptors): connections wait in
     // the kernel's backlog until the resume timer finds room.
     bool pending_accept = false;
   };
 
-  static void onListenerReadable(uv_poll_t* poll, int status, int events);
+  static void onListenerReadable(net::Watcher* watcher);
   static void onAsync(uv_async_t* async);
   static void onResumeTimer(uv_timer_t* timer);
   static void onShutdownTimer(uv_timer_t* timer);

@@ -4,6 +4,7 @@
 
 #include "proxy/net/tls.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -40,43 +41,23 @@ char* threadReadBuffer(size_t* size) {
 
 // ---- the loop's epoll set ------------------------------------------------------------------
 
-// One per loop (and so per thread): the epoll set of the loop's streams, polled through one
-// libuv handle, and the streams with work deferred to the loop's next turn. The handle keeps the
-// loop alive only while streams are registered, like their own handles would.
+// One per loop (and so per thread): the epoll set of the loop's streams, and the streams with
+// work deferred to the loop's next turn. runLoop() waits in this set, which holds libuv's own
+// epoll fd too, so that one epoll_wait per turn serves the streams, libuv's handles and its timers.
 class EventSet {
  public:
+  // The loop's set, made on first use: kept in the loop's `data` (which nothing else of sluice
+  // uses), so that a worker's listeners can join it before the worker's thread runs the loop.
   static EventSet* forLoop(uv_loop_t* loop) {
-    for (EventSet* set : sets()) {
-      if (set->loop_ == loop) {
-        return set;
-      }
+    if (loop->data == nullptr) {
+      loop->data = new EventSet(loop);
     }
-    auto* set = new EventSet(loop);
-    sets().push_back(set);
-    return set;
+    return static_cast<EventSet*>(loop->data);
   }
 
   static void close(uv_loop_t* loop) {
-    auto& all = sets();
-    for (size_t i = 0; i < all.size(); ++i) {
-      EventSet* set = all[i];
-      if (set->loop_ != loop) {
-        continue;
-      }
-      all.erase(all.begin() + static_cast<std::ptrdiff_t>(i));
-      set->closing_handles_ = set->epfd_ >= 0 ? 2 : 1;
-      auto done = [](uv_handle_t* h) {
-        auto* self = static_cast<EventSet*>(h->data);
-        if (--self->closing_handles_ == 0) {
-          delete self;
-        }
-      };
-      if (set->epfd_ >= 0) {
-        uv_close(reinterpret_cast<uv_handle_t*>(&set->poll_), done);
-      }
-      uv_close(reinterpret_cast<uv_handle_t*>(&set->idle_), done);
-      return;
-    }
+    delete static_cast<EventSet*>(loop->data);
+    loop->data = nullptr;
   }
 
   // 0, or a libuv error code.
@@ -90,16 +71,37 @@ class EventSet {
     if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
       return -errno;
     }
-    if (registered_++ == 0) {
-      uv_ref(reinterpret_cast<uv_handle_t*>(&poll_));
-    }
+    ++registered_;
     return 0;
   }
 
   // The stream's socket is being closed (which takes it out of the epoll set).
-  void remove() {
-    if (--registered_ == 0) {
-      uv_unref(reinterpret_cast<uv_handle_t*>(&poll_));
+  void remove() { --registered_; }
+
+  // Watchers are told apart from streams by the low bit of the event's pointer.
+  int add(Watcher* w) {
+    if (epfd_ < 0) {
+      return UV_EMFILE;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = reinterpret_cast<uintptr_t>(w) | kWatcherTag;
+    if (epoll_ctl(epfd_, EPOLL_CTL_ADD, w->fd_, &ev) != 0) {
+      return -errno;
+    }
+    ++registered_;
+    return 0;
+  }
+
+  void remove(Watcher* w) {
+    epoll_ctl(epfd_, EPOLL_CTL_DEL, w->fd_, nullptr);
+    --registered_;
+    // Its event may still be among the turn's: drop it.
+    uint64_t tagged = reinterpret_cast<uintptr_t>(w) | kWatcherTag;
+    for (int i = next_event_; i < batch_size_; ++i) {
+      if (events_[i].data.u64 == tagged) {
+        events_[i].data.u64 = kIgnored;
+      }
     }
   }
 
@@ -107,7 +109,6 @@ class EventSet {
     if (!s->posted_) {
       s->posted_ = true;
       posted_.push_back(s);
-      wake();
     }
   }
 
@@ -118,7 +119,6 @@ class EventSet {
       std::erase(posted_, s);
     }
     retired_.push_back(s);
-    wake();
   }
 
   // A stream freed without being closed first: forget it.
@@ -127,21 +127,60 @@ class EventSet {
     std::erase(retired_, s);
   }
 
- private:
-  explicit EventSet(uv_loop_t* loop) : loop_(loop) {
-    uv_idle_init(loop, &idle_);
-    idle_.data = this;
-    epfd_ = epoll_create1(EPOLL_CLOEXEC);
-    if (epfd_ >= 0 && uv_poll_init(loop, &poll_, epfd_) != 0) {
-      ::close(epfd_);
-      epfd_ = -1;
+  int run() {
+    if (epfd_ < 0) {
+      return uv_run(loop_, UV_RUN_DEFAULT);  // no stream could register: libuv alone
     }
-    if (epfd_ >= 0) {  // without it no stream can register: add() fails
-      poll_.data = this;
-      uv_poll_start(&poll_, UV_READABLE, &EventSet::onPoll);
-      uv_unref(reinterpret_cast<uv_handle_t*>(&poll_));
+    // libuv's epoll fd is readable when a handle of libuv's (a listener, an async wakeup, a
+    // signal) has an event; level-triggered, so it stays reported until uv_run takes it.
+    int uv_fd = uv_backend_fd(loop_);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kUvFd;
+    if (epoll_ctl(epfd_, EPOLL_CTL_ADD, uv_fd, &ev) != 0) {
+      return uv_run(loop_, UV_RUN_DEFAULT);
     }
+    bool uv_ready = true;  // a first turn for what libuv has pending already
+    for (;;) {
+      uv_update_time(loop_);
+      bool uv_alive = uv_loop_alive(loop_) != 0;
+      // libuv's turn (timers, its handles' events, closing handles), only when it has work:
+      // uv_run polls its own epoll fd once more, a system call wasted when it has none.
+      if (uv_ready || (uv_alive && uv_backend_timeout(loop_) == 0)) {
+        uv_ready = false;
+        uv_run(loop_, UV_RUN_NOWAIT);
+        uv_alive = uv_loop_alive(loop_) != 0;
+      }
+      runDeferred();
+      bool deferred = !posted_.empty() || !retired_.empty();
+      if (!uv_alive && registered_ == 0 && !deferred) {
+        break;
+      }
+      int timeout = deferred ? 0 : uv_alive ? uv_backend_timeout(loop_) : -1;
+      batch_size_ = std::max(0, epoll_wait(epfd_, events_, kMaxEvents, timeout));
+      // A stream closed while this batch runs is only retired: its memory stays valid until
+      // runDeferred(), and onEvents() ignores it. A stopped watcher's event is dropped.
+      for (next_event_ = 0; next_event_ < batch_size_;) {
+        const epoll_event& e = events_[next_event_++];
+        if (e.data.u64 == kUvFd) {
+          uv_ready = true;
+        } else if (e.data.u64 == kIgnored) {
+          continue;
+        } else if ((e.data.u64 & kWatcherTag) != 0) {
+          auto* w = reinterpret_cast<Watcher*>(e.data.u64 & ~kWatcherTag);
+          w->callback_(w);
+        } else {
+          static_cast<Stream*>(e.data.ptr)->onEvents(e.events);
+        }
+      }
+      batch_size_ = 0;
+    }
+    epoll_ctl(epfd_, EPOLL_CTL_DEL, uv_fd, nullptr);
+    return 0;
   }
+
+ private:
+  explicit EventSet(uv_loop_t* loop) : loop_(loop), epfd_(epoll_create1(EPOLL_CLOEXEC)) {}
 
   ~EventSet() {
     if (epfd_ >= 0) {
@@ -149,73 +188,71 @@ class EventSet {
     }
   }
 
-  static std::vector<EventSet*>& sets() {
-    thread_local std::vector<EventSet*> all;
-    return all;
-  }
-
-  void wake() {
-    if (!idle_active_) {
-      idle_active_ = true;
-      uv_idle_start(&idle_, &EventSet::onIdle);
-    }
-  }
-
-  static void onPoll(uv_poll_t* h, int, int) {
-    auto* self = static_cast<EventSet*>(h->data);
-    epoll_event events[kMaxEvents];
-    int n;
-    do {
-      n = epoll_wait(self->epfd_, events, kMaxEvents, 0);
-    } while (n < 0 && errno == EINTR);
-    // A stream closed while this batch runs is only retired: its memory stays valid until the
-    // next turn, and onEvents() ignores it.
-    for (int i = 0; i < n; ++i) {
-      static_cast<Stream*>(events[i].data.ptr)->onEvents(events[i].events);
-    }
-  }
-
-  static void onIdle(uv_idle_t* h) {
-    auto* self = static_cast<EventSet*>(h->data);
-    std::vector<Stream*> batch;
-    batch.swap(self->posted_);
-    for (size_t i = 0; i < batch.size(); ++i) {
-      // A stream retired by an earlier one's work is no longer posted: skip it.
-      if (batch[i]->posted_) {
-        batch[i]->posted_ = false;
-        batch[i]->runPosted();
+  void runDeferred() {
+    if (!posted_.empty()) {
+      batch_.swap(posted_);
+      for (Stream* s : batch_) {
+        // A stream retired by an earlier one's work is no longer posted: skip it.
+        if (s->posted_) {
+          s->posted_ = false;
+          s->runPosted();
+        }
       }
-    }
-    if (self->posted_.empty()) {
-      batch.clear();
-      self->posted_.swap(batch);  // keeps the capacity
+      batch_.clear();
     }
     // Last: a handler may free its stream (and others) from onClosed().
-    std::vector<Stream*> retired;
-    retired.swap(self->retired_);
-    for (Stream* s : retired) {
-      s->state_ = Stream::State::kClosed;
-      s->handler_->onClosed();
-    }
-    if (self->posted_.empty() && self->retired_.empty()) {
-      self->idle_active_ = false;
-      uv_idle_stop(&self->idle_);
+    while (!retired_.empty()) {
+      batch_.swap(retired_);
+      for (Stream* s : batch_) {
+        s->state_ = Stream::State::kClosed;
+        s->handler_->onClosed();
+      }
+      batch_.clear();
     }
   }
 
+  static constexpr uint64_t kUvFd = 0;     // libuv's epoll fd
+  static constexpr uint64_t kIgnored = 2;  // a stopped watcher's event
+  static constexpr uint64_t kWatcherTag = 1;
+
   uv_loop_t* loop_;
-  int epfd_ = -1;
-  uv_poll_t poll_;
-  uv_idle_t idle_;
-  bool idle_active_ = false;
-  int closing_handles_ = 0;
-  size_t registered_ = 0;
+  int epfd_;
+  size_t registered_ = 0;  // streams and started watchers
+  epoll_event events_[kMaxEvents];
+  int batch_size_ = 0;  // events_[next_event_, batch_size_) are the turn's events still to run
+  int next_event_ = 0;
   std::vector<Stream*> posted_;
   std::vector<Stream*> retired_;
+  std::vector<Stream*> batch_;  // the list being run (capacity kept)
 };
 
 void closeEventSet(uv_loop_t* loop) {
   EventSet::close(loop);
+}
+
+int runLoop(uv_loop_t* loop) {
+  return EventSet::forLoop(loop)->run();
+}
+
+// ---- Watcher ---------------------------------------------------------------------------------
+
+Watcher::Watcher(uv_loop_t* loop, int fd, Callback callback, void* data)
+    : events_(EventSet::forLoop(loop)), fd_(fd), callback_(callback), data_(data) {}
+
+int Watcher::start() {
+  if (started_) {
+    return 0;
+  }
+  int rc = events_->add(this);
+  started_ = rc == 0;
+  return rc;
+}
+
+void Watcher::stop() {
+  if (started_) {
+    started_ = false;
+    events_->remove(this);
+  }
 }
 
 int acceptSocket(int listen_fd, sockaddr_storage* peer) {

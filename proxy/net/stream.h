@@ -1,11 +1,11 @@
 #pragma once
 
 // A TCP stream on a libuv loop, doing its own socket calls the way nginx does: every socket of a
-// loop sits in one edge-triggered epoll set (registered once, never modified), which libuv polls
-// through a single handle. Reads are recv(2) into the worker's shared read buffer; a short read
-// means the socket is drained (no extra recv for EAGAIN). Writes send(2) first and queue only
-// the remainder. Watermark flow control, and an idempotent close whose completion is reported
-// once, later, through Handler::onClosed().
+// loop sits in one edge-triggered epoll set (registered once, never modified), in which runLoop()
+// waits, with libuv's own epoll fd in the same set. Reads are recv(2) into the worker's shared read
+// buffer; a short read means the socket is drained (no extra recv for EAGAIN). Writes send(2) first
+// and queue only the remainder. Watermark flow control, and an idempotent close whose completion is
+// reported once, later, through Handler::onClosed().
 //
 // Why not uv_tcp_t: libuv's level-triggered epoll re-polls every ready socket on the next
 // epoll_wait, and read(2)/write(2) pass through the VFS layer; together a few percent of a small
@@ -144,12 +144,47 @@ class Stream {
   std::string tls_pending_;  // plaintext written before the handshake finished
 };
 
+// A file descriptor other than a stream's socket (a listening socket) in the loop's epoll set:
+// `callback(watcher)` runs on every turn in which it is readable (level-triggered). Like a stream,
+// it needs runLoop(), and keeps the loop running while started.
+class Watcher {
+ public:
+  using Callback = void (*)(Watcher* watcher);
+
+  Watcher(uv_loop_t* loop, int fd, Callback callback, void* data);
+  ~Watcher() { stop(); }
+  Watcher(const Watcher&) = delete;
+  Watcher& operator=(const Watcher&) = delete;
+
+  // 0, or a libuv error code.
+  int start();
+  // Stops at once: no callback follows, not even for an event of the turn under way (so the
+  // watcher may be freed right after). Call before closing the descriptor.
+  void stop();
+  void* data() const { return data_; }
+
+ private:
+  friend class EventSet;
+  EventSet* events_;
+  int fd_;
+  Callback callback_;
+  void* data_;
+  bool started_ = false;
+};
+
 // The per-thread read buffer all streams of a worker read into. Each read is fully handled
 // (parsed, forwarded or copied) before the next one, so one buffer per thread suffices.
 char* threadReadBuffer(size_t* size);
 
-// Closes the loop's epoll set (its libuv handles): call on the loop's thread once its streams
-// are gone, then run the loop once more so that the handles finish closing.
+// The streams and watchers of a loop share one epoll set, kept in the loop's `data` (which must be
+// null when the first of them is made).
+//
+// Runs `loop` until it has nothing left to do, like uv_run(loop, UV_RUN_DEFAULT), waiting for
+// the streams' sockets and for libuv (whose epoll fd is in the same set) in one epoll_wait per
+// turn. A loop that carries streams must be run by this. Returns what uv_run would.
+int runLoop(uv_loop_t* loop);
+
+// Frees the loop's epoll set: call on the loop's thread once runLoop() has returned.
 void closeEventSet(uv_loop_t* loop);
 
 // accept4(2) on a listening socket, non-blocking: the new socket (its peer's address in `peer`
