@@ -33,6 +33,17 @@ void appendFraming(std::string* out, Framing framing) {
   }
 }
 
+// Room for a rewritten head of `head`'s headers and `extra` more bytes, so that building it does
+// not grow the string step by step.
+template <typename Head>
+void reserveHead(std::string* out, const Head& head, size_t extra) {
+  size_t n = extra;
+  for (const Header& h : head.headers) {
+    n += h.name.size() + h.value.size() + 4;
+  }
+  out->reserve(out->size() + n);
+}
+
 template <typename Head>
 const Header* findHeader(const Head& head, std::string_view name) {
   for (const Header& h : head.headers) {
@@ -115,6 +126,8 @@ bool isHopByHop(std::string_view name, std::string_view connection_value) {
 
 void writeUpstreamRequest(const RequestHead& req, const ForwardInfo& info, Framing framing,
                           std::string* out) {
+  // + the request line and the X-Forwarded-* headers
+  reserveHead(out, req, req.method.size() + req.url.size() + info.client_ip.size() + 160);
   const Header* connection = req.find("connection");
   std::string_view conn_value = connection ? std::string_view(connection->value) : "";
   out->append(req.method);
@@ -185,6 +198,7 @@ void writeUpstreamRequest(const RequestHead& req, const ForwardInfo& info, Frami
 
 void writeDownstreamResponse(const ResponseHead& resp, Framing framing, bool keep_alive,
                              std::string_view extra_headers, std::string* out) {
+  reserveHead(out, resp, resp.reason.size() + extra_headers.size() + 96);  // + status line, framing
   const Header* connection = resp.find("connection");
   std::string_view conn_value = connection ? std::string_view(connection->value) : "";
   char line[16] = "HTTP/1.1 ";

@@ -25,6 +25,18 @@ uint8_t metricsCloser(Relay::ClosedBy by) {
   return 3;
 }
 
+// The session's log fields in one exactly sized string: client_ip \0 host \0 path \0 request_id.
+std::string logFields(const Session::Setup& s) {
+  std::string out;
+  out.reserve(s.client_ip.size() + s.host.size() + s.path.size() + s.request_id.size() + 3);
+  out.append(s.client_ip);
+  for (const std::string* f : {&s.host, &s.path, &s.request_id}) {
+    out.push_back('\0');
+    out.append(*f);
+  }
+  return out;
+}
+
 }  // namespace
 
 void Session::start(Setup setup, std::string_view early_client, std::string_view early_upstream) {
@@ -49,9 +61,8 @@ Session::Session(Setup&& setup)
          setup.listener_slot,
          setup.backend_slot,
          setup.backend_state,
-         setup.client_ip + '\0' + setup.host + '\0' + setup.path + '\0' + setup.request_id,
+         logFields(setup),
          setup.start} {
-  s_.log.shrink_to_fit();
   Worker* w = s_.worker;
   uv_timer_init(w->loop(), &timer_);
   timer_.data = this;
