@@ -4,11 +4,14 @@
 // (http::DownstreamConnection) or, after an upgrade, a WebSocket session (ws::Session). The
 // worker drives shutdown, reload and drains through this interface.
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace sluice {
 
 struct Snapshot;
+class Worker;
 
 class ClientSession {
  public:
@@ -24,6 +27,12 @@ class ClientSession {
   virtual void drainNow() = 0;
   // A live WebSocket session to this backend of this pool.
   virtual bool webSocketTo(const std::string& pool, const std::string& address) const = 0;
+
+ private:
+  friend class Worker;
+  // Where the worker's list of connections holds this one: unregistering takes O(1), not a
+  // search through every open connection.
+  size_t worker_slot_ = SIZE_MAX;
 };
 
 }  // namespace sluice

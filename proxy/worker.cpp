@@ -386,14 +386,17 @@ void Worker::resumeAccepting() {
 // ---- connections and the upstream keep-alive pool ------------------------------------------
 
 void Worker::registerConnection(ClientSession* conn) {
+  conn->worker_slot_ = connections_.size();
   connections_.push_back(conn);
 }
 
 void Worker::unregisterConnection(ClientSession* conn) {
-  auto it = std::find(connections_.begin(), connections_.end(), conn);
-  if (it != connections_.end()) {
-    *it = connections_.back();
+  size_t slot = conn->worker_slot_;
+  if (slot < connections_.size() && connections_[slot] == conn) {
+    connections_[slot] = connections_.back();
+    connections_[slot]->worker_slot_ = slot;
     connections_.pop_back();
+    conn->worker_slot_ = SIZE_MAX;
   }
   if (!draining_.empty()) {
     std::erase_if(draining_, [conn](const auto& p) { return p.second == conn; });
