@@ -61,6 +61,8 @@ class Relay {
 
   const Stats& stats() const { return stats_; }
   bool finished() const { return finished_; }
+  // The backend's close frame has arrived.
+  bool backendSentClose() const { return up_.close_received; }
 
   static const char* closedByName(ClosedBy by);
 

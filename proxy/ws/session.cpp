@@ -152,8 +152,19 @@ void Session::peerGone(bool client) {
     }
     return;
   }
-  if (client && lingering_) {
-    closeAll();  // the client answered the FIN: the lingering close is over
+  if (!lingering_) {
+    return;
+  }
+  // That peer answered the FIN: its side of the lingering close is over.
+  if (client) {
+    client_done_ = true;
+    s_.client->close();
+  } else {
+    upstream_done_ = true;
+    s_.upstream->close();
+  }
+  if (client_done_ && upstream_done_) {
+    closeAll();
   }
 }
 
@@ -175,11 +186,19 @@ void Session::relayFinished() {
   route_slot_->countClose(st.close_code, metricsCloser(st.closed_by));
   writeAccessLog();
   s_.worker->unregisterConnection(this);
-  // The backend gets what was queued for it, then the close. The client side closes lingering:
-  // FIN after the close frame, input read and dropped until its EOF (or 2 s), so that unread
-  // input cannot turn into a reset that destroys the close frame on its way.
-  s_.upstream->closeAfterFlush();
+  // Both sides close lingering: FIN after the close frame, then input read and dropped until the
+  // peer's EOF (or 2 s), so that unread input cannot turn into a reset that destroys what was
+  // sent last (the close frame; toward a backend, the messages before it too). A backend that
+  // has sent its close frame already has nothing more to say: it is closed once its side is
+  // written.
   lingering_ = true;
+  if (relay_->backendSentClose()) {
+    upstream_done_ = true;
+    s_.upstream->closeAfterFlush();
+  } else {
+    s_.upstream->shutdown();
+    s_.upstream->readStart();
+  }
   s_.client->shutdown();
   s_.client->readStart();
   uv_timer_start(&timer_, &Session::onTimer, kLingerMs, 0);

@@ -289,6 +289,45 @@ class MessageLimitsFilter(WsTestCase):
         self.assertEqual(c.recv_message(), (TEXT, b"t" * 1000))
 
 
+def talks_after_close(conn, record):
+    """Answers sluice's close late, with one more data frame first, and records whether its
+    connection was still there for that ("clean") or had been reset ("reset")."""
+    conn.respond_101()
+    while True:
+        fr = conn.read_frame(timeout=8)
+        if fr.opcode == CLOSE:
+            record({"ev": "close", "code": fr.code})
+            break
+    how = "clean"
+    try:
+        time.sleep(0.2)
+        conn.send_frame(TEXT, b"late news")
+        time.sleep(0.2)  # a reset provoked by the frame above has arrived by now
+        conn.send_frame(CLOSE, close_payload(1000))
+    except OSError:
+        how = "reset"
+    record({"ev": "end", "how": how})
+    conn.close()
+
+
+class BackendClosedLingering(WsTestCase):
+    def test_backend_still_sending_gets_a_clean_close(self):
+        # sluice ends a session (here for a client's bad frame) while the backend still has
+        # something to say: sluice sends its close, then FIN, and reads on until the backend's
+        # EOF, so that the backend's late bytes never meet a closed socket (which would answer
+        # with a reset, destroying whatever the backend had not read yet).
+        fb = self.start_fake_backend(talks_after_close)
+        _, s = self.start_ws_proxy(backend=fb)
+        c = self.ws_client(s, "/late")
+        self.assertUpgraded(c)
+        c.send(f(TEXT, b"\xff"))
+        close, _ = c.read_close()
+        self.assertEqual(close.code, 1007)
+        ends = harness.wait_until(lambda: fb.recorded("end"), 5)
+        self.assertEqual(fb.recorded("close")[0]["code"], 1001)
+        self.assertEqual(ends[0]["how"], "clean")
+
+
 # ---------------------------------------------------------------------------------------------
 # Backends that break the protocol or vanish
 
