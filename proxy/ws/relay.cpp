@@ -14,6 +14,13 @@ constexpr uint64_t kCloseTimeoutMs = 5000;
 // Held frames are unmasked into this scratch buffer for UTF-8 validation when the payload itself
 // is not kept.
 thread_local std::string t_scratch;
+// The read being parsed (set only inside Leg::feed), and the first byte of a text frame that lies
+// whole in it: such a frame is validated where it is and forwarded from there, in its place in
+// the forwarded range, instead of being copied aside first. Per thread, because a thread parses
+// one read at a time.
+thread_local const uint8_t* t_feed_begin = nullptr;
+thread_local const uint8_t* t_feed_end = nullptr;
+thread_local const uint8_t* t_in_place = nullptr;
 
 void randomMask(uint8_t mask[4]) {
   if (RAND_bytes(mask, 4) != 1) {
@@ -108,7 +115,10 @@ void Relay::Leg::feed(const char* data, size_t len) {
     return;
   }
   const auto* p = reinterpret_cast<const uint8_t*>(data);
+  t_feed_begin = p;
+  t_feed_end = p + len;
   size_t used = parser.feed(p, len, *this);
+  t_feed_begin = t_feed_end = nullptr;
   flushRange();
   if (parser.error() != FrameError::kNone && !relay->finished_) {
     relay->fail(*this, kProtocolError, frameErrorName(parser.error()));
@@ -190,7 +200,11 @@ bool Relay::Leg::onFrameHeader(const FrameHeader& h, const uint8_t* raw) {
     mode = Mode::kSkip;
     return true;
   }
-  if (validate || assembling) {
+  if (validate && !assembling && raw >= t_feed_begin && raw < t_feed_end &&
+      static_cast<uint64_t>(t_feed_end - raw) >= h.header_size + h.length) {
+    mode = Mode::kInPlace;  // the whole frame is in this read (a header split across reads is not)
+    t_in_place = raw;
+  } else if (validate || assembling) {
     flushRange();
     mode = Mode::kHold;
     held.append(reinterpret_cast<const char*>(raw), h.header_size);
@@ -211,7 +225,9 @@ bool Relay::Leg::onFramePayload(const FrameHeader& h, const uint8_t* data, size_
     forward(data, len);
     return true;
   }
-  held.append(reinterpret_cast<const char*>(data), len);
+  if (mode == Mode::kHold) {
+    held.append(reinterpret_cast<const char*>(data), len);
+  }
   bool keep = isControl(h.opcode) || assembling;
   std::string& plain = keep ? payload : t_scratch;
   if (!keep) {
@@ -280,7 +296,7 @@ bool Relay::Leg::onFrameEnd(const FrameHeader& h) {
     r.countMessage(dir, h.length, h.fin, message_bytes);
     return true;
   }
-  // Held data frame.
+  // Held (or validated in place) data frame.
   if (validate && h.fin && !utf8.complete()) {
     r.fail(*this, kInvalidPayload, "text message ends inside a UTF-8 sequence");
     return false;
@@ -308,7 +324,11 @@ bool Relay::Leg::onFrameEnd(const FrameHeader& h) {
     }
   }
   r.countMessage(dir, assembling ? payload.size() : h.length, h.fin, message_bytes);
-  if (!r.other(*this).close_sent) {
+  if (r.other(*this).close_sent) {
+    // nothing more goes that way
+  } else if (mode == Mode::kInPlace) {
+    forward(t_in_place, h.header_size + static_cast<size_t>(h.length));
+  } else {
     out->write(held);
   }
   held.clear();

@@ -84,7 +84,9 @@ class Relay {
                          : filters::Direction::kUpstreamToDownstream;
     }
 
-    enum class Mode : uint8_t { kStream, kHold, kSkip };
+    // kStream: forwarded as it comes; kHold: copied into `held` until judged; kInPlace: a text
+    // frame whole in the current read, validated there and forwarded from there; kSkip: dropped.
+    enum class Mode : uint8_t { kStream, kHold, kInPlace, kSkip };
 
     Relay* relay;
     bool from_client;

@@ -289,6 +289,43 @@ class MessageLimitsFilter(WsTestCase):
         self.assertEqual(c.recv_message(), (TEXT, b"t" * 1000))
 
 
+def recording(conn, record):
+    """A fake backend that records every frame it gets, exactly (no echo)."""
+    conn.respond_101()
+    serve_frames(conn, record, lifetime=8, echo=False)
+
+
+class FramesInOneRead(WsTestCase):
+    def setUp(self):
+        super().setUp()
+        self.fb = self.start_fake_backend(recording)
+        _, self.s = self.start_ws_proxy(backend=self.fb)
+
+    def test_good_frames_before_a_bad_one_reach_the_backend(self):
+        # Text frames that arrive whole in one read are validated and forwarded where they lie;
+        # the frames before the bad one still reach the backend, unchanged and in order, and
+        # nothing after it does.
+        c = self.ws_client(self.s, "/batch")
+        self.assertUpgraded(c)
+        frames = [f(TEXT, "d\u00e9j\u00e0 vu \u2713".encode()), f(TEXT, b"two"),
+                  f(BINARY, b"\x00\x01"), f(TEXT, b"thr", fin=False), f(CONT, b"ee"), f(TEXT, b"")]
+        c.send(frames[0][:1])  # a header split across reads takes the copying path
+        time.sleep(0.05)
+        c.send(frames[0][1:] + b"".join(frames[1:]) + f(TEXT, b"bad \xff") + f(TEXT, b"never"))
+        close, _ = c.read_close()
+        self.assertEqual(close.code, 1007)
+        self.assertTrue(c.answer_close_and_wait_eof(close))
+        closes = harness.wait_until(lambda: self.fb.recorded("close"), 5)
+        self.assertEqual(closes[0]["code"], 1001)
+        got = [(x["opcode"], x["fin"], bytes.fromhex(x["payload"])) for x in self.fb.recorded("data")]
+        self.assertEqual(got, [(TEXT, True, "d\u00e9j\u00e0 vu \u2713".encode()), (TEXT, True, b"two"),
+                               (BINARY, True, b"\x00\x01"), (TEXT, False, b"thr"),
+                               (CONT, True, b"ee"), (TEXT, True, b"")])
+        # The backend answered the close: sluice waited for it (a lingering close), so nothing it
+        # had sent was destroyed by a reset.
+        self.assertTrue(harness.wait_until(lambda: self.fb.recorded("eof"), 5))
+
+
 def talks_after_close(conn, record):
     """Answers sluice's close late, with one more data frame first, and records whether its
     connection was still there for that ("clean") or had been reset ("reset")."""
