@@ -3,9 +3,9 @@
 # sluice and the benchmark tools in build-bench/ (RelWithDebInfo), and run sluice side by side with
 # nginx and haproxy in front of the same backend (tests/bench/run.py; see its --help).
 #
-#   packaging/bench.sh            full run: 3 rounds of 10 s per scenario and target (~12 minutes)
-#   packaging/bench.sh --quick    about two minutes
-#   packaging/bench.sh --smoke    a few seconds, every target and scenario once (what CI runs)
+#   packaging/bench.sh            full run: 3 rounds of 10 s per scenario and target (~13 minutes)
+#   packaging/bench.sh --quick    about 2½ minutes
+#   packaging/bench.sh --smoke    under a minute, every target and scenario once (what CI runs)
 #
 # Any other option goes to tests/bench/run.py (--targets, --scenarios, --out FILE, --no-pin, ...).
 # Results: a table on the terminal and build-bench/bench-results.json.
@@ -18,7 +18,7 @@ if ! packaging/setup.sh bench; then
   echo "bench: 'packaging/setup.sh bench' failed; installing only the benchmark's packages" >&2
   packaging/setup.sh build
   need=()
-  for p in nginx-light haproxy wrk; do
+  for p in nginx-light haproxy wrk valgrind; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
   done
   if ((${#need[@]})); then
