@@ -152,12 +152,14 @@ class EventSet {
         uv_alive = uv_loop_alive(loop_) != 0;
       }
       runDeferred();
+      uv_alive = uv_loop_alive(loop_) != 0;  // onClosed() handlers may close or start handles
       bool deferred = !posted_.empty() || !retired_.empty();
       if (!uv_alive && registered_ == 0 && !deferred) {
         break;
       }
       int timeout = deferred ? 0 : uv_alive ? uv_backend_timeout(loop_) : -1;
       batch_size_ = std::max(0, epoll_wait(epfd_, events_, kMaxEvents, timeout));
+      uv_update_time(loop_);  // the batch's deadlines start from now, not from before the wait
       // A stream closed while this batch runs is only retired: its memory stays valid until
       // runDeferred(), and onEvents() ignores it. A stopped watcher's event is dropped.
       for (next_event_ = 0; next_event_ < batch_size_;) {
