@@ -62,7 +62,10 @@ class Relay {
   const Stats& stats() const { return stats_; }
   bool finished() const { return finished_; }
   // The backend's close frame has arrived.
-  bool backendSentClose() const { return up_.close_received; }
+  bool backendSentClose() const { return down_.close_received; }
+  // The client's or the backend's connection has ended (EOF or error).
+  bool clientEnded() const { return up_.eof; }
+  bool backendEnded() const { return down_.eof; }
 
   static const char* closedByName(ClosedBy by);
 

@@ -152,19 +152,9 @@ void Session::peerGone(bool client) {
     }
     return;
   }
-  if (!lingering_) {
-    return;
-  }
-  // That peer answered the FIN: its side of the lingering close is over.
-  if (client) {
-    client_done_ = true;
-    s_.client->close();
-  } else {
-    upstream_done_ = true;
-    s_.upstream->close();
-  }
-  if (client_done_ && upstream_done_) {
-    closeAll();
+  if (lingering_) {
+    // That peer answered the FIN: its side of the lingering close is over.
+    (client ? s_.client : s_.upstream)->close();
   }
 }
 
@@ -188,19 +178,24 @@ void Session::relayFinished() {
   s_.worker->unregisterConnection(this);
   // Both sides close lingering: FIN after the close frame, then input read and dropped until the
   // peer's EOF (or 2 s), so that unread input cannot turn into a reset that destroys what was
-  // sent last (the close frame; toward a backend, the messages before it too). A backend that
-  // has sent its close frame already has nothing more to say: it is closed once its side is
-  // written.
+  // sent last (the close frame; toward a backend, the messages before it too). A side whose
+  // peer has ended already, and a backend that has sent its close frame, have nothing more to
+  // say: they are closed once what was queued for them is written.
+  // When both streams have closed, handleClosed() closes the timer; when the timer fires first,
+  // closeAll() ends whatever is left.
   lingering_ = true;
-  if (relay_->backendSentClose()) {
-    upstream_done_ = true;
+  if (relay_->backendSentClose() || relay_->backendEnded()) {
     s_.upstream->closeAfterFlush();
   } else {
     s_.upstream->shutdown();
     s_.upstream->readStart();
   }
-  s_.client->shutdown();
-  s_.client->readStart();
+  if (relay_->clientEnded()) {
+    s_.client->closeAfterFlush();
+  } else {
+    s_.client->shutdown();
+    s_.client->readStart();
+  }
   uv_timer_start(&timer_, &Session::onTimer, kLingerMs, 0);
 }
 
@@ -219,9 +214,10 @@ void Session::closeAll() {
 }
 
 void Session::handleClosed() {
-  // The upstream stream may close on its own (closeAfterFlush) while the client side lingers;
-  // closeAll() closes whatever is still open.
-  if (--open_handles_ == 0) {
+  --open_handles_;
+  if (open_handles_ == 1 && lingering_) {
+    closeAll();  // both streams ended their lingering close before the timer: only it is left
+  } else if (open_handles_ == 0) {
     delete this;
   }
 }

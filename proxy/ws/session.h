@@ -104,9 +104,7 @@ class Session : public ClientSession, public Relay::Owner {
   uv_timer_t timer_;
   std::unique_ptr<Relay> relay_;
   metrics::RouteSlot* route_slot_;
-  bool lingering_ = false;      // the relay finished: the sides are being closed gracefully
-  bool client_done_ = false;    // lingering: the client side is closed
-  bool upstream_done_ = false;  // lingering: the backend side is closed
+  bool lingering_ = false;  // the relay finished: the sides are being closed gracefully
   bool closing_ = false;
   int open_handles_ = 3;  // client stream, upstream stream, timer
 };
