@@ -71,6 +71,8 @@ class DownstreamConnection : public ClientSession,
   void onUpstreamComplete();
   void onUpstreamError(UpstreamError error, int status);
   void onUpstreamWritable();
+  // The upstream stopped reading the response because the client does not take it as fast.
+  void awaitClientDrain();
   // The backend answered an upgrade with 101. Returns false (the caller answers 502) when the
   // answer is not a valid WebSocket handshake for this request.
   bool onUpstreamUpgrade(const ResponseHead& head);
@@ -94,7 +96,9 @@ class DownstreamConnection : public ClientSession,
     kUpgraded,     // handed over to a ws::Session; this object is being retired
     kClosing,      // sending the last bytes, then closing
   };
-  enum class TimerMode { kNone, kHandshake, kHeader, kIdle, kBody, kLinger };
+  // kBody: the longest pause inside the request body (idle_timeout); kSend: the longest the
+  // client may leave a response unread while sluice holds the backend back (idle_timeout).
+  enum class TimerMode { kNone, kHandshake, kHeader, kIdle, kBody, kSend, kLinger };
 
   static void onTimer(void* self);
   static void onTimerClosed(void* self);
@@ -230,6 +234,14 @@ class UpstreamConnection : public net::Stream::Handler {
   void write(std::string_view data) { stream_.write(data); }
   void write(const uv_buf_t* bufs, unsigned n) { stream_.write(bufs, n); }
   void requestSent();
+  // Backpressure. The time a peer takes is the peer's: while sluice holds back its reads from
+  // one side because the other side does not keep up, the slow side's timeout runs, not the
+  // held-back side's. The client does not take the response: the response timeout stops (the
+  // client's runs). The backend does not take the request body: the response timeout runs
+  // (awaitDrain) until it does.
+  void pauseReading();
+  void resumeReading();
+  void awaitDrain();
   // After an upgrade: gives the stream (and its counters) to a ws::Session and retires.
   std::unique_ptr<net::Stream> handOver();
   metrics::BackendSlot* slot() const { return slot_; }

@@ -141,6 +141,10 @@ void DownstreamConnection::onTimer(void* self) {
     case TimerMode::kBody:
       d->respondLocal(408, "request body not received in time", true);
       return;
+    case TimerMode::kSend:
+      LOG_INFO("client %s not reading the response: closing", d->client_ip_.c_str());
+      d->respondLocal(408, "client not reading the response", true);
+      return;
     case TimerMode::kHandshake:
       d->listener_slot_->tls_handshakes[metrics::tlsResultIndex("timeout")].inc();
       d->closeNow();
@@ -673,6 +677,8 @@ void DownstreamConnection::forwardBody(const char* data, size_t len) {
   }
   if (upstream_->aboveHighWatermark()) {
     stream_.readStop();
+    timer_.disarm();  // the client is not the one being slow now
+    upstream_->awaitDrain();
   }
 }
 
@@ -692,7 +698,14 @@ void DownstreamConnection::finishRequestBody() {
 void DownstreamConnection::onUpstreamWritable() {
   if (state_ == State::kProxying && !request_complete_ && !closing_) {
     stream_.readStart();
+    if (timer_mode_ == TimerMode::kBody) {
+      armTimer(TimerMode::kBody, listener().idle_timeout);  // reading again: the gap starts now
+    }
   }
+}
+
+void DownstreamConnection::awaitClientDrain() {
+  armTimer(TimerMode::kSend, listener().idle_timeout);
 }
 
 // ---- from the upstream ---------------------------------------------------------------------
@@ -841,8 +854,15 @@ void DownstreamConnection::onUpstreamBody(const char* data, size_t len) {
 }
 
 void DownstreamConnection::onWritable() {
+  if (timer_mode_ == TimerMode::kSend) {
+    if (request_complete_) {
+      armTimer(TimerMode::kNone, {});
+    } else {
+      armTimer(TimerMode::kBody, listener().idle_timeout);
+    }
+  }
   if (upstream_ != nullptr) {
-    upstream_->stream().readStart();
+    upstream_->resumeReading();
   }
 }
 

@@ -219,7 +219,8 @@ void UpstreamConnection::onTimer(void* self) {
              u->connected_ ? " (TLS handshake)" : "");
     u->fail(UpstreamError::kConnectFailed, UV_ETIMEDOUT);
   } else {
-    LOG_WARN("upstream %s: response timed out", u->address_.c_str());
+    LOG_WARN("upstream %s: %s timed out", u->address_.c_str(),
+             u->request_sent_ ? "response" : "sending the request body");
     u->fail(UpstreamError::kTimeout, UV_ETIMEDOUT);
   }
 }
@@ -268,7 +269,29 @@ void UpstreamConnection::onData(const char* data, size_t len) {
     return;
   }
   if (down_ != nullptr && down_->stream().aboveHighWatermark()) {
-    stream_.readStop();
+    pauseReading();
+  }
+}
+
+void UpstreamConnection::pauseReading() {
+  stream_.readStop();
+  timer_.disarm();
+  if (down_ != nullptr) {
+    down_->awaitClientDrain();
+  }
+}
+
+void UpstreamConnection::resumeReading() {
+  stream_.readStart();
+  if (request_sent_ && !message_done_ && !upgraded_ && response_timeout_.count() > 0) {
+    timer_.arm(static_cast<uint64_t>(response_timeout_.count()));
+  }
+}
+
+void UpstreamConnection::awaitDrain() {
+  // While connecting, connect_timeout runs; the body waits in the queue meanwhile.
+  if (connected_ && stream_.tlsReady() && response_timeout_.count() > 0) {
+    timer_.arm(static_cast<uint64_t>(response_timeout_.count()));
   }
 }
 
@@ -308,6 +331,9 @@ void UpstreamConnection::onError(int status) {
 }
 
 void UpstreamConnection::onWritable() {
+  if (!request_sent_ && connected_ && stream_.tlsReady()) {
+    timer_.disarm();  // the backend took the request body it was holding up (see awaitDrain)
+  }
   if (down_ != nullptr) {
     down_->onUpstreamWritable();
   }

@@ -5,7 +5,7 @@ import hashlib
 import time
 import unittest
 
-from harness import SluiceTestCase, build_request
+from harness import SluiceTestCase, build_request, pattern_sha256
 
 
 class HeaderSize(SluiceTestCase):
@@ -196,6 +196,83 @@ class IdleTimeout(SluiceTestCase):
         self.assertEqual(r.status, 408, r)
         self.assertGreaterEqual(elapsed, 0.8, "408 before idle_timeout after the last piece")
         self.assertClosed(c)
+
+
+def upload_head(n, delay):
+    return b"POST /upload?delay=%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (
+        str(delay).encode(), n)
+
+
+class BackpressureClientSide(SluiceTestCase):
+    """A pause that sluice imposes on the client, because the backend does not keep up, is not the
+    client's delay; a client that leaves a response unread is cut after idle_timeout."""
+
+    def setUp(self):
+        super().setUp()
+        self.backend, self.sluice = self.start_proxy(
+            listener={"idle_timeout": "1s", "header_timeout": "5s"})
+
+    def test_backend_slow_to_read_the_body_is_not_a_client_timeout(self):
+        # 24 MiB fill sluice's queue and the sockets' buffers: sluice stops reading the client
+        # while the backend sleeps 2.5 s before reading; idle_timeout (1 s) must not fire.
+        body = bytes(range(256)) * (24 * 4096)
+        c = self.connect(self.sluice, timeout=30)
+        c.send(upload_head(len(body), 2.5))
+        c.send_stream([body[i:i + (1 << 20)] for i in range(0, len(body), 1 << 20)])
+        r = c.read_response(timeout=30)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["sha256"], hashlib.sha256(body).hexdigest())
+
+    def test_client_not_reading_the_response_is_cut(self):
+        n = 64 << 20
+        c = self.connect(self.sluice, timeout=30)
+        c.send(build_request("GET", "/download?bytes=%d" % n))
+        time.sleep(3)  # reads nothing: sluice's queue and the sockets' buffers fill up
+        try:
+            rest = c.read_until_close(timeout=10, limit=2 * n)
+        except TimeoutError:
+            self.fail("a client that read nothing for 3 s was not cut (idle_timeout 1s)")
+        self.assertLess(len(rest), n)
+
+
+class BackpressureBackendSide(SluiceTestCase):
+    """A pause that sluice imposes on the backend, because the client does not keep up, is not the
+    backend's delay; a backend that does not read the request body is given response_timeout."""
+
+    def setUp(self):
+        super().setUp()
+        self.backend, self.sluice = self.start_proxy(
+            listener={"idle_timeout": "5s", "header_timeout": "5s"}, pool={"response_timeout": "1s"})
+
+    def test_client_pausing_longer_than_response_timeout_gets_everything(self):
+        n = 32 << 20
+        c = self.connect(self.sluice, timeout=30)
+        c.send(build_request("GET", "/download?bytes=%d" % n))
+        head = c.read_head(timeout=5)
+        self.assertEqual(head.status, 200, head)
+        self.assertEqual(head.header("Content-Length"), str(n))
+        time.sleep(2)  # longer than response_timeout, shorter than idle_timeout
+        h = hashlib.sha256()
+        left = n
+        while left > 0:
+            piece = c.recv_some(timeout=10)
+            self.assertTrue(piece, "connection ended with %d bytes missing" % left)
+            h.update(piece[:left])
+            left -= len(piece)
+        self.assertEqual(h.hexdigest(), pattern_sha256(n))
+
+    def test_backend_not_reading_the_body_gets_504(self):
+        body = b"b" * (24 << 20)
+        c = self.connect(self.sluice, timeout=30)
+        c.send(upload_head(len(body), 4))
+        t0 = time.monotonic()
+        try:
+            c.send_stream([body[i:i + (1 << 20)] for i in range(0, len(body), 1 << 20)], timeout=10)
+        except OSError:
+            pass  # sluice answered and closed while the body was still coming
+        r = c.read_response(timeout=10)
+        self.assertEqual(r.status, 504, r)
+        self.assertLess(time.monotonic() - t0, 3.5, "504 only after the backend woke up")
 
 
 if __name__ == "__main__":
