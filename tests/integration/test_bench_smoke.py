@@ -101,6 +101,8 @@ class BenchSmoke(unittest.TestCase):
         targets = ["nginx", "haproxy"]
         if binary_has_asan(self.sluice):
             p = subprocess.run([PYTHON, RUN_PY, "--smoke", "--sluice", self.sluice,
+                                "--backend", self.tools["sluice_bench_backend"],
+                                "--wsload", self.tools["sluice_wsload"],
                                 "--targets", "sluice", "--scenarios", "instructions"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
             self.assertNotEqual(p.returncode, 0)
