@@ -155,14 +155,17 @@ bool Relay::Leg::onFrameHeader(const FrameHeader& h, const uint8_t* raw) {
     return !relay->finished_;
   }
   if (isControl(h.opcode)) {
+    // Between two frames of a message, whose held bytes stay before the control frame's.
     flushRange();
     mode = Mode::kHold;
-    held.assign(reinterpret_cast<const char*>(raw), h.header_size);
-    payload.clear();
+    control_held_from = held.size();
+    control_payload_from = payload.size();
+    held.append(reinterpret_cast<const char*>(raw), h.header_size);
     return true;
   }
   bool first = h.opcode != kContinuation;
   if (first) {
+    dropping = false;
     message_bytes = 0;
     utf8.reset();
     validate = h.opcode == kText && relay->config_.validate_utf8;
@@ -170,8 +173,9 @@ bool Relay::Leg::onFrameHeader(const FrameHeader& h, const uint8_t* raw) {
     payload.clear();
     held.clear();
     mode = Mode::kStream;
-  } else if (mode == Mode::kSkip) {
-    return true;  // the rest of a dropped message
+  } else if (dropping) {
+    mode = Mode::kSkip;  // the rest of a dropped message
+    return true;
   }
   message_bytes += h.length;
   uint64_t limit = relay->config_.max_message_bytes;
@@ -197,6 +201,8 @@ bool Relay::Leg::onFrameHeader(const FrameHeader& h, const uint8_t* raw) {
     }
     flushRange();  // kDrop: nothing of this message goes out
     held.clear();
+    payload.clear();
+    dropping = true;
     mode = Mode::kSkip;
     return true;
   }
@@ -253,43 +259,12 @@ bool Relay::Leg::onFrameEnd(const FrameHeader& h) {
   }
   size_t dir = dirIndex(direction());
   if (isControl(h.opcode)) {
-    if (h.opcode == kClose) {
-      uint16_t code = 1005;  // no status code present
-      if (payload.size() == 1) {
-        r.fail(*this, kProtocolError, "close frame with a 1-byte payload");
-        return false;
-      }
-      if (payload.size() >= 2) {
-        code = static_cast<uint16_t>(static_cast<uint8_t>(payload[0]) << 8 |
-                                     static_cast<uint8_t>(payload[1]));
-        if (!validCloseCode(code)) {
-          r.fail(*this, kProtocolError, "invalid close code");
-          return false;
-        }
-        if (!validUtf8(std::string_view(payload).substr(2))) {
-          r.fail(*this, kInvalidPayload, "close reason is not valid UTF-8");
-          return false;
-        }
-      }
-      close_received = true;
-      Leg& o = r.other(*this);
-      if (!o.close_sent) {
-        out->write(held);
-        o.close_sent = true;
-      }
-      r.onCloseFrame(*this, code);
-      return !r.finished_;
-    }
-    if (h.opcode == kPong && from_client && r.ping_outstanding_ && payload.size() == 8 &&
-        memcmp(payload.data(), r.ping_payload_, 8) == 0) {
-      r.ping_outstanding_ = false;  // the answer to sluice's own ping: not relayed
-      r.armTimer();
-      return true;
-    }
-    if (!r.other(*this).close_sent) {
-      out->write(held);
-    }
-    return true;
+    std::string_view frame = std::string_view(held).substr(control_held_from);
+    std::string_view body = std::string_view(payload).substr(control_payload_from);
+    bool go_on = onControlFrame(h, frame, body);
+    held.resize(control_held_from);  // what is left: the held frames of a message, if any
+    payload.resize(control_payload_from);
+    return go_on;
   }
   if (mode == Mode::kStream) {
     mid_frame_out = false;
@@ -336,6 +311,48 @@ bool Relay::Leg::onFrameEnd(const FrameHeader& h) {
     payload.clear();
   }
   releaseLargeBuffers();
+  return true;
+}
+
+bool Relay::Leg::onControlFrame(const FrameHeader& h, std::string_view frame,
+                                std::string_view body) {
+  Relay& r = *relay;
+  if (h.opcode == kClose) {
+    uint16_t code = 1005;  // no status code present
+    if (body.size() == 1) {
+      r.fail(*this, kProtocolError, "close frame with a 1-byte payload");
+      return false;
+    }
+    if (body.size() >= 2) {
+      code =
+          static_cast<uint16_t>(static_cast<uint8_t>(body[0]) << 8 | static_cast<uint8_t>(body[1]));
+      if (!validCloseCode(code)) {
+        r.fail(*this, kProtocolError, "invalid close code");
+        return false;
+      }
+      if (!validUtf8(body.substr(2))) {
+        r.fail(*this, kInvalidPayload, "close reason is not valid UTF-8");
+        return false;
+      }
+    }
+    close_received = true;
+    Leg& o = r.other(*this);
+    if (!o.close_sent) {
+      out->write(frame);
+      o.close_sent = true;
+    }
+    r.onCloseFrame(*this, code);
+    return !r.finished_;
+  }
+  if (h.opcode == kPong && from_client && r.ping_outstanding_ && body.size() == 8 &&
+      memcmp(body.data(), r.ping_payload_, 8) == 0) {
+    r.ping_outstanding_ = false;  // the answer to sluice's own ping: not relayed
+    r.armTimer();
+    return true;
+  }
+  if (!r.other(*this).close_sent) {
+    out->write(frame);
+  }
   return true;
 }
 

@@ -77,6 +77,8 @@ class Relay {
     bool onFramePayload(const FrameHeader& h, const uint8_t* data, size_t len,
                         uint64_t offset) override;
     bool onFrameEnd(const FrameHeader& h) override;
+    // A whole control frame: `frame` as received, `body` its unmasked payload.
+    bool onControlFrame(const FrameHeader& h, std::string_view frame, std::string_view body);
 
     void feed(const char* data, size_t len);
     void releaseLargeBuffers();
@@ -103,10 +105,15 @@ class Relay {
     bool close_received = false;  // this leg's peer sent a close frame
     bool close_sent = false;      // sluice has written a close frame toward this leg's peer
     bool mid_frame_out = false;   // a frame is half-written on `out`
+    bool dropping = false;        // a filter dropped the current message: skip its other frames
     bool eof = false;
     uint64_t message_bytes = 0;
     std::string held;     // raw bytes of held frames, forwarded unchanged once judged
-    std::string payload;  // unmasked payload: control frame, or the assembled message
+    std::string payload;  // unmasked payload: the assembled message, then a control frame's
+    // Where a control frame (which may come between two frames of a message) starts in `held`
+    // and `payload`: the message's held bytes before it stay.
+    size_t control_held_from = 0;
+    size_t control_payload_from = 0;
     const uint8_t* fwd_begin = nullptr;
     const uint8_t* fwd_end = nullptr;
   };
