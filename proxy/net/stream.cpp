@@ -169,6 +169,7 @@ class EventSet {
         } else if (e.data.u64 == kIgnored) {
           continue;
         } else if ((e.data.u64 & kWatcherTag) != 0) {
+          // NOLINTNEXTLINE(performance-no-int-to-ptr): the pointer with its tag bit cleared
           auto* w = reinterpret_cast<Watcher*>(e.data.u64 & ~kWatcherTag);
           w->callback_(w);
         } else {
