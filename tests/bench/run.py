@@ -130,7 +130,7 @@ MODES = {
     "smoke": dict(rounds=1, idle_rounds=1, http_s=1, ws_s=0.5, warmup_s=0.0, connect_s=0.5,
                   idle_conns=100, idle_hold_s=0.6, large_s=0.5, instr_s=1),
     "quick": dict(rounds=2, idle_rounds=1, http_s=2, ws_s=2.0, warmup_s=0.5, connect_s=2.0,
-                  idle_conns=None, idle_hold_s=2.5, large_s=2.0, instr_s=2),
+                  idle_conns=None, idle_hold_s=2.5, large_s=2.0, instr_s=1),
     "full": dict(rounds=3, idle_rounds=2, http_s=10, ws_s=10.0, warmup_s=1.0, connect_s=10.0,
                  idle_conns=None, idle_hold_s=4.0, large_s=10.0, instr_s=3),
 }
