@@ -273,6 +273,8 @@ class UpstreamConnection : public net::Stream::Handler {
   static const llhttp_settings_t& settings();
   static void onTimer(void* self);
   static void onTimerClosed(void* self);
+  // response_timeout from now (when it is on).
+  void armResponseTimeout();
   void fail(UpstreamError error, int status);
   void maybeDelete();
 

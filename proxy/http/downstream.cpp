@@ -125,7 +125,7 @@ void DownstreamConnection::armTimer(TimerMode mode, conf::Duration d) {
     timer_.disarm();
     return;
   }
-  timer_.arm(static_cast<uint64_t>(d.count()));
+  timer_.arm(d);
 }
 
 void DownstreamConnection::onTimer(void* self) {

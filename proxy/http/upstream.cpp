@@ -98,7 +98,7 @@ bool UpstreamConnection::connect(const sockaddr* addr, conf::Duration timeout) {
     LOG_WARN("upstream %s: connect: %s", address_.c_str(), uv_strerror(rc));
     return false;
   }
-  timer_.arm(static_cast<uint64_t>(timeout.count()));
+  timer_.arm(timeout);
   return true;
 }
 
@@ -143,8 +143,14 @@ void UpstreamConnection::attach(DownstreamConnection* down, conf::Duration respo
 
 void UpstreamConnection::requestSent() {
   request_sent_ = true;
-  if (connected_ && stream_.tlsReady() && !message_done_ && response_timeout_.count() > 0) {
-    timer_.arm(static_cast<uint64_t>(response_timeout_.count()));
+  if (connected_ && stream_.tlsReady() && !message_done_) {
+    armResponseTimeout();
+  }
+}
+
+void UpstreamConnection::armResponseTimeout() {
+  if (response_timeout_.count() > 0) {
+    timer_.arm(response_timeout_);
   }
 }
 
@@ -161,7 +167,7 @@ void UpstreamConnection::release(bool reusable, uint32_t max_idle, conf::Duratio
   idle_ = true;
   // Keep reading: a backend that closes an idle connection frees it at once.
   stream_.readStart();
-  timer_.arm(static_cast<uint64_t>(idle_timeout.count()));
+  timer_.arm(idle_timeout);
   worker_->putIdleUpstream(this, max_idle);
 }
 
@@ -233,7 +239,7 @@ void UpstreamConnection::onData(const char* data, size_t len) {
   }
   response_bytes_ += len;
   if (timer_.armed()) {
-    timer_.arm(static_cast<uint64_t>(response_timeout_.count()));  // the gap allowed starts again
+    armResponseTimeout();  // the gap allowed starts again
   }
   // The response head and the body in this read leave toward the client in one write.
   DownstreamConnection* d = down_;
@@ -283,15 +289,15 @@ void UpstreamConnection::pauseReading() {
 
 void UpstreamConnection::resumeReading() {
   stream_.readStart();
-  if (request_sent_ && !message_done_ && !upgraded_ && response_timeout_.count() > 0) {
-    timer_.arm(static_cast<uint64_t>(response_timeout_.count()));
+  if (request_sent_ && !message_done_ && !upgraded_) {
+    armResponseTimeout();
   }
 }
 
 void UpstreamConnection::awaitDrain() {
   // While connecting, connect_timeout runs; the body waits in the queue meanwhile.
-  if (connected_ && stream_.tlsReady() && response_timeout_.count() > 0) {
-    timer_.arm(static_cast<uint64_t>(response_timeout_.count()));
+  if (connected_ && stream_.tlsReady()) {
+    armResponseTimeout();
   }
 }
 

@@ -8,7 +8,8 @@ Deadline::Deadline(uv_loop_t* loop, void* owner, Callback on_expiry)
   timer_.data = this;
 }
 
-void Deadline::arm(uint64_t ms) {
+void Deadline::arm(std::chrono::milliseconds after) {
+  auto ms = static_cast<uint64_t>(after.count());
   uint64_t now = uv_now(timer_.loop);
   due_ = now + ms;
   if (due_ < set_for_) {

@@ -8,6 +8,7 @@
 // it sets itself for what remains. So a busy keep-alive connection moves its timer about once
 // per timeout period, not several times per request (nginx keeps its timers the same way).
 
+#include <chrono>
 #include <cstdint>
 
 #include <uv.h>
@@ -23,8 +24,8 @@ class Deadline {
   Deadline(const Deadline&) = delete;
   Deadline& operator=(const Deadline&) = delete;
 
-  // Expires `ms` milliseconds after the loop's current time, replacing any earlier deadline.
-  void arm(uint64_t ms);
+  // Expires `after` the loop's current time, replacing any earlier deadline.
+  void arm(std::chrono::milliseconds after);
   // Never expires (until armed again).
   void disarm() { due_ = kNever; }
   bool armed() const { return due_ != kNever; }

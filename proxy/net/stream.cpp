@@ -149,7 +149,6 @@ class EventSet {
       if (uv_ready || (uv_alive && uv_backend_timeout(loop_) == 0)) {
         uv_ready = false;
         uv_run(loop_, UV_RUN_NOWAIT);
-        uv_alive = uv_loop_alive(loop_) != 0;
       }
       runDeferred();
       uv_alive = uv_loop_alive(loop_) != 0;  // onClosed() handlers may close or start handles

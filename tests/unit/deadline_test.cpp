@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <functional>
 #include <vector>
 
@@ -57,7 +58,7 @@ class DeadlineTest : public ::testing::Test {
 };
 
 TEST_F(DeadlineTest, ExpiresOnceAfterArming) {
-  deadline_->arm(30);
+  deadline_->arm(std::chrono::milliseconds(30));
   EXPECT_TRUE(deadline_->armed());
   uv_run(&loop_, UV_RUN_DEFAULT);
   ASSERT_EQ(expired_at_.size(), 1u);
@@ -66,16 +67,16 @@ TEST_F(DeadlineTest, ExpiresOnceAfterArming) {
 }
 
 TEST_F(DeadlineTest, MovedLaterExpiresAtTheLaterTime) {
-  deadline_->arm(20);
-  at(10, [this] { deadline_->arm(60); });  // due at 70, not 20
+  deadline_->arm(std::chrono::milliseconds(20));
+  at(10, [this] { deadline_->arm(std::chrono::milliseconds(60)); });  // due at 70, not 20
   uv_run(&loop_, UV_RUN_DEFAULT);
   ASSERT_EQ(expired_at_.size(), 1u);
   EXPECT_GE(expired_at_[0], 70u);
 }
 
 TEST_F(DeadlineTest, MovedEarlierExpiresAtTheEarlierTime) {
-  deadline_->arm(5000);
-  deadline_->arm(20);
+  deadline_->arm(std::chrono::milliseconds(5000));
+  deadline_->arm(std::chrono::milliseconds(20));
   uv_run(&loop_, UV_RUN_DEFAULT);  // returns once nothing is pending: not after 5 s
   ASSERT_EQ(expired_at_.size(), 1u);
   EXPECT_GE(expired_at_[0], 20u);
@@ -84,9 +85,9 @@ TEST_F(DeadlineTest, MovedEarlierExpiresAtTheEarlierTime) {
 
 TEST_F(DeadlineTest, RearmedRepeatedlyExpiresOnlyAfterTheLastGap) {
   // Activity every 10 ms for 100 ms keeps a 30 ms deadline from passing.
-  deadline_->arm(30);
+  deadline_->arm(std::chrono::milliseconds(30));
   for (uint64_t t = 10; t <= 100; t += 10) {
-    at(t, [this] { deadline_->arm(30); });
+    at(t, [this] { deadline_->arm(std::chrono::milliseconds(30)); });
   }
   uv_run(&loop_, UV_RUN_DEFAULT);
   ASSERT_EQ(expired_at_.size(), 1u);
@@ -94,7 +95,7 @@ TEST_F(DeadlineTest, RearmedRepeatedlyExpiresOnlyAfterTheLastGap) {
 }
 
 TEST_F(DeadlineTest, DisarmedNeverExpires) {
-  deadline_->arm(20);
+  deadline_->arm(std::chrono::milliseconds(20));
   deadline_->disarm();
   EXPECT_FALSE(deadline_->armed());
   at(40, [] {});  // the loop outlives the original deadline
@@ -103,8 +104,8 @@ TEST_F(DeadlineTest, DisarmedNeverExpires) {
 }
 
 TEST_F(DeadlineTest, ArmedAgainAfterExpiryExpiresAgain) {
-  deadline_->arm(10);
-  at(30, [this] { deadline_->arm(10); });
+  deadline_->arm(std::chrono::milliseconds(10));
+  at(30, [this] { deadline_->arm(std::chrono::milliseconds(10)); });
   uv_run(&loop_, UV_RUN_DEFAULT);
   ASSERT_EQ(expired_at_.size(), 2u);
   EXPECT_GE(expired_at_[1], 40u);
