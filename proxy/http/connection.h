@@ -64,9 +64,9 @@ class DownstreamConnection : public ClientSession,
 
   // --- called by the UpstreamConnection serving this request ---
   void onUpstreamInformational(const ResponseHead& head);
-  // Returns true when the response has no body (HEAD request).
-  bool onUpstreamResponseHead(const ResponseHead& head, bool upstream_keep_alive,
-                              bool close_delimited);
+  // `framing` is how the backend delimits the body. Returns true when the response has no
+  // body (HEAD request).
+  bool onUpstreamResponseHead(const ResponseHead& head, BodyFraming framing);
   void onUpstreamBody(const char* data, size_t len);
   void onUpstreamComplete();
   void onUpstreamError(UpstreamError error, int status);
@@ -182,8 +182,8 @@ class DownstreamConnection : public ClientSession,
   int route_ = -1;
   int backend_ = -1;
   int attempts_ = 0;
-  Framing request_framing_ = Framing::kNone;
-  Framing response_framing_ = Framing::kNone;
+  BodyFraming request_framing_;
+  BodyFraming response_framing_;
   bool head_request_ = false;
   bool websocket_ = false;      // a valid WebSocket upgrade request
   bool sticky_hit_ = false;     // the sticky cookie chose the backend
@@ -298,6 +298,7 @@ class UpstreamConnection : public net::Stream::Handler {
   bool request_sent_ = false;  // the whole request is queued (response_timeout may start)
   bool keep_alive_ = false;
   uint64_t response_bytes_ = 0;
+  const char* bad_response_ = nullptr;  // why a response head was refused
   conf::Duration response_timeout_{0};
   llhttp_t parser_;
   ResponseHead response_;

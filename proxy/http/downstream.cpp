@@ -256,9 +256,10 @@ RequestParser::HeadAction DownstreamConnection::onHead() {
   state_ = State::kProxying;
   armTimer(TimerMode::kNone, {});
 
-  request_framing_ = parser_.chunked()            ? Framing::kChunked
-                     : parser_.hasContentLength() ? Framing::kContentLength
-                                                  : Framing::kNone;
+  request_framing_ = parser_.chunked() ? BodyFraming{Framing::kChunked}
+                     : parser_.hasContentLength()
+                         ? BodyFraming{Framing::kContentLength, parser_.contentLength()}
+                         : BodyFraming{};
   bool has_body = parser_.hasBody();
   // Local answers to requests with an unread body close the connection: the body is never
   // read, so the stream cannot be resynchronised.
@@ -297,8 +298,7 @@ RequestParser::HeadAction DownstreamConnection::onHead() {
 
   // Upgrades other than WebSocket (h2c, ...) are not offered: those requests are proxied as plain
   // HTTP/1.1 with the Upgrade header removed.
-  const Header* upgrade = req.find("upgrade");
-  if (upgrade != nullptr && headerHasToken(upgrade->value, "websocket")) {
+  if (headersHaveToken(req.headers, "upgrade", "websocket")) {
     if (!route.websocket.enabled) {
       respondLocal(403, "WebSocket upgrades are not enabled on this route", true);
       return HeadAction::kStop;
@@ -339,13 +339,12 @@ RequestParser::HeadAction DownstreamConnection::onHead() {
 bool DownstreamConnection::checkWebSocketHandshake() {
   const RequestHead& req = request_;
   const char* bad = nullptr;
-  const Header* connection = req.find("connection");
   const Header* key = req.find("sec-websocket-key");
   if (req.method != "GET") {
     bad = "WebSocket upgrade must use GET";
   } else if (req.minor < 1) {
     bad = "WebSocket upgrade needs HTTP/1.1";
-  } else if (connection == nullptr || !headerHasToken(connection->value, "upgrade")) {
+  } else if (!headersHaveToken(req.headers, "connection", "upgrade")) {
     bad = "WebSocket upgrade without 'Connection: Upgrade'";
   } else if (parser_.hasBody()) {
     bad = "WebSocket upgrade with a body";
@@ -380,7 +379,7 @@ std::optional<std::string_view> DownstreamConnection::header(std::string_view na
 
 bool DownstreamConnection::runHeadFilters(size_t from) {
   const auto& chain = snapshot_->route_filters[static_cast<size_t>(route_)];
-  bool unread_body = !request_complete_ && request_framing_ != Framing::kNone;
+  bool unread_body = !request_complete_ && request_framing_.kind != Framing::kNone;
   for (size_t i = from; i < chain.size(); ++i) {
     while (stream_filters_.size() <= i) {
       stream_filters_.push_back(chain[stream_filters_.size()]->create());
@@ -449,7 +448,7 @@ void DownstreamConnection::resume(filters::HeadDecision decision) {
 }
 
 void DownstreamConnection::afterHeadFilters() {
-  if (request_framing_ != Framing::kNone && !request_complete_) {
+  if (request_framing_.kind != Framing::kNone && !request_complete_) {
     armTimer(TimerMode::kBody, listener().idle_timeout);
   }
   startUpstream(-1);
@@ -518,7 +517,7 @@ void DownstreamConnection::startUpstream(int exclude_backend) {
   }
   sendRequestHeadUpstream();
   if (request_complete_) {
-    if (request_framing_ == Framing::kChunked) {
+    if (request_framing_.kind == Framing::kChunked) {
       up->write(kLastChunk);
     }
     up->requestSent();
@@ -669,7 +668,7 @@ void DownstreamConnection::forwardBody(const char* data, size_t len) {
   if (upstream_ == nullptr) {
     return;  // answered locally already; the rest of the body is discarded
   }
-  if (request_framing_ == Framing::kChunked) {
+  if (request_framing_.kind == Framing::kChunked) {
     writeChunk(*upstream_, data, len);
   } else {
     uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
@@ -688,7 +687,7 @@ void DownstreamConnection::finishRequestBody() {
     armTimer(TimerMode::kNone, {});
   }
   if (upstream_ != nullptr) {
-    if (request_framing_ == Framing::kChunked) {
+    if (request_framing_.kind == Framing::kChunked) {
       upstream_->write(kLastChunk);
     }
     upstream_->requestSent();
@@ -717,25 +716,23 @@ void DownstreamConnection::onUpstreamInformational(const ResponseHead& head) {
     return;
   }
   head_buffer_.clear();
-  writeDownstreamResponse(head, Framing::kNone, true, {}, &head_buffer_);
+  writeDownstreamResponse(head, {}, true, {}, &head_buffer_);
   stream_.write(head_buffer_);
 }
 
 bool DownstreamConnection::onUpstreamResponseHead(const ResponseHead& head,
-                                                  bool upstream_keep_alive, bool close_delimited) {
+                                                  BodyFraming upstream_framing) {
   status_ = head.status;
   response_started_ = true;
   observeUpstreamLatency();
-  bool no_body = head_request_ || head.status == 204 || head.status == 304;
-  if (no_body) {
-    response_framing_ = Framing::kNone;
-  } else if (close_delimited || head.find("transfer-encoding") != nullptr) {
-    response_framing_ = request_.minor >= 1 ? Framing::kChunked : Framing::kClose;
-  } else {
-    response_framing_ = Framing::kContentLength;
+  response_framing_ = upstream_framing;
+  if (upstream_framing.kind == Framing::kChunked || upstream_framing.kind == Framing::kClose) {
+    // Re-chunked for HTTP/1.1 clients; an HTTP/1.0 client reads until the close.
+    response_framing_.kind = request_.minor >= 1 ? Framing::kChunked : Framing::kClose;
   }
   keep_alive_ = keep_alive_ && !websocket_ && clientWantsKeepAlive() && !shutdown_ &&
-                !client_eof_ && response_framing_ != Framing::kClose && !worker_->shuttingDown();
+                !client_eof_ && response_framing_.kind != Framing::kClose &&
+                !worker_->shuttingDown();
   if (upstream::BackendState* st = backendState()) {
     if (head.status >= 500) {
       if (st->recordFailure(upstream::steadyNowMs())) {
@@ -766,15 +763,13 @@ bool DownstreamConnection::onUpstreamUpgrade(const ResponseHead& head) {
   if (!websocket_ || response_started_ || upstream_ == nullptr) {
     return false;
   }
-  const Header* upgrade = head.find("upgrade");
-  const Header* connection = head.find("connection");
   const Header* accept = head.find("sec-websocket-accept");
   const Header* protocol = head.find("sec-websocket-protocol");
   const Header* offered = request_.find("sec-websocket-protocol");
   const char* bad = nullptr;
-  if (upgrade == nullptr || !headerHasToken(upgrade->value, "websocket")) {
+  if (!headersHaveToken(head.headers, "upgrade", "websocket")) {
     bad = "101 without 'Upgrade: websocket'";
-  } else if (connection == nullptr || !headerHasToken(connection->value, "upgrade")) {
+  } else if (!headersHaveToken(head.headers, "connection", "upgrade")) {
     bad = "101 without 'Connection: Upgrade'";
   } else if (accept == nullptr ||
              accept->value != ws::acceptKey(request_.find("sec-websocket-key")->value)) {
@@ -797,7 +792,7 @@ bool DownstreamConnection::onUpstreamUpgrade(const ResponseHead& head) {
   if (upstream::BackendState* st = backendState()) {
     st->recordSuccess();
   }
-  writeDownstreamResponse(head, Framing::kNone, true,
+  writeDownstreamResponse(head, {}, true,
                           "Upgrade: websocket\r\nConnection: Upgrade\r\n" + extraResponseHeaders(),
                           &head_buffer_);
   stream_.write(head_buffer_);
@@ -845,7 +840,7 @@ void DownstreamConnection::startWebSocket(std::string_view early_upstream) {
 
 void DownstreamConnection::onUpstreamBody(const char* data, size_t len) {
   bytes_out_ += len;
-  if (response_framing_ == Framing::kChunked) {
+  if (response_framing_.kind == Framing::kChunked) {
     writeChunk(stream_, data, len);
   } else {
     uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
@@ -867,7 +862,7 @@ void DownstreamConnection::onWritable() {
 }
 
 void DownstreamConnection::onUpstreamComplete() {
-  if (response_framing_ == Framing::kChunked) {
+  if (response_framing_.kind == Framing::kChunked) {
     stream_.write(kLastChunk);
   }
   response_complete_ = true;

@@ -27,10 +27,25 @@ void appendHeader(std::string* out, std::string_view name, std::string_view valu
   out->append("\r\n");
 }
 
-void appendFraming(std::string* out, Framing framing) {
-  if (framing == Framing::kChunked) {
+void appendFraming(std::string* out, BodyFraming framing) {
+  if (framing.kind == Framing::kChunked) {
     out->append("Transfer-Encoding: chunked\r\n");
+  } else if (framing.kind == Framing::kContentLength) {
+    char line[40] = "Content-Length: ";
+    char* end = std::to_chars(line + 16, line + sizeof line - 2, framing.length).ptr;
+    *end++ = '\r';
+    *end++ = '\n';
+    out->append(line, static_cast<size_t>(end - line));
   }
+}
+
+// The headers that carry a message's framing: never copied, always written by sluice.
+bool isFramingHeader(std::string_view name) {
+  return iequals(name, "content-length") || iequals(name, "transfer-encoding");
+}
+
+bool isWebSocketHeader(std::string_view name) {
+  return name.size() > 14 && iequalsBytes(name.data(), "sec-websocket-", 14);
 }
 
 // Room for a rewritten head of `head`'s headers and `extra` more bytes, so that building it does
@@ -79,6 +94,41 @@ bool headerHasToken(std::string_view value, std::string_view token) {
   return false;
 }
 
+bool headersHaveToken(const std::vector<Header>& headers, std::string_view name,
+                      std::string_view token) {
+  for (const Header& h : headers) {
+    if (iequals(h.name, name) && headerHasToken(h.value, token)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+ConnectionOptions::ConnectionOptions(const std::vector<Header>& headers) {
+  for (const Header& h : headers) {
+    if (!iequals(h.name, "connection")) {
+      continue;
+    }
+    if (count_ == kInline) {
+      headers_ = &headers;  // many lines: has() reads them all where they are
+      return;
+    }
+    lines_[count_++] = h.value;
+  }
+}
+
+bool ConnectionOptions::has(std::string_view token) const {
+  if (headers_ != nullptr) {
+    return headersHaveToken(*headers_, "connection", token);
+  }
+  for (size_t i = 0; i < count_; ++i) {
+    if (headerHasToken(lines_[i], token)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 const Header* RequestHead::find(std::string_view name) const {
   return findHeader(*this, name);
 }
@@ -109,7 +159,19 @@ void ResponseHead::clear() {
   major = minor = 1;
 }
 
-bool isHopByHop(std::string_view name, std::string_view connection_value) {
+bool onlyChunked(const std::vector<Header>& headers) {
+  size_t lines = 0;
+  for (const Header& h : headers) {
+    if (iequals(h.name, "transfer-encoding")) {
+      if (++lines > 1 || !iequals(trim(h.value), "chunked")) {
+        return false;
+      }
+    }
+  }
+  return lines == 1;
+}
+
+bool isHopByHop(std::string_view name, const ConnectionOptions& connection) {
   static constexpr std::string_view kFixed[] = {
       "connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade",
   };
@@ -121,15 +183,14 @@ bool isHopByHop(std::string_view name, std::string_view connection_value) {
   if (name.size() >= 6 && iequals(name.substr(0, 6), "proxy-")) {
     return true;
   }
-  return !connection_value.empty() && headerHasToken(connection_value, name);
+  return connection.has(name);
 }
 
-void writeUpstreamRequest(const RequestHead& req, const ForwardInfo& info, Framing framing,
+void writeUpstreamRequest(const RequestHead& req, const ForwardInfo& info, BodyFraming framing,
                           std::string* out) {
   // + the request line and the X-Forwarded-* headers
   reserveHead(out, req, req.method.size() + req.url.size() + info.client_ip.size() + 160);
-  const Header* connection = req.find("connection");
-  std::string_view conn_value = connection ? std::string_view(connection->value) : "";
+  const ConnectionOptions connection(req.headers);
   out->append(req.method);
   out->push_back(' ');
   out->append(req.url);
@@ -139,6 +200,11 @@ void writeUpstreamRequest(const RequestHead& req, const ForwardInfo& info, Frami
   const Header* host = nullptr;
   bool has_request_id = false;
   for (const Header& h : req.headers) {
+    // Headers sluice writes itself, or never forwards. A Connection nomination cannot remove
+    // the ones kept from here on: Host, X-Request-Id, and a handshake's Sec-WebSocket-*.
+    if (isFramingHeader(h.name)) {
+      continue;
+    }
     if (iequals(h.name, "x-forwarded-for")) {
       if (!xff.empty()) {
         xff.append(", ");
@@ -150,27 +216,28 @@ void writeUpstreamRequest(const RequestHead& req, const ForwardInfo& info, Frami
         iequals(h.name, "expect") || iequals(h.name, "x-client-cert-subject")) {
       continue;
     }
+    bool kept = false;
     if (iequals(h.name, "host")) {
       host = &h;
+      kept = true;
     } else if (iequals(h.name, "x-request-id")) {
       has_request_id = true;
+      kept = true;
+    } else if (info.upgrade) {
+      if (iequals(h.name, "upgrade") || iequals(h.name, "connection")) {
+        continue;  // re-added below in canonical form
+      }
+      if (isWebSocketHeader(h.name)) {
+        if (info.strip_ws_extensions && iequals(h.name, "sec-websocket-extensions")) {
+          continue;
+        }
+        kept = true;
+      }
     }
-    if (info.strip_ws_extensions && iequals(h.name, "sec-websocket-extensions")) {
+    if (!kept && isHopByHop(h.name, connection)) {
       continue;
     }
-    if (info.upgrade && (iequals(h.name, "upgrade") || iequals(h.name, "connection"))) {
-      continue;  // re-added below in canonical form
-    }
-    if (isHopByHop(h.name, conn_value)) {
-      continue;
-    }
-    if (framing != Framing::kContentLength && iequals(h.name, "content-length")) {
-      continue;
-    }
-    out->append(h.name);
-    out->append(": ");
-    out->append(h.value);
-    out->append("\r\n");
+    appendHeader(out, h.name, h.value);
   }
   if (info.upgrade) {
     const Header* upgrade = req.find("upgrade");
@@ -196,11 +263,10 @@ void writeUpstreamRequest(const RequestHead& req, const ForwardInfo& info, Frami
   out->append("\r\n");
 }
 
-void writeDownstreamResponse(const ResponseHead& resp, Framing framing, bool keep_alive,
+void writeDownstreamResponse(const ResponseHead& resp, BodyFraming framing, bool keep_alive,
                              std::string_view extra_headers, std::string* out) {
   reserveHead(out, resp, resp.reason.size() + extra_headers.size() + 96);  // + status line, framing
-  const Header* connection = resp.find("connection");
-  std::string_view conn_value = connection ? std::string_view(connection->value) : "";
+  const ConnectionOptions connection(resp.headers);
   char line[16] = "HTTP/1.1 ";
   char* end = std::to_chars(line + 9, line + sizeof line - 1, resp.status).ptr;
   *end++ = ' ';
@@ -209,18 +275,20 @@ void writeDownstreamResponse(const ResponseHead& resp, Framing framing, bool kee
                                   : std::string_view(resp.reason));
   out->append("\r\n");
   bool informational = resp.status >= 100 && resp.status < 200;
+  // A response without a body (to HEAD, 304) keeps its Content-Length as information about the
+  // representation: it frames nothing.
+  bool length_is_metadata = framing.kind == Framing::kNone && !informational;
   for (const Header& h : resp.headers) {
-    if (isHopByHop(h.name, conn_value)) {
+    if (isFramingHeader(h.name)) {
+      if (length_is_metadata && iequals(h.name, "content-length")) {
+        appendHeader(out, h.name, h.value);
+      }
       continue;
     }
-    if (framing != Framing::kContentLength && iequals(h.name, "content-length") &&
-        !(framing == Framing::kNone && !informational)) {
+    if (!(resp.status == 101 && isWebSocketHeader(h.name)) && isHopByHop(h.name, connection)) {
       continue;
     }
-    out->append(h.name);
-    out->append(": ");
-    out->append(h.value);
-    out->append("\r\n");
+    appendHeader(out, h.name, h.value);
   }
   out->append(extra_headers);
   if (!informational) {

@@ -133,6 +133,7 @@ void UpstreamConnection::attach(DownstreamConnection* down, conf::Duration respo
   request_sent_ = false;
   keep_alive_ = false;
   response_bytes_ = 0;
+  bad_response_ = nullptr;
   llhttp_init(&parser_, HTTP_RESPONSE, &settings());
   parser_.data = this;
   response_.clear();
@@ -159,8 +160,12 @@ void UpstreamConnection::release(bool reusable, uint32_t max_idle, conf::Duratio
   setInUse(false);
   // A draining or failing backend keeps no idle connections: they close after their request.
   bool backend_ok = state_ == nullptr || state_->available(upstream::steadyNowMs());
-  if (!reusable || closing_ || !message_done_ || !keep_alive_ || max_idle == 0 || upgrade_ ||
-      !backend_ok || worker_->shuttingDown()) {
+  // A connection in doubt is never reused: the response is not known to be complete and alone
+  // (bytes after it, no keep-alive), or part of the request is still queued here (the backend
+  // answered before reading it all, so what it reads next is not known).
+  bool in_doubt = !message_done_ || !keep_alive_ || stream_.queuedBytes() != 0;
+  if (!reusable || closing_ || in_doubt || max_idle == 0 || upgrade_ || !backend_ok ||
+      worker_->shuttingDown()) {
     close();
     return;
   }
@@ -269,9 +274,12 @@ void UpstreamConnection::onData(const char* data, size_t len) {
     return;
   }
   if (err != HPE_OK) {
+    const char* reason =
+        bad_response_ != nullptr ? bad_response_ : llhttp_get_error_reason(&parser_);
     LOG_WARN("upstream %s: bad response: %s (%s)", address_.c_str(), llhttp_errno_name(err),
-             llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "");
-    fail(response_.status == 0 ? UpstreamError::kBadResponse : UpstreamError::kTruncated, 0);
+             reason != nullptr ? reason : "");
+    bool head_done = response_.status != 0 && bad_response_ == nullptr;
+    fail(head_done ? UpstreamError::kTruncated : UpstreamError::kBadResponse, 0);
     return;
   }
   if (down_ != nullptr && down_->stream().aboveHighWatermark()) {
@@ -398,10 +406,24 @@ int UpstreamConnection::cbHeadersComplete(llhttp_t* p) {
     u->down_->onUpstreamInformational(r);
     return 0;
   }
-  bool close_delimited = !u->head_request_ && llhttp_message_needs_eof(p) != 0;
-  bool skip =
-      u->down_->onUpstreamResponseHead(r, llhttp_should_keep_alive(p) != 0, close_delimited);
-  return skip ? 1 : 0;
+  // sluice decides the framing here and writes it itself toward the client.
+  BodyFraming framing;
+  if (u->head_request_ || r.status == 204 || r.status == 304) {
+    framing.kind = Framing::kNone;
+  } else if ((p->flags & F_TRANSFER_ENCODING) != 0) {
+    // As nginx does: no transfer coding but chunked alone, which sluice re-frames (another
+    // coding would reach the client undeclared, or make the body close-delimited).
+    if ((p->flags & F_CHUNKED) == 0 || !onlyChunked(r.headers)) {
+      u->bad_response_ = "unsupported Transfer-Encoding";
+      return -1;
+    }
+    framing.kind = Framing::kChunked;
+  } else if ((p->flags & F_CONTENT_LENGTH) != 0) {
+    framing = {Framing::kContentLength, p->content_length};
+  } else {
+    framing.kind = Framing::kClose;
+  }
+  return u->down_->onUpstreamResponseHead(r, framing) ? 1 : 0;
 }
 
 int UpstreamConnection::cbBody(llhttp_t* p, const char* at, size_t len) {

@@ -83,6 +83,8 @@ class Stream {
   // Frees the buffers kept for reuse (before a connection goes quiet for long, e.g. a WebSocket).
   void releaseBuffers();
   bool aboveHighWatermark() const { return queued() >= kHighWatermark; }
+  // Bytes written but not yet taken by the socket (gathered while corked, or queued).
+  size_t queuedBytes() const { return queued() + corked_.size(); }
 
   // Sends FIN after the queued writes. Reads continue until the owner closes.
   void shutdown();

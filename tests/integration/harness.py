@@ -702,6 +702,169 @@ class Backend:
         self._err.close()
 
 
+class RecordedRequest:
+    """One request as a strict HTTP/1.1 server parsed it from the raw bytes it received."""
+
+    def __init__(self, method, target, version, headers, body, raw):
+        self.method, self.target, self.version = method, target, version
+        self.headers = headers  # [(name, value)] in order, as received
+        self.body = body
+        self.raw = raw          # the request's bytes as they came off the socket
+
+    def header_all(self, name):
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def header(self, name, default=None):
+        values = self.header_all(name)
+        return values[0] if values else default
+
+    def __repr__(self):
+        return "RecordedRequest(%r)" % self.raw[:400]
+
+
+class RecordedConnection:
+    def __init__(self):
+        self.raw = b""
+        self.requests = []
+        self.error = None  # why the strict parser gave up, if it did
+
+
+class RecordingBackend:
+    """A backend in the test process that keeps the raw bytes of every connection and reads them
+    as a strict HTTP/1.1 server does (Content-Length or chunked framing; any other
+    Transfer-Encoding, two lengths, a bare LF are errors): what a backend behind sluice really
+    receives, byte for byte. respond(request, conn) returns the bytes to answer each request with
+    (None: close the connection); the default is 200 with the target as the body."""
+
+    def __init__(self, respond=None):
+        import threading
+        self._threading = threading
+        self.respond = respond or self.default_response
+        self.lock = threading.Lock()
+        self.connections = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((LOCALHOST, 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.address = "%s:%d" % (LOCALHOST, self.port)
+        self._closed = False
+        self._socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @staticmethod
+    def default_response(req, conn):
+        body = req.target.encode("latin-1")
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+    @property
+    def requests(self):
+        with self.lock:
+            return [r for c in self.connections for r in c.requests]
+
+    def wait_requests(self, n, timeout=5.0):
+        wait_until(lambda: len(self.requests) >= n, timeout, what="%d requests at the backend" % n)
+        return self.requests
+
+    def close(self):
+        self._closed = True
+        for s in [self.sock] + self._socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def _accept(self):
+        while not self._closed:
+            try:
+                sock, _ = self.sock.accept()
+            except OSError:
+                return
+            conn = RecordedConnection()
+            with self.lock:
+                self.connections.append(conn)
+                self._socks.append(sock)
+            self._threading.Thread(target=self._serve, args=(sock, conn), daemon=True).start()
+
+    def _serve(self, sock, conn):
+        buf = b""
+        try:
+            while True:
+                req, buf = self._parse(sock, conn, buf)
+                if req is None:
+                    return
+                with self.lock:
+                    conn.requests.append(req)
+                answer = self.respond(req, conn)
+                if answer is None:
+                    return
+                sock.sendall(answer)
+        except (OSError, ValueError) as e:
+            conn.error = conn.error or repr(e)
+        finally:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _more(self, sock, conn, buf):
+        data = sock.recv(65536)
+        if not data:
+            raise EOFError
+        with self.lock:
+            conn.raw += data
+        return buf + data
+
+    def _parse(self, sock, conn, buf):
+        """The next request from the connection, or (None, buf) when the peer closed."""
+        start_raw = len(conn.raw) - len(buf)
+        try:
+            while b"\r\n\r\n" not in buf:
+                buf = self._more(sock, conn, buf)
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            lines = head.split(b"\r\n")
+            if any(b"\n" in l or b"\r" in l for l in lines):
+                raise ValueError("bare CR or LF in the head")
+            method, target, version = lines[0].decode("latin-1").split(" ")
+            headers = []
+            for line in lines[1:]:
+                name, sep, value = line.decode("latin-1").partition(":")
+                if not sep or not name or name != name.strip():
+                    raise ValueError("bad header line %r" % line)
+                headers.append((name, value.strip(" \t")))
+            te = [v for k, v in headers if k.lower() == "transfer-encoding"]
+            cl = [v for k, v in headers if k.lower() == "content-length"]
+            body = b""
+            if te:
+                if te != ["chunked"] or cl:
+                    raise ValueError("ambiguous framing: TE %r, CL %r" % (te, cl))
+                while True:
+                    while b"\r\n" not in buf:
+                        buf = self._more(sock, conn, buf)
+                    size_line, buf = buf.split(b"\r\n", 1)
+                    size = int(size_line.split(b";")[0], 16)
+                    while len(buf) < size + 2:
+                        buf = self._more(sock, conn, buf)
+                    if buf[size:size + 2] != b"\r\n":
+                        raise ValueError("chunk without CRLF")
+                    body, buf = body + buf[:size], buf[size + 2:]
+                    if size == 0:
+                        break
+            elif cl:
+                if len(cl) != 1 or not cl[0].isdigit():
+                    raise ValueError("bad Content-Length %r" % cl)
+                n = int(cl[0])
+                while len(buf) < n:
+                    buf = self._more(sock, conn, buf)
+                body, buf = buf[:n], buf[n:]
+        except EOFError:
+            return None, buf
+        with self.lock:
+            raw = conn.raw[start_raw:len(conn.raw) - len(buf)]
+        return RecordedRequest(method, target, version, headers, body, raw), buf
+
+
 class SluiceStartError(Exception):
     pass
 
@@ -951,6 +1114,12 @@ class SluiceTestCase(unittest.TestCase):
             spec["listener"] = listener
         s = self.start_sluice(spec)
         return b, s
+
+    def start_recording_backend(self, respond=None):
+        """A RecordingBackend (raw bytes, strict parsing) closed at cleanup."""
+        b = RecordingBackend(respond)
+        self.addCleanup(b.close)
+        return b
 
     def connect(self, sluice, timeout=5.0, port=None):
         c = sluice.connect(port=port, timeout=timeout)

@@ -25,16 +25,48 @@ TEST(HeaderTokens, CommaListsCaseInsensitive) {
 }
 
 TEST(HopByHop, FixedAndNamedByConnection) {
-  EXPECT_TRUE(isHopByHop("Connection", ""));
-  EXPECT_TRUE(isHopByHop("keep-alive", ""));
-  EXPECT_TRUE(isHopByHop("TE", ""));
-  EXPECT_TRUE(isHopByHop("Trailer", ""));
-  EXPECT_TRUE(isHopByHop("Transfer-Encoding", ""));
-  EXPECT_TRUE(isHopByHop("Upgrade", ""));
-  EXPECT_TRUE(isHopByHop("Proxy-Authorization", ""));
-  EXPECT_TRUE(isHopByHop("X-Secret", "close, x-secret"));
-  EXPECT_FALSE(isHopByHop("X-Secret", "close"));
-  EXPECT_FALSE(isHopByHop("Content-Type", ""));
+  const std::vector<Header> none;
+  const ConnectionOptions no(none);
+  EXPECT_TRUE(isHopByHop("Connection", no));
+  EXPECT_TRUE(isHopByHop("keep-alive", no));
+  EXPECT_TRUE(isHopByHop("TE", no));
+  EXPECT_TRUE(isHopByHop("Trailer", no));
+  EXPECT_TRUE(isHopByHop("Transfer-Encoding", no));
+  EXPECT_TRUE(isHopByHop("Upgrade", no));
+  EXPECT_TRUE(isHopByHop("Proxy-Authorization", no));
+  EXPECT_FALSE(isHopByHop("Content-Type", no));
+  const std::vector<Header> one = {{"Connection", "close, x-secret"}};
+  EXPECT_TRUE(isHopByHop("X-Secret", ConnectionOptions(one)));
+  const std::vector<Header> close = {{"Connection", "close"}};
+  EXPECT_FALSE(isHopByHop("X-Secret", ConnectionOptions(close)));
+}
+
+TEST(HopByHop, EveryConnectionLineCounts) {
+  // The second, sixth (past the inline lines) and a lower-case line all nominate.
+  std::vector<Header> lines = {
+      {"Connection", "keep-alive"}, {"X-A", "1"}, {"connection", "x-second"}};
+  EXPECT_TRUE(ConnectionOptions(lines).has("X-Second"));
+  EXPECT_FALSE(ConnectionOptions(lines).has("X-A"));
+  for (int i = 0; i < 5; ++i) {
+    lines.push_back({"Connection", "x-filler-" + std::to_string(i)});
+  }
+  lines.push_back({"CONNECTION", "x-last"});
+  const ConnectionOptions many(lines);
+  EXPECT_TRUE(many.has("x-second"));
+  EXPECT_TRUE(many.has("x-filler-4"));
+  EXPECT_TRUE(many.has("X-Last"));
+  EXPECT_FALSE(many.has("x-a"));
+  EXPECT_TRUE(headersHaveToken(lines, "connection", "x-last"));
+  EXPECT_FALSE(headersHaveToken(lines, "connection", "upgrade"));
+}
+
+TEST(TransferEncoding, OnlyChunkedAlone) {
+  EXPECT_TRUE(onlyChunked({{"Transfer-Encoding", "chunked"}}));
+  EXPECT_TRUE(onlyChunked({{"transfer-encoding", " Chunked "}}));
+  EXPECT_FALSE(onlyChunked({}));
+  EXPECT_FALSE(onlyChunked({{"Transfer-Encoding", "gzip, chunked"}}));
+  EXPECT_FALSE(onlyChunked({{"Transfer-Encoding", "chunked"}, {"Transfer-Encoding", "chunked"}}));
+  EXPECT_FALSE(onlyChunked({{"Transfer-Encoding", "identity"}}));
 }
 
 TEST(UpstreamRequest, DropsHopByHopAndAddsForwarding) {
@@ -55,7 +87,7 @@ TEST(UpstreamRequest, DropsHopByHopAndAddsForwarding) {
   info.proto = "http";
   info.request_id = "abc";
   std::string out;
-  writeUpstreamRequest(r, info, Framing::kContentLength, &out);
+  writeUpstreamRequest(r, info, {Framing::kContentLength, 5}, &out);
   EXPECT_TRUE(out.starts_with("POST /upload?x=1 HTTP/1.1\r\n"));
   EXPECT_TRUE(out.ends_with("\r\n\r\n"));
   for (const char* gone : {"X-Private", "Keep-Alive", "TE:", "Proxy-Authorization", "Upgrade",
@@ -79,7 +111,7 @@ TEST(UpstreamRequest, KeepsRequestIdAndRechunks) {
   info.proto = "https";
   info.request_id = "generated";
   std::string out;
-  writeUpstreamRequest(r, info, Framing::kChunked, &out);
+  writeUpstreamRequest(r, info, {Framing::kChunked}, &out);
   EXPECT_TRUE(hasLine(out, "X-Request-Id: mine"));
   EXPECT_EQ(out.find("generated"), std::string::npos);
   EXPECT_TRUE(hasLine(out, "Transfer-Encoding: chunked"));
@@ -94,7 +126,7 @@ TEST(UpstreamRequest, UpgradeKeepsCanonicalConnection) {
   info.proto = "http";
   info.upgrade = true;
   std::string out;
-  writeUpstreamRequest(r, info, Framing::kNone, &out);
+  writeUpstreamRequest(r, info, {}, &out);
   EXPECT_TRUE(hasLine(out, "Connection: Upgrade"));
   EXPECT_TRUE(hasLine(out, "Upgrade: websocket"));
 }
@@ -108,7 +140,7 @@ TEST(DownstreamResponse, FramingAndConnection) {
                {"Connection", "keep-alive"},
                {"Keep-Alive", "timeout=5"}};
   std::string out;
-  writeDownstreamResponse(h, Framing::kChunked, false, {}, &out);
+  writeDownstreamResponse(h, {Framing::kChunked}, false, {}, &out);
   EXPECT_TRUE(out.starts_with("HTTP/1.1 200 OK\r\n"));
   EXPECT_TRUE(hasLine(out, "Transfer-Encoding: chunked"));
   EXPECT_TRUE(hasLine(out, "Connection: close"));
@@ -119,9 +151,95 @@ TEST(DownstreamResponse, FramingAndConnection) {
   head_resp.status = 200;
   head_resp.headers = {{"Content-Length", "1234"}};
   out.clear();
-  writeDownstreamResponse(head_resp, Framing::kNone, true, {}, &out);
+  writeDownstreamResponse(head_resp, {}, true, {}, &out);
   EXPECT_TRUE(hasLine(out, "Content-Length: 1234"));  // a HEAD answer keeps its length
   EXPECT_EQ(out.find("Connection"), std::string::npos);
+}
+
+// The framing of what sluice forwards is its own: a Connection line nominating a framing header,
+// Host or a handshake header removes nothing, and the received framing lines are never copied.
+TEST(UpstreamRequest, ConnectionCannotRemoveFramingOrHost) {
+  RequestHead r = request({{"Host", "app"},
+                           {"Connection", "keep-alive"},
+                           {"Connection", "content-length, host, x-request-id, transfer-encoding"},
+                           {"Content-Length", "44"},
+                           {"X-Request-Id", "rid"}});
+  ForwardInfo info;
+  info.client_ip = "192.0.2.7";
+  info.proto = "http";
+  std::string out;
+  writeUpstreamRequest(r, info, {Framing::kContentLength, 44}, &out);
+  EXPECT_TRUE(hasLine(out, "Content-Length: 44")) << out;
+  EXPECT_TRUE(hasLine(out, "Host: app")) << out;
+  EXPECT_TRUE(hasLine(out, "X-Request-Id: rid")) << out;
+  EXPECT_EQ(out.find("Transfer-Encoding"), std::string::npos) << out;
+
+  // Chunked: the received Content-Length (refused by the parser, but were it there) and
+  // Transfer-Encoding lines are not copied; sluice writes its own, once.
+  r = request({{"Host", "app"}, {"Transfer-Encoding", "chunked"}, {"Content-Length", "3"}});
+  out.clear();
+  writeUpstreamRequest(r, info, {Framing::kChunked}, &out);
+  EXPECT_EQ(out.find("Content-Length"), std::string::npos) << out;
+  EXPECT_EQ(out.find("Transfer-Encoding"), out.rfind("Transfer-Encoding")) << out;
+  EXPECT_TRUE(hasLine(out, "Transfer-Encoding: chunked")) << out;
+
+  // A zero-length body keeps its explicit length; no body gets no framing header.
+  out.clear();
+  writeUpstreamRequest(request({{"Host", "app"}, {"Content-Length", "0"}}), info,
+                       {Framing::kContentLength, 0}, &out);
+  EXPECT_TRUE(hasLine(out, "Content-Length: 0")) << out;
+  out.clear();
+  writeUpstreamRequest(request({{"Host", "app"}}), info, {}, &out);
+  EXPECT_EQ(out.find("Content-Length"), std::string::npos) << out;
+}
+
+TEST(UpstreamRequest, UpgradeKeepsHandshakeHeaders) {
+  RequestHead r = request({{"Host", "h"},
+                           {"Connection", "Upgrade, Sec-WebSocket-Key, sec-websocket-version"},
+                           {"Upgrade", "websocket"},
+                           {"Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="},
+                           {"Sec-WebSocket-Version", "13"},
+                           {"Sec-WebSocket-Extensions", "permessage-deflate"}});
+  ForwardInfo info;
+  info.client_ip = "127.0.0.1";
+  info.proto = "http";
+  info.upgrade = true;
+  info.strip_ws_extensions = true;
+  std::string out;
+  writeUpstreamRequest(r, info, {}, &out);
+  EXPECT_TRUE(hasLine(out, "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==")) << out;
+  EXPECT_TRUE(hasLine(out, "Sec-WebSocket-Version: 13")) << out;
+  EXPECT_EQ(out.find("Sec-WebSocket-Extensions"), std::string::npos) << out;
+  EXPECT_TRUE(hasLine(out, "Connection: Upgrade")) << out;
+}
+
+TEST(DownstreamResponse, ConnectionCannotRemoveFraming) {
+  ResponseHead h;
+  h.status = 200;
+  h.headers = {{"Connection", "content-length"}, {"Content-Length", "5"}, {"X-A", "1"}};
+  std::string out;
+  writeDownstreamResponse(h, {Framing::kContentLength, 5}, true, {}, &out);
+  EXPECT_TRUE(hasLine(out, "Content-Length: 5")) << out;
+  EXPECT_EQ(out.find("Content-Length"), out.rfind("Content-Length")) << out;
+
+  // The length sluice parsed is what it writes, whatever the lines said.
+  h.headers = {{"Content-Length", "0005"}};
+  out.clear();
+  writeDownstreamResponse(h, {Framing::kContentLength, 5}, true, {}, &out);
+  EXPECT_TRUE(hasLine(out, "Content-Length: 5")) << out;
+
+  h.headers = {{"Connection", "transfer-encoding"}, {"Transfer-Encoding", "chunked"}};
+  out.clear();
+  writeDownstreamResponse(h, {Framing::kChunked}, true, {}, &out);
+  EXPECT_TRUE(hasLine(out, "Transfer-Encoding: chunked")) << out;
+
+  ResponseHead up;
+  up.status = 101;
+  up.headers = {{"Connection", "upgrade, sec-websocket-accept"},
+                {"Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="}};
+  out.clear();
+  writeDownstreamResponse(up, {}, true, "Upgrade: websocket\r\nConnection: Upgrade\r\n", &out);
+  EXPECT_TRUE(hasLine(out, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")) << out;
 }
 
 TEST(LocalResponse, SmallHonestBody) {
