@@ -1,59 +1,56 @@
 #pragma once
 
-// The filter interface. A filter sees the HTTP request head of every request on its routes and,
-// on WebSocket routes, the messages in each direction. Filters depend on conf/ and this header
-// only (nothing of proxy/ or libuv), so each one is unit-testable alone.
+// The filter API (version 2). Filters depend on conf/, this header and the value types beside it
+// (filters/http_head.h, filters/stats.h): nothing of proxy/ or libuv, so each one is
+// unit-testable alone. What a filter needs from the running process (the clock, timers, posting
+// work back to its worker, its metrics) reaches it through the interfaces below.
 //
 // Config once, instances per stream: a Filter is built once per config snapshot from its
-// [[filters]] table; it creates a small StreamFilter for each request or WebSocket session.
+// [[filters]] table; it creates a small StreamFilter for each request or WebSocket session. A
+// FilterManager (proxy/) owns a stream's instances, drives every phase for HTTP and WebSocket
+// alike, and keeps each instance's Filter alive (shared_ptr) for as long as the instance lives.
+//
+// A phase returns a Status; everything else a filter does goes through the StreamCallbacks it is
+// handed once, before its first phase: resume after a stop, answer locally, close a WebSocket,
+// drop a message, pause reading.
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 #include "conf/config.h"
+#include "filters/http_head.h"
+#include "filters/stats.h"
 
 namespace sluice::filters {
 
 enum class Direction : uint8_t { kDownstreamToUpstream, kUpstreamToDownstream };
 const char* directionName(Direction d);  // "downstream_to_upstream", "upstream_to_downstream"
 
-// What a filter sees of a request head.
-class RequestView {
- public:
-  virtual ~RequestView() = default;
-  virtual std::string_view method() const = 0;
-  virtual std::string_view path() const = 0;  // request-target, query included
-  virtual std::string_view host() const = 0;
-  virtual std::optional<std::string_view> header(std::string_view name) const = 0;
-  virtual std::string_view clientIp() const = 0;
-  virtual bool webSocketUpgrade() const = 0;
+enum class Status : uint8_t {
+  // Go on with the next filter.
+  kContinue,
+  // Wait until this filter calls resume() (or answers, or closes). In the request-head phase the
+  // body is not read meanwhile; in the message phase that direction stops reading.
+  kStop,
+  // Request head only: wait for the whole request body, bounded by the route's max_body_bytes
+  // (413 beyond), then onRequestBody(body, true) is called once with all of it. The head goes on
+  // to the next filters (and the backend) only when that call continues or resume() is called.
+  kStopAndBuffer,
 };
 
-struct HeadDecision {
-  enum class Action : uint8_t { kContinue, kReject, kPause };
-  Action action = Action::kContinue;
-  uint16_t status = 0;  // kReject: the HTTP status sent to the client
-  std::string reason;   // why: logged, counted and sent in the small response body
-  std::string headers;  // kReject: extra response header lines ("Retry-After: 3\r\n")
-
-  static HeadDecision next() { return {}; }
-  static HeadDecision reject(uint16_t status, std::string reason, std::string headers = {}) {
-    return {Action::kReject, status, std::move(reason), std::move(headers)};
-  }
-  static HeadDecision pause() { return {Action::kPause, 0, {}, {}}; }
-};
-
-// Handed to a filter that paused the request head. The filter calls resume() exactly once, on
-// the same worker thread, possibly from inside onRequestHead itself.
-class HeadCallbacks {
- public:
-  virtual ~HeadCallbacks() = default;
-  virtual void resume(HeadDecision decision) = 0;
+// What a filter may know about the stream it belongs to. Valid for the stream's whole life.
+struct StreamInfo {
+  std::string_view client_ip;   // the client's address as sluice resolved it
+  std::string_view listener;    // listener name
+  std::string_view route;       // route name (its index when unnamed)
+  std::string_view request_id;  // X-Request-Id (the client's, or one sluice made)
+  bool tls = false;             // the client connection is TLS
+  bool websocket = false;       // a valid WebSocket upgrade request
 };
 
 enum class MessageType : uint8_t { kText, kBinary };
@@ -68,54 +65,167 @@ struct FrameInfo {
   uint64_t message_bytes;  // the message's length so far, this frame included
 };
 
-// A whole message (only for filters that need payloads), unmasked.
-struct Message {
-  Direction direction;
-  MessageType type;
-  std::string_view payload;
+// A whole message (only for filters that need payloads), unmasked (and inflated, when
+// compressed). A filter may rewrite it: the proxy then sends the new payload in frames of its
+// own instead of the original frames.
+class Message {
+ public:
+  Message(Direction direction, MessageType type, std::string* payload)
+      : direction_(direction), type_(type), payload_(payload) {}
+  Direction direction() const { return direction_; }
+  MessageType type() const { return type_; }
+  std::string_view payload() const { return *payload_; }
+  // The payload to change in place; marks the message as rewritten.
+  std::string& mutablePayload() {
+    modified_ = true;
+    return *payload_;
+  }
+  bool modified() const { return modified_; }
+
+ private:
+  Direction direction_;
+  MessageType type_;
+  std::string* payload_;
+  bool modified_ = false;
 };
 
-struct MessageDecision {
-  enum class Action : uint8_t { kContinue, kDrop, kClose };
-  Action action = Action::kContinue;
-  uint16_t close_code = 0;  // kClose: sent to the peer that sent the message
-  std::string reason;
+// An asynchronous verdict on a WebSocket message (see StreamCallbacks::resumeMessage).
+struct MessageVerdict {
+  enum class Kind : uint8_t { kForward, kDrop, kClose };
+  Kind kind = Kind::kForward;
+  uint16_t close_code = 0;  // kClose: toward the message's sender (the other side gets 1001)
+  std::string reason;       // kDrop, kClose: why (logged, counted)
 
-  static MessageDecision next() { return {}; }
-  static MessageDecision drop(std::string reason) { return {Action::kDrop, 0, std::move(reason)}; }
-  static MessageDecision close(uint16_t code, std::string reason) {
-    return {Action::kClose, code, std::move(reason)};
+  static MessageVerdict forward() { return {}; }
+  static MessageVerdict drop(std::string reason) { return {Kind::kDrop, 0, std::move(reason)}; }
+  static MessageVerdict close(uint16_t code, std::string reason) {
+    return {Kind::kClose, code, std::move(reason)};
   }
 };
 
-// Per request or per WebSocket session.
+// A one-shot timer on the stream's worker. Destroying it cancels it.
+class Timer {
+ public:
+  virtual ~Timer() = default;
+  virtual void arm(std::chrono::milliseconds after) = 0;
+  virtual void disarm() = 0;
+  virtual bool armed() const = 0;
+};
+
+// The worker a stream runs on: its clock, its timers, and a way back onto it from other threads.
+class Dispatcher {
+ public:
+  virtual ~Dispatcher() = default;
+  // Monotonic milliseconds (the worker loop's time: cheap, updated once per loop turn).
+  virtual uint64_t nowMs() const = 0;
+  // `callback` runs on this worker when the timer expires.
+  virtual std::unique_ptr<Timer> createTimer(std::function<void()> callback) = 0;
+  // Thread-safe: runs `task` on this worker soon (never inside this call). A task that refers to
+  // a stream must check that the stream still wants it (a weak_ptr, or a token the filter's
+  // onDestroy() invalidates).
+  virtual void post(std::function<void()> task) = 0;
+  // This worker's index: the cell a filter's Counter increments.
+  virtual unsigned workerId() const = 0;
+};
+
+// A filter's state shared by all its streams on one worker (a rate limiter's shard of buckets):
+// made once per worker per snapshot, on that worker, and destroyed there.
+class WorkerState {
+ public:
+  virtual ~WorkerState() = default;
+};
+
+class StreamCallbacks {
+ public:
+  virtual ~StreamCallbacks() = default;
+  virtual const StreamInfo& info() const = 0;
+  virtual Dispatcher& dispatcher() = 0;
+  // This filter's per-worker state (null when the filter makes none).
+  virtual WorkerState* workerState() = 0;
+
+  // After kStop or kStopAndBuffer in an HTTP phase: the phase goes on with the next filter.
+  // Call it on the worker (from a timer or a posted task), or from inside the phase itself.
+  virtual void resume() = 0;
+  // Before the response has started: answers the request with `status` (and `reason` as the
+  // small body and log detail; `headers` are extra lines such as "Retry-After: 3\r\n") and ends
+  // the stream's filter phases. On a WebSocket upgrade this happens before any 101.
+  virtual void sendLocalReply(uint16_t status, std::string_view reason,
+                              std::string_view headers = {}) = 0;
+  // WebSocket: ends the session with `code` toward the sender of the message (or frame) being
+  // judged, or toward the client outside a message phase; the other side gets 1001.
+  virtual void closeWebSocket(uint16_t code, std::string_view reason) = 0;
+  // WebSocket, inside onFrame or onMessage: the current message is not forwarded (counted).
+  virtual void dropMessage(std::string_view reason) = 0;
+  // WebSocket, after onMessage returned kStop: the verdict on the message waiting in
+  // `direction` (a filter may have one waiting each way). kForward lets the next filters judge
+  // it, then sends it on.
+  virtual void resumeMessage(Direction direction, MessageVerdict verdict) = 0;
+  // Stops (true) or resumes (false) reading in one direction. Counted per filter: the proxy's
+  // own reasons (watermarks, pipelining) and other filters' pauses never undo this one.
+  virtual void readDisable(Direction direction, bool disable) = 0;
+};
+
+// Per request or per WebSocket session. A phase is only called when the Filter declares it
+// (Filter::phases()); all of them run on the stream's worker.
 class StreamFilter {
  public:
   virtual ~StreamFilter() = default;
-  virtual HeadDecision onRequestHead(const RequestView& request, HeadCallbacks& callbacks) {
-    return HeadDecision::next();
-  }
-  virtual MessageDecision onFrame(const FrameInfo& frame) { return MessageDecision::next(); }
-  // Called once per complete message, only when the Filter needs payloads.
-  virtual MessageDecision onMessage(const Message& message) { return MessageDecision::next(); }
+  void setCallbacks(StreamCallbacks& callbacks) { callbacks_ = &callbacks; }
+
+  // The request head, changeable (headers added, set, removed) before it goes upstream.
+  virtual Status onRequestHead(RequestHead& head) { return Status::kContinue; }
+  // A piece of the request body (or, after kStopAndBuffer, all of it with `end` set). May
+  // continue, or stop (only with `end`: after kStopAndBuffer) until resume().
+  virtual Status onRequestBody(std::string_view data, bool end) { return Status::kContinue; }
+  // The response head from the backend, changeable before it goes to the client.
+  virtual Status onResponseHead(ResponseHead& head) { return Status::kContinue; }
+  // WebSocket data frame headers; drop or close through the callbacks.
+  virtual Status onFrame(const FrameInfo& frame) { return Status::kContinue; }
+  // A whole WebSocket message, when the filter needs payloads (Filter::kMessage).
+  virtual Status onMessage(Message& message) { return Status::kContinue; }
+  // The stream ends, however it ends (completed, client or backend gone, reload, shutdown): cancel
+  // async work (timers, pending lookups). No callback may be used from here on.
+  virtual void onDestroy() {}
+
+ protected:
+  StreamCallbacks& callbacks() { return *callbacks_; }
+
+ private:
+  StreamCallbacks* callbacks_ = nullptr;
 };
 
 // Built once per config snapshot; shared read-only by every worker.
 class Filter {
  public:
+  // The phases a filter takes part in (a bit set): only those are called.
+  enum Phase : uint8_t {
+    kRequestHead = 1,
+    kRequestBody = 2,
+    kResponseHead = 4,
+    kFrame = 8,
+    kMessage = 16,  // whole WebSocket messages are assembled for it (bounded by
+                    // max_message_bytes); otherwise frames stream through unassembled
+  };
+
   explicit Filter(std::string name) : name_(std::move(name)) {}
   virtual ~Filter() = default;
   const std::string& name() const { return name_; }
-  // True when onMessage needs whole message payloads (messages are then assembled, bounded by
-  // max_message_bytes). Otherwise frames stream through without being assembled.
-  virtual bool needsPayload() const { return false; }
+  virtual uint8_t phases() const = 0;
   virtual std::unique_ptr<StreamFilter> create() const = 0;
+  // Made once per worker per snapshot, on that worker.
+  virtual std::shared_ptr<WorkerState> createWorkerState(Dispatcher& dispatcher) const {
+    return nullptr;
+  }
+  // Main thread, once the process knows its workers: declare the filter's own metrics. Not
+  // called for `--check`.
+  virtual void bindStats(Stats& stats) {}
 
  private:
   std::string name_;
 };
 
-using FilterPtr = std::shared_ptr<const Filter>;
+using FilterPtr = std::shared_ptr<Filter>;
+using ConstFilterPtr = std::shared_ptr<const Filter>;
 
 // Builds the filter a [[filters]] entry describes. On a bad entry, appends `file:line:col`
 // diagnostics and returns null.

@@ -138,7 +138,112 @@ std::pair<std::string, std::string> splitBackendKey(const std::string& key) {
   return {key.substr(0, nl), key.substr(nl + 1)};
 }
 
+std::string renderLabels(const filters::Labels& labels) {
+  std::string out;
+  for (const auto& [k, v] : labels) {
+    out.append(out.empty() ? "" : ",").append(k).append("=\"");
+    escape(&out, v);
+    out.push_back('"');
+  }
+  return out;
+}
+
+void appendNumber(std::string* out, double value) {
+  char buf[40];
+  if (value == static_cast<double>(static_cast<int64_t>(value))) {
+    snprintf(buf, sizeof buf, " %lld\n", static_cast<long long>(value));
+  } else {
+    snprintf(buf, sizeof buf, " %.6f\n", value);
+  }
+  out->append(buf);
+}
+
 }  // namespace
+
+Registry::Family& Registry::family(std::string_view name, std::string_view help, bool histogram) {
+  auto it = families_.find(name);
+  if (it == families_.end()) {
+    it = families_.emplace(std::string(name), Family{}).first;
+    it->second.help = help;
+    it->second.histogram = histogram;
+  }
+  return it->second;
+}
+
+filters::Counter Registry::counter(std::string_view name, std::string_view help,
+                                   const filters::Labels& labels) {
+  std::lock_guard lock(families_mutex_);
+  Family& f = family(name, help, false);
+  if (f.histogram) {
+    return {};  // declared as the other kind before: count nothing rather than mix them
+  }
+  auto& cells = f.counters[renderLabels(labels)];
+  if (!cells) {
+    cells.reset(new filters::StatCell[workers_]);
+  }
+  return filters::Counter(cells.get());
+}
+
+filters::LatencyHistogram Registry::histogram(std::string_view name, std::string_view help,
+                                              const filters::Labels& labels) {
+  std::lock_guard lock(families_mutex_);
+  Family& f = family(name, help, true);
+  if (!f.histogram) {
+    return {};
+  }
+  auto& cells = f.histograms[renderLabels(labels)];
+  if (!cells) {
+    cells.reset(new filters::HistogramCells[workers_]);
+  }
+  return filters::LatencyHistogram(cells.get());
+}
+
+void Registry::renderFamilies(std::string* out) const {
+  std::lock_guard lock(families_mutex_);
+  auto series = [&](const std::string& name, const std::string& labels, std::string_view extra,
+                    double value) {
+    out->append(name);
+    if (!labels.empty() || !extra.empty()) {
+      out->push_back('{');
+      out->append(labels);
+      if (!extra.empty()) {
+        out->append(labels.empty() ? "" : ",").append(extra);
+      }
+      out->push_back('}');
+    }
+    appendNumber(out, value);
+  };
+  for (const auto& [name, f] : families_) {
+    out->append("# HELP ").append(name).append(" ").append(f.help).append("\n");
+    out->append("# TYPE ").append(name).append(f.histogram ? " histogram\n" : " counter\n");
+    for (const auto& [labels, cells] : f.counters) {
+      uint64_t total = 0;
+      for (unsigned w = 0; w < workers_; ++w) {
+        total += cells[w].get();
+      }
+      series(name, labels, {}, static_cast<double>(total));
+    }
+    for (const auto& [labels, cells] : f.histograms) {
+      uint64_t cumulative = 0;
+      uint64_t micros = 0;
+      for (size_t i = 0; i <= filters::kFilterLatencyBounds.size(); ++i) {
+        for (unsigned w = 0; w < workers_; ++w) {
+          cumulative += cells[w].buckets[i].load(std::memory_order_relaxed);
+        }
+        char le[40] = "le=\"+Inf\"";
+        if (i < filters::kFilterLatencyBounds.size()) {
+          snprintf(le, sizeof le, "le=\"%g\"", filters::kFilterLatencyBounds[i]);
+        }
+        series(name + "_bucket", labels, le, static_cast<double>(cumulative));
+      }
+      for (unsigned w = 0; w < workers_; ++w) {
+        micros += cells[w].sum_micros.load(std::memory_order_relaxed);
+      }
+      series(name + "_sum", labels, {}, static_cast<double>(micros) / 1e6);
+      series(name + "_count", labels, {}, static_cast<double>(cumulative));
+    }
+  }
+}
 
 int64_t Registry::listenerConnections(const std::string& name) const {
   auto it = listeners_.find(name);
@@ -313,6 +418,7 @@ std::string Registry::render(
       }
     }
   }
+  renderFamilies(&out);
   return out;
 }
 

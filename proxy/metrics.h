@@ -12,9 +12,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <tuple>
 #include <vector>
+
+#include "filters/stats.h"
 
 namespace sluice::metrics {
 
@@ -121,7 +124,9 @@ enum FilterDecision { kDecisionContinue, kDecisionReject, kDecisionDrop, kDecisi
 template <typename Slot>
 using Slots = std::unique_ptr<Slot[]>;
 
-class Registry {
+// The registry also keeps the series filters declare (filters::Stats): families by name, each
+// with its series by label values. Declaring takes a lock; counting through a handle does not.
+class Registry : public filters::Stats {
  public:
   explicit Registry(unsigned workers) : workers_(workers) {}
   unsigned workers() const { return workers_; }
@@ -135,6 +140,12 @@ class Registry {
     return get(backends_, pool + "\n" + address);
   }
   FilterSlot* filter(const std::string& name) { return get(filters_, name); }
+
+  // filters::Stats (any thread)
+  filters::Counter counter(std::string_view family, std::string_view help,
+                           const filters::Labels& labels) override;
+  filters::LatencyHistogram histogram(std::string_view family, std::string_view help,
+                                      const filters::Labels& labels) override;
 
   // Process-wide values, written on the main thread.
   Counter reloads_success;
@@ -167,6 +178,18 @@ class Registry {
   std::map<std::string, Slots<PoolSlot>> pools_;
   std::map<std::string, Slots<BackendSlot>> backends_;
   std::map<std::string, Slots<FilterSlot>> filters_;
+
+  struct Family {
+    std::string help;
+    bool histogram = false;
+    // rendered label pairs (`a="x",b="y"`) -> one cell per worker
+    std::map<std::string, std::unique_ptr<filters::StatCell[]>> counters;
+    std::map<std::string, std::unique_ptr<filters::HistogramCells[]>> histograms;
+  };
+  Family& family(std::string_view name, std::string_view help, bool histogram);
+  void renderFamilies(std::string* out) const;
+  mutable std::mutex families_mutex_;
+  std::map<std::string, Family, std::less<>> families_;
 };
 
 // What a snapshot resolves once: indices of the config -> slot arrays (one slot per worker).

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "filters/filter.h"
+#include "proxy/http/server_connection.h"
 #include "proxy/log.h"
 #include "proxy/net/listen.h"
 #include "proxy/net/stream.h"
@@ -234,7 +235,11 @@ int Server::run() {
     return 1;
   }
   for (unsigned i = 0; i < workers; ++i) {
-    workers_.push_back(std::make_unique<Worker>(i, snapshot_, fds[i], &shared_, &access_log_));
+    workers_.push_back(std::make_unique<Worker>(
+        i, snapshot_, fds[i], &shared_, &access_log_,
+        [](Worker& w, size_t listener, int fd, const sockaddr_storage& peer) {
+          (new http::ServerConnection(&w, listener))->accept(fd, peer);
+        }));
   }
 
   auto watch = [this](uv_signal_t* h, int signum) {

@@ -42,20 +42,17 @@ bool Snapshot::resolveBackends(std::vector<std::string>* errors) {
 }
 
 bool Snapshot::buildFilters(conf::Diagnostics* diagnostics) {
-  std::vector<filters::FilterPtr> built;
   size_t errors = diagnostics->size();
   for (const conf::FilterConfig& f : config->filters) {
-    built.push_back(filters::buildFilter(f, *diagnostics));
+    filters.push_back(filters::buildFilter(f, *diagnostics));
   }
   if (diagnostics->size() != errors) {
     return false;
   }
   route_filters.assign(config->routes.size(), {});
-  route_needs_payload.assign(config->routes.size(), false);
   for (size_t r = 0; r < config->routes.size(); ++r) {
     for (size_t idx : config->routes[r].filter_indices) {
-      route_filters[r].push_back(built[idx]);
-      route_needs_payload[r] = route_needs_payload[r] || built[idx]->needsPayload();
+      route_filters[r].push_back(filters[idx]);
     }
   }
   return true;
@@ -125,6 +122,9 @@ void Snapshot::bindMetrics(metrics::Registry& registry) {
   }
   for (const conf::FilterConfig& f : config->filters) {
     b.filters.push_back(registry.filter(f.name));
+  }
+  for (const filters::FilterPtr& f : filters) {
+    f->bindStats(registry);
   }
 }
 

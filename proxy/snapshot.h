@@ -25,10 +25,9 @@ struct Snapshot {
   uint64_t generation = 0;
   // backend_addrs[pool][backend]
   std::vector<std::vector<sockaddr_storage>> backend_addrs;
-  // route_filters[route]: the route's filters, in order; route_needs_payload[route]: whether any
-  // of them inspects whole WebSocket messages.
-  std::vector<std::vector<filters::FilterPtr>> route_filters;
-  std::vector<bool> route_needs_payload;
+  // filters[i]: the built [[filters]] entry i; route_filters[route]: the route's chain, in order.
+  std::vector<filters::FilterPtr> filters;
+  std::vector<std::vector<filters::ConstFilterPtr>> route_filters;
   // Metric slots resolved for this config's listeners, routes, pools, backends and filters.
   metrics::Bound metrics;
   // backend_states[pool][backend]: shared runtime state (null until bindBackendStates).

@@ -11,7 +11,6 @@
 
 #include <openssl/rand.h>
 
-#include "proxy/http/connection.h"
 #include "proxy/log.h"
 #include "proxy/net/stream.h"
 
@@ -23,12 +22,14 @@ constexpr uint64_t kFlushIntervalMs = 200;
 }  // namespace
 
 Worker::Worker(unsigned id, SnapshotPtr snapshot, std::vector<int> listen_fds, SharedState* shared,
-               AccessLog* access_log)
+               AccessLog* access_log, Acceptor acceptor)
     : id_(id),
       snapshot_(std::move(snapshot)),
       listen_fds_(std::move(listen_fds)),
       shared_(shared),
-      access_log_(access_log) {
+      access_log_(access_log),
+      acceptor_(std::move(acceptor)),
+      dispatcher_(&loop_, id, [this](std::function<void()> task) { post(std::move(task)); }) {
   uint64_t seed = 0;
   RAND_bytes(reinterpret_cast<unsigned char*>(&seed), sizeof seed);
   rng_.seed(seed ^ id);
@@ -169,11 +170,7 @@ void Worker::drainBackend(const std::string& pool, const std::string& address,
                           conf::Duration timeout) {
   // Idle keep-alive connections to it go now; busy ones close after their request.
   std::string prefix = upstreamKey(pool, address);
-  for (auto& [key, idle] : idle_upstreams_) {
-    if (key.starts_with(prefix)) {
-      closeIdleUpstreams(idle);
-    }
-  }
+  idle_upstreams_.closeIf([&](const std::string& key) { return key.starts_with(prefix); });
   uint64_t deadline = uv_now(&loop_) + static_cast<uint64_t>(timeout.count());
   for (ClientSession* c : connections_) {
     if (c->webSocketTo(pool, address)) {
@@ -232,6 +229,12 @@ void Worker::applySnapshot(SnapshotPtr next, std::vector<int> fds) {
   }
   listeners_ = std::move(kept);
   snapshot_ = std::move(next);
+  // Filters' worker states go with the snapshot that made them.
+  std::erase_if(filter_states_, [&](const auto& entry) {
+    const auto& current = snapshot_->filters;
+    return std::none_of(current.begin(), current.end(),
+                        [&](const filters::FilterPtr& f) { return f.get() == entry.first; });
+  });
   pick_states_.clear();  // balancers of older snapshots start afresh if still used
   for (size_t i = 0; i < fds.size(); ++i) {
     if (fds[i] >= 0) {
@@ -241,15 +244,14 @@ void Worker::applySnapshot(SnapshotPtr next, std::vector<int> fds) {
   }
   // Idle upstream connections that no pool of the new config would reuse (backend removed, or
   // its pool's TLS settings changed) are closed now.
-  for (auto& [key, idle] : idle_upstreams_) {
-    bool present = false;
+  idle_upstreams_.closeIf([&](const std::string& key) {
     for (const auto& keys : snapshot_->upstream_keys) {
-      present = present || std::find(keys.begin(), keys.end(), key) != keys.end();
+      if (std::find(keys.begin(), keys.end(), key) != keys.end()) {
+        return false;
+      }
     }
-    if (!present) {
-      closeIdleUpstreams(idle);
-    }
-  }
+    return true;
+  });
   // WebSockets whose route or backend the new config moved elsewhere are drained.
   std::vector<ClientSession*> conns = connections_;
   for (ClientSession* c : conns) {
@@ -347,8 +349,7 @@ void Worker::acceptSome(Listener* l) {
       pauseAccepting(l);
       return;
     }
-    auto* conn = new http::DownstreamConnection(this, l->index);
-    conn->accept(fd, peer);
+    acceptor_(*this, l->index, fd, peer);
   }
 }
 
@@ -406,57 +407,19 @@ void Worker::unregisterConnection(ClientSession* conn) {
   }
 }
 
-http::UpstreamConnection* Worker::takeIdleUpstream(const std::string& key) {
-  auto it = idle_upstreams_.find(key);
-  if (it == idle_upstreams_.end() || it->second.empty()) {
-    return nullptr;
-  }
-  uint64_t now = upstream::steadyNowMs();
-  while (!it->second.empty()) {
-    http::UpstreamConnection* conn = it->second.back();  // the most recently used
-    it->second.pop_back();
-    if (conn->state() == nullptr || conn->state()->available(now)) {
-      return conn;
-    }
-    conn->close();  // the backend is draining or failing now: not for new requests
-  }
-  return nullptr;
-}
-
-void Worker::closeIdleUpstreams(std::deque<http::UpstreamConnection*>& idle) {
-  // Popped before close(), which would otherwise search the pool for it.
-  while (!idle.empty()) {
-    http::UpstreamConnection* conn = idle.back();
-    idle.pop_back();
-    conn->close();
-  }
-}
-
-void Worker::putIdleUpstream(http::UpstreamConnection* conn, uint32_t max_idle) {
-  auto& idle = idle_upstreams_[conn->key()];
-  while (idle.size() >= max_idle && !idle.empty()) {
-    http::UpstreamConnection* oldest = idle.front();
-    idle.pop_front();
-    oldest->close();
-  }
-  idle.push_back(conn);
-}
-
-void Worker::removeIdleUpstream(http::UpstreamConnection* conn) {
-  auto it = idle_upstreams_.find(conn->key());
-  if (it == idle_upstreams_.end()) {
-    return;
-  }
-  auto& idle = it->second;
-  auto pos = std::find(idle.begin(), idle.end(), conn);
-  if (pos != idle.end()) {
-    idle.erase(pos);
-  }
-}
-
 int Worker::pickBackend(const Snapshot& snap, size_t pool, std::string_view key, int exclude) {
   const upstream::Balancer& b = snap.balancers[pool];
   return b.pick(pick_states_[&b], rng_, key, exclude, upstream::steadyNowMs());
+}
+
+std::shared_ptr<filters::WorkerState> Worker::filterState(const filters::ConstFilterPtr& filter) {
+  auto it = filter_states_.find(filter.get());
+  if (it == filter_states_.end()) {
+    it = filter_states_
+             .emplace(filter.get(), std::make_pair(filter, filter->createWorkerState(dispatcher_)))
+             .first;
+  }
+  return it->second.second;
 }
 
 void Worker::newRequestId(std::string* out) {
@@ -486,9 +449,7 @@ void Worker::beginShutdown() {
   }
   listeners_.clear();
   uv_timer_stop(&resume_timer_);
-  for (auto& [_, idle] : idle_upstreams_) {
-    closeIdleUpstreams(idle);
-  }
+  idle_upstreams_.closeIf();
   // shutdownGracefully() may unregister (and so reorder) connections: iterate over a copy.
   std::vector<ClientSession*> conns = connections_;
   for (ClientSession* c : conns) {
@@ -517,9 +478,7 @@ void Worker::maybeFinishShutdown() {
     return;
   }
   closing_handles_ = true;
-  for (auto& [_, idle] : idle_upstreams_) {
-    closeIdleUpstreams(idle);
-  }
+  idle_upstreams_.closeIf();
   auto close = [](auto* h) { uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr); };
   close(&async_);
   close(&resume_timer_);

@@ -20,15 +20,12 @@
 
 #include "proxy/access_log.h"
 #include "proxy/client_session.h"
+#include "proxy/dispatcher.h"
 #include "proxy/net/stream.h"
 #include "proxy/snapshot.h"
+#include "proxy/upstream/keepalive_pool.h"
 
 namespace sluice {
-
-namespace http {
-class DownstreamConnection;
-class UpstreamConnection;
-}  // namespace http
 
 // Process-wide state the workers share (atomics only; nothing here is on a lock).
 struct SharedState {
@@ -38,9 +35,14 @@ struct SharedState {
 
 class Worker {
  public:
+  // Makes the connection object for a socket accepted on snapshot listener `listener` (the
+  // server's choice of protocol: the worker knows nothing of HTTP).
+  using Acceptor =
+      std::function<void(Worker& worker, size_t listener, int fd, const sockaddr_storage& peer)>;
+
   // `listen_fds[i]` is this worker's bound socket for snapshot listener i.
   Worker(unsigned id, SnapshotPtr snapshot, std::vector<int> listen_fds, SharedState* shared,
-         AccessLog* access_log);
+         AccessLog* access_log, Acceptor acceptor);
   ~Worker();
 
   void start();
@@ -71,15 +73,15 @@ class Worker {
   AccessLog* accessLog() { return access_log_; }
   std::string* accessLogBuffer() { return &access_log_buffer_; }
   SharedState* shared() { return shared_; }
+  filters::Dispatcher& dispatcher() { return dispatcher_; }
+  // The filter's state on this worker (made at its first use here; null when it keeps none).
+  std::shared_ptr<filters::WorkerState> filterState(const filters::ConstFilterPtr& filter);
   void newRequestId(std::string* out);
   // A backend of `pool` by the pool's balancer (`key` for consistent_hash), or -1.
   int pickBackend(const Snapshot& snap, size_t pool, std::string_view key, int exclude);
 
-  // Upstream keep-alive pool: an idle connection to `key`, or null.
-  http::UpstreamConnection* takeIdleUpstream(const std::string& key);
-  void putIdleUpstream(http::UpstreamConnection* conn, uint32_t max_idle);
-  void removeIdleUpstream(http::UpstreamConnection* conn);
-  void closeIdleUpstreams(std::deque<http::UpstreamConnection*>& idle);
+  // Idle upstream connections, kept for reuse.
+  upstream::KeepalivePool& keepalivePool() { return idle_upstreams_; }
 
   void registerConnection(ClientSession* conn);
   void unregisterConnection(ClientSession* conn);
@@ -147,8 +149,15 @@ class Worker {
   std::condition_variable applied_cv_;
 
   std::vector<ClientSession*> connections_;
-  std::unordered_map<std::string, std::deque<http::UpstreamConnection*>> idle_upstreams_;
+  Acceptor acceptor_;
+  upstream::KeepalivePool idle_upstreams_;
   std::unordered_map<const upstream::Balancer*, upstream::PickState> pick_states_;
+  LoopDispatcher dispatcher_;
+  // Filters' per-worker states, for the filters of the current snapshot (streams of older ones
+  // keep theirs alive through their own shared_ptr).
+  std::unordered_map<const filters::Filter*,
+                     std::pair<filters::ConstFilterPtr, std::shared_ptr<filters::WorkerState>>>
+      filter_states_;
   std::mt19937_64 rng_;
 };
 

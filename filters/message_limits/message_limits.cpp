@@ -6,10 +6,15 @@ namespace {
 class LimitsStream : public StreamFilter {
  public:
   explicit LimitsStream(const MessageLimitsFilter& f) : filter_(f) {}
-  MessageDecision onFrame(const FrameInfo& frame) override { return filter_.judge(frame); }
+  Status onFrame(const FrameInfo& frame) override {
+    if (auto refused = filter_.judge(frame)) {
+      callbacks().closeWebSocket(refused->code, refused->reason);
+    }
+    return Status::kContinue;
+  }
 
  private:
-  const MessageLimitsFilter& filter_;
+  const MessageLimitsFilter& filter_;  // kept alive by the stream's FilterManager
 };
 }  // namespace
 
@@ -20,19 +25,19 @@ MessageLimitsFilter::MessageLimitsFilter(std::string name, uint64_t max_message_
       allow_text_(allow_text),
       allow_binary_(allow_binary) {}
 
-MessageDecision MessageLimitsFilter::judge(const FrameInfo& frame) const {
+std::optional<MessageLimitsFilter::Refusal> MessageLimitsFilter::judge(
+    const FrameInfo& frame) const {
   if (frame.first) {
     bool allowed = frame.type == MessageType::kText ? allow_text_ : allow_binary_;
     if (!allowed) {
-      return MessageDecision::close(1003, frame.type == MessageType::kText
-                                              ? "text messages are not accepted"
-                                              : "binary messages are not accepted");
+      return Refusal{1003, frame.type == MessageType::kText ? "text messages are not accepted"
+                                                            : "binary messages are not accepted"};
     }
   }
   if (max_message_bytes_ > 0 && frame.message_bytes > max_message_bytes_) {
-    return MessageDecision::close(1009, "message too big");
+    return Refusal{1009, "message too big"};
   }
-  return MessageDecision::next();
+  return std::nullopt;
 }
 
 std::unique_ptr<StreamFilter> MessageLimitsFilter::create() const {

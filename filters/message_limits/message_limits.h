@@ -4,6 +4,8 @@
 // message types a route accepts (1003 Unsupported Data for others). It judges frames by their
 // headers alone, so messages keep streaming through without being assembled.
 
+#include <optional>
+
 #include "filters/filter.h"
 
 namespace sluice::filters {
@@ -13,8 +15,15 @@ class MessageLimitsFilter : public Filter {
   MessageLimitsFilter(std::string name, uint64_t max_message_bytes, bool allow_text,
                       bool allow_binary);
   static FilterPtr build(const conf::FilterConfig& config, conf::Diagnostics& diagnostics);
+  uint8_t phases() const override { return kFrame; }
   std::unique_ptr<StreamFilter> create() const override;
-  MessageDecision judge(const FrameInfo& frame) const;
+
+  // Why a frame ends its session: the close code toward its sender and the reason.
+  struct Refusal {
+    uint16_t code;
+    const char* reason;
+  };
+  std::optional<Refusal> judge(const FrameInfo& frame) const;
 
  private:
   uint64_t max_message_bytes_;  // 0 = no size limit

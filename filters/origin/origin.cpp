@@ -7,18 +7,17 @@ namespace {
 class OriginStream : public StreamFilter {
  public:
   explicit OriginStream(const OriginFilter& filter) : filter_(filter) {}
-  HeadDecision onRequestHead(const RequestView& request, HeadCallbacks&) override {
-    if (!request.webSocketUpgrade()) {
-      return HeadDecision::next();
+  Status onRequestHead(RequestHead& head) override {
+    if (!callbacks().info().websocket ||
+        filter_.allowed(head.get("origin").value_or(std::string_view()))) {
+      return Status::kContinue;
     }
-    if (filter_.allowed(request.header("origin").value_or(std::string_view()))) {
-      return HeadDecision::next();
-    }
-    return HeadDecision::reject(403, "origin not allowed");
+    callbacks().sendLocalReply(403, "origin not allowed");
+    return Status::kStop;
   }
 
  private:
-  const OriginFilter& filter_;
+  const OriginFilter& filter_;  // kept alive by the stream's FilterManager
 };
 
 }  // namespace

@@ -19,6 +19,7 @@ class OriginFilter : public Filter {
   static FilterPtr build(const conf::FilterConfig& config, conf::Diagnostics& diagnostics);
 
   bool allowed(std::string_view origin) const;
+  uint8_t phases() const override { return kRequestHead; }
   std::unique_ptr<StreamFilter> create() const override;
 
   // "HTTPS://App.Example.com:443" -> "https://app.example.com"; empty when not an origin.

@@ -6,10 +6,6 @@
 namespace sluice::http {
 
 namespace {
-char lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
     s.remove_prefix(1);
@@ -59,25 +55,7 @@ void reserveHead(std::string* out, const Head& head, size_t extra) {
   out->reserve(out->size() + n);
 }
 
-template <typename Head>
-const Header* findHeader(const Head& head, std::string_view name) {
-  for (const Header& h : head.headers) {
-    if (iequals(h.name, name)) {
-      return &h;
-    }
-  }
-  return nullptr;
-}
 }  // namespace
-
-bool iequalsBytes(const char* a, const char* b, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    if (lower(a[i]) != lower(b[i])) {
-      return false;
-    }
-  }
-  return true;
-}
 
 bool headerHasToken(std::string_view value, std::string_view token) {
   while (!value.empty()) {
@@ -127,36 +105,6 @@ bool ConnectionOptions::has(std::string_view token) const {
     }
   }
   return false;
-}
-
-const Header* RequestHead::find(std::string_view name) const {
-  return findHeader(*this, name);
-}
-
-size_t RequestHead::count(std::string_view name) const {
-  size_t n = 0;
-  for (const Header& h : headers) {
-    n += iequals(h.name, name) ? 1 : 0;
-  }
-  return n;
-}
-
-void RequestHead::clear() {
-  method.clear();
-  url.clear();
-  headers.clear();
-  major = minor = 1;
-}
-
-const Header* ResponseHead::find(std::string_view name) const {
-  return findHeader(*this, name);
-}
-
-void ResponseHead::clear() {
-  status = 0;
-  reason.clear();
-  headers.clear();
-  major = minor = 1;
 }
 
 bool onlyChunked(const std::vector<Header>& headers) {

@@ -10,49 +10,22 @@
 #include <string_view>
 #include <vector>
 
+#include "filters/http_head.h"
+
 namespace sluice::http {
 
-struct Header {
-  std::string name;
-  std::string value;
-};
+using filters::Header;
+using filters::iequals;
+using filters::iequalsBytes;
+using filters::RequestHead;
+using filters::ResponseHead;
 
-// ASCII case-insensitive equality of `n` bytes.
-bool iequalsBytes(const char* a, const char* b, size_t n);
-// Inline, so that the common mismatch (another length) costs no call: header rewriting compares
-// every header name against a dozen known ones.
-inline bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && iequalsBytes(a.data(), b.data(), a.size());
-}
 // True when the comma-separated list `value` contains `token` (case-insensitive).
 bool headerHasToken(std::string_view value, std::string_view token);
 // True when any header line named `name` contains `token` in its comma-separated list: a list
 // header may be split over several lines (RFC 9110 5.3), and every line counts.
 bool headersHaveToken(const std::vector<Header>& headers, std::string_view name,
                       std::string_view token);
-
-struct RequestHead {
-  std::string method;
-  std::string url;  // request-target as received
-  uint8_t major = 1;
-  uint8_t minor = 1;
-  std::vector<Header> headers;
-
-  const Header* find(std::string_view name) const;
-  size_t count(std::string_view name) const;
-  void clear();
-};
-
-struct ResponseHead {
-  uint16_t status = 0;
-  std::string reason;
-  uint8_t major = 1;
-  uint8_t minor = 1;
-  std::vector<Header> headers;
-
-  const Header* find(std::string_view name) const;
-  void clear();
-};
 
 // How a body travels on one side of the proxy. sluice decides the framing of every message it
 // forwards and writes the framing header itself: a Content-Length or Transfer-Encoding header is

@@ -56,6 +56,8 @@ class RequestParser {
   void setMaxHeaderBytes(uint64_t max) { max_header_bytes_ = max; }
 
   const RequestHead& head() const { return head_; }
+  // The head for the filters to change before it goes on (valid until the next request begins).
+  RequestHead& mutableHead() { return head_; }
   // Only valid after the head is complete.
   bool keepAlive() const { return llhttp_should_keep_alive(&parser_) != 0; }
   bool chunked() const { return (parser_.flags & F_CHUNKED) != 0; }

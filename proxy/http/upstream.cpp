@@ -1,14 +1,9 @@
-#include "proxy/http/connection.h"
+#include "proxy/http/upstream.h"
+
 #include "proxy/log.h"
 #include "proxy/worker.h"
 
 namespace sluice::http {
-
-namespace {
-UpstreamConnection* self(llhttp_t* p) {
-  return static_cast<UpstreamConnection*>(p->data);
-}
-}  // namespace
 
 UpstreamConnection::UpstreamConnection(Worker* worker, std::string key, std::string address,
                                        size_t pool, metrics::BackendSlot* slot,
@@ -20,11 +15,10 @@ UpstreamConnection::UpstreamConnection(Worker* worker, std::string key, std::str
       stream_owner_(std::make_unique<net::Stream>(worker->loop(), this)),
       stream_(*stream_owner_),
       timer_(worker->loop(), this, &UpstreamConnection::onTimer),
+      parser_(this),
       slot_(slot),
       state_(state) {
   slot_->connections_open.add(1);
-  llhttp_init(&parser_, HTTP_RESPONSE, &settings());
-  parser_.data = this;
 }
 
 UpstreamConnection::~UpstreamConnection() {
@@ -36,7 +30,7 @@ UpstreamConnection::~UpstreamConnection() {
 
 std::unique_ptr<net::Stream> UpstreamConnection::handOver() {
   handed_over_ = true;  // the session now counts this connection and owns its stream
-  down_ = nullptr;
+  exchange_ = nullptr;
   closing_ = true;
   stream_closed_ = true;
   timer_.close(&UpstreamConnection::onTimerClosed);
@@ -51,22 +45,6 @@ void UpstreamConnection::setInUse(bool in_use) {
   if (state_ != nullptr) {
     state_->active.fetch_add(in_use ? 1 : -1, std::memory_order_relaxed);
   }
-}
-
-const llhttp_settings_t& UpstreamConnection::settings() {
-  static const llhttp_settings_t s = [] {
-    llhttp_settings_t st;
-    llhttp_settings_init(&st);
-    st.on_message_begin = &UpstreamConnection::cbMessageBegin;
-    st.on_status = &UpstreamConnection::cbStatus;
-    st.on_header_field = &UpstreamConnection::cbHeaderField;
-    st.on_header_value = &UpstreamConnection::cbHeaderValue;
-    st.on_headers_complete = &UpstreamConnection::cbHeadersComplete;
-    st.on_body = &UpstreamConnection::cbBody;
-    st.on_message_complete = &UpstreamConnection::cbMessageComplete;
-    return st;
-  }();
-  return s;
 }
 
 void UpstreamConnection::startTls(std::shared_ptr<const net::ClientTls> tls,
@@ -118,25 +96,21 @@ void UpstreamConnection::onConnected(int status) {
   }
 }
 
-void UpstreamConnection::attach(DownstreamConnection* down, conf::Duration response_timeout,
+void UpstreamConnection::attach(UpstreamCallbacks* exchange, conf::Duration response_timeout,
                                 bool head_request, bool upgrade) {
   upgrade_ = upgrade;
   if (idle_) {
     idle_ = false;
     timer_.disarm();
   }
-  down_ = down;
+  exchange_ = exchange;
   setInUse(true);
   response_timeout_ = response_timeout;
-  head_request_ = head_request;
   message_done_ = false;
   request_sent_ = false;
   keep_alive_ = false;
   response_bytes_ = 0;
-  bad_response_ = nullptr;
-  llhttp_init(&parser_, HTTP_RESPONSE, &settings());
-  parser_.data = this;
-  response_.clear();
+  parser_.reset(head_request, upgrade);
   if (connected_) {
     stream_.readStart();
   }
@@ -155,11 +129,15 @@ void UpstreamConnection::armResponseTimeout() {
   }
 }
 
+bool UpstreamConnection::backendAvailable(uint64_t now_ms) const {
+  return state_ == nullptr || state_->available(now_ms);
+}
+
 void UpstreamConnection::release(bool reusable, uint32_t max_idle, conf::Duration idle_timeout) {
-  down_ = nullptr;
+  exchange_ = nullptr;
   setInUse(false);
   // A draining or failing backend keeps no idle connections: they close after their request.
-  bool backend_ok = state_ == nullptr || state_->available(upstream::steadyNowMs());
+  bool backend_ok = backendAvailable(upstream::steadyNowMs());
   // A connection in doubt is never reused: the response is not known to be complete and alone
   // (bytes after it, no keep-alive), or part of the request is still queued here (the backend
   // answered before reading it all, so what it reads next is not known).
@@ -173,7 +151,12 @@ void UpstreamConnection::release(bool reusable, uint32_t max_idle, conf::Duratio
   // Keep reading: a backend that closes an idle connection frees it at once.
   stream_.readStart();
   timer_.arm(idle_timeout);
-  worker_->putIdleUpstream(this, max_idle);
+  worker_->keepalivePool().put(this, max_idle);
+}
+
+void UpstreamConnection::closeIdle() {
+  idle_ = false;  // the pool has let go of it already
+  close();
 }
 
 void UpstreamConnection::close() {
@@ -182,10 +165,10 @@ void UpstreamConnection::close() {
   }
   closing_ = true;
   if (idle_) {
-    worker_->removeIdleUpstream(this);
+    worker_->keepalivePool().remove(this);
     idle_ = false;
   }
-  down_ = nullptr;
+  exchange_ = nullptr;
   setInUse(false);
   stream_.close();
   timer_.close(&UpstreamConnection::onTimerClosed);
@@ -214,16 +197,16 @@ void UpstreamConnection::maybeDelete() {
 }
 
 void UpstreamConnection::fail(UpstreamError error, int status) {
-  DownstreamConnection* d = down_;
+  UpstreamCallbacks* e = exchange_;
   close();
-  if (d != nullptr) {
-    d->onUpstreamError(error, status);
+  if (e != nullptr) {
+    e->onUpstreamError(error, status);
   }
 }
 
 void UpstreamConnection::onTimer(void* self) {
   auto* u = static_cast<UpstreamConnection*>(self);
-  if (u->idle_ || u->down_ == nullptr) {
+  if (u->idle_ || u->exchange_ == nullptr) {
     u->close();
   } else if (!u->connected_ || !u->stream_.tlsReady()) {
     LOG_WARN("upstream %s: connect%s timed out", u->address_.c_str(),
@@ -237,7 +220,7 @@ void UpstreamConnection::onTimer(void* self) {
 }
 
 void UpstreamConnection::onData(const char* data, size_t len) {
-  if (idle_ || down_ == nullptr || message_done_) {
+  if (idle_ || exchange_ == nullptr || message_done_) {
     // Bytes nobody asked for: the connection is no longer in a known state.
     close();
     return;
@@ -247,57 +230,77 @@ void UpstreamConnection::onData(const char* data, size_t len) {
     armResponseTimeout();  // the gap allowed starts again
   }
   // The response head and the body in this read leave toward the client in one write.
-  DownstreamConnection* d = down_;
-  d->stream().cork();
-  llhttp_errno_t err = llhttp_execute(&parser_, data, len);
-  d->stream().uncork();
+  UpstreamCallbacks* e = exchange_;
+  net::Transport& down = e->downstreamTransport();
+  down.cork();
+  ResponseParser::Result r = parser_.execute(data, len);
+  down.uncork();
   if (closing_) {
     return;
   }
-  if (upgraded_ && (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)) {
-    // Switched protocols: what follows the 101 head is already WebSocket data, for the session
-    // that takes over (and retires this object).
-    const char* pos = llhttp_get_error_pos(&parser_);
-    size_t used = pos != nullptr ? static_cast<size_t>(pos - data) : len;
-    d->startWebSocket(std::string_view(data + used, len - used));
-    return;
+  switch (r.status) {
+    case ResponseParser::Status::kNeedMore:
+      if (exchange_ != nullptr && down.aboveHighWatermark()) {
+        pauseReading();
+      }
+      return;
+    case ResponseParser::Status::kUpgraded:
+      // Switched protocols: what follows the 101 head is already WebSocket data, for the
+      // session that takes over (and retires this object).
+      e->onUpstreamUpgraded(std::string_view(data + r.consumed, len - r.consumed));
+      return;
+    case ResponseParser::Status::kComplete:
+      message_done_ = true;
+      timer_.disarm();
+      // Anything after the response is unsolicited: the connection is not reusable.
+      keep_alive_ = parser_.keepAlive() && r.consumed == len;
+      if (exchange_ != nullptr) {
+        exchange_->onUpstreamComplete();
+      }
+      return;
+    case ResponseParser::Status::kStopped:
+      return;  // the exchange is done with this response (it released the connection)
+    case ResponseParser::Status::kError:
+      break;
   }
-  if (err == HPE_PAUSED) {
-    // The response ended; anything after it is unsolicited, so the connection is not reusable.
-    if (llhttp_get_error_pos(&parser_) != data + len) {
-      keep_alive_ = false;
-    }
-    DownstreamConnection* d = down_;
-    if (d != nullptr) {
-      d->onUpstreamComplete();
-    }
-    return;
+  LOG_WARN("upstream %s: bad response: %s", address_.c_str(), r.reason);
+  bool head_done = parser_.headDone();
+  fail(head_done ? UpstreamError::kTruncated : UpstreamError::kBadResponse, 0);
+}
+
+void UpstreamConnection::onInformational(const ResponseHead& head) {
+  exchange_->onUpstreamInformational(head);
+}
+
+bool UpstreamConnection::onUpgrade(const ResponseHead& head) {
+  if (!exchange_->onUpstreamUpgrade(head)) {
+    return false;
   }
-  if (err != HPE_OK) {
-    const char* reason =
-        bad_response_ != nullptr ? bad_response_ : llhttp_get_error_reason(&parser_);
-    LOG_WARN("upstream %s: bad response: %s (%s)", address_.c_str(), llhttp_errno_name(err),
-             reason != nullptr ? reason : "");
-    bool head_done = response_.status != 0 && bad_response_ == nullptr;
-    fail(head_done ? UpstreamError::kTruncated : UpstreamError::kBadResponse, 0);
-    return;
-  }
-  if (down_ != nullptr && down_->stream().aboveHighWatermark()) {
-    pauseReading();
+  timer_.disarm();
+  return true;
+}
+
+bool UpstreamConnection::onHead(const ResponseHead& head, BodyFraming framing) {
+  return exchange_->onUpstreamHead(head, framing);
+}
+
+void UpstreamConnection::onBody(const char* data, size_t len) {
+  if (exchange_ != nullptr) {
+    exchange_->onUpstreamBody(data, len);
   }
 }
 
 void UpstreamConnection::pauseReading() {
   stream_.readStop();
   timer_.disarm();
-  if (down_ != nullptr) {
-    down_->awaitClientDrain();
+  if (exchange_ != nullptr) {
+    exchange_->onUpstreamHeldBack();
   }
 }
 
 void UpstreamConnection::resumeReading() {
   stream_.readStart();
-  if (request_sent_ && !message_done_ && !upgraded_) {
+  if (request_sent_ && !message_done_ && !upgrade_) {
     armResponseTimeout();
   }
 }
@@ -310,19 +313,17 @@ void UpstreamConnection::awaitDrain() {
 }
 
 void UpstreamConnection::onEof() {
-  if (idle_ || down_ == nullptr) {
+  if (idle_ || exchange_ == nullptr) {
     close();
     return;
   }
-  if (response_bytes_ > 0 && llhttp_message_needs_eof(&parser_) != 0) {
-    message_done_ = false;
-    llhttp_errno_t err = llhttp_finish(&parser_);
-    if (err == HPE_OK || err == HPE_PAUSED) {
+  if (response_bytes_ > 0) {
+    ResponseParser::Result r = parser_.finish();
+    if (r.status == ResponseParser::Status::kComplete) {
+      message_done_ = true;
       keep_alive_ = false;
-      DownstreamConnection* d = down_;
-      if (d != nullptr && message_done_) {
-        d->onUpstreamComplete();
-      }
+      UpstreamCallbacks* e = exchange_;
+      e->onUpstreamComplete();
       close();
       return;
     }
@@ -332,7 +333,7 @@ void UpstreamConnection::onEof() {
 }
 
 void UpstreamConnection::onError(int status) {
-  if (idle_ || down_ == nullptr) {
+  if (idle_ || exchange_ == nullptr) {
     close();
     return;
   }
@@ -348,104 +349,9 @@ void UpstreamConnection::onWritable() {
   if (!request_sent_ && connected_ && stream_.tlsReady()) {
     timer_.disarm();  // the backend took the request body it was holding up (see awaitDrain)
   }
-  if (down_ != nullptr) {
-    down_->onUpstreamWritable();
+  if (exchange_ != nullptr) {
+    exchange_->onUpstreamWritable();
   }
-}
-
-int UpstreamConnection::cbMessageBegin(llhttp_t* p) {
-  UpstreamConnection* u = self(p);
-  u->response_.clear();
-  u->last_was_value_ = false;
-  return 0;
-}
-
-int UpstreamConnection::cbStatus(llhttp_t* p, const char* at, size_t len) {
-  self(p)->response_.reason.append(at, len);
-  return 0;
-}
-
-int UpstreamConnection::cbHeaderField(llhttp_t* p, const char* at, size_t len) {
-  UpstreamConnection* u = self(p);
-  if (u->last_was_value_ || u->response_.headers.empty()) {
-    u->response_.headers.emplace_back();
-    u->last_was_value_ = false;
-  }
-  u->response_.headers.back().name.append(at, len);
-  return 0;
-}
-
-int UpstreamConnection::cbHeaderValue(llhttp_t* p, const char* at, size_t len) {
-  UpstreamConnection* u = self(p);
-  u->last_was_value_ = true;
-  if (!u->response_.headers.empty()) {
-    u->response_.headers.back().value.append(at, len);
-  }
-  return 0;
-}
-
-int UpstreamConnection::cbHeadersComplete(llhttp_t* p) {
-  UpstreamConnection* u = self(p);
-  ResponseHead& r = u->response_;
-  r.status = static_cast<uint16_t>(llhttp_get_status_code(p));
-  r.major = llhttp_get_http_major(p);
-  r.minor = llhttp_get_http_minor(p);
-  if (u->down_ == nullptr) {
-    return -1;
-  }
-  if (r.status == 101) {
-    // Only an upgrade request may be answered with 101, and only with a valid handshake.
-    if (!u->upgrade_ || !u->down_->onUpstreamUpgrade(r)) {
-      return -1;
-    }
-    u->upgraded_ = true;
-    u->timer_.disarm();
-    return 0;
-  }
-  if (r.status >= 100 && r.status < 200) {
-    u->down_->onUpstreamInformational(r);
-    return 0;
-  }
-  // sluice decides the framing here and writes it itself toward the client.
-  BodyFraming framing;
-  if (u->head_request_ || r.status == 204 || r.status == 304) {
-    framing.kind = Framing::kNone;
-  } else if ((p->flags & F_TRANSFER_ENCODING) != 0) {
-    // As nginx does: no transfer coding but chunked alone, which sluice re-frames (another
-    // coding would reach the client undeclared, or make the body close-delimited).
-    if ((p->flags & F_CHUNKED) == 0 || !onlyChunked(r.headers)) {
-      u->bad_response_ = "unsupported Transfer-Encoding";
-      return -1;
-    }
-    framing.kind = Framing::kChunked;
-  } else if ((p->flags & F_CONTENT_LENGTH) != 0) {
-    framing = {Framing::kContentLength, p->content_length};
-  } else {
-    framing.kind = Framing::kClose;
-  }
-  return u->down_->onUpstreamResponseHead(r, framing) ? 1 : 0;
-}
-
-int UpstreamConnection::cbBody(llhttp_t* p, const char* at, size_t len) {
-  UpstreamConnection* u = self(p);
-  if (u->down_ != nullptr) {
-    u->down_->onUpstreamBody(at, len);
-  }
-  return 0;
-}
-
-int UpstreamConnection::cbMessageComplete(llhttp_t* p) {
-  UpstreamConnection* u = self(p);
-  if (u->upgraded_) {
-    return HPE_PAUSED;
-  }
-  if (u->response_.status >= 100 && u->response_.status < 200) {
-    return 0;  // an informational response; the final one follows
-  }
-  u->message_done_ = true;
-  u->keep_alive_ = llhttp_should_keep_alive(p) != 0;
-  u->timer_.disarm();
-  return HPE_PAUSED;
 }
 
 }  // namespace sluice::http

@@ -21,11 +21,13 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include "proxy/net/transport.h"
+
 namespace sluice::net {
 
 class EventSet;
 
-class Stream {
+class Stream final : public Transport {
  public:
   class Handler {
    public:
@@ -48,7 +50,7 @@ class Stream {
   static constexpr size_t kLowWatermark = size_t{64} * 1024;
 
   Stream(uv_loop_t* loop, Handler* handler);
-  ~Stream();
+  ~Stream() override;
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
 
@@ -66,32 +68,29 @@ class Stream {
   void startTls(SSL* ssl);
   SSL* ssl() const { return ssl_; }
   bool tlsReady() const { return ssl_ == nullptr || handshake_done_; }
-  void readStart();
-  void readStop();
+  void readStart() override;
+  void readStop() override;
 
   // Writes all buffers in order; what the socket does not take now is copied and queued.
-  void write(const uv_buf_t* bufs, unsigned count);
-  void write(std::string_view data) {
-    uv_buf_t b = uv_buf_init(const_cast<char*>(data.data()), static_cast<unsigned>(data.size()));
-    write(&b, 1);
-  }
+  using Transport::write;
+  void write(const uv_buf_t* bufs, unsigned count) override;
   // Between cork() and uncork(), writes are gathered and go out in one write when uncorked (or
   // earlier, once 64 KiB are gathered): a response head and its body, or several frames
   // produced from one read, leave in one syscall and one packet. Calls nest.
-  void cork() { ++cork_depth_; }
-  void uncork();
+  void cork() override { ++cork_depth_; }
+  void uncork() override;
   // Frees the buffers kept for reuse (before a connection goes quiet for long, e.g. a WebSocket).
   void releaseBuffers();
-  bool aboveHighWatermark() const { return queued() >= kHighWatermark; }
+  bool aboveHighWatermark() const override { return queued() >= kHighWatermark; }
   // Bytes written but not yet taken by the socket (gathered while corked, or queued).
   size_t queuedBytes() const { return queued() + corked_.size(); }
 
   // Sends FIN after the queued writes. Reads continue until the owner closes.
-  void shutdown();
+  void shutdown() override;
   // Closes once every queued write has gone out (at once when none is queued).
-  void closeAfterFlush();
+  void closeAfterFlush() override;
   // Closes the handle (queued writes are cancelled); onClosed() follows.
-  void close();
+  void close() override;
 
  private:
   friend class EventSet;

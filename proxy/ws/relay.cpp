@@ -11,22 +11,11 @@ namespace sluice::ws {
 
 namespace {
 constexpr uint64_t kCloseTimeoutMs = 5000;
-// Held frames are unmasked into this scratch buffer for UTF-8 validation when the payload itself
-// is not kept.
-thread_local std::string t_scratch;
-// The read being parsed (set only inside Leg::feed), and the first byte of a text frame that lies
-// whole in it: such a frame is validated where it is and forwarded from there, in its place in
-// the forwarded range, instead of being copied aside first. Per thread, because a thread parses
-// one read at a time.
-thread_local const uint8_t* t_feed_begin = nullptr;
-thread_local const uint8_t* t_feed_end = nullptr;
-thread_local const uint8_t* t_in_place = nullptr;
 
-void randomMask(uint8_t mask[4]) {
+void randomMask(uint8_t mask[4], uint64_t salt) {
   if (RAND_bytes(mask, 4) != 1) {
     // RAND_bytes does not fail on a seeded Linux system; never send a predictable mask anyway.
-    uint64_t t = uv_hrtime();
-    memcpy(mask, &t, 4);
+    memcpy(mask, &salt, 4);
   }
 }
 
@@ -49,41 +38,45 @@ const char* Relay::closedByName(ClosedBy by) {
   return "none";
 }
 
-Relay::Leg::Leg(Relay* r, bool client, net::Stream* i, net::Stream* o)
+Relay::Leg::Leg(Relay* r, bool client, net::Transport* i, net::Transport* o)
     : relay(r), from_client(client), in(i), out(o), parser(client) {}
 
-Relay::Relay(uv_loop_t* loop, net::Stream& client, net::Stream& backend, uv_timer_t* timer,
-             uv_timer_cb timer_cb, const conf::WebSocketConfig& config,
-             std::vector<std::unique_ptr<filters::StreamFilter>> filters,
-             std::vector<metrics::FilterSlot*> filter_slots, bool needs_payload,
+Relay::Relay(filters::Dispatcher& dispatcher, net::Transport& client, net::Transport& backend,
+             const conf::WebSocketConfig& config, std::unique_ptr<FilterManager> filters,
              metrics::RouteSlot* route_slot, Owner* owner)
-    : loop_(loop),
-      timer_(timer),
-      timer_cb_(timer_cb),
+    : dispatcher_(dispatcher),
+      timer_(dispatcher.createTimer([this] { onTimer(); })),
       config_(config),
       filters_(std::move(filters)),
-      filter_slots_(std::move(filter_slots)),
-      needs_payload_(needs_payload),
+      needs_payload_(filters_ && filters_->has(filters::Filter::kMessage)),
+      frame_filters_(filters_ && filters_->has(filters::Filter::kFrame)),
       route_slot_(route_slot),
       owner_(owner),
       up_(this, true, &client, &backend),
       down_(this, false, &backend, &client) {
-  last_client_rx_ = last_rx_ = uv_now(loop_);
+  if (filters_) {
+    filters_->setOwner(*this);
+  }
+  last_client_rx_ = last_rx_ = dispatcher_.nowMs();
   armTimer();
 }
 
-Relay::~Relay() = default;
+Relay::~Relay() {
+  if (filters_) {
+    filters_->destroy();  // while the relay (its owner) is still whole
+  }
+}
 
 // ---- input ---------------------------------------------------------------------------------
 
 void Relay::onClientData(const char* data, size_t len) {
-  last_client_rx_ = last_rx_ = uv_now(loop_);
+  last_client_rx_ = last_rx_ = dispatcher_.nowMs();
   up_.feed(data, len);
   afterInput(up_);
 }
 
 void Relay::onBackendData(const char* data, size_t len) {
-  last_rx_ = uv_now(loop_);
+  last_rx_ = dispatcher_.nowMs();
   down_.feed(data, len);
   afterInput(down_);
 }
@@ -94,19 +87,28 @@ void Relay::afterInput(Leg& leg) {
   }
   // Watermark flow control: a slow reader stops the other side's reads.
   if (leg.out->aboveHighWatermark()) {
-    leg.in->readStop();
+    leg.pause(kOutputFull, true);
   }
 }
 
 void Relay::onClientWritable() {
-  if (!finished_ && !down_.eof) {
-    down_.in->readStart();
-  }
+  down_.pause(kOutputFull, false);
 }
 
 void Relay::onBackendWritable() {
-  if (!finished_ && !up_.eof) {
-    up_.in->readStart();
+  up_.pause(kOutputFull, false);
+}
+
+void Relay::Leg::pause(uint8_t why, bool on) {
+  uint8_t before = paused;
+  paused = on ? (paused | why) : (paused & ~why);
+  if (relay->finished_ || eof) {
+    return;
+  }
+  if (before == 0 && paused != 0) {
+    in->readStop();
+  } else if (before != 0 && paused == 0) {
+    in->readStart();
   }
 }
 
@@ -114,17 +116,26 @@ void Relay::Leg::feed(const char* data, size_t len) {
   if (relay->finished_) {
     return;
   }
+  if ((paused & kAwaitVerdict) != 0) {
+    backlog.append(data, len);  // read before the pause took effect
+    return;
+  }
   const auto* p = reinterpret_cast<const uint8_t*>(data);
-  t_feed_begin = p;
-  t_feed_end = p + len;
+  relay->feed_begin_ = p;
+  relay->feed_end_ = p + len;
   size_t used = parser.feed(p, len, *this);
-  t_feed_begin = t_feed_end = nullptr;
+  relay->feed_begin_ = relay->feed_end_ = nullptr;
   flushRange();
-  if (parser.error() != FrameError::kNone && !relay->finished_) {
+  if (relay->finished_) {
+    return;
+  }
+  if (parser.error() != FrameError::kNone) {
     relay->fail(*this, kProtocolError, frameErrorName(parser.error()));
     return;
   }
-  (void)used;
+  if (used < len && (paused & kAwaitVerdict) != 0) {
+    backlog.append(data + used, len - used);  // parsed once the verdict comes
+  }
 }
 
 void Relay::Leg::forward(const uint8_t* p, size_t n) {
@@ -183,33 +194,28 @@ bool Relay::Leg::onFrameHeader(const FrameHeader& h, const uint8_t* raw) {
     relay->fail(*this, kMessageTooBig, "message too big");
     return false;
   }
-  filters::FrameInfo info{
-      direction(),
-      parser.messageOpcode() == kText ? filters::MessageType::kText : filters::MessageType::kBinary,
-      first,
-      h.fin,
-      h.length,
-      message_bytes};
-  for (size_t i = 0; i < relay->filters_.size(); ++i) {
-    filters::MessageDecision d = relay->filters_[i]->onFrame(info);
-    if (!relay->judged(i, d)) {
-      continue;
+  if (relay->frame_filters_) {
+    filters::FrameInfo info{direction(), type(), first, h.fin, h.length, message_bytes};
+    switch (relay->filters_->frame(info)) {
+      case FilterManager::MessageResult::kForward:
+      case FilterManager::MessageResult::kStopped:  // (frames cannot wait)
+        break;
+      case FilterManager::MessageResult::kClosed:
+        return false;
+      case FilterManager::MessageResult::kDrop:
+        flushRange();  // nothing of this message goes out
+        held.clear();
+        payload.clear();
+        dropping = true;
+        mode = Mode::kSkip;
+        return true;
     }
-    if (d.action == filters::MessageDecision::Action::kClose) {
-      relay->fail(*this, d.close_code, d.reason);
-      return false;
-    }
-    flushRange();  // kDrop: nothing of this message goes out
-    held.clear();
-    payload.clear();
-    dropping = true;
-    mode = Mode::kSkip;
-    return true;
   }
-  if (validate && !assembling && raw >= t_feed_begin && raw < t_feed_end &&
-      static_cast<uint64_t>(t_feed_end - raw) >= h.header_size + h.length) {
+  const uint8_t* feed_end = relay->feed_end_;
+  if (validate && !assembling && raw >= relay->feed_begin_ && raw < feed_end &&
+      static_cast<uint64_t>(feed_end - raw) >= h.header_size + h.length) {
     mode = Mode::kInPlace;  // the whole frame is in this read (a header split across reads is not)
-    t_in_place = raw;
+    in_place = raw;
   } else if (validate || assembling) {
     flushRange();
     mode = Mode::kHold;
@@ -234,20 +240,35 @@ bool Relay::Leg::onFramePayload(const FrameHeader& h, const uint8_t* data, size_
   if (mode == Mode::kHold) {
     held.append(reinterpret_cast<const char*>(data), len);
   }
-  bool keep = isControl(h.opcode) || assembling;
-  std::string& plain = keep ? payload : t_scratch;
-  if (!keep) {
-    plain.clear();
+  if (isControl(h.opcode) || assembling) {
+    size_t start = payload.size();
+    payload.append(reinterpret_cast<const char*>(data), len);
+    auto* u = reinterpret_cast<uint8_t*>(payload.data() + start);
+    if (h.masked) {
+      applyMask(u, len, h.mask, static_cast<size_t>(offset & 3));
+    }
+    if (!isControl(h.opcode) && validate && !utf8.feed(u, len)) {
+      relay->fail(*this, kInvalidPayload, "text message is not valid UTF-8");
+      return false;
+    }
+    return true;
   }
-  size_t start = plain.size();
-  plain.append(reinterpret_cast<const char*>(data), len);
-  auto* u = reinterpret_cast<uint8_t*>(plain.data() + start);
-  if (h.masked) {
-    applyMask(u, len, h.mask, static_cast<size_t>(offset & 3));
+  if (!validate) {
+    return true;
   }
-  if (!isControl(h.opcode) && validate && !utf8.feed(u, len)) {
-    relay->fail(*this, kInvalidPayload, "text message is not valid UTF-8");
-    return false;
+  // A text frame validated but not kept: unmask a piece at a time on the stack.
+  uint8_t chunk[2048];
+  for (size_t done = 0; done < len;) {
+    size_t n = std::min(sizeof chunk, len - done);
+    memcpy(chunk, data + done, n);
+    if (h.masked) {
+      applyMask(chunk, n, h.mask, static_cast<size_t>((offset + done) & 3));
+    }
+    if (!utf8.feed(chunk, n)) {
+      relay->fail(*this, kInvalidPayload, "text message is not valid UTF-8");
+      return false;
+    }
+    done += n;
   }
   return true;
 }
@@ -276,42 +297,94 @@ bool Relay::Leg::onFrameEnd(const FrameHeader& h) {
     r.fail(*this, kInvalidPayload, "text message ends inside a UTF-8 sequence");
     return false;
   }
-  if (assembling && !h.fin) {
-    return true;  // keep holding until the message is whole
-  }
   if (assembling) {
-    filters::Message m{direction(),
-                       parser.messageOpcode() == kText ? filters::MessageType::kText
-                                                       : filters::MessageType::kBinary,
-                       payload};
-    for (size_t i = 0; i < r.filters_.size(); ++i) {
-      filters::MessageDecision d = r.filters_[i]->onMessage(m);
-      if (!r.judged(i, d)) {
-        continue;
-      }
-      if (d.action == filters::MessageDecision::Action::kClose) {
-        r.fail(*this, d.close_code, d.reason);
-        return false;
-      }
-      held.clear();
-      payload.clear();
-      return true;
-    }
+    return !h.fin || judgeMessage();  // keep holding until the message is whole
   }
-  r.countMessage(dir, assembling ? payload.size() : h.length, h.fin, message_bytes);
+  r.countMessage(dir, h.length, h.fin, message_bytes);
   if (r.other(*this).close_sent) {
     // nothing more goes that way
   } else if (mode == Mode::kInPlace) {
-    forward(t_in_place, h.header_size + static_cast<size_t>(h.length));
+    forward(in_place, h.header_size + static_cast<size_t>(h.length));
   } else {
     out->write(held);
   }
   held.clear();
-  if (assembling) {
-    payload.clear();
-  }
   releaseLargeBuffers();
   return true;
+}
+
+bool Relay::Leg::judgeMessage() {
+  message.emplace(direction(), type(), &payload);
+  switch (relay->filters_->message(*message)) {
+    case FilterManager::MessageResult::kForward:
+      sendMessage(message->modified());
+      messageDone();
+      return true;
+    case FilterManager::MessageResult::kDrop:
+      messageDone();
+      return true;
+    case FilterManager::MessageResult::kClosed:
+      return false;
+    case FilterManager::MessageResult::kStopped:
+      pause(kAwaitVerdict, true);  // the rest of this read waits in the backlog
+      return false;
+  }
+  return false;
+}
+
+void Relay::onMessageVerdict(filters::Direction direction, const filters::MessageVerdict& verdict) {
+  if (finished_) {
+    return;
+  }
+  Leg& l = leg(direction);
+  if (!l.message) {
+    return;
+  }
+  if (verdict.kind == filters::MessageVerdict::Kind::kForward) {
+    l.sendMessage(l.message->modified());
+  }
+  l.messageDone();
+  l.pause(kAwaitVerdict, false);
+  if (!l.backlog.empty()) {
+    std::string backlog = std::move(l.backlog);
+    l.backlog.clear();
+    l.feed(backlog.data(), backlog.size());
+    afterInput(l);
+  }
+}
+
+void Relay::Leg::sendMessage(bool rewritten) {
+  Relay& r = *relay;
+  r.countMessage(dirIndex(direction()), payload.size(), true, message_bytes);
+  if (r.other(*this).close_sent) {
+    return;  // nothing more goes that way
+  }
+  if (!rewritten) {
+    out->write(held);
+    return;
+  }
+  // sluice frames the new payload itself: one frame, masked toward a backend.
+  std::string frame;
+  uint8_t opcode = type() == filters::MessageType::kText ? kText : kBinary;
+  if (from_client) {
+    uint8_t mask[4];
+    randomMask(mask, r.dispatcher_.nowMs());
+    writeFrameHeader(&frame, true, opcode, payload.size(), mask);
+    size_t start = frame.size();
+    frame.append(payload);
+    applyMask(reinterpret_cast<uint8_t*>(frame.data() + start), payload.size(), mask, 0);
+  } else {
+    writeFrameHeader(&frame, true, opcode, payload.size(), nullptr);
+    frame.append(payload);
+  }
+  out->write(frame);
+}
+
+void Relay::Leg::messageDone() {
+  message.reset();
+  held.clear();
+  payload.clear();
+  releaseLargeBuffers();
 }
 
 bool Relay::Leg::onControlFrame(const FrameHeader& h, std::string_view frame,
@@ -382,17 +455,14 @@ void Relay::countMessage(size_t dir, uint64_t bytes, bool end_of_message, uint64
   }
 }
 
-bool Relay::judged(size_t filter, const filters::MessageDecision& d) {
-  if (d.action == filters::MessageDecision::Action::kContinue) {
-    return false;  // not counted per frame: that would be a counter per frame for nothing
-  }
-  if (filter < filter_slots_.size()) {
-    filter_slots_[filter]
-        ->decisions[d.action == filters::MessageDecision::Action::kClose ? metrics::kDecisionClose
-                                                                         : metrics::kDecisionDrop]
-        .inc();
-  }
-  return true;
+// ---- filters -------------------------------------------------------------------------------
+
+void Relay::filterCloseWebSocket(filters::Direction from, uint16_t code, std::string_view reason) {
+  fail(leg(from), code, reason);
+}
+
+void Relay::filterReadDisable(filters::Direction direction, bool disable) {
+  leg(direction).pause(kFilterPause, disable);
 }
 
 // ---- closing -------------------------------------------------------------------------------
@@ -413,7 +483,7 @@ void Relay::sendClose(Leg& toward, uint16_t code, std::string_view reason) {
     writeCloseFrame(&frame, code, reason, nullptr);  // server to client: unmasked
   } else {
     uint8_t mask[4];
-    randomMask(mask);
+    randomMask(mask, dispatcher_.nowMs());
     writeCloseFrame(&frame, code, reason, mask);  // client to server: masked
   }
   toward.in->write(frame);
@@ -461,7 +531,7 @@ void Relay::onCloseFrame(Leg& from, uint16_t code) {
     return;
   }
   closing_ = true;  // wait (bounded) for the other side's answer, which is relayed too
-  close_deadline_ = uv_now(loop_) + kCloseTimeoutMs;
+  close_deadline_ = dispatcher_.nowMs() + kCloseTimeoutMs;
   armTimer();
 }
 
@@ -497,8 +567,16 @@ void Relay::finish() {
     return;
   }
   finished_ = true;
-  uv_timer_stop(timer_);
+  timer_->disarm();
+  if (filters_) {
+    filters_->destroy();  // async work for messages that will never be sent is cancelled
+  }
   owner_->relayFinished();
+}
+
+void Relay::lingerFor(std::chrono::milliseconds after) {
+  lingering_ = true;
+  timer_->arm(after);
 }
 
 // ---- timers: heartbeats, idle timeout, close handshake -------------------------------------
@@ -507,7 +585,7 @@ void Relay::armTimer() {
   if (finished_) {
     return;
   }
-  uint64_t now = uv_now(loop_);
+  uint64_t now = dispatcher_.nowMs();
   uint64_t due = UINT64_MAX;
   auto consider = [&](uint64_t t) { due = std::min(due, t); };
   if (closing_) {
@@ -525,18 +603,21 @@ void Relay::armTimer() {
     }
   }
   if (due == UINT64_MAX) {
-    uv_timer_stop(timer_);
+    timer_->disarm();
     return;
   }
-  uint64_t delay = due > now ? due - now : 0;
-  uv_timer_start(timer_, timer_cb_, delay, 0);
+  timer_->arm(std::chrono::milliseconds(due > now ? due - now : 0));
 }
 
 void Relay::onTimer() {
+  if (lingering_) {
+    owner_->lingerExpired();
+    return;
+  }
   if (finished_) {
     return;
   }
-  uint64_t now = uv_now(loop_);
+  uint64_t now = dispatcher_.nowMs();
   if (closing_) {
     if (now >= close_deadline_) {
       finish();  // the answering close never came

@@ -4,31 +4,38 @@
 // each parsing its frames incrementally and enforcing RFC 6455. Frames whose payload nothing
 // needs are forwarded as they arrive, straight from the read buffer; text frames (UTF-8
 // validation) and messages that a payload filter inspects are held until judged, then forwarded
-// unchanged (client frames keep the client's mask). Close frames are relayed; protocol
-// violations, limits and filter decisions end the session with a close code to each side.
+// unchanged (client frames keep the client's mask), or re-framed by sluice when a filter rewrote
+// the message. A filter may take its time over a message: that leg then stops reading (TCP
+// backpressure) until the verdict. Close frames are relayed; protocol violations, limits and
+// filter decisions end the session with a close code to each side.
+//
+// The relay sees its two sides as net::Transports and its clock and timer through a
+// filters::Dispatcher: no sockets, no libuv, no thread-local state, so unit tests drive it whole.
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
-#include <vector>
-
-#include <uv.h>
+#include <string_view>
 
 #include "conf/config.h"
 #include "filters/filter.h"
+#include "proxy/filter_manager.h"
 #include "proxy/metrics.h"
-#include "proxy/net/stream.h"
+#include "proxy/net/transport.h"
 #include "proxy/ws/codec.h"
 
 namespace sluice::ws {
 
-class Relay {
+class Relay : public FilterOwner {
  public:
   class Owner {
    public:
     virtual ~Owner() = default;
     // The session is over and both sides have been written what they will get: close both.
     virtual void relayFinished() = 0;
+    // After the session finished: the time lingerFor() set has passed.
+    virtual void lingerExpired() = 0;
   };
 
   // Who ended the session, for logs and metrics.
@@ -41,13 +48,13 @@ class Relay {
     ClosedBy closed_by = ClosedBy::kNone;
   };
 
-  // `timer` is the owner's; when it fires, the owner calls onTimer() (via `timer_cb`).
-  Relay(uv_loop_t* loop, net::Stream& client, net::Stream& backend, uv_timer_t* timer,
-        uv_timer_cb timer_cb, const conf::WebSocketConfig& config,
-        std::vector<std::unique_ptr<filters::StreamFilter>> filters,
-        std::vector<metrics::FilterSlot*> filter_slots, bool needs_payload,
+  // `filters` may be null (a route without filters); the relay becomes its owner.
+  Relay(filters::Dispatcher& dispatcher, net::Transport& client, net::Transport& backend,
+        const conf::WebSocketConfig& config, std::unique_ptr<FilterManager> filters,
         metrics::RouteSlot* route_slot, Owner* owner);
-  ~Relay();
+  ~Relay() override;
+  Relay(const Relay&) = delete;
+  Relay& operator=(const Relay&) = delete;
 
   void onClientData(const char* data, size_t len);
   void onBackendData(const char* data, size_t len);
@@ -55,9 +62,10 @@ class Relay {
   void onBackendEof();
   void onClientWritable();
   void onBackendWritable();
-  void onTimer();
   // Ends the session from sluice's side: `code` (1001 on shutdown, 1012 on drain) to both.
   void goAway(uint16_t code, std::string_view reason);
+  // After the session finished: Owner::lingerExpired() once `after` has passed.
+  void lingerFor(std::chrono::milliseconds after);
 
   const Stats& stats() const { return stats_; }
   bool finished() const { return finished_; }
@@ -69,9 +77,25 @@ class Relay {
 
   static const char* closedByName(ClosedBy by);
 
+  // FilterOwner
+  void filterLocalReply(uint16_t, std::string_view, std::string_view) override {}
+  void filterCloseWebSocket(filters::Direction from, uint16_t code,
+                            std::string_view reason) override;
+  void filterReadDisable(filters::Direction direction, bool disable) override;
+  void onPhaseResumed(FilterOwner::Phase) override {}
+  void onMessageVerdict(filters::Direction direction,
+                        const filters::MessageVerdict& verdict) override;
+
  private:
+  // Why a leg does not read (bits; it reads when none is set).
+  enum Pause : uint8_t {
+    kOutputFull = 1,    // its output is above the high watermark
+    kFilterPause = 2,   // a filter asked (readDisable)
+    kAwaitVerdict = 4,  // a filter judges a message of this leg
+  };
+
   struct Leg : FrameParser::Handler {
-    Leg(Relay* relay, bool from_client, net::Stream* in, net::Stream* out);
+    Leg(Relay* relay, bool from_client, net::Transport* in, net::Transport* out);
 
     bool onFrameHeader(const FrameHeader& h, const uint8_t* raw) override;
     bool onFramePayload(const FrameHeader& h, const uint8_t* data, size_t len,
@@ -79,14 +103,25 @@ class Relay {
     bool onFrameEnd(const FrameHeader& h) override;
     // A whole control frame: `frame` as received, `body` its unmasked payload.
     bool onControlFrame(const FrameHeader& h, std::string_view frame, std::string_view body);
+    // A whole message for the payload filters; returns false to stop parsing.
+    bool judgeMessage();
+    // After a message went on or was dropped: forget it.
+    void messageDone();
+    // Sends the held message on: as received, or re-framed when a filter rewrote it.
+    void sendMessage(bool rewritten);
 
     void feed(const char* data, size_t len);
     void releaseLargeBuffers();
     void forward(const uint8_t* p, size_t n);
     void flushRange();
+    void pause(uint8_t why, bool on);
     filters::Direction direction() const {
       return from_client ? filters::Direction::kDownstreamToUpstream
                          : filters::Direction::kUpstreamToDownstream;
+    }
+    filters::MessageType type() const {
+      return parser.messageOpcode() == kText ? filters::MessageType::kText
+                                             : filters::MessageType::kBinary;
     }
 
     // kStream: forwarded as it comes; kHold: copied into `held` until judged; kInPlace: a text
@@ -95,11 +130,12 @@ class Relay {
 
     Relay* relay;
     bool from_client;
-    net::Stream* in;
-    net::Stream* out;
+    net::Transport* in;
+    net::Transport* out;
     FrameParser parser;
     Utf8Validator utf8;
     Mode mode = Mode::kStream;
+    uint8_t paused = 0;           // Pause bits
     bool validate = false;        // the current message is text and validated
     bool assembling = false;      // the current message is held whole for payload filters
     bool close_received = false;  // this leg's peer sent a close frame
@@ -116,6 +152,11 @@ class Relay {
     size_t control_payload_from = 0;
     const uint8_t* fwd_begin = nullptr;
     const uint8_t* fwd_end = nullptr;
+    const uint8_t* in_place = nullptr;  // the kInPlace frame's first byte
+    // Input read while a message awaits a filter's verdict, parsed once it comes.
+    std::string backlog;
+    // The assembled message the payload filters judge (it may wait for an asynchronous verdict).
+    std::optional<filters::Message> message;
   };
 
   void fail(Leg& offender, uint16_t code, std::string_view reason);
@@ -125,25 +166,31 @@ class Relay {
   void finish();
   void afterInput(Leg& leg);
   void armTimer();
+  void onTimer();
   void countMessage(size_t dir, uint64_t bytes, bool end_of_message, uint64_t message_bytes);
-  // Counts a filter decision; returns true when it ends or drops the message.
-  bool judged(size_t filter, const filters::MessageDecision& d);
+  Leg& leg(filters::Direction d) {
+    return d == filters::Direction::kDownstreamToUpstream ? up_ : down_;
+  }
   Leg& other(Leg& leg) { return &leg == &up_ ? down_ : up_; }
 
-  uv_loop_t* loop_;
-  uv_timer_t* timer_;
-  uv_timer_cb timer_cb_;
+  filters::Dispatcher& dispatcher_;
+  std::unique_ptr<filters::Timer> timer_;
   const conf::WebSocketConfig& config_;
-  std::vector<std::unique_ptr<filters::StreamFilter>> filters_;
-  std::vector<metrics::FilterSlot*> filter_slots_;
+  std::unique_ptr<FilterManager> filters_;
   bool needs_payload_;
+  bool frame_filters_;
   metrics::RouteSlot* route_slot_;  // may be null (unit tests)
   Owner* owner_;
   Leg up_;    // client -> backend: reads the client, writes the backend
   Leg down_;  // backend -> client
   Stats stats_;
+  // The read being parsed (only inside Leg::feed): a text frame whole in it is validated where
+  // it is and forwarded from there, instead of being copied aside first.
+  const uint8_t* feed_begin_ = nullptr;
+  const uint8_t* feed_end_ = nullptr;
   bool closing_ = false;  // a close handshake (relayed or sluice's own) is under way
   bool finished_ = false;
+  bool lingering_ = false;
   uint64_t close_deadline_ = 0;
   uint64_t last_client_rx_ = 0;
   uint64_t last_rx_ = 0;

@@ -64,8 +64,6 @@ Session::Session(Setup&& setup)
          logFields(setup),
          setup.start} {
   Worker* w = s_.worker;
-  uv_timer_init(w->loop(), &timer_);
-  timer_.data = this;
   s_.client->setHandler(&client_side_);
   s_.upstream->setHandler(&upstream_side_);
   // The HTTP exchange's buffers (cork buffers, a pooled write request) are not needed for the
@@ -76,14 +74,16 @@ Session::Session(Setup&& setup)
   route_slot_ = &s_.snapshot->metrics.routes[s_.route][w->id()];
   route_slot_->ws_open.add(1);
   s_.backend_slot->websockets_open.add(1);
-  std::vector<metrics::FilterSlot*> filter_slots;
-  for (size_t f : route.filter_indices) {
-    filter_slots.push_back(&s_.snapshot->metrics.filters[f][w->id()]);
+  if (setup.filters) {
+    // The filters' view of the session now points at what the session keeps.
+    filters::StreamInfo& info = setup.filters->info();
+    info.client_ip = logField(0);
+    info.request_id = logField(3);
+    info.listener = s_.snapshot->config->listeners[s_.listener].name;
+    info.route = route.name;
   }
-  relay_ =
-      std::make_unique<Relay>(w->loop(), *s_.client, *s_.upstream, &timer_, &Session::onTimer,
-                              route.websocket, std::move(setup.filters), std::move(filter_slots),
-                              s_.snapshot->route_needs_payload[s_.route], route_slot_, this);
+  relay_ = std::make_unique<Relay>(w->dispatcher(), *s_.client, *s_.upstream, route.websocket,
+                                   std::move(setup.filters), route_slot_, this);
   w->registerConnection(this);
   s_.client->readStart();
   s_.upstream->readStart();
@@ -158,15 +158,6 @@ void Session::peerGone(bool client) {
   }
 }
 
-void Session::onTimer(uv_timer_t* t) {
-  auto* s = static_cast<Session*>(t->data);
-  if (s->lingering_) {
-    s->closeAll();
-  } else {
-    s->relay_->onTimer();
-  }
-}
-
 // ---- the end -------------------------------------------------------------------------------
 
 void Session::relayFinished() {
@@ -181,8 +172,8 @@ void Session::relayFinished() {
   // sent last (the close frame; toward a backend, the messages before it too). A side whose
   // peer has ended already, and a backend that has sent its close frame, have nothing more to
   // say: they are closed once what was queued for them is written.
-  // When both streams have closed, handleClosed() closes the timer; when the timer fires first,
-  // closeAll() ends whatever is left.
+  // When both streams have closed, handleClosed() frees the session; when the linger time passes
+  // first, closeAll() ends whatever is left.
   lingering_ = true;
   if (relay_->backendSentClose() || relay_->backendEnded()) {
     s_.upstream->closeAfterFlush();
@@ -196,7 +187,7 @@ void Session::relayFinished() {
     s_.client->shutdown();
     s_.client->readStart();
   }
-  uv_timer_start(&timer_, &Session::onTimer, kLingerMs, 0);
+  relay_->lingerFor(std::chrono::milliseconds(kLingerMs));
 }
 
 void Session::closeAll() {
@@ -209,16 +200,11 @@ void Session::closeAll() {
   }
   s_.client->close();
   s_.upstream->close();
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_),
-           [](uv_handle_t* h) { static_cast<Session*>(h->data)->handleClosed(); });
 }
 
 void Session::handleClosed() {
-  --open_handles_;
-  if (open_handles_ == 1 && lingering_) {
-    closeAll();  // both streams ended their lingering close before the timer: only it is left
-  } else if (open_handles_ == 0) {
-    delete this;
+  if (--open_streams_ == 0) {
+    delete this;  // (the relay's timer goes with it)
   }
 }
 

@@ -11,8 +11,8 @@
 
 #include <uv.h>
 
-#include "filters/filter.h"
 #include "proxy/client_session.h"
+#include "proxy/filter_manager.h"
 #include "proxy/metrics.h"
 #include "proxy/net/stream.h"
 #include "proxy/snapshot.h"
@@ -36,7 +36,7 @@ class Session : public ClientSession, public Relay::Owner {
     size_t backend = 0;
     std::unique_ptr<net::Stream> client;
     std::unique_ptr<net::Stream> upstream;
-    std::vector<std::unique_ptr<filters::StreamFilter>> filters;
+    std::unique_ptr<FilterManager> filters;  // null on a route without filters
     // Counted for the whole life of the connection; the session gives them back at its end.
     metrics::ListenerSlot* listener_slot = nullptr;
     metrics::BackendSlot* backend_slot = nullptr;
@@ -74,8 +74,8 @@ class Session : public ClientSession, public Relay::Owner {
 
   explicit Session(Setup&& setup);
   ~Session() override;
-  static void onTimer(uv_timer_t* t);
   void relayFinished() override;
+  void lingerExpired() override { closeAll(); }
   void peerGone(bool client);
   void closeAll();
   void handleClosed();
@@ -101,12 +101,11 @@ class Session : public ClientSession, public Relay::Owner {
   Kept s_;
   Side client_side_{this, true};
   Side upstream_side_{this, false};
-  uv_timer_t timer_;
   std::unique_ptr<Relay> relay_;
   metrics::RouteSlot* route_slot_;
   bool lingering_ = false;  // the relay finished: the sides are being closed gracefully
   bool closing_ = false;
-  int open_handles_ = 3;  // client stream, upstream stream, timer
+  int open_streams_ = 2;  // client, upstream
 };
 
 }  // namespace sluice::ws

@@ -3,6 +3,7 @@
 #include "filters/filter.h"
 #include "filters/message_limits/message_limits.h"
 #include "filters/origin/origin.h"
+#include "tests/unit/support/fakes.h"
 
 namespace sluice::filters {
 namespace {
@@ -18,34 +19,22 @@ conf::FilterConfig filterConfig(const std::string& toml) {
   return c;
 }
 
-class FakeRequest : public RequestView {
- public:
-  std::string_view method() const override { return "GET"; }
-  std::string_view path() const override { return "/ws"; }
-  std::string_view host() const override { return "app.example.com"; }
-  std::optional<std::string_view> header(std::string_view name) const override {
-    if (name == "origin" && origin) {
-      return *origin;
-    }
-    return std::nullopt;
+// What the origin filter did with a request: 0 when it let it pass, else the status it answered.
+uint16_t judge(const FilterPtr& f, std::optional<std::string> origin, bool upgrade = true) {
+  testing::FakeCallbacks cb;
+  cb.info_.websocket = upgrade;
+  RequestHead head;
+  head.method = "GET";
+  head.url = "/ws";
+  head.add("Host", "app.example.com");
+  if (origin) {
+    head.add("Origin", *origin);
   }
-  std::string_view clientIp() const override { return "127.0.0.1"; }
-  bool webSocketUpgrade() const override { return upgrade; }
-  std::optional<std::string> origin;
-  bool upgrade = true;
-};
-
-class NoCallbacks : public HeadCallbacks {
- public:
-  void resume(HeadDecision) override { FAIL() << "origin never pauses"; }
-};
-
-HeadDecision judge(const FilterPtr& f, std::optional<std::string> origin, bool upgrade = true) {
-  FakeRequest r;
-  r.origin = std::move(origin);
-  r.upgrade = upgrade;
-  NoCallbacks cb;
-  return f->create()->onRequestHead(r, cb);
+  auto s = f->create();
+  s->setCallbacks(cb);
+  Status st = s->onRequestHead(head);
+  EXPECT_EQ(st == Status::kContinue, cb.reply_status == 0);
+  return cb.reply_status;
 }
 
 TEST(OriginFilter, ExactAndWildcard) {
@@ -57,23 +46,20 @@ allow = ["https://app.example.com", "https://*.example.org", "http://localhost:8
 )"),
                             d);
   ASSERT_TRUE(f) << (d.empty() ? "" : d[0].message);
-  using A = HeadDecision::Action;
-  EXPECT_EQ(judge(f, "https://app.example.com").action, A::kContinue);
-  EXPECT_EQ(judge(f, "HTTPS://App.Example.com:443").action, A::kContinue);
-  EXPECT_EQ(judge(f, "https://a.example.org").action, A::kContinue);
-  EXPECT_EQ(judge(f, "https://a.b.example.org").action, A::kContinue);
-  EXPECT_EQ(judge(f, "http://localhost:8080").action, A::kContinue);
+  EXPECT_EQ(judge(f, "https://app.example.com"), 0);
+  EXPECT_EQ(judge(f, "HTTPS://App.Example.com:443"), 0);
+  EXPECT_EQ(judge(f, "https://a.example.org"), 0);
+  EXPECT_EQ(judge(f, "https://a.b.example.org"), 0);
+  EXPECT_EQ(judge(f, "http://localhost:8080"), 0);
   // Not allowed: other scheme, bare domain for a wildcard, look-alike suffix, other port.
   for (const char* bad : {"http://app.example.com", "https://example.org",
                           "https://evilexample.org", "https://example.org.evil.com",
                           "http://localhost:9090", "null", "https://app.example.com.evil"}) {
-    HeadDecision dec = judge(f, bad);
-    EXPECT_EQ(dec.action, A::kReject) << bad;
-    EXPECT_EQ(dec.status, 403) << bad;
+    EXPECT_EQ(judge(f, bad), 403) << bad;
   }
-  EXPECT_EQ(judge(f, std::nullopt).action, A::kReject);
+  EXPECT_EQ(judge(f, std::nullopt), 403);
   // Plain HTTP requests are not the origin filter's business.
-  EXPECT_EQ(judge(f, "https://evil.com", false).action, A::kContinue);
+  EXPECT_EQ(judge(f, "https://evil.com", false), 0);
 }
 
 TEST(OriginFilter, AllowMissing) {
@@ -86,8 +72,8 @@ allow_missing = true
 )"),
                             d);
   ASSERT_TRUE(f);
-  EXPECT_EQ(judge(f, std::nullopt).action, HeadDecision::Action::kContinue);
-  EXPECT_EQ(judge(f, "https://evil.com").action, HeadDecision::Action::kReject);
+  EXPECT_EQ(judge(f, std::nullopt), 0);
+  EXPECT_EQ(judge(f, "https://evil.com"), 403);
 }
 
 TEST(OriginFilter, BadConfigNamesTheKey) {
@@ -123,16 +109,17 @@ allow_types = ["text"]
 )"),
                             d);
   ASSERT_TRUE(f) << (d.empty() ? "" : d[0].message);
-  EXPECT_FALSE(f->needsPayload());  // judged on headers: messages keep streaming
+  EXPECT_EQ(f->phases(), Filter::kFrame);  // judged on headers: messages keep streaming
+  testing::FakeCallbacks cb;
   auto s = f->create();
-  using A = MessageDecision::Action;
-  EXPECT_EQ(s->onFrame(frame(MessageType::kText, true, 1024)).action, A::kContinue);
-  MessageDecision big = s->onFrame(frame(MessageType::kText, false, 1025));
-  EXPECT_EQ(big.action, A::kClose);
-  EXPECT_EQ(big.close_code, 1009);
-  MessageDecision bin = s->onFrame(frame(MessageType::kBinary, true, 3));
-  EXPECT_EQ(bin.action, A::kClose);
-  EXPECT_EQ(bin.close_code, 1003);
+  s->setCallbacks(cb);
+  s->onFrame(frame(MessageType::kText, true, 1024));
+  EXPECT_EQ(cb.close_code, 0);
+  s->onFrame(frame(MessageType::kText, false, 1025));
+  EXPECT_EQ(cb.close_code, 1009);
+  cb.close_code = 0;
+  s->onFrame(frame(MessageType::kBinary, true, 3));
+  EXPECT_EQ(cb.close_code, 1003);
 }
 
 TEST(MessageLimitsFilter, BadTypesAndSizes) {

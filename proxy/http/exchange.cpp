@@ -1,0 +1,854 @@
+#include "proxy/http/exchange.h"
+
+#include <charconv>
+
+#include "proxy/access_log.h"
+#include "proxy/log.h"
+#include "proxy/worker.h"
+#include "proxy/ws/codec.h"
+#include "proxy/ws/session.h"
+
+namespace sluice::http {
+
+namespace {
+constexpr std::string_view kCrlf = "\r\n";
+constexpr std::string_view kLastChunk = "0\r\n\r\n";
+
+bool idempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "TRACE" ||
+         method == "PUT" || method == "DELETE";
+}
+
+bool hasBody(BodyFraming f) {
+  return f.kind == Framing::kChunked || (f.kind == Framing::kContentLength && f.length > 0);
+}
+}  // namespace
+
+// Writes `data` as one chunk of a chunked body: size line, data, CRLF, in one writev.
+void writeChunk(net::Transport& out, const char* data, size_t len) {
+  char size_line[24];
+  char* end = std::to_chars(size_line, size_line + sizeof size_line - 2, len, 16).ptr;
+  *end++ = '\r';
+  *end++ = '\n';
+  uv_buf_t bufs[3] = {uv_buf_init(size_line, static_cast<unsigned>(end - size_line)),
+                      uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len)),
+                      uv_buf_init(const_cast<char*>(kCrlf.data()), 2)};
+  out.write(bufs, 3);
+}
+
+Exchange::~Exchange() {
+  releaseUpstream(false);
+}
+
+const conf::RouteConfig& Exchange::route() const {
+  return snapshot_->config->routes[static_cast<size_t>(route_)];
+}
+
+void Exchange::begin() {
+  reset();
+  active_ = true;
+  start_ = std::chrono::steady_clock::now();
+}
+
+void Exchange::reset() {
+  // The filter instances go before the snapshot that made them (they hold their Filter anyway).
+  filters_.reset();
+  held_head_.reset();
+  std::string().swap(held_body_);
+  releaseUpstream(false);
+  active_ = false;
+  request_ = nullptr;
+}
+
+// ---- the request ---------------------------------------------------------------------------
+
+Exchange::HeadAction Exchange::onRequestHead(RequestHead& head, BodyFraming framing, bool http11) {
+  request_ = &head;
+  snapshot_ = down_.snapshot();
+  method_ = head.method;
+  head_request_ = head.method == "HEAD";
+  http11_ = http11;
+  websocket_ = sticky_hit_ = expect_continue_ = false;
+  request_complete_ = response_started_ = response_complete_ = head_stopped_ = false;
+  body_in_ = bytes_out_ = 0;
+  status_ = 0;
+  attempts_ = 0;
+  backend_ = route_ = -1;
+  local_error_.clear();
+  request_id_.clear();
+  request_framing_ = framing;
+  // Local answers to requests with an unread body close the connection: the body is never
+  // read, so the stream cannot be resynchronised.
+  const bool has_body = hasBody(framing);
+  const HeadAction after_local = has_body ? HeadAction::kStop : HeadAction::kContinue;
+
+  // The authority: absolute-form target first, then Host.
+  std::string_view path = head.url;
+  std::string_view host = head.get("host").value_or(std::string_view());
+  if (path.starts_with("http://") || path.starts_with("https://")) {
+    std::string_view rest = path.substr(path.find("//") + 2);
+    size_t slash = rest.find_first_of("/?");
+    host = rest.substr(0, slash);
+    path = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+  }
+  const conf::ListenerConfig& listener = snapshot_->config->listeners[down_.listenerIndex()];
+  if (listener.redirect_to_https) {
+    std::string_view authority = host;
+    if (!authority.empty() && authority.front() == '[') {
+      authority = authority.substr(0, authority.find(']') + 1);  // "[::1]:8080" -> "[::1]"
+    } else {
+      authority = authority.substr(0, authority.rfind(':'));
+    }
+    std::string location =
+        "Location: https://" + std::string(authority) +
+        std::string(head.url.starts_with("/") ? std::string_view(head.url) : path) + "\r\n";
+    respondLocal(308, "use https", has_body, location);
+    return after_local;
+  }
+  route_ = snapshot_->router.match(down_.listenerIndex(), host, path);
+  if (route_ < 0) {
+    respondLocal(404, "no route", has_body);
+    return after_local;
+  }
+
+  // Upgrades other than WebSocket (h2c, ...) are not offered: those requests are proxied as plain
+  // HTTP/1.1 with the Upgrade header removed.
+  if (headersHaveToken(head.headers, "upgrade", "websocket")) {
+    if (!route().websocket.enabled) {
+      respondLocal(403, "WebSocket upgrades are not enabled on this route", true);
+      return HeadAction::kStop;
+    }
+    if (!checkWebSocketHandshake()) {
+      return HeadAction::kStop;
+    }
+    websocket_ = true;
+  }
+  if (framing.kind == Framing::kContentLength && route().max_body_bytes > 0 &&
+      framing.length > route().max_body_bytes) {
+    respondLocal(413, "request body larger than max_body_bytes", true);
+    return HeadAction::kStop;
+  }
+  if (const Header* expect = head.find("expect")) {
+    if (!iequals(expect->value, "100-continue")) {
+      respondLocal(417, "unsupported Expect", true);
+      return HeadAction::kStop;
+    }
+    expect_continue_ = http11 && has_body;
+  }
+  if (const Header* id = head.find("x-request-id")) {
+    request_id_ = id->value;
+  } else {
+    down_.worker().newRequestId(&request_id_);
+  }
+
+  if (!snapshot_->route_filters[static_cast<size_t>(route_)].empty() && !setUpFilters()) {
+    if (filters_ && filters_->buffering()) {
+      // The filter reads the whole body first: the client may send it now.
+      if (expect_continue_) {
+        down_.send100Continue();
+        expect_continue_ = false;
+      }
+      down_.expectBody();
+      return HeadAction::kContinue;
+    }
+    if (head_stopped_) {
+      return HeadAction::kPause;  // the body waits (unparsed) until the filter resumes
+    }
+    return down_.closing() ? HeadAction::kStop : HeadAction::kContinue;
+  }
+  afterHeadFilters();
+  return down_.closing() ? HeadAction::kStop : HeadAction::kContinue;
+}
+
+bool Exchange::checkWebSocketHandshake() {
+  const RequestHead& req = *request_;
+  const char* bad = nullptr;
+  const Header* key = req.find("sec-websocket-key");
+  if (req.method != "GET") {
+    bad = "WebSocket upgrade must use GET";
+  } else if (!http11_) {
+    bad = "WebSocket upgrade needs HTTP/1.1";
+  } else if (!headersHaveToken(req.headers, "connection", "upgrade")) {
+    bad = "WebSocket upgrade without 'Connection: Upgrade'";
+  } else if (hasBody(request_framing_)) {
+    bad = "WebSocket upgrade with a body";
+  } else if (key == nullptr || req.count("sec-websocket-key") != 1 ||
+             !ws::validClientKey(key->value)) {
+    bad = "missing or invalid Sec-WebSocket-Key";
+  }
+  if (bad != nullptr) {
+    respondLocal(400, bad, true);
+    return false;
+  }
+  const Header* version = req.find("sec-websocket-version");
+  if (version == nullptr || req.count("sec-websocket-version") != 1 || version->value != "13") {
+    respondLocal(426, "unsupported Sec-WebSocket-Version", true, "Sec-WebSocket-Version: 13\r\n");
+    return false;
+  }
+  return true;
+}
+
+// Runs the route's filters over the head. Returns true when every one passed at once.
+bool Exchange::setUpFilters() {
+  const size_t r = static_cast<size_t>(route_);
+  const auto& chain = snapshot_->route_filters[r];
+  Worker& w = down_.worker();
+  std::vector<metrics::FilterSlot*> slots;
+  std::vector<std::shared_ptr<filters::WorkerState>> states;
+  slots.reserve(chain.size());
+  states.reserve(chain.size());
+  for (size_t i = 0; i < chain.size(); ++i) {
+    size_t f = route().filter_indices[i];
+    slots.push_back(snapshot_->metrics.filters.empty() ? nullptr
+                                                       : &snapshot_->metrics.filters[f][w.id()]);
+    states.push_back(w.filterState(chain[i]));
+  }
+  filters_ = std::make_unique<FilterManager>(*this, w.dispatcher(), chain, std::move(slots),
+                                             std::move(states), route().max_body_bytes);
+  filters::StreamInfo& info = filters_->info();
+  info.client_ip = down_.clientIp();
+  info.listener = snapshot_->config->listeners[down_.listenerIndex()].name;
+  info.route = route().name;
+  info.request_id = request_id_;
+  info.tls = down_.tls();
+  info.websocket = websocket_;
+  FilterManager::Result res = filters_->requestHead(*request_, hasBody(request_framing_));
+  if (res == FilterManager::Result::kStopped && !filters_->buffering()) {
+    head_stopped_ = true;
+  }
+  return res == FilterManager::Result::kContinue;
+}
+
+void Exchange::onPhaseResumed(FilterOwner::Phase phase) {
+  if (!active_ || response_started_) {
+    return;
+  }
+  if (phase == FilterOwner::Phase::kResponseHead) {
+    sendResponseHead();
+    return;
+  }
+  bool was_stopped = head_stopped_;
+  head_stopped_ = false;
+  afterHeadFilters();
+  if (was_stopped && !down_.closing()) {
+    down_.resumeRequest();  // the parser stopped after the head: read the body (or next request)
+  }
+}
+
+void Exchange::afterHeadFilters() {
+  if (request_framing_.kind != Framing::kNone && !request_complete_) {
+    down_.expectBody();
+  }
+  startUpstream(-1);
+}
+
+bool Exchange::onRequestBody(const char* data, size_t len) {
+  body_in_ += len;
+  if (route_ >= 0 && route().max_body_bytes > 0 && body_in_ > route().max_body_bytes) {
+    respondLocal(413, "request body larger than max_body_bytes", true);
+    return false;
+  }
+  if (filters_ && (filters_->buffering() || filters_->has(filters::Filter::kRequestBody))) {
+    bool buffering = filters_->buffering();
+    FilterManager::Result r = filters_->requestBody(std::string_view(data, len), false);
+    if (r == FilterManager::Result::kEnded) {
+      return false;
+    }
+    if (buffering) {
+      return !down_.closing();  // kept by the filter manager (the phase cannot end before the end)
+    }
+  }
+  forwardBody(data, len);
+  return !down_.closing();
+}
+
+void Exchange::forwardBody(const char* data, size_t len) {
+  if (upstream_ == nullptr) {
+    return;  // answered locally already; the rest of the body is discarded
+  }
+  if (request_framing_.kind == Framing::kChunked) {
+    writeChunk(upstream_->stream(), data, len);
+  } else {
+    uv_buf_t b = uv_buf_init(const_cast<char*>(data), static_cast<unsigned>(len));
+    upstream_->write(&b, 1);
+  }
+  if (upstream_->aboveHighWatermark()) {
+    down_.readDisable(Downstream::kUpstreamFull, true);
+    upstream_->awaitDrain();
+  }
+}
+
+void Exchange::onRequestComplete() {
+  request_complete_ = true;
+  if (filters_ && (filters_->buffering() || filters_->has(filters::Filter::kRequestBody))) {
+    bool buffering = filters_->buffering();
+    FilterManager::Result r = filters_->requestBody({}, true);
+    if (r == FilterManager::Result::kEnded) {
+      return;
+    }
+    if (buffering) {
+      if (r == FilterManager::Result::kContinue) {
+        afterHeadFilters();  // the buffering filter and the rest of the head phase passed
+      }
+      return;  // or a verdict to come (onPhaseResumed)
+    }
+  }
+  finishRequestBody();
+  if (response_complete_) {
+    finish();
+  }
+}
+
+void Exchange::finishRequestBody() {
+  if (upstream_ != nullptr) {
+    if (request_framing_.kind == Framing::kChunked) {
+      upstream_->write(kLastChunk);
+    }
+    upstream_->requestSent();
+  }
+}
+
+void Exchange::onDownstreamWritable() {
+  if (upstream_ != nullptr) {
+    upstream_->resumeReading();
+  }
+}
+
+// ---- toward the upstream -------------------------------------------------------------------
+
+void Exchange::startUpstream(int exclude_backend) {
+  const Snapshot& snap = *snapshot_;
+  const conf::RouteConfig& rc = route();
+  const conf::PoolConfig& pool = snap.config->pools[rc.pool_index];
+  const size_t p = rc.pool_index;
+  Worker& w = down_.worker();
+  int backend = -1;
+  if (attempts_ == 0) {
+    backend = stickyBackend(snap, p);
+    sticky_hit_ = backend >= 0;
+  } else {
+    sticky_hit_ = false;  // a retry chose another backend: the client needs a new cookie
+  }
+  if (backend < 0) {
+    std::string key;
+    balanceKey(pool, &key);
+    backend = w.pickBackend(snap, p, key, exclude_backend);
+  }
+  if (backend < 0) {
+    logNoBackend(snap, p);
+    respondLocal(503, "no backend available", !request_complete_);
+    return;
+  }
+  backend_ = backend;
+  ++attempts_;
+  const size_t b = static_cast<size_t>(backend);
+  const std::string& key = snap.upstream_keys[p][b];
+  // A retry after a stale keep-alive connection always opens a fresh one.
+  // A WebSocket gets a dedicated connection.
+  UpstreamConnection* up = nullptr;
+  if (attempts_ == 1 && !websocket_) {
+    up = static_cast<UpstreamConnection*>(w.keepalivePool().take(key, upstream::steadyNowMs()));
+  }
+  if (up == nullptr) {
+    up = new UpstreamConnection(&w, key, pool.backends[b].address.text, p,
+                                &snap.metrics.backends[p][b][w.id()], snap.backend_states[p][b]);
+    if (const auto& tls = snap.pool_tls[p]) {
+      up->startTls(tls, pool.backends[b].address.host);
+    }
+    if (!up->connect(reinterpret_cast<const sockaddr*>(&snap.backend_addrs[p][b]),
+                     pool.connect_timeout)) {
+      up->close();
+      respondLocal(502, "cannot connect to backend", !request_complete_);
+      return;
+    }
+  }
+  upstream_ = up;
+  up->attach(this, pool.response_timeout, head_request_, websocket_);
+  // The request head and the body bytes of this read go upstream in one write.
+  up->stream().cork();
+  sendRequestHead();
+  bool buffered_complete = false;
+  if (filters_ && attempts_ == 1) {
+    std::string body = filters_->takeBufferedBody(&buffered_complete);
+    if (!body.empty()) {
+      forwardBody(body.data(), body.size());
+    }
+  }
+  if (request_complete_) {
+    finishRequestBody();
+  }
+  if (upstream_ != nullptr) {
+    upstream_->stream().uncork();
+  }
+}
+
+void Exchange::sendRequestHead() {
+  if (attempts_ == 1) {
+    upstream_head_.clear();
+    ForwardInfo info;
+    info.client_ip = down_.clientIp();
+    info.proto = down_.tls() ? "https" : "http";
+    info.client_subject = down_.clientSubject();
+    info.request_id = request_id_;
+    info.upgrade = websocket_;
+    info.strip_ws_extensions = websocket_;
+    writeUpstreamRequest(*request_, info, request_framing_, &upstream_head_);
+  }
+  upstream_->write(upstream_head_);
+  upstream_start_ = uv_hrtime();
+  if (expect_continue_ && attempts_ == 1) {
+    down_.send100Continue();
+  }
+}
+
+int Exchange::stickyBackend(const Snapshot& snap, size_t pool) const {
+  const std::string& name = snap.config->pools[pool].sticky_cookie;
+  if (name.empty()) {
+    return -1;
+  }
+  std::string_view token = cookieValue(name);
+  if (token.empty()) {
+    return -1;
+  }
+  const auto& tokens = snap.sticky_tokens[pool];
+  uint64_t now = upstream::steadyNowMs();
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] == token) {
+      const upstream::BackendState* st = snap.backend_states[pool][i];
+      bool ok =
+          snap.config->pools[pool].backends[i].weight > 0 && (st == nullptr || st->available(now));
+      return ok ? static_cast<int>(i) : -1;  // otherwise choose again and re-issue the cookie
+    }
+  }
+  return -1;
+}
+
+std::string_view Exchange::cookieValue(std::string_view name) const {
+  for (const Header& h : request_->headers) {
+    if (!iequals(h.name, "cookie")) {
+      continue;
+    }
+    std::string_view v = h.value;
+    while (!v.empty()) {
+      size_t semi = v.find(';');
+      std::string_view pair = v.substr(0, semi);
+      while (!pair.empty() && pair.front() == ' ') {
+        pair.remove_prefix(1);
+      }
+      size_t eq = pair.find('=');
+      if (eq != std::string_view::npos && pair.substr(0, eq) == name) {
+        return pair.substr(eq + 1);
+      }
+      if (semi == std::string_view::npos) {
+        break;
+      }
+      v.remove_prefix(semi + 1);
+    }
+  }
+  return {};
+}
+
+void Exchange::balanceKey(const conf::PoolConfig& pool, std::string* key) const {
+  if (pool.balance != conf::Balance::kConsistentHash) {
+    return;
+  }
+  std::string_view spec = pool.hash_key;
+  if (spec == "source_ip") {
+    *key = down_.clientIp();
+  } else if (spec.starts_with("header:")) {
+    if (const Header* h = request_->find(spec.substr(7))) {
+      *key = h->value;
+    }
+  } else if (spec.starts_with("cookie:")) {
+    *key = cookieValue(spec.substr(7));
+  } else if (spec.starts_with("query:")) {
+    std::string_view url = request_->url;
+    size_t q = url.find('?');
+    std::string want = std::string(spec.substr(6)) + "=";
+    while (q != std::string_view::npos) {
+      std::string_view rest = url.substr(q + 1);
+      if (rest.starts_with(want)) {
+        rest.remove_prefix(want.size());
+        *key = rest.substr(0, rest.find_first_of("&#"));
+        return;
+      }
+      q = url.find('&', q + 1);
+    }
+  }
+  // No key (header, cookie or parameter absent): the balancer falls back to round robin.
+}
+
+void Exchange::logNoBackend(const Snapshot& snap, size_t pool) const {
+  const conf::PoolConfig& pc = snap.config->pools[pool];
+  uint64_t now = upstream::steadyNowMs();
+  std::string why;
+  for (size_t i = 0; i < pc.backends.size(); ++i) {
+    const upstream::BackendState* st = snap.backend_states[pool][i];
+    why += (i ? ", " : "") + pc.backends[i].address.text + " ";
+    why += pc.backends[i].weight == 0 ? "weight 0" : st != nullptr ? st->stateName(now) : "?";
+  }
+  LOG_WARN("pool '%s': no backend can take a connection (%s): answering 503", pc.name.c_str(),
+           why.c_str());
+}
+
+std::string Exchange::stickyHeader() const {
+  if (route_ < 0 || backend_ < 0 || sticky_hit_) {
+    return {};
+  }
+  size_t p = route().pool_index;
+  const std::string& name = snapshot_->config->pools[p].sticky_cookie;
+  if (name.empty()) {
+    return {};
+  }
+  return "Set-Cookie: " + name + "=" + snapshot_->sticky_tokens[p][static_cast<size_t>(backend_)] +
+         "; Path=/; HttpOnly; SameSite=Lax\r\n";
+}
+
+upstream::BackendState* Exchange::backendState() const {
+  if (route_ < 0 || backend_ < 0) {
+    return nullptr;
+  }
+  return snapshot_->backend_states[route().pool_index][static_cast<size_t>(backend_)];
+}
+
+void Exchange::releaseUpstream(bool reusable) {
+  UpstreamConnection* up = upstream_;
+  if (up == nullptr) {
+    return;
+  }
+  upstream_ = nullptr;
+  const conf::PoolConfig& pool = snapshot_->config->pools[up->pool()];
+  up->release(reusable, pool.keepalive_connections, pool.keepalive_timeout);
+}
+
+// ---- from the upstream ---------------------------------------------------------------------
+
+void Exchange::onUpstreamInformational(const ResponseHead& head) {
+  // 100 Continue is sluice's own business (it answered Expect itself); other 1xx are relayed to
+  // HTTP/1.1 clients.
+  if (head.status == 100 || !http11_ || response_started_) {
+    return;
+  }
+  down_.sendInformational(head);
+}
+
+bool Exchange::onUpstreamHead(const ResponseHead& head, BodyFraming framing) {
+  status_ = head.status;
+  observeUpstreamLatency();
+  if (upstream::BackendState* st = backendState()) {
+    if (head.status >= 500) {
+      if (st->recordFailure(upstream::steadyNowMs())) {
+        LOG_WARN("backend %s ejected after consecutive failures (last: %u)",
+                 upstream_ != nullptr ? upstream_->address().c_str() : "?",
+                 static_cast<unsigned>(head.status));
+      }
+    } else {
+      st->recordSuccess();
+    }
+  }
+  held_framing_ = framing;
+  if (filters_ && filters_->has(filters::Filter::kResponseHead)) {
+    held_head_ = head;
+    switch (filters_->responseHead(*held_head_)) {
+      case FilterManager::Result::kContinue:
+        break;
+      case FilterManager::Result::kStopped:
+        upstream_->stream().readStop();  // the body waits until the filter resumes
+        return true;
+      case FilterManager::Result::kEnded:
+        return false;  // answered locally (the upstream connection is gone)
+    }
+  }
+  response_started_ = true;
+  down_.sendHead(held_head_ ? *held_head_ : head, framing, stickyHeader(), websocket_);
+  return true;
+}
+
+void Exchange::sendResponseHead() {
+  // A response filter resumed: the held head, then the body that came meanwhile.
+  response_started_ = true;
+  down_.sendHead(*held_head_, held_framing_, stickyHeader(), websocket_);
+  if (!held_body_.empty()) {
+    bytes_out_ += held_body_.size();
+    down_.sendBody(held_body_.data(), held_body_.size());
+    std::string().swap(held_body_);
+  }
+  if (held_complete_) {
+    onUpstreamComplete();
+  } else if (upstream_ != nullptr) {
+    upstream_->stream().readStart();
+  }
+}
+
+void Exchange::observeUpstreamLatency() {
+  if (upstream_ == nullptr) {
+    return;
+  }
+  double seconds = static_cast<double>(uv_hrtime() - upstream_start_) / 1e9;
+  snapshot_->metrics.pools[upstream_->pool()][down_.worker().id()].upstream_response.observe(
+      seconds);
+}
+
+void Exchange::onUpstreamBody(const char* data, size_t len) {
+  if (!response_started_) {
+    held_body_.append(data, len);  // a response filter holds the head
+    return;
+  }
+  bytes_out_ += len;
+  down_.sendBody(data, len);
+}
+
+void Exchange::onUpstreamComplete() {
+  if (!response_started_) {
+    held_complete_ = true;  // sent when the response filter resumes
+    releaseUpstream(request_complete_);
+    return;
+  }
+  down_.endBody();
+  response_complete_ = true;
+  releaseUpstream(request_complete_);
+  if (request_complete_) {
+    finish();
+  } else {
+    // The backend answered before the request body ended: the rest of it is not worth reading.
+    writeAccessLog();
+    down_.abandonRequest();
+  }
+}
+
+void Exchange::onUpstreamWritable() {
+  if (!request_complete_) {
+    down_.readDisable(Downstream::kUpstreamFull, false);
+  }
+}
+
+void Exchange::onUpstreamHeldBack() {
+  down_.awaitClientDrain();
+}
+
+void Exchange::onUpstreamError(UpstreamError error, int status) {
+  upstream_ = nullptr;
+  if (error == UpstreamError::kConnectFailed) {
+    if (upstream::BackendState* st = backendState();
+        st != nullptr && st->recordFailure(upstream::steadyNowMs())) {
+      LOG_WARN("backend ejected after consecutive connect failures (route '%s')",
+               route().name.c_str());
+    }
+  }
+  bool nothing_sent = body_in_ == 0;
+  bool retry = false;
+  if (error == UpstreamError::kConnectFailed) {
+    retry = nothing_sent && attempts_ < 2;
+  } else if (error == UpstreamError::kResetBeforeResponse) {
+    // A reused keep-alive connection the backend had already closed: safe to send again only
+    // when the request is idempotent and no body went out.
+    retry = nothing_sent && attempts_ < 2 && idempotent(method_);
+  }
+  if (retry && !down_.closing()) {
+    const conf::PoolConfig& pool = snapshot_->config->pools[route().pool_index];
+    startUpstream(error == UpstreamError::kConnectFailed && pool.backends.size() > 1 ? backend_
+                                                                                     : -1);
+    return;
+  }
+  const char* detail = "backend connection failed";
+  uint16_t code = 502;
+  switch (error) {
+    case UpstreamError::kConnectFailed:
+      detail = status == UV_ETIMEDOUT ? "backend connect timed out" : "cannot connect to backend";
+      code = status == UV_ETIMEDOUT ? 504 : 502;
+      break;
+    case UpstreamError::kTimeout:
+      detail = "backend response timed out";
+      code = 504;
+      break;
+    case UpstreamError::kBadResponse:
+      detail = "invalid response from backend";
+      break;
+    case UpstreamError::kResetBeforeResponse:
+      detail = "backend closed the connection";
+      break;
+    case UpstreamError::kTruncated:
+      detail = "backend response truncated";
+      break;
+  }
+  respondLocal(code, detail, !request_complete_);
+}
+
+bool Exchange::onUpstreamUpgrade(const ResponseHead& head) {
+  if (!websocket_ || response_started_ || upstream_ == nullptr) {
+    return false;
+  }
+  const RequestHead& req = *request_;
+  const Header* accept = head.find("sec-websocket-accept");
+  const Header* protocol = head.find("sec-websocket-protocol");
+  const Header* offered = req.find("sec-websocket-protocol");
+  const char* bad = nullptr;
+  if (!headersHaveToken(head.headers, "upgrade", "websocket")) {
+    bad = "101 without 'Upgrade: websocket'";
+  } else if (!headersHaveToken(head.headers, "connection", "upgrade")) {
+    bad = "101 without 'Connection: Upgrade'";
+  } else if (accept == nullptr ||
+             accept->value != ws::acceptKey(req.find("sec-websocket-key")->value)) {
+    bad = "101 with a wrong Sec-WebSocket-Accept";
+  } else if (protocol != nullptr &&
+             (offered == nullptr || protocol->value.find(',') != std::string::npos ||
+              !headerHasToken(offered->value, protocol->value))) {
+    bad = "101 with a subprotocol the client did not offer";
+  } else if (head.find("sec-websocket-extensions") != nullptr) {
+    bad = "101 with an extension the client did not offer";
+  }
+  if (bad != nullptr) {
+    LOG_WARN("backend %s: invalid WebSocket handshake: %s", upstream_->address().c_str(), bad);
+    return false;
+  }
+  status_ = 101;
+  response_started_ = response_complete_ = true;
+  observeUpstreamLatency();
+  if (upstream::BackendState* st = backendState()) {
+    st->recordSuccess();
+  }
+  down_.sendHead(head, {}, "Upgrade: websocket\r\nConnection: Upgrade\r\n" + stickyHeader(), false);
+  return true;
+}
+
+void Exchange::onUpstreamUpgraded(std::string_view early_upstream) {
+  UpstreamConnection* up = upstream_;
+  const size_t r = static_cast<size_t>(route_);
+  ws::Session::Setup setup;
+  setup.worker = &down_.worker();
+  setup.snapshot = snapshot_;
+  setup.listener = down_.listenerIndex();
+  setup.route = r;
+  setup.pool = route().pool_index;
+  setup.backend = static_cast<size_t>(backend_);
+  setup.filters = std::move(filters_);
+  setup.listener_slot = down_.listenerSlot();
+  setup.backend_slot = up->slot();
+  setup.backend_state = up->state();
+  setup.client_ip = down_.clientIp();
+  setup.host = request_->get("host").value_or(std::string_view());
+  setup.path = request_->url;
+  setup.request_id = request_id_;
+  setup.start = start_;
+  std::string early_client;
+  // The streams, and the counters that last as long as they do, go to the session; the codec and
+  // the upstream connection are retired (freed once their timers have closed).
+  setup.client = down_.takeOver(&early_client);
+  upstream_ = nullptr;
+  setup.upstream = up->handOver();
+  method_.clear();  // the session logs the exchange when it ends
+  active_ = false;
+  ws::Session::start(std::move(setup), early_client, early_upstream);
+}
+
+// ---- filters -------------------------------------------------------------------------------
+
+void Exchange::filterLocalReply(uint16_t status, std::string_view reason,
+                                std::string_view headers) {
+  // The body is not read (the parser stopped after the head) or only in part: the connection
+  // cannot be resynchronised.
+  bool unread_body = !request_complete_ && request_framing_.kind != Framing::kNone;
+  respondLocal(status, reason, unread_body || head_stopped_, headers);
+}
+
+void Exchange::filterCloseWebSocket(filters::Direction, uint16_t, std::string_view reason) {
+  // Before the 101 there is no WebSocket to close: refuse the upgrade instead.
+  respondLocal(403, reason, true);
+}
+
+void Exchange::filterReadDisable(filters::Direction direction, bool disable) {
+  if (direction == filters::Direction::kDownstreamToUpstream) {
+    down_.readDisable(Downstream::kFilter, disable);
+  } else if (upstream_ != nullptr) {
+    if (disable) {
+      upstream_->stream().readStop();
+    } else {
+      upstream_->stream().readStart();
+    }
+  }
+}
+
+// ---- finishing -----------------------------------------------------------------------------
+
+void Exchange::respondLocal(uint16_t status, std::string_view detail, bool close_after,
+                            std::string_view extra_headers) {
+  if (!active_ || down_.closing()) {
+    return;
+  }
+  releaseUpstream(false);
+  local_error_ = detail;
+  if (response_started_) {
+    // Part of a response is out already: the only honest signal left is to cut the connection.
+    writeAccessLog();
+    down_.resetStream();
+    return;
+  }
+  status_ = status;
+  response_started_ = response_complete_ = true;
+  if (!down_.sendLocalReply(status, detail, close_after, extra_headers)) {
+    writeAccessLog();  // the connection closes after it
+  } else if (request_complete_) {
+    finish();
+  }
+  // Otherwise the request (without body) completes in this parse() call, which then finishes.
+}
+
+void Exchange::finish() {
+  writeAccessLog();
+  down_.exchangeDone();
+}
+
+void Exchange::abort(std::string_view why) {
+  if (!active_) {
+    return;
+  }
+  if (local_error_.empty() && !response_complete_) {
+    local_error_ = why;
+  }
+  releaseUpstream(false);
+  writeAccessLog();
+  active_ = false;
+}
+
+void Exchange::writeAccessLog() {
+  if (method_.empty()) {
+    return;  // nothing to record, or recorded already
+  }
+  Worker& w = down_.worker();
+  const metrics::Bound& m = snapshot_->metrics;
+  metrics::RouteSlot& rs =
+      route_ >= 0 ? m.routes[static_cast<size_t>(route_)][w.id()] : m.unrouted[w.id()];
+  rs.requests_by_class[status_ / 100 <= 5 ? status_ / 100 : 0].inc();
+  AccessLog* log = w.accessLog();
+  if (log == nullptr || !log->enabled()) {
+    method_.clear();
+    return;
+  }
+  AccessLogEntry e;
+  const conf::Config& cfg = *snapshot_->config;
+  e.listener = cfg.listeners[down_.listenerIndex()].name;
+  if (route_ >= 0) {
+    e.route = route().name;
+    if (backend_ >= 0) {
+      e.upstream =
+          cfg.pools[route().pool_index].backends[static_cast<size_t>(backend_)].address.text;
+    }
+  }
+  e.client = down_.clientIp();
+  e.method = method_;
+  if (request_ != nullptr) {
+    e.path = request_->url;
+    e.host = request_->get("host").value_or(std::string_view());
+  }
+  e.request_id = request_id_;
+  e.status = status_;
+  e.bytes_in = body_in_;
+  e.bytes_out = bytes_out_;
+  e.duration_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
+  e.error = local_error_;
+  log->append(w.accessLogBuffer(), e);
+  method_.clear();  // logged once
+}
+
+}  // namespace sluice::http

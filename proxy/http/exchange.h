@@ -1,0 +1,192 @@
+#pragma once
+
+// One request and its response: routing, the route's filter chain, the backend choice (sticky
+// cookie, balancer, one retry), the upstream connection, the response relayed back, local
+// replies, and the access-log entry. An Exchange is fed by the connection its request came on
+// through the Downstream interface: the HTTP/1.1 codec (ServerConnection) today, an HTTP/2
+// stream later. The codec owns the transport, parsing, framing, timers and keep-alive; the
+// exchange owns what one request means.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "proxy/filter_manager.h"
+#include "proxy/http/message.h"
+#include "proxy/http/upstream.h"
+#include "proxy/net/stream.h"
+#include "proxy/snapshot.h"
+
+namespace sluice {
+class Worker;
+}
+
+namespace sluice::http {
+
+// What an exchange needs from the connection its request came on.
+class Downstream {
+ public:
+  // Why reading the request is held back (counted apart, so that one never undoes another).
+  enum ReadReason : uint8_t {
+    kUpstreamFull = 1,  // the backend does not take the body as fast
+    kFilter = 2,        // a filter paused the request
+  };
+
+  virtual ~Downstream() = default;
+  virtual Worker& worker() = 0;
+  virtual const SnapshotPtr& snapshot() const = 0;
+  virtual size_t listenerIndex() const = 0;
+  virtual std::string_view clientIp() const = 0;
+  virtual bool tls() const = 0;
+  virtual std::string_view clientSubject() const = 0;
+  virtual metrics::ListenerSlot* listenerSlot() = 0;
+  virtual net::Transport& transport() = 0;
+
+  // The response. `close_after`: the connection ends after it.
+  virtual void sendInformational(const ResponseHead& head) = 0;
+  virtual void sendHead(const ResponseHead& head, BodyFraming upstream_framing,
+                        std::string_view extra_headers, bool close_after) = 0;
+  virtual void sendBody(const char* data, size_t len) = 0;
+  virtual void endBody() = 0;
+  // Returns whether the connection stays open after it.
+  virtual bool sendLocalReply(uint16_t status, std::string_view detail, bool close_after,
+                              std::string_view extra_headers) = 0;
+  virtual void send100Continue() = 0;
+  // Part of the response is out and it cannot be finished: cut the connection.
+  virtual void resetStream() = 0;
+  // The exchange is over (request read, response written, access log written).
+  virtual void exchangeDone() = 0;
+  // The response ended before the request body did: the rest of it is not worth reading.
+  virtual void abandonRequest() = 0;
+
+  // The connection is ending (no more responses can be written on it).
+  virtual bool closing() const = 0;
+
+  // The request body: start its timeout once the head has gone on; hold back or resume reading.
+  virtual void expectBody() = 0;
+  // After HeadAction::kPause: parse on (the body, or the next request).
+  virtual void resumeRequest() = 0;
+  virtual void readDisable(ReadReason reason, bool disable) = 0;
+  // The response is held back because the client does not take it (the client's timeout runs).
+  virtual void awaitClientDrain() = 0;
+  // After a 101: the client's stream and what it sent after the handshake; the connection is
+  // retired.
+  virtual std::unique_ptr<net::Stream> takeOver(std::string* early_input) = 0;
+};
+
+// Writes `data` as one chunk of a chunked body: size line, data, CRLF, in one write.
+void writeChunk(net::Transport& out, const char* data, size_t len);
+
+class Exchange : public UpstreamCallbacks, public FilterOwner {
+ public:
+  enum class HeadAction { kContinue, kPause, kStop };
+
+  explicit Exchange(Downstream& downstream) : down_(downstream) {}
+  ~Exchange() override;
+  Exchange(const Exchange&) = delete;
+  Exchange& operator=(const Exchange&) = delete;
+
+  // --- from the codec ---
+  // A request begins (the codec has adopted the latest snapshot).
+  void begin();
+  // The request head passed the codec's checks. kPause: the body waits unread until the exchange
+  // resumes the codec; kStop: parsing stops (the request was answered and the connection ends).
+  HeadAction onRequestHead(RequestHead& head, BodyFraming framing, bool http11);
+  // Returns false when parsing should stop (answered, closing).
+  bool onRequestBody(const char* data, size_t len);
+  void onRequestComplete();
+  void onDownstreamWritable();
+  // The connection is going away (client gone, timeout, shutdown): let go of everything, log.
+  void abort(std::string_view why);
+  bool active() const { return active_; }
+  bool requestComplete() const { return request_complete_; }
+  bool responseStarted() const { return response_started_; }
+  // Ends what the last request left (filters' onDestroy, the snapshot it held).
+  void reset();
+
+  // UpstreamCallbacks
+  void onUpstreamInformational(const ResponseHead& head) override;
+  bool onUpstreamHead(const ResponseHead& head, BodyFraming framing) override;
+  void onUpstreamBody(const char* data, size_t len) override;
+  void onUpstreamComplete() override;
+  void onUpstreamError(UpstreamError error, int status) override;
+  void onUpstreamWritable() override;
+  void onUpstreamHeldBack() override;
+  bool onUpstreamUpgrade(const ResponseHead& head) override;
+  void onUpstreamUpgraded(std::string_view early) override;
+  net::Transport& downstreamTransport() override { return down_.transport(); }
+
+  // FilterOwner
+  void filterLocalReply(uint16_t status, std::string_view reason,
+                        std::string_view headers) override;
+  void filterCloseWebSocket(filters::Direction from, uint16_t code,
+                            std::string_view reason) override;
+  void filterReadDisable(filters::Direction direction, bool disable) override;
+  void onPhaseResumed(FilterOwner::Phase phase) override;
+  void onMessageVerdict(filters::Direction direction,
+                        const filters::MessageVerdict& verdict) override {}
+
+  // Answers the request itself. `close_after`: the connection ends after the answer.
+  void respondLocal(uint16_t status, std::string_view detail, bool close_after,
+                    std::string_view extra_headers = {});
+
+ private:
+  const conf::RouteConfig& route() const;
+  bool checkWebSocketHandshake();
+  bool setUpFilters();
+  void afterHeadFilters();
+  void startUpstream(int exclude_backend);
+  int stickyBackend(const Snapshot& snap, size_t pool) const;
+  std::string_view cookieValue(std::string_view name) const;
+  void balanceKey(const conf::PoolConfig& pool, std::string* key) const;
+  void logNoBackend(const Snapshot& snap, size_t pool) const;
+  std::string stickyHeader() const;
+  upstream::BackendState* backendState() const;
+  void sendRequestHead();
+  void forwardBody(const char* data, size_t len);
+  void finishRequestBody();
+  void sendResponseHead();
+  void observeUpstreamLatency();
+  void releaseUpstream(bool reusable);
+  void finish();
+  void writeAccessLog();
+
+  Downstream& down_;
+  SnapshotPtr snapshot_;  // the request's config
+  RequestHead* request_ = nullptr;
+  bool active_ = false;
+  std::string method_;  // kept for the access log; empty once logged
+  std::string request_id_;
+  std::chrono::steady_clock::time_point start_;
+  int route_ = -1;
+  int backend_ = -1;
+  int attempts_ = 0;
+  BodyFraming request_framing_;
+  bool http11_ = true;
+  bool head_request_ = false;
+  bool websocket_ = false;   // a valid WebSocket upgrade request
+  bool sticky_hit_ = false;  // the sticky cookie chose the backend
+  bool expect_continue_ = false;
+  bool request_complete_ = false;
+  bool response_started_ = false;
+  bool response_complete_ = false;
+  bool head_stopped_ = false;  // the request head waits for a filter
+  uint16_t status_ = 0;
+  uint64_t body_in_ = 0;
+  uint64_t bytes_out_ = 0;
+  std::string local_error_;
+  std::string upstream_head_;  // the request head sent upstream, kept for a retry
+  UpstreamConnection* upstream_ = nullptr;
+  uint64_t upstream_start_ = 0;  // uv_hrtime() when the request head went upstream
+  std::unique_ptr<FilterManager> filters_;
+  // A response head waiting for a response filter, and the body that came meanwhile.
+  std::optional<ResponseHead> held_head_;
+  BodyFraming held_framing_;
+  std::string held_body_;
+  bool held_complete_ = false;
+};
+
+}  // namespace sluice::http
