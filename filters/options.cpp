@@ -1,94 +1,56 @@
 #include "filters/options.h"
 
+#include <filesystem>
+
 namespace sluice::filters {
 
 Options::Options(const conf::FilterConfig& config, conf::Diagnostics& diagnostics)
-    : config_(config), diagnostics_(diagnostics) {}
-
-conf::SourcePos Options::posOf(const toml::node* node) const {
-  if (node == nullptr) {
-    return config_.pos;
-  }
-  const toml::source_region& src = node->source();
-  conf::SourcePos pos;
-  pos.file = src.path ? *src.path : config_.pos.file;
-  pos.line = src.begin.line;
-  pos.column = src.begin.column;
-  return pos;
-}
-
-void Options::error(std::string_view key, std::string message) {
-  ++errors_;
-  diagnostics_.push_back({posOf(config_.options->get(key)), std::move(message)});
-}
-
-void Options::allowOnly(std::initializer_list<std::string_view> known) {
-  for (const auto& [key, node] : *config_.options) {
-    std::string_view k = key.str();
-    if (k == "name" || k == "type") {
-      continue;
-    }
-    bool found = false;
-    std::string list;
-    for (std::string_view n : known) {
-      found = found || n == k;
-      list += list.empty() ? "" : ", ";
-      list += n;
-    }
-    if (!found) {
-      error(k, "unknown key '" + std::string(k) + "' for filter type '" + config_.type +
-                   "' (known: " + list + ")");
-    }
-  }
+    : diagnostics_(diagnostics),
+      errors_before_(diagnostics.size()),
+      file_{config.pos.file, std::filesystem::path(config.pos.file).parent_path()},
+      section_(*config.options, "[[filters]] '" + config.name + "'", file_, diagnostics) {
+  section_.get("name");  // read by conf/ already
+  section_.get("type");
 }
 
 std::optional<bool> Options::boolean(std::string_view key) {
-  const toml::node* n = config_.options->get(key);
-  if (n == nullptr) {
-    return std::nullopt;
-  }
-  if (!n->is_boolean()) {
-    error(key, "'" + std::string(key) + "' must be true or false");
-    return std::nullopt;
-  }
-  return n->as_boolean()->get();
+  bool out = false;
+  return section_.boolean(key, out) ? std::optional<bool>(out) : std::nullopt;
 }
 
 std::optional<uint64_t> Options::size(std::string_view key) {
-  const toml::node* n = config_.options->get(key);
-  if (n == nullptr) {
-    return std::nullopt;
-  }
-  if (n->is_integer() && n->as_integer()->get() >= 0) {
-    return static_cast<uint64_t>(n->as_integer()->get());
-  }
-  if (n->is_string()) {
-    std::string why;
-    if (auto v = conf::parseSize(n->as_string()->get(), &why)) {
-      return v;
-    }
-    error(key, "'" + std::string(key) + "': " + why);
-    return std::nullopt;
-  }
-  error(key, "'" + std::string(key) + "' must be a size (bytes, or a string like \"1MiB\")");
-  return std::nullopt;
+  uint64_t out = 0;
+  return section_.size(key, out, 0, UINT64_MAX) ? std::optional<uint64_t>(out) : std::nullopt;
+}
+
+std::optional<conf::Duration> Options::duration(std::string_view key) {
+  conf::Duration out{0};
+  return section_.duration(key, out, conf::detail::Zero::kAllowed)
+             ? std::optional<conf::Duration>(out)
+             : std::nullopt;
+}
+
+std::optional<std::string> Options::string(std::string_view key) {
+  std::string out;
+  return section_.string(key, out) ? std::optional<std::string>(std::move(out)) : std::nullopt;
 }
 
 std::optional<std::vector<std::string>> Options::strings(std::string_view key) {
-  const toml::node* n = config_.options->get(key);
-  if (n == nullptr) {
-    return std::nullopt;
-  }
-  const toml::array* arr = n->as_array();
-  if (arr == nullptr || !(arr->empty() || arr->is_homogeneous(toml::node_type::string))) {
-    error(key, "'" + std::string(key) + "' must be an array of strings");
-    return std::nullopt;
-  }
   std::vector<std::string> out;
-  for (const toml::node& item : *arr) {
-    out.push_back(item.as_string()->get());
-  }
-  return out;
+  return section_.strings(key, out) ? std::optional<std::vector<std::string>>(std::move(out))
+                                    : std::nullopt;
+}
+
+std::optional<std::string> Options::path(std::string_view key) {
+  std::string out;
+  return section_.path(key, out) ? std::optional<std::string>(std::move(out)) : std::nullopt;
+}
+
+std::optional<std::string> Options::oneOf(std::string_view key,
+                                          const std::vector<std::string_view>& allowed) {
+  std::string out;
+  return section_.oneOf(key, out, allowed) ? std::optional<std::string>(std::move(out))
+                                           : std::nullopt;
 }
 
 }  // namespace sluice::filters

@@ -4,6 +4,9 @@
 #include "filters/message_limits/message_limits.h"
 #include "filters/options.h"
 #include "filters/origin/origin.h"
+#ifdef SLUICE_TEST_FILTERS
+#include "filters/testing/test_filter.h"
+#endif
 
 namespace sluice::filters {
 
@@ -14,9 +17,9 @@ const char* directionName(Direction d) {
 
 FilterPtr OriginFilter::build(const conf::FilterConfig& config, conf::Diagnostics& diagnostics) {
   Options o(config, diagnostics);
-  o.allowOnly({"allow", "allow_missing"});
   auto allow = o.strings("allow").value_or(std::vector<std::string>{});
   bool allow_missing = o.boolean("allow_missing").value_or(false);
+  o.finish();
   for (const std::string& a : allow) {
     std::string n = normalize(a);
     size_t star = n.find('*');
@@ -40,7 +43,6 @@ FilterPtr OriginFilter::build(const conf::FilterConfig& config, conf::Diagnostic
 FilterPtr MessageLimitsFilter::build(const conf::FilterConfig& config,
                                      conf::Diagnostics& diagnostics) {
   Options o(config, diagnostics);
-  o.allowOnly({"max_message_bytes", "allow_types"});
   uint64_t max = o.size("max_message_bytes").value_or(0);
   bool text = true;
   bool binary = true;
@@ -56,6 +58,7 @@ FilterPtr MessageLimitsFilter::build(const conf::FilterConfig& config,
       }
     }
   }
+  o.finish();
   if (!o.ok()) {
     return nullptr;
   }
@@ -69,6 +72,11 @@ FilterPtr buildFilter(const conf::FilterConfig& config, conf::Diagnostics& diagn
   if (config.type == "message_limits") {
     return MessageLimitsFilter::build(config, diagnostics);
   }
+#ifdef SLUICE_TEST_FILTERS
+  if (config.type == "test") {
+    return TestFilter::build(config, diagnostics);
+  }
+#endif
   Options o(config, diagnostics);
   o.error("type", "unknown filter type '" + config.type + "' (known: origin, message_limits)");
   return nullptr;

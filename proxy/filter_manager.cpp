@@ -143,6 +143,9 @@ FilterManager::Result FilterManager::runHead(size_t from) {
 }
 
 FilterManager::Result FilterManager::requestBody(std::string_view data, bool end) {
+  if (ended_ || destroyed_) {
+    return Result::kEnded;
+  }
   size_t upto = buffering_ >= 0 ? static_cast<size_t>(buffering_) : slots_.size();
   // Filters before the buffering one (all, when none buffers) see the body as it streams.
   if ((phases_ & Filter::kRequestBody) != 0) {
@@ -199,6 +202,9 @@ std::string FilterManager::takeBufferedBody(bool* complete) {
 }
 
 FilterManager::Result FilterManager::responseHead(filters::ResponseHead& head) {
+  if (ended_ || destroyed_) {
+    return Result::kEnded;
+  }
   response_ = &head;
   return runResponse(0);
 }
@@ -274,6 +280,9 @@ void FilterManager::localReply(Slot& slot, uint16_t status, std::string_view rea
 // ---- WebSocket -----------------------------------------------------------------------------
 
 FilterManager::MessageResult FilterManager::frame(const filters::FrameInfo& frame) {
+  if (ended_ || destroyed_) {
+    return MessageResult::kClosed;
+  }
   judging_ = frame.direction;
   for (auto& sp : slots_) {
     Slot& s = *sp;
@@ -295,6 +304,9 @@ FilterManager::MessageResult FilterManager::frame(const filters::FrameInfo& fram
 }
 
 FilterManager::MessageResult FilterManager::message(filters::Message& message) {
+  if (ended_ || destroyed_) {
+    return MessageResult::kClosed;
+  }
   waiting_[dirIndex(message.direction())].message = &message;
   return runMessage(message.direction(), 0);
 }

@@ -280,10 +280,14 @@ void Exchange::forwardBody(const char* data, size_t len) {
 
 void Exchange::onRequestComplete() {
   request_complete_ = true;
-  if (filters_ && (filters_->buffering() || filters_->has(filters::Filter::kRequestBody))) {
+  if (filters_ && !response_started_ &&
+      (filters_->buffering() || filters_->has(filters::Filter::kRequestBody))) {
     bool buffering = filters_->buffering();
     FilterManager::Result r = filters_->requestBody({}, true);
     if (r == FilterManager::Result::kEnded) {
+      if (response_complete_) {
+        finish();  // answered by a filter (or 413)
+      }
       return;
     }
     if (buffering) {

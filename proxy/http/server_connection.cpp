@@ -251,7 +251,11 @@ void ServerConnection::resumeRequest() {
   parser_paused_ = false;
   parser_.resume();
   setReadDisabled(0, false);
-  processPendingInput();
+  if (pending_input_.empty()) {
+    parse("", 0);  // lets the parser finish a request without a body
+  } else {
+    processPendingInput();
+  }
 }
 
 void ServerConnection::setReadDisabled(uint8_t reason, bool disable) {
