@@ -25,11 +25,15 @@ struct SourcePos {
 };
 
 struct Diagnostic {
+  enum class Severity : uint8_t { kError, kWarning };
+
   SourcePos pos;
   std::string message;
+  Severity severity = Severity::kError;
 
-  // "FILE:LINE:COLUMN: error: message"
+  // "FILE:LINE:COLUMN: error: message" (or "warning:")
   std::string format() const;
+  bool error() const { return severity == Severity::kError; }
 };
 
 using Diagnostics = std::vector<Diagnostic>;
@@ -135,12 +139,24 @@ struct PoolTls {
 
 enum class Balance { kRoundRobin, kLeastConn, kRandom, kConsistentHash };
 
+// Where a per-request key comes from: the client's address, a header, a cookie or a query
+// parameter (a pool's hash_key; rate-limit keys).
+struct KeySource {
+  enum class Kind : uint8_t { kSourceIp, kHeader, kCookie, kQuery };
+  Kind kind = Kind::kSourceIp;
+  std::string name;                // the header, cookie or parameter name
+  std::string text = "source_ip";  // as written
+
+  // "source_ip", "header:NAME", "cookie:NAME" or "query:NAME"; nullopt (and `why`) otherwise.
+  static std::optional<KeySource> parse(std::string_view text, std::string* why = nullptr);
+};
+
 struct PoolConfig {
   std::string name;
   std::vector<BackendConfig> backends;
   Balance balance = Balance::kRoundRobin;
   std::string balance_name = "round_robin";
-  std::string hash_key = "source_ip";  // source_ip, header:NAME, cookie:NAME, query:NAME
+  KeySource hash_key;
   double hash_balance_factor = 0.25;
   std::string sticky_cookie;  // empty = off
   Duration connect_timeout = std::chrono::seconds(5);

@@ -21,11 +21,6 @@ const std::vector<std::string_view> kAlpnProtocols = {"http/1.1", "http/1.0"};
 
 using Checked = std::optional<std::string>;
 
-bool hasSpaceOrControl(std::string_view text) {
-  return std::any_of(text.begin(), text.end(),
-                     [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; });
-}
-
 Checked checkName(std::string_view text, std::string& why) {
   if (isObjectName(text)) {
     return std::string(text);
@@ -64,21 +59,9 @@ Checked checkRouteHost(std::string_view text, std::string& why) {
 }
 
 Checked checkHashKey(std::string_view text, std::string& why) {
-  if (text == "source_ip") {
+  if (KeySource::parse(text, &why)) {
     return std::string(text);
   }
-  const size_t colon = text.find(':');
-  const std::string_view kind = text.substr(0, colon);
-  const std::string_view name =
-      colon == std::string_view::npos ? std::string_view() : text.substr(colon + 1);
-  const bool ok = ((kind == "header" || kind == "cookie") && isToken(name)) ||
-                  (kind == "query" && !name.empty() && !hasSpaceOrControl(name) &&
-                   name.find_first_of("&=#") == std::string_view::npos);
-  if (ok) {
-    return std::string(text);
-  }
-  why = "must be \"source_ip\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\", got " +
-        quote(text);
   return std::nullopt;
 }
 
@@ -408,7 +391,9 @@ void ConfigBuilder::readPool(Section& s) {
     const auto it = std::find(kBalanceNames.begin(), kBalanceNames.end(), pool.balance_name);
     pool.balance = static_cast<Balance>(it - kBalanceNames.begin());
   }
-  s.string("hash_key", pool.hash_key, checkHashKey);
+  if (std::string key; s.string("hash_key", key, checkHashKey)) {
+    pool.hash_key = *KeySource::parse(key);
+  }
   s.positiveNumber("hash_balance_factor", pool.hash_balance_factor);
   s.string("sticky_cookie", pool.sticky_cookie, checkCookieName);
   s.duration("connect_timeout", pool.connect_timeout, Zero::kRejected);

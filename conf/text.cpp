@@ -91,6 +91,11 @@ bool isObjectName(std::string_view text) {
   });
 }
 
+bool hasSpaceOrControl(std::string_view text) {
+  return std::any_of(text.begin(), text.end(),
+                     [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; });
+}
+
 bool isToken(std::string_view text) {
   static constexpr std::string_view kExtra = "!#$%&'*+-.^_`|~";
   return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {

@@ -31,6 +31,9 @@ bool isObjectName(std::string_view text);
 // An HTTP token (RFC 9110): header and cookie names.
 bool isToken(std::string_view text);
 
+// Any space, control character or DEL.
+bool hasSpaceOrControl(std::string_view text);
+
 // A route's `host`: an exact host name, "*.suffix" or "*"; returns it lower-cased, or nullopt
 // with `why` set.
 std::optional<std::string> normalizeRouteHost(std::string_view text, std::string* why);

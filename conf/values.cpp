@@ -121,8 +121,35 @@ std::optional<std::string> canonicalIp(const std::string& host, int family) {
 
 }  // namespace
 
+std::optional<KeySource> KeySource::parse(std::string_view text, std::string* why) {
+  KeySource k;
+  k.text = text;
+  if (text == "source_ip") {
+    return k;
+  }
+  const size_t colon = text.find(':');
+  const std::string_view kind = text.substr(0, colon);
+  const std::string_view name =
+      colon == std::string_view::npos ? std::string_view() : text.substr(colon + 1);
+  k.name = name;
+  if ((kind == "header" || kind == "cookie") && detail::isToken(name)) {
+    k.kind = kind == "header" ? Kind::kHeader : Kind::kCookie;
+    return k;
+  }
+  if (kind == "query" && !name.empty() && !detail::hasSpaceOrControl(name) &&
+      name.find_first_of("&=#") == std::string_view::npos) {
+    k.kind = Kind::kQuery;
+    return k;
+  }
+  if (why != nullptr) {
+    *why = "must be \"source_ip\", \"header:NAME\", \"cookie:NAME\" or \"query:NAME\", got " +
+           detail::quote(text);
+  }
+  return std::nullopt;
+}
+
 std::string Diagnostic::format() const {
-  return detail::formatPos(pos) + ": error: " + message;
+  return detail::formatPos(pos) + (error() ? ": error: " : ": warning: ") + message;
 }
 
 std::optional<Duration> parseDuration(std::string_view text, std::string* why) {

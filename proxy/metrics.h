@@ -193,13 +193,12 @@ class Registry : public filters::Stats {
 };
 
 // What a snapshot resolves once: indices of the config -> slot arrays (one slot per worker).
+// (Pools' and backends' slots are in the snapshot's PoolRuntime.)
 struct Bound {
   std::vector<ListenerSlot*> listeners;
   std::vector<RouteSlot*> routes;
-  std::vector<PoolSlot*> pools;
-  std::vector<std::vector<BackendSlot*>> backends;  // [pool][backend]
-  std::vector<FilterSlot*> filters;                 // by index in Config::filters
-  RouteSlot* unrouted = nullptr;                    // requests no route matched (route="")
+  std::vector<FilterSlot*> filters;  // by index in Config::filters
+  RouteSlot* unrouted = nullptr;     // requests no route matched (route="")
 };
 
 }  // namespace sluice::metrics

@@ -22,24 +22,24 @@
 namespace sluice {
 
 SnapshotPtr loadSnapshot(const std::string& path, uint64_t generation,
-                         std::vector<std::string>* errors, metrics::Registry* registry,
+                         conf::Diagnostics* diagnostics, metrics::Registry* registry,
                          upstream::BackendStates* states) {
   conf::LoadResult result = conf::loadFile(path, &filters::validateFilterConfig);
-  for (const conf::Diagnostic& d : result.diagnostics) {
-    errors->push_back(d.format());
-  }
+  diagnostics->insert(diagnostics->end(), result.diagnostics.begin(), result.diagnostics.end());
   if (!result.config || !result.diagnostics.empty()) {
     return nullptr;
   }
   auto snapshot = std::make_shared<Snapshot>(result.config, generation);
-  conf::Diagnostics filter_errors;
-  if (!snapshot->buildFilters(&filter_errors)) {
-    for (const conf::Diagnostic& d : filter_errors) {
-      errors->push_back(d.format());
-    }
+  if (!snapshot->buildFilters(diagnostics)) {
     return nullptr;
   }
-  if (!snapshot->resolveBackends(errors) || !snapshot->buildTls(errors)) {
+  // Every problem of the later stages at once.
+  bool resolved = snapshot->resolveBackends(diagnostics);
+  bool tls = snapshot->buildTls(diagnostics);
+  addUnsupportedFeatures(*snapshot->config, diagnostics);
+  if (!resolved || !tls ||
+      std::any_of(diagnostics->begin(), diagnostics->end(),
+                  [](const conf::Diagnostic& d) { return d.error(); })) {
     return nullptr;
   }
   if (registry != nullptr) {
@@ -49,31 +49,32 @@ SnapshotPtr loadSnapshot(const std::string& path, uint64_t generation,
   return snapshot;
 }
 
-std::string formatWarning(const conf::Diagnostic& d) {
-  std::string line = d.format();
-  size_t e = line.find(": error: ");
-  if (e != std::string::npos) {
-    line.replace(e, 9, ": warning: ");
-  }
-  return line;
-}
-
-Unsupported unsupportedFeatures(const conf::Config& config) {
-  Unsupported u;
-  auto at = [](const conf::SourcePos& pos, std::string what) {
-    return conf::Diagnostic{pos, std::move(what)};
-  };
+void addUnsupportedFeatures(const conf::Config& config, conf::Diagnostics* diagnostics) {
   for (const conf::ListenerConfig& l : config.listeners) {
     if (l.proxy_protocol) {
-      u.fatal.push_back(at(l.pos, "listener '" + l.name +
-                                      "': proxy_protocol is not available in "
-                                      "this version"));
+      diagnostics->push_back(
+          {l.pos, "listener '" + l.name + "': proxy_protocol is not available in this version"});
     }
   }
-  return u;
 }
 
 namespace {
+
+// The backends of pools with [pools.health], for the health checker.
+std::vector<upstream::HealthTarget> healthTargets(const Snapshot& snap) {
+  std::vector<upstream::HealthTarget> out;
+  const conf::Config& cfg = *snap.config;
+  for (size_t p = 0; p < cfg.pools.size(); ++p) {
+    const conf::PoolConfig& pool = cfg.pools[p];
+    for (size_t b = 0; pool.health && b < pool.backends.size(); ++b) {
+      const BackendRuntime& br = snap.backend(p, b);
+      if (br.state != nullptr) {
+        out.push_back({*pool.health, pool.name, pool.backends[b].address.text, br.addr, br.state});
+      }
+    }
+  }
+  return out;
+}
 
 void raiseFileLimit() {
   rlimit rl;
@@ -255,7 +256,7 @@ int Server::run() {
   uv_timer_init(&loop_, &debounce_);
   debounce_.data = this;
   health_ = std::make_unique<upstream::HealthChecker>(&loop_);
-  health_->configure(snapshot_);
+  health_->configure(healthTargets(*snapshot_));
   uv_timer_init(&loop_, &rebalance_timer_);
   rebalance_timer_.data = this;
   uv_timer_start(
@@ -287,30 +288,27 @@ Server::ReloadResult Server::reload(const char* trigger) {
   ReloadResult result;
   const conf::Config& cur = *snapshot_->config;
   uint64_t generation = snapshot_->generation + 1;
-  std::vector<std::string> errors;
+  conf::Diagnostics diagnostics;
   std::shared_ptr<Snapshot> next = std::const_pointer_cast<Snapshot>(
-      loadSnapshot(cur.path, generation, &errors, registry_.get(), &backend_states_));
+      loadSnapshot(cur.path, generation, &diagnostics, registry_.get(), &backend_states_));
   std::string token_error;
-  if (next) {
-    Unsupported u = unsupportedFeatures(*next->config);
-    for (const conf::Diagnostic& d : u.fatal) {
-      errors.push_back(d.format());
-    }
-    for (const conf::Diagnostic& d : u.warnings) {
-      LOG_WARN("%s", formatWarning(d).c_str());
-    }
-    if (!u.fatal.empty()) {
-      next.reset();
-    } else if (!loadToken(*next->config, &token_error)) {
-      errors.push_back(token_error);
-      next.reset();
-    }
+  if (next && !loadToken(*next->config, &token_error)) {
+    diagnostics.push_back({conf::SourcePos{cur.path, 0, 0}, token_error});
+    next.reset();
   }
   // New listeners: bind every worker's socket before anything changes, so a port in use fails
   // the reload as a whole.
   std::vector<std::vector<int>> fds(workers_.size());
-  if (next && !openNewListeners(cur, *next->config, &fds, &errors)) {
+  if (next && !openNewListeners(cur, *next->config, &fds, &diagnostics)) {
     next.reset();
+  }
+  std::vector<std::string> errors;
+  for (const conf::Diagnostic& d : diagnostics) {
+    if (d.error()) {
+      errors.push_back(d.format());
+    } else {
+      LOG_WARN("%s", d.format().c_str());
+    }
   }
   last_reload_.time = rfc3339Now();
   if (!next) {
@@ -340,7 +338,7 @@ Server::ReloadResult Server::reload(const char* trigger) {
     w->waitForGeneration(generation, std::chrono::seconds(2));
   }
   snapshot_ = next;
-  health_->configure(snapshot_);
+  health_->configure(healthTargets(*snapshot_));
   shared_.max_connections = snapshot_->config->server.max_connections;
   registry_->generation = generation;
   registry_->reloads_success.inc();
@@ -356,8 +354,7 @@ Server::ReloadResult Server::reload(const char* trigger) {
 }
 
 bool Server::openNewListeners(const conf::Config& cur, const conf::Config& next,
-                              std::vector<std::vector<int>>* fds,
-                              std::vector<std::string>* errors) {
+                              std::vector<std::vector<int>>* fds, conf::Diagnostics* diagnostics) {
   const auto& nl = next.listeners;
   for (auto& f : *fds) {
     f.assign(nl.size(), -1);
@@ -371,8 +368,7 @@ bool Server::openNewListeners(const conf::Config& cur, const conf::Config& next,
       std::string error;
       int fd = net::listenSocket(nl[i].listen, true, &error);
       if (fd < 0) {
-        errors->push_back(
-            conf::Diagnostic{nl[i].pos, "listener '" + nl[i].name + "': " + error}.format());
+        diagnostics->push_back({nl[i].pos, "listener '" + nl[i].name + "': " + error});
         for (auto& f : *fds) {
           for (int& opened : f) {
             if (opened >= 0) {
@@ -465,8 +461,8 @@ void Server::onDebounce(uv_timer_t* timer) {
       return;  // touched, not changed (or the same content that failed already)
     }
     // A new *.toml beside the config: reload only if an include pattern now matches it.
-    std::vector<std::string> errors;
-    SnapshotPtr probe = loadSnapshot(s->snapshot_->config->path, 0, &errors);
+    conf::Diagnostics diagnostics;
+    SnapshotPtr probe = loadSnapshot(s->snapshot_->config->path, 0, &diagnostics);
     if (probe && probe->config->files == s->snapshot_->config->files) {
       return;
     }
@@ -510,7 +506,7 @@ AdminResponse Server::handleAdmin(const http::RequestHead& req) {
     for (size_t p = 0; p < cfg.pools.size(); ++p) {
       for (size_t b = 0; b < cfg.pools[p].backends.size(); ++b) {
         states.emplace_back(cfg.pools[p].name, cfg.pools[p].backends[b].address.text,
-                            snapshot_->backend_states[p][b]->stateName(now));
+                            snapshot_->backend(p, b).state->stateName(now));
       }
     }
     AdminResponse r = text(200, registry_->render(states));
@@ -567,7 +563,7 @@ AdminResponse Server::drainEndpoint(std::string_view rest) {
     for (size_t i = 0; i < cfg.pools[p].backends.size(); ++i) {
       if (cfg.pools[p].name == pool && cfg.pools[p].backends[i].address.text == address) {
         found_pool = &cfg.pools[p];
-        state = snapshot_->backend_states[p][i];
+        state = snapshot_->backend(p, i).state;
       }
     }
   }
@@ -613,7 +609,7 @@ void Server::rebalance() {
     double most_load = 0;
     double least_load = 1e18;
     for (size_t b = 0; b < pool.backends.size(); ++b) {
-      const upstream::BackendState* st = snapshot_->backend_states[p][b];
+      const upstream::BackendState* st = snapshot_->backend(p, b).state;
       uint32_t w = pool.backends[b].weight;
       if (w == 0 || !st->available(now)) {
         continue;
@@ -633,7 +629,7 @@ void Server::rebalance() {
     }
     uint32_t w = pool.backends[static_cast<size_t>(most)].weight;
     int64_t fair = (total * w + static_cast<int64_t>(weights) - 1) / static_cast<int64_t>(weights);
-    int64_t active = snapshot_->backend_states[p][static_cast<size_t>(most)]->active.load();
+    int64_t active = snapshot_->backend(p, static_cast<size_t>(most)).state->active.load();
     int64_t excess = active - fair;
     if (excess <= 0) {
       continue;
@@ -692,7 +688,7 @@ std::string Server::statusJson() const {
       auto [conns, websockets] = registry_->backendConnections(p.name, b.address.text);
       o += (j ? "," : "") + std::string("{\"address\":") + jsonString(b.address.text) +
            ",\"weight\":" + std::to_string(b.weight) + ",\"state\":" +
-           jsonString(snapshot_->backend_states[i][j]->stateName(upstream::steadyNowMs())) +
+           jsonString(snapshot_->backend(i, j).state->stateName(upstream::steadyNowMs())) +
            ",\"connections\":" + std::to_string(conns) +
            ",\"websockets\":" + std::to_string(websockets) + "}";
     }

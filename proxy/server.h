@@ -17,23 +17,17 @@
 
 namespace sluice {
 
-// Everything a reload or `--check` does: parse, validate, build filters, resolve backends.
-// Returns null and fills `errors` ("FILE:LINE:COLUMN: error: ...") on failure.
-// `registry` and `states` (optional) bind the snapshot's metric slots and backend states.
+// Everything a reload or `--check` does: parse, validate, build filters, resolve backends, load
+// certificates, and refuse what this version cannot run. Returns null when any diagnostic is an
+// error; warnings alone do not stop it. `registry` and `states` (optional) bind the snapshot's
+// metric slots and backend states.
 SnapshotPtr loadSnapshot(const std::string& path, uint64_t generation,
-                         std::vector<std::string>* errors, metrics::Registry* registry = nullptr,
+                         conf::Diagnostics* diagnostics, metrics::Registry* registry = nullptr,
                          upstream::BackendStates* states = nullptr);
 
-// Config features this version validates but does not run yet. Those that would silently weaken
-// security or break the wire protocol (TLS, PROXY protocol) are `fatal`: sluice refuses to start
-// with them. The others fall back to a documented default and are reported as warnings.
-struct Unsupported {
-  conf::Diagnostics fatal;
-  conf::Diagnostics warnings;
-};
-Unsupported unsupportedFeatures(const conf::Config& config);
-// "FILE:LINE:COLUMN: warning: message"
-std::string formatWarning(const conf::Diagnostic& d);
+// Config features this version validates but cannot run: errors, so that `--check`, a start and
+// a reload all refuse them.
+void addUnsupportedFeatures(const conf::Config& config, conf::Diagnostics* diagnostics);
 
 class Server {
  public:
@@ -59,7 +53,7 @@ class Server {
   // Binds each worker's socket for every listener of `next` not in `cur` (name and address).
   // On failure closes what it opened and appends the error.
   bool openNewListeners(const conf::Config& cur, const conf::Config& next,
-                        std::vector<std::vector<int>>* fds, std::vector<std::string>* errors);
+                        std::vector<std::vector<int>>* fds, conf::Diagnostics* diagnostics);
   void beginShutdown(int signum);
   ReloadResult reload(const char* trigger);
   void watchFiles();

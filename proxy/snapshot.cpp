@@ -9,33 +9,35 @@
 namespace sluice {
 
 Snapshot::Snapshot(std::shared_ptr<const conf::Config> c, uint64_t gen)
-    : config(std::move(c)), router(*config), generation(gen) {}
+    : config(std::move(c)), router(*config), generation(gen) {
+  pools.resize(config->pools.size());
+  for (size_t p = 0; p < config->pools.size(); ++p) {
+    pools[p].backends.resize(config->pools[p].backends.size());
+  }
+}
 
-bool Snapshot::resolveBackends(std::vector<std::string>* errors) {
+bool Snapshot::resolveBackends(conf::Diagnostics* diagnostics) {
   bool ok = true;
-  backend_addrs.assign(config->pools.size(), {});
   for (size_t p = 0; p < config->pools.size(); ++p) {
     const conf::PoolConfig& pool = config->pools[p];
-    for (const conf::BackendConfig& b : pool.backends) {
+    for (size_t i = 0; i < pool.backends.size(); ++i) {
+      const conf::BackendConfig& b = pool.backends[i];
       addrinfo hints{};
       hints.ai_family = AF_UNSPEC;
       hints.ai_socktype = SOCK_STREAM;
       addrinfo* res = nullptr;
       std::string port = std::to_string(b.address.port);
       int rc = getaddrinfo(b.address.host.c_str(), port.c_str(), &hints, &res);
-      sockaddr_storage ss{};
       if (rc != 0 || res == nullptr) {
         ok = false;
-        errors->push_back(b.pos.file + ":" + std::to_string(b.pos.line) + ":" +
-                          std::to_string(b.pos.column) + ": error: pool '" + pool.name +
-                          "': cannot resolve '" + b.address.text + "': " + gai_strerror(rc));
+        diagnostics->push_back({b.pos, "pool '" + pool.name + "': cannot resolve '" +
+                                           b.address.text + "': " + gai_strerror(rc)});
       } else {
-        memcpy(&ss, res->ai_addr, res->ai_addrlen);
+        memcpy(&pools[p].backends[i].addr, res->ai_addr, res->ai_addrlen);
       }
       if (res != nullptr) {
         freeaddrinfo(res);
       }
-      backend_addrs[p].push_back(ss);
     }
   }
   return ok;
@@ -62,45 +64,44 @@ std::string upstreamKey(const std::string& pool, const std::string& address) {
   return pool + "|" + address + "|";
 }
 
-bool Snapshot::buildTls(std::vector<std::string>* errors) {
+bool Snapshot::buildTls(conf::Diagnostics* diagnostics) {
   bool ok = true;
   for (const conf::ListenerConfig& l : config->listeners) {
-    listener_tls.push_back(l.tls ? net::ServerTls::build(*l.tls, errors) : nullptr);
+    listener_tls.push_back(l.tls ? net::ServerTls::build(*l.tls, diagnostics) : nullptr);
     ok = ok && (!l.tls || listener_tls.back() != nullptr);
   }
-  for (const conf::PoolConfig& p : config->pools) {
-    pool_tls.push_back(p.tls ? net::ClientTls::build(*p.tls, errors) : nullptr);
-    ok = ok && (!p.tls || pool_tls.back() != nullptr);
+  for (size_t p = 0; p < config->pools.size(); ++p) {
+    const conf::PoolConfig& pc = config->pools[p];
+    pools[p].tls = pc.tls ? net::ClientTls::build(*pc.tls, diagnostics) : nullptr;
+    ok = ok && (!pc.tls || pools[p].tls != nullptr);
     std::string tls = "plain";
-    if (p.tls) {
-      tls = "tls|" + p.tls->ca + "|" + (p.tls->verify ? "verify" : "noverify") + "|" + p.tls->sni +
-            "|" + p.tls->cert + "|" + p.tls->key;
+    if (pc.tls) {
+      tls = "tls|" + pc.tls->ca + "|" + (pc.tls->verify ? "verify" : "noverify") + "|" +
+            pc.tls->sni + "|" + pc.tls->cert + "|" + pc.tls->key;
     }
-    upstream_keys.emplace_back();
-    for (const conf::BackendConfig& b : p.backends) {
-      upstream_keys.back().push_back(upstreamKey(p.name, b.address.text) + tls);
+    for (size_t b = 0; b < pc.backends.size(); ++b) {
+      pools[p].backends[b].upstream_key = upstreamKey(pc.name, pc.backends[b].address.text) + tls;
     }
   }
   return ok;
 }
 
 void Snapshot::buildBalancers(upstream::BackendStates* states) {
-  backend_states.assign(config->pools.size(), {});
-  balancers.clear();
-  sticky_tokens.assign(config->pools.size(), {});
   for (size_t p = 0; p < config->pools.size(); ++p) {
-    const conf::PoolConfig& pool = config->pools[p];
-    for (const conf::BackendConfig& b : pool.backends) {
-      backend_states[p].push_back(states != nullptr ? states->get(pool.name, b.address.text)
-                                                    : nullptr);
+    const conf::PoolConfig& pc = config->pools[p];
+    std::vector<upstream::BackendState*> shared;
+    for (size_t b = 0; b < pc.backends.size(); ++b) {
+      BackendRuntime& br = pools[p].backends[b];
+      br.state = states != nullptr ? states->get(pc.name, pc.backends[b].address.text) : nullptr;
+      shared.push_back(br.state);
       // Opaque and stable across restarts and instances: a hash of pool and address.
       char token[24];
       snprintf(token, sizeof token, "%016llx",
                static_cast<unsigned long long>(
-                   upstream::Balancer::hash(pool.name + "/" + b.address.text)));
-      sticky_tokens[p].push_back(token);
+                   upstream::Balancer::hash(pc.name + "/" + pc.backends[b].address.text)));
+      br.sticky_token = token;
     }
-    balancers.emplace_back(pool, backend_states[p]);
+    pools[p].balancer.emplace(pc, std::move(shared));
   }
 }
 
@@ -113,11 +114,11 @@ void Snapshot::bindMetrics(metrics::Registry& registry) {
   for (const conf::RouteConfig& r : config->routes) {
     b.routes.push_back(registry.route(r.name));
   }
-  for (const conf::PoolConfig& p : config->pools) {
-    b.pools.push_back(registry.pool(p.name));
-    b.backends.emplace_back();
-    for (const conf::BackendConfig& be : p.backends) {
-      b.backends.back().push_back(registry.backend(p.name, be.address.text));
+  for (size_t p = 0; p < config->pools.size(); ++p) {
+    const conf::PoolConfig& pc = config->pools[p];
+    pools[p].slots = registry.pool(pc.name);
+    for (size_t i = 0; i < pc.backends.size(); ++i) {
+      pools[p].backends[i].slots = registry.backend(pc.name, pc.backends[i].address.text);
     }
   }
   for (const conf::FilterConfig& f : config->filters) {

@@ -245,9 +245,11 @@ void Worker::applySnapshot(SnapshotPtr next, std::vector<int> fds) {
   // Idle upstream connections that no pool of the new config would reuse (backend removed, or
   // its pool's TLS settings changed) are closed now.
   idle_upstreams_.closeIf([&](const std::string& key) {
-    for (const auto& keys : snapshot_->upstream_keys) {
-      if (std::find(keys.begin(), keys.end(), key) != keys.end()) {
-        return false;
+    for (const PoolRuntime& pool : snapshot_->pools) {
+      for (const BackendRuntime& b : pool.backends) {
+        if (b.upstream_key == key) {
+          return false;
+        }
       }
     }
     return true;
@@ -407,8 +409,9 @@ void Worker::unregisterConnection(ClientSession* conn) {
   }
 }
 
-int Worker::pickBackend(const Snapshot& snap, size_t pool, std::string_view key, int exclude) {
-  const upstream::Balancer& b = snap.balancers[pool];
+std::optional<size_t> Worker::pickBackend(const Snapshot& snap, size_t pool, std::string_view key,
+                                          std::optional<size_t> exclude) {
+  const upstream::Balancer& b = *snap.pool(pool).balancer;
   return b.pick(pick_states_[&b], rng_, key, exclude, upstream::steadyNowMs());
 }
 

@@ -77,8 +77,9 @@ class Worker {
   // The filter's state on this worker (made at its first use here; null when it keeps none).
   std::shared_ptr<filters::WorkerState> filterState(const filters::ConstFilterPtr& filter);
   void newRequestId(std::string* out);
-  // A backend of `pool` by the pool's balancer (`key` for consistent_hash), or -1.
-  int pickBackend(const Snapshot& snap, size_t pool, std::string_view key, int exclude);
+  // A backend of `pool` by the pool's balancer (`key` for consistent_hash), if any may take it.
+  std::optional<size_t> pickBackend(const Snapshot& snap, size_t pool, std::string_view key,
+                                    std::optional<size_t> exclude);
 
   // Idle upstream connections, kept for reuse.
   upstream::KeepalivePool& keepalivePool() { return idle_upstreams_; }

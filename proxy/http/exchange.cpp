@@ -2,6 +2,7 @@
 
 #include <charconv>
 
+#include "filters/request_key.h"
 #include "proxy/access_log.h"
 #include "proxy/log.h"
 #include "proxy/worker.h"
@@ -41,7 +42,7 @@ Exchange::~Exchange() {
 }
 
 const conf::RouteConfig& Exchange::route() const {
-  return snapshot_->config->routes[static_cast<size_t>(route_)];
+  return snapshot_->config->routes[*route_];
 }
 
 void Exchange::begin() {
@@ -73,7 +74,8 @@ Exchange::HeadAction Exchange::onRequestHead(RequestHead& head, BodyFraming fram
   body_in_ = bytes_out_ = 0;
   status_ = 0;
   attempts_ = 0;
-  backend_ = route_ = -1;
+  backend_.reset();
+  route_.reset();
   local_error_.clear();
   request_id_.clear();
   request_framing_ = framing;
@@ -105,8 +107,9 @@ Exchange::HeadAction Exchange::onRequestHead(RequestHead& head, BodyFraming fram
     respondLocal(308, "use https", has_body, location);
     return after_local;
   }
-  route_ = snapshot_->router.match(down_.listenerIndex(), host, path);
-  if (route_ < 0) {
+  if (int r = snapshot_->router.match(down_.listenerIndex(), host, path); r >= 0) {
+    route_ = static_cast<size_t>(r);
+  } else {
     respondLocal(404, "no route", has_body);
     return after_local;
   }
@@ -141,7 +144,7 @@ Exchange::HeadAction Exchange::onRequestHead(RequestHead& head, BodyFraming fram
     down_.worker().newRequestId(&request_id_);
   }
 
-  if (!snapshot_->route_filters[static_cast<size_t>(route_)].empty() && !setUpFilters()) {
+  if (!snapshot_->route_filters[*route_].empty() && !setUpFilters()) {
     if (filters_ && filters_->buffering()) {
       // The filter reads the whole body first: the client may send it now.
       if (expect_continue_) {
@@ -190,8 +193,7 @@ bool Exchange::checkWebSocketHandshake() {
 
 // Runs the route's filters over the head. Returns true when every one passed at once.
 bool Exchange::setUpFilters() {
-  const size_t r = static_cast<size_t>(route_);
-  const auto& chain = snapshot_->route_filters[r];
+  const auto& chain = snapshot_->route_filters[*route_];
   Worker& w = down_.worker();
   std::vector<metrics::FilterSlot*> slots;
   std::vector<std::shared_ptr<filters::WorkerState>> states;
@@ -239,12 +241,12 @@ void Exchange::afterHeadFilters() {
   if (request_framing_.kind != Framing::kNone && !request_complete_) {
     down_.expectBody();
   }
-  startUpstream(-1);
+  startUpstream(std::nullopt);
 }
 
 bool Exchange::onRequestBody(const char* data, size_t len) {
   body_in_ += len;
-  if (route_ >= 0 && route().max_body_bytes > 0 && body_in_ > route().max_body_bytes) {
+  if (route_ && route().max_body_bytes > 0 && body_in_ > route().max_body_bytes) {
     respondLocal(413, "request body larger than max_body_bytes", true);
     return false;
   }
@@ -320,47 +322,50 @@ void Exchange::onDownstreamWritable() {
 
 // ---- toward the upstream -------------------------------------------------------------------
 
-void Exchange::startUpstream(int exclude_backend) {
+void Exchange::startUpstream(std::optional<size_t> exclude_backend) {
   const Snapshot& snap = *snapshot_;
   const conf::RouteConfig& rc = route();
   const conf::PoolConfig& pool = snap.config->pools[rc.pool_index];
   const size_t p = rc.pool_index;
   Worker& w = down_.worker();
-  int backend = -1;
+  std::optional<size_t> backend;
   if (attempts_ == 0) {
     backend = stickyBackend(snap, p);
-    sticky_hit_ = backend >= 0;
+    sticky_hit_ = backend.has_value();
   } else {
     sticky_hit_ = false;  // a retry chose another backend: the client needs a new cookie
   }
-  if (backend < 0) {
-    std::string key;
-    balanceKey(pool, &key);
+  if (!backend) {
+    std::string_view key;
+    if (pool.balance == conf::Balance::kConsistentHash) {
+      // No key (header, cookie or parameter absent): the balancer falls back to round robin.
+      key = filters::requestKey(pool.hash_key, *request_, down_.clientIp());
+    }
     backend = w.pickBackend(snap, p, key, exclude_backend);
   }
-  if (backend < 0) {
+  if (!backend) {
     logNoBackend(snap, p);
     respondLocal(503, "no backend available", !request_complete_);
     return;
   }
   backend_ = backend;
   ++attempts_;
-  const size_t b = static_cast<size_t>(backend);
-  const std::string& key = snap.upstream_keys[p][b];
+  const size_t b = *backend;
+  const BackendRuntime& target = snap.backend(p, b);
   // A retry after a stale keep-alive connection always opens a fresh one.
   // A WebSocket gets a dedicated connection.
   UpstreamConnection* up = nullptr;
   if (attempts_ == 1 && !websocket_) {
-    up = static_cast<UpstreamConnection*>(w.keepalivePool().take(key, upstream::steadyNowMs()));
+    up = static_cast<UpstreamConnection*>(
+        w.keepalivePool().take(target.upstream_key, upstream::steadyNowMs()));
   }
   if (up == nullptr) {
-    up = new UpstreamConnection(&w, key, pool.backends[b].address.text, p,
-                                &snap.metrics.backends[p][b][w.id()], snap.backend_states[p][b]);
-    if (const auto& tls = snap.pool_tls[p]) {
+    up = new UpstreamConnection(&w, target.upstream_key, pool.backends[b].address.text, p,
+                                &target.slots[w.id()], target.state);
+    if (const auto& tls = snap.pool(p).tls) {
       up->startTls(tls, pool.backends[b].address.host);
     }
-    if (!up->connect(reinterpret_cast<const sockaddr*>(&snap.backend_addrs[p][b]),
-                     pool.connect_timeout)) {
+    if (!up->connect(reinterpret_cast<const sockaddr*>(&target.addr), pool.connect_timeout)) {
       up->close();
       respondLocal(502, "cannot connect to backend", !request_complete_);
       return;
@@ -405,81 +410,28 @@ void Exchange::sendRequestHead() {
   }
 }
 
-int Exchange::stickyBackend(const Snapshot& snap, size_t pool) const {
+std::optional<size_t> Exchange::stickyBackend(const Snapshot& snap, size_t pool) const {
   const std::string& name = snap.config->pools[pool].sticky_cookie;
   if (name.empty()) {
-    return -1;
+    return std::nullopt;
   }
-  std::string_view token = cookieValue(name);
+  std::string_view token = filters::cookieValue(*request_, name);
   if (token.empty()) {
-    return -1;
+    return std::nullopt;
   }
-  const auto& tokens = snap.sticky_tokens[pool];
+  const PoolRuntime& pr = snap.pool(pool);
   uint64_t now = upstream::steadyNowMs();
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    if (tokens[i] == token) {
-      const upstream::BackendState* st = snap.backend_states[pool][i];
-      bool ok =
-          snap.config->pools[pool].backends[i].weight > 0 && (st == nullptr || st->available(now));
-      return ok ? static_cast<int>(i) : -1;  // otherwise choose again and re-issue the cookie
+  for (size_t i = 0; i < pr.backends.size(); ++i) {
+    if (pr.backends[i].sticky_token == token) {
+      const upstream::BackendState* st = pr.backends[i].state;
+      if (snap.config->pools[pool].backends[i].weight > 0 &&
+          (st == nullptr || st->available(now))) {
+        return i;
+      }
+      return std::nullopt;  // choose again and re-issue the cookie
     }
   }
-  return -1;
-}
-
-std::string_view Exchange::cookieValue(std::string_view name) const {
-  for (const Header& h : request_->headers) {
-    if (!iequals(h.name, "cookie")) {
-      continue;
-    }
-    std::string_view v = h.value;
-    while (!v.empty()) {
-      size_t semi = v.find(';');
-      std::string_view pair = v.substr(0, semi);
-      while (!pair.empty() && pair.front() == ' ') {
-        pair.remove_prefix(1);
-      }
-      size_t eq = pair.find('=');
-      if (eq != std::string_view::npos && pair.substr(0, eq) == name) {
-        return pair.substr(eq + 1);
-      }
-      if (semi == std::string_view::npos) {
-        break;
-      }
-      v.remove_prefix(semi + 1);
-    }
-  }
-  return {};
-}
-
-void Exchange::balanceKey(const conf::PoolConfig& pool, std::string* key) const {
-  if (pool.balance != conf::Balance::kConsistentHash) {
-    return;
-  }
-  std::string_view spec = pool.hash_key;
-  if (spec == "source_ip") {
-    *key = down_.clientIp();
-  } else if (spec.starts_with("header:")) {
-    if (const Header* h = request_->find(spec.substr(7))) {
-      *key = h->value;
-    }
-  } else if (spec.starts_with("cookie:")) {
-    *key = cookieValue(spec.substr(7));
-  } else if (spec.starts_with("query:")) {
-    std::string_view url = request_->url;
-    size_t q = url.find('?');
-    std::string want = std::string(spec.substr(6)) + "=";
-    while (q != std::string_view::npos) {
-      std::string_view rest = url.substr(q + 1);
-      if (rest.starts_with(want)) {
-        rest.remove_prefix(want.size());
-        *key = rest.substr(0, rest.find_first_of("&#"));
-        return;
-      }
-      q = url.find('&', q + 1);
-    }
-  }
-  // No key (header, cookie or parameter absent): the balancer falls back to round robin.
+  return std::nullopt;
 }
 
 void Exchange::logNoBackend(const Snapshot& snap, size_t pool) const {
@@ -487,7 +439,7 @@ void Exchange::logNoBackend(const Snapshot& snap, size_t pool) const {
   uint64_t now = upstream::steadyNowMs();
   std::string why;
   for (size_t i = 0; i < pc.backends.size(); ++i) {
-    const upstream::BackendState* st = snap.backend_states[pool][i];
+    const upstream::BackendState* st = snap.backend(pool, i).state;
     why += (i ? ", " : "") + pc.backends[i].address.text + " ";
     why += pc.backends[i].weight == 0 ? "weight 0" : st != nullptr ? st->stateName(now) : "?";
   }
@@ -496,7 +448,7 @@ void Exchange::logNoBackend(const Snapshot& snap, size_t pool) const {
 }
 
 std::string Exchange::stickyHeader() const {
-  if (route_ < 0 || backend_ < 0 || sticky_hit_) {
+  if (!route_ || !backend_ || sticky_hit_) {
     return {};
   }
   size_t p = route().pool_index;
@@ -504,15 +456,15 @@ std::string Exchange::stickyHeader() const {
   if (name.empty()) {
     return {};
   }
-  return "Set-Cookie: " + name + "=" + snapshot_->sticky_tokens[p][static_cast<size_t>(backend_)] +
+  return "Set-Cookie: " + name + "=" + snapshot_->backend(p, *backend_).sticky_token +
          "; Path=/; HttpOnly; SameSite=Lax\r\n";
 }
 
 upstream::BackendState* Exchange::backendState() const {
-  if (route_ < 0 || backend_ < 0) {
+  if (!route_ || !backend_) {
     return nullptr;
   }
-  return snapshot_->backend_states[route().pool_index][static_cast<size_t>(backend_)];
+  return snapshot_->backend(route().pool_index, *backend_).state;
 }
 
 void Exchange::releaseUpstream(bool reusable) {
@@ -589,8 +541,7 @@ void Exchange::observeUpstreamLatency() {
     return;
   }
   double seconds = static_cast<double>(uv_hrtime() - upstream_start_) / 1e9;
-  snapshot_->metrics.pools[upstream_->pool()][down_.worker().id()].upstream_response.observe(
-      seconds);
+  snapshot_->pool(upstream_->pool()).slots[down_.worker().id()].upstream_response.observe(seconds);
 }
 
 void Exchange::onUpstreamBody(const char* data, size_t len) {
@@ -650,8 +601,9 @@ void Exchange::onUpstreamError(UpstreamError error, int status) {
   }
   if (retry && !down_.closing()) {
     const conf::PoolConfig& pool = snapshot_->config->pools[route().pool_index];
-    startUpstream(error == UpstreamError::kConnectFailed && pool.backends.size() > 1 ? backend_
-                                                                                     : -1);
+    startUpstream(error == UpstreamError::kConnectFailed && pool.backends.size() > 1
+                      ? backend_
+                      : std::nullopt);
     return;
   }
   const char* detail = "backend connection failed";
@@ -717,14 +669,14 @@ bool Exchange::onUpstreamUpgrade(const ResponseHead& head) {
 
 void Exchange::onUpstreamUpgraded(std::string_view early_upstream) {
   UpstreamConnection* up = upstream_;
-  const size_t r = static_cast<size_t>(route_);
+  const size_t r = *route_;
   ws::Session::Setup setup;
   setup.worker = &down_.worker();
   setup.snapshot = snapshot_;
   setup.listener = down_.listenerIndex();
   setup.route = r;
   setup.pool = route().pool_index;
-  setup.backend = static_cast<size_t>(backend_);
+  setup.backend = *backend_;
   setup.filters = std::move(filters_);
   setup.listener_slot = down_.listenerSlot();
   setup.backend_slot = up->slot();
@@ -820,8 +772,7 @@ void Exchange::writeAccessLog() {
   }
   Worker& w = down_.worker();
   const metrics::Bound& m = snapshot_->metrics;
-  metrics::RouteSlot& rs =
-      route_ >= 0 ? m.routes[static_cast<size_t>(route_)][w.id()] : m.unrouted[w.id()];
+  metrics::RouteSlot& rs = route_ ? m.routes[*route_][w.id()] : m.unrouted[w.id()];
   rs.requests_by_class[status_ / 100 <= 5 ? status_ / 100 : 0].inc();
   AccessLog* log = w.accessLog();
   if (log == nullptr || !log->enabled()) {
@@ -831,13 +782,13 @@ void Exchange::writeAccessLog() {
   AccessLogEntry e;
   const conf::Config& cfg = *snapshot_->config;
   e.listener = cfg.listeners[down_.listenerIndex()].name;
-  if (route_ >= 0) {
+  if (route_) {
     e.route = route().name;
-    if (backend_ >= 0) {
-      e.upstream =
-          cfg.pools[route().pool_index].backends[static_cast<size_t>(backend_)].address.text;
+    if (backend_) {
+      e.upstream = cfg.pools[route().pool_index].backends[*backend_].address.text;
     }
   }
+
   e.client = down_.clientIp();
   e.method = method_;
   if (request_ != nullptr) {

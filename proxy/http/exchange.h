@@ -138,10 +138,8 @@ class Exchange : public UpstreamCallbacks, public FilterOwner {
   bool checkWebSocketHandshake();
   bool setUpFilters();
   void afterHeadFilters();
-  void startUpstream(int exclude_backend);
-  int stickyBackend(const Snapshot& snap, size_t pool) const;
-  std::string_view cookieValue(std::string_view name) const;
-  void balanceKey(const conf::PoolConfig& pool, std::string* key) const;
+  void startUpstream(std::optional<size_t> exclude_backend);
+  std::optional<size_t> stickyBackend(const Snapshot& snap, size_t pool) const;
   void logNoBackend(const Snapshot& snap, size_t pool) const;
   std::string stickyHeader() const;
   upstream::BackendState* backendState() const;
@@ -161,8 +159,8 @@ class Exchange : public UpstreamCallbacks, public FilterOwner {
   std::string method_;  // kept for the access log; empty once logged
   std::string request_id_;
   std::chrono::steady_clock::time_point start_;
-  int route_ = -1;
-  int backend_ = -1;
+  std::optional<size_t> route_;
+  std::optional<size_t> backend_;
   int attempts_ = 0;
   BodyFraming request_framing_;
   bool http11_ = true;

@@ -426,9 +426,10 @@ std::unique_ptr<net::Stream> ServerConnection::takeOver(std::string* early_input
   handed_over_ = true;
   state_ = State::kUpgraded;
   closing_ = true;
-  stream_closed_ = true;
+  std::unique_ptr<net::Stream> stream = std::move(stream_owner_);
+  (void)handles_.closed();  // the stream is the session's now (the timer is still open)
   timer_.close(&ServerConnection::onTimerClosed);
-  return std::move(stream_owner_);
+  return stream;
 }
 
 // ---- closing -------------------------------------------------------------------------------
@@ -467,27 +468,24 @@ void ServerConnection::closeNow() {
 }
 
 void ServerConnection::onTimerClosed(void* self) {
-  auto* c = static_cast<ServerConnection*>(self);
-  c->timer_closed_ = true;
-  c->maybeDelete();
+  static_cast<ServerConnection*>(self)->handleClosed();
 }
 
 void ServerConnection::onClosed() {
-  stream_closed_ = true;
   if (!closing_) {
     closeNow();  // closed after a flush: release the rest
   }
-  maybeDelete();
+  handleClosed();
 }
 
-void ServerConnection::maybeDelete() {
-  if (timer_closed_ && stream_closed_) {
-    if (registered_) {
-      worker_->unregisterConnection(this);  // handed over: the session is registered by now
-      registered_ = false;
-    }
-    delete this;
+void ServerConnection::handleClosed() {
+  if (!handles_.closed()) {
+    return;
   }
+  if (registered_) {
+    worker_->unregisterConnection(this);  // handed over: the session is registered by now
+  }
+  delete this;
 }
 
 void ServerConnection::onEof() {

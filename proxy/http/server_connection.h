@@ -17,6 +17,7 @@
 #include "proxy/http/request_parser.h"
 #include "proxy/metrics.h"
 #include "proxy/net/deadline.h"
+#include "proxy/net/open_handles.h"
 #include "proxy/net/stream.h"
 #include "proxy/snapshot.h"
 
@@ -94,6 +95,8 @@ class ServerConnection : public ClientSession,
 
   static void onTimer(void* self);
   static void onTimerClosed(void* self);
+  // The stream or the timer has closed (or the stream was handed over): the last one frees this.
+  void handleClosed();
 
   // RequestParser::Handler
   void onMessageBegin() override;
@@ -112,7 +115,6 @@ class ServerConnection : public ClientSession,
   std::string hstsHeader() const;
   void closeSoon();
   void closeNow();
-  void maybeDelete();
   void armTimer(TimerMode mode, conf::Duration d);
   const conf::ListenerConfig& listener() const;
   bool clientWantsKeepAlive() const { return parser_.keepAlive(); }
@@ -125,8 +127,7 @@ class ServerConnection : public ClientSession,
   net::Deadline timer_;
   TimerMode timer_mode_ = TimerMode::kNone;
   State state_ = State::kReadingHead;
-  bool timer_closed_ = false;
-  bool stream_closed_ = false;
+  net::OpenHandles handles_{2};  // the stream and the timer
   bool closing_ = false;
   bool registered_ = false;
   bool handed_over_ = false;  // counters and streams now belong to a ws::Session

@@ -32,9 +32,10 @@ std::unique_ptr<net::Stream> UpstreamConnection::handOver() {
   handed_over_ = true;  // the session now counts this connection and owns its stream
   exchange_ = nullptr;
   closing_ = true;
-  stream_closed_ = true;
+  std::unique_ptr<net::Stream> stream = std::move(stream_owner_);
+  (void)handles_.closed();  // the stream is the session's now (the timer is still open)
   timer_.close(&UpstreamConnection::onTimerClosed);
-  return std::move(stream_owner_);
+  return stream;
 }
 
 void UpstreamConnection::setInUse(bool in_use) {
@@ -175,23 +176,20 @@ void UpstreamConnection::close() {
 }
 
 void UpstreamConnection::onTimerClosed(void* self) {
-  auto* u = static_cast<UpstreamConnection*>(self);
-  u->timer_closed_ = true;
-  u->maybeDelete();
+  static_cast<UpstreamConnection*>(self)->handleClosed();
 }
 
 void UpstreamConnection::onClosed() {
-  stream_closed_ = true;
   if (!closing_) {
     // The stream closed on its own: the timer still has to go.
     closing_ = true;
     timer_.close(&UpstreamConnection::onTimerClosed);
   }
-  maybeDelete();
+  handleClosed();
 }
 
-void UpstreamConnection::maybeDelete() {
-  if (timer_closed_ && stream_closed_) {
+void UpstreamConnection::handleClosed() {
+  if (handles_.closed()) {
     delete this;
   }
 }

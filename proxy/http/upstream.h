@@ -14,6 +14,7 @@
 #include "proxy/http/response_parser.h"
 #include "proxy/metrics.h"
 #include "proxy/net/deadline.h"
+#include "proxy/net/open_handles.h"
 #include "proxy/net/stream.h"
 #include "proxy/net/tls.h"
 #include "proxy/upstream/backend_state.h"
@@ -126,18 +127,17 @@ class UpstreamConnection : public net::Stream::Handler,
   void armResponseTimeout();
   void fail(UpstreamError error, int status);
   void setInUse(bool in_use);
-  void maybeDelete();
+  void handleClosed();
 
   Worker* worker_;
-  std::string key_;      // the keep-alive pool key (Snapshot::upstream_keys)
+  std::string key_;      // the keep-alive pool key (BackendRuntime::upstream_key)
   std::string address_;  // the backend address, for logs
   size_t pool_;
   std::unique_ptr<net::Stream> stream_owner_;
   net::Stream& stream_;
   net::Deadline timer_;
   ResponseParser parser_;
-  bool timer_closed_ = false;
-  bool stream_closed_ = false;
+  net::OpenHandles handles_{2};  // the stream and the timer
   bool closing_ = false;
   bool handed_over_ = false;
   bool connected_ = false;

@@ -10,10 +10,6 @@ namespace sluice::net {
 
 namespace {
 
-std::string where(const conf::SourcePos& pos) {
-  return pos.file + ":" + std::to_string(pos.line) + ":" + std::to_string(pos.column) + ": error: ";
-}
-
 std::string opensslError() {
   unsigned long e = ERR_get_error();
   ERR_clear_error();
@@ -112,7 +108,7 @@ int clientIndex() {
 // ---- server --------------------------------------------------------------------------------
 
 std::shared_ptr<ServerTls> ServerTls::build(const conf::ListenerTls& config,
-                                            std::vector<std::string>* errors) {
+                                            conf::Diagnostics* diagnostics) {
   auto tls = std::shared_ptr<ServerTls>(new ServerTls);
   tls->verify_ = config.verify;
   for (const std::string& p : config.alpn) {
@@ -125,14 +121,14 @@ std::shared_ptr<ServerTls> ServerTls::build(const conf::ListenerTls& config,
     Cert cert;
     cert.ctx = baseContext(TLS_server_method(), min_version);
     if (cert.ctx == nullptr) {
-      errors->push_back(where(c.pos) + "cannot create a TLS context: " + opensslError());
+      diagnostics->push_back({c.pos, "cannot create a TLS context: " + opensslError()});
       ok = false;
       continue;
     }
     tls->certs_.push_back(cert);  // owned from here on, freed by ~ServerTls
     std::string why = loadPair(cert.ctx, c.cert, c.key);
     if (!why.empty()) {
-      errors->push_back(where(c.pos.line ? c.pos : config.pos) + why);
+      diagnostics->push_back({c.pos.line ? c.pos : config.pos, why});
       ok = false;
       continue;
     }
@@ -150,8 +146,8 @@ std::shared_ptr<ServerTls> ServerTls::build(const conf::ListenerTls& config,
     }
     if (!config.client_ca.empty()) {
       if (SSL_CTX_load_verify_locations(cert.ctx, config.client_ca.c_str(), nullptr) != 1) {
-        errors->push_back(where(config.pos) + "cannot load client_ca '" + config.client_ca +
-                          "': " + opensslError());
+        diagnostics->push_back(
+            {config.pos, "cannot load client_ca '" + config.client_ca + "': " + opensslError()});
         ok = false;
         continue;
       }
@@ -233,13 +229,13 @@ int ServerTls::onAlpn(SSL*, const unsigned char** out, unsigned char* outlen,
 // ---- client --------------------------------------------------------------------------------
 
 std::shared_ptr<ClientTls> ClientTls::build(const conf::PoolTls& config,
-                                            std::vector<std::string>* errors) {
+                                            conf::Diagnostics* diagnostics) {
   auto tls = std::shared_ptr<ClientTls>(new ClientTls);
   tls->sni_ = config.sni;
   tls->verify_ = config.verify;
   tls->ctx_ = baseContext(TLS_client_method(), TLS1_2_VERSION);
   if (tls->ctx_ == nullptr) {
-    errors->push_back(where(config.pos) + "cannot create a TLS context: " + opensslError());
+    diagnostics->push_back({config.pos, "cannot create a TLS context: " + opensslError()});
     return nullptr;
   }
   // Sessions (TLS 1.2 at the handshake, TLS 1.3 from the tickets that follow it) are kept per
@@ -253,8 +249,7 @@ std::shared_ptr<ClientTls> ClientTls::build(const conf::PoolTls& config,
                  ? SSL_CTX_set_default_verify_paths(tls->ctx_)
                  : SSL_CTX_load_verify_locations(tls->ctx_, config.ca.c_str(), nullptr);
     if (rc != 1) {
-      errors->push_back(where(config.pos) + "cannot load ca '" + config.ca +
-                        "': " + opensslError());
+      diagnostics->push_back({config.pos, "cannot load ca '" + config.ca + "': " + opensslError()});
       return nullptr;
     }
     SSL_CTX_set_verify(tls->ctx_, SSL_VERIFY_PEER, nullptr);
@@ -262,7 +257,7 @@ std::shared_ptr<ClientTls> ClientTls::build(const conf::PoolTls& config,
   if (!config.cert.empty()) {
     std::string why = loadPair(tls->ctx_, config.cert, config.key);
     if (!why.empty()) {
-      errors->push_back(where(config.pos) + why);
+      diagnostics->push_back({config.pos, why});
       return nullptr;
     }
   }

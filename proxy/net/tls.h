@@ -20,9 +20,9 @@ namespace sluice::net {
 class ServerTls {
  public:
   // Loads and checks every certificate (readable, key matches, not expired) and builds the
-  // contexts. On failure returns null and appends "FILE:LINE:COL: error: ..." lines.
+  // contexts. On failure returns null and appends diagnostics.
   static std::shared_ptr<ServerTls> build(const conf::ListenerTls& config,
-                                          std::vector<std::string>* errors);
+                                          conf::Diagnostics* diagnostics);
   ~ServerTls();
 
   SSL* newSession() const;
@@ -47,7 +47,7 @@ class ServerTls {
 class ClientTls {
  public:
   static std::shared_ptr<ClientTls> build(const conf::PoolTls& config,
-                                          std::vector<std::string>* errors);
+                                          conf::Diagnostics* diagnostics);
   ~ClientTls();
   // `host` is the backend's host, used for SNI and verification unless `sni` is configured.
   SSL* newSession(const std::string& host) const;

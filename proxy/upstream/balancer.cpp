@@ -106,19 +106,26 @@ bool Balancer::eligible(size_t i, int exclude, uint64_t now_ms) const {
          (states_.empty() || states_[i] == nullptr || states_[i]->available(now_ms));
 }
 
-int Balancer::pick(PickState& st, std::mt19937_64& rng, std::string_view key, int exclude,
-                   uint64_t now_ms) const {
+std::optional<size_t> Balancer::pick(PickState& st, std::mt19937_64& rng, std::string_view key,
+                                     std::optional<size_t> exclude_backend, uint64_t now_ms) const {
+  // Inside, backends are ints with -1 for none (the Maglev table's own convention).
+  const int exclude = exclude_backend ? static_cast<int>(*exclude_backend) : -1;
+  int chosen = -1;
   switch (kind_) {
     case conf::Balance::kRoundRobin:
-      return roundRobin(st, exclude, now_ms);
+      chosen = roundRobin(st, exclude, now_ms);
+      break;
     case conf::Balance::kRandom:
-      return random(rng, exclude, now_ms);
+      chosen = random(rng, exclude, now_ms);
+      break;
     case conf::Balance::kLeastConn:
-      return leastConn(rng, exclude, now_ms);
+      chosen = leastConn(rng, exclude, now_ms);
+      break;
     case conf::Balance::kConsistentHash:
-      return key.empty() ? roundRobin(st, exclude, now_ms) : consistent(st, key, exclude, now_ms);
+      chosen = key.empty() ? roundRobin(st, exclude, now_ms) : consistent(st, key, exclude, now_ms);
+      break;
   }
-  return -1;
+  return chosen >= 0 ? std::optional<size_t>(static_cast<size_t>(chosen)) : std::nullopt;
 }
 
 int Balancer::roundRobin(PickState& st, int exclude, uint64_t now_ms) const {

@@ -13,6 +13,7 @@
 //   probe sequence, so one hot key cannot sink a backend.
 
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <string_view>
 #include <vector>
@@ -32,10 +33,10 @@ class Balancer {
   // `states[i]` is backend i's shared state.
   Balancer(const conf::PoolConfig& pool, std::vector<BackendState*> states);
 
-  // Returns a backend index or -1 when none may take a connection. `key` is used by
+  // A backend index, or none when no backend may take a connection. `key` is used by
   // consistent_hash (an empty key falls back to round robin); `exclude` is skipped.
-  int pick(PickState& st, std::mt19937_64& rng, std::string_view key, int exclude,
-           uint64_t now_ms) const;
+  std::optional<size_t> pick(PickState& st, std::mt19937_64& rng, std::string_view key,
+                             std::optional<size_t> exclude, uint64_t now_ms) const;
 
   size_t size() const { return weights_.size(); }
   // The Maglev table (exposed for tests): entry -> backend index.

@@ -9,19 +9,10 @@ namespace sluice::upstream {
 
 namespace {
 
-// What one check needs, copied so that an attempt outlives a reconfiguration.
-struct CheckSpec {
-  conf::HealthConfig health;
-  std::string pool;
-  std::string address;
-  sockaddr_storage addr;
-  BackendState* state;
-};
-
 // One check of one backend: connect, (for http) request and status line, then close.
 class Attempt {
  public:
-  Attempt(uv_loop_t* loop, const CheckSpec& spec) : spec_(spec) {
+  Attempt(uv_loop_t* loop, const HealthTarget& spec) : spec_(spec) {
     uv_tcp_init(loop, &tcp_);
     tcp_.data = this;
     uv_timer_init(loop, &timer_);
@@ -131,7 +122,7 @@ class Attempt {
     }
   }
 
-  CheckSpec spec_;
+  HealthTarget spec_;
   uv_tcp_t tcp_;
   uv_timer_t timer_;
   uv_connect_t connect_;
@@ -146,7 +137,7 @@ class Attempt {
 }  // namespace
 
 struct HealthChecker::Probe {
-  CheckSpec spec;
+  HealthTarget spec;
   uv_timer_t timer;
 };
 
@@ -162,34 +153,21 @@ void HealthChecker::stop() {
   probes_.clear();
 }
 
-void HealthChecker::configure(const SnapshotPtr& snapshot) {
+void HealthChecker::configure(const std::vector<HealthTarget>& targets) {
   stop();
-  const conf::Config& cfg = *snapshot->config;
-  for (size_t p = 0; p < cfg.pools.size(); ++p) {
-    const conf::PoolConfig& pool = cfg.pools[p];
-    if (!pool.health) {
-      continue;
-    }
-    for (size_t b = 0; b < pool.backends.size(); ++b) {
-      BackendState* state = snapshot->backend_states[p][b];
-      if (state == nullptr) {
-        continue;
-      }
-      auto* probe = new Probe{{*pool.health, pool.name, pool.backends[b].address.text,
-                               snapshot->backend_addrs[p][b], state},
-                              {}};
-      uv_timer_init(loop_, &probe->timer);
-      probe->timer.data = probe;
-      auto interval = static_cast<uint64_t>(pool.health->interval.count());
-      uv_timer_start(
-          &probe->timer,
-          [](uv_timer_t* t) {
-            auto* pr = static_cast<Probe*>(t->data);
-            (new Attempt(t->loop, pr->spec))->start();
-          },
-          0, interval);  // first check at once, then every interval
-      probes_.push_back(probe);
-    }
+  for (const HealthTarget& target : targets) {
+    auto* probe = new Probe{target, {}};
+    uv_timer_init(loop_, &probe->timer);
+    probe->timer.data = probe;
+    auto interval = static_cast<uint64_t>(target.health.interval.count());
+    uv_timer_start(
+        &probe->timer,
+        [](uv_timer_t* t) {
+          auto* pr = static_cast<Probe*>(t->data);
+          (new Attempt(t->loop, pr->spec))->start();
+        },
+        0, interval);  // first check at once, then every interval
+    probes_.push_back(probe);
   }
 }
 

@@ -6,21 +6,33 @@
 // `expect_status` (type "http"), within `timeout`. `unhealthy_threshold` failures in a row mark
 // a backend unhealthy; `healthy_threshold` successes in a row mark it healthy again.
 
-#include <memory>
+#include <sys/socket.h>
+
+#include <string>
 #include <vector>
 
 #include <uv.h>
 
-#include "proxy/snapshot.h"
+#include "conf/config.h"
+#include "proxy/upstream/backend_state.h"
 
 namespace sluice::upstream {
+
+// One backend to check: what a check needs, copied so that a check outlives a reconfiguration.
+struct HealthTarget {
+  conf::HealthConfig health;
+  std::string pool;
+  std::string address;
+  sockaddr_storage addr;
+  BackendState* state;
+};
 
 class HealthChecker {
  public:
   explicit HealthChecker(uv_loop_t* loop) : loop_(loop) {}
   ~HealthChecker();
-  // Replaces the checks with those of `snapshot` (health state itself carries over).
-  void configure(const SnapshotPtr& snapshot);
+  // Replaces the checks with these (health state itself carries over).
+  void configure(const std::vector<HealthTarget>& targets);
   void stop();
 
  private:

@@ -1,7 +1,7 @@
 #pragma once
 
 // A worker's idle upstream connections, kept for reuse by key (pool, backend address and TLS
-// settings: see Snapshot::upstream_keys). At most `max_idle` per key: the oldest is closed to
+// settings: see BackendRuntime::upstream_key). At most `max_idle` per key: the oldest is closed to
 // make room (as nginx's upstream keepalive does). The most recently used is taken first.
 
 #include <cstdint>

@@ -203,7 +203,7 @@ void Session::closeAll() {
 }
 
 void Session::handleClosed() {
-  if (--open_streams_ == 0) {
+  if (handles_.closed()) {
     delete this;  // (the relay's timer goes with it)
   }
 }

@@ -14,6 +14,7 @@
 #include "proxy/client_session.h"
 #include "proxy/filter_manager.h"
 #include "proxy/metrics.h"
+#include "proxy/net/open_handles.h"
 #include "proxy/net/stream.h"
 #include "proxy/snapshot.h"
 #include "proxy/upstream/backend_state.h"
@@ -105,7 +106,7 @@ class Session : public ClientSession, public Relay::Owner {
   metrics::RouteSlot* route_slot_;
   bool lingering_ = false;  // the relay finished: the sides are being closed gracefully
   bool closing_ = false;
-  int open_streams_ = 2;  // client, upstream
+  net::OpenHandles handles_{2};  // the client and the upstream stream
 };
 
 }  // namespace sluice::ws

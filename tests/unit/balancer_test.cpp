@@ -38,7 +38,8 @@ std::map<int, int> count(const Balancer& b, int picks, std::string_view key = {}
   std::mt19937_64 rng(42);
   std::map<int, int> n;
   for (int i = 0; i < picks; ++i) {
-    ++n[b.pick(st, rng, key, -1, 0)];
+    std::optional<size_t> chosen = b.pick(st, rng, key, std::nullopt, 0);
+    ++n[chosen ? static_cast<int>(*chosen) : -1];  // -1: none could take it
   }
   return n;
 }
@@ -50,7 +51,7 @@ TEST(Balancer, SmoothWeightedRoundRobinIsExactAndInterleaved) {
   std::mt19937_64 rng(1);
   std::string seq;
   for (int i = 0; i < 7; ++i) {
-    seq += static_cast<char>('a' + b.pick(st, rng, {}, -1, 0));
+    seq += static_cast<char>('a' + *b.pick(st, rng, {}, std::nullopt, 0));
   }
   EXPECT_EQ(seq, "aabacaa");  // nginx's smooth sequence for weights 5,1,1
   auto n = count(b, 7000);
@@ -89,7 +90,7 @@ TEST(Balancer, LeastConnPrefersTheLeastLoadedPerWeight) {
   PickState st;
   std::mt19937_64 rng(3);
   for (int i = 0; i < 4000; ++i) {
-    q.states[static_cast<size_t>(b.pick(st, rng, {}, -1, 0))]->active++;
+    q.states[static_cast<size_t>(*b.pick(st, rng, {}, std::nullopt, 0))]->active++;
   }
   EXPECT_NEAR(q.states[0]->active.load(), 1000, 60);
   EXPECT_NEAR(q.states[1]->active.load(), 1000, 60);
@@ -103,7 +104,7 @@ std::map<std::string, int> assign(const Pool& p, int keys) {
   std::map<std::string, int> out;
   for (int k = 0; k < keys; ++k) {
     std::string key = "user-" + std::to_string(k);
-    out[key] = b.pick(st, rng, key, -1, 0);
+    out[key] = *b.pick(st, rng, key, std::nullopt, 0);
   }
   return out;
 }
@@ -157,9 +158,9 @@ TEST(Balancer, BoundedLoadHoldsUnderAHotKey) {
   // 80% of connections carry one hot key, the rest are spread.
   for (int i = 0; i < 4000; ++i) {
     std::string key = (i % 5 != 0) ? "hot" : "k" + std::to_string(i);
-    int chosen = b.pick(st, rng, key, -1, 0);
-    ASSERT_GE(chosen, 0);
-    p.states[static_cast<size_t>(chosen)]->active++;
+    std::optional<size_t> chosen = b.pick(st, rng, key, std::nullopt, 0);
+    ASSERT_TRUE(chosen.has_value());
+    p.states[*chosen]->active++;
     int64_t total = 0;
     int64_t max = 0;
     for (const auto& s : p.states) {
@@ -172,7 +173,7 @@ TEST(Balancer, BoundedLoadHoldsUnderAHotKey) {
   Pool unbounded(conf::Balance::kConsistentHash, {1, 1, 1, 1}, 1000);
   Balancer u = unbounded.balancer();
   for (int i = 0; i < 100; ++i) {
-    unbounded.states[static_cast<size_t>(u.pick(st, rng, "hot", -1, 0))]->active++;
+    unbounded.states[static_cast<size_t>(*u.pick(st, rng, "hot", std::nullopt, 0))]->active++;
   }
   int64_t max = 0;
   for (const auto& s : unbounded.states) {

@@ -265,7 +265,9 @@ type = "message_limits"
   EXPECT_EQ(pool.backends.at(1).weight, 1000u);
   EXPECT_EQ(pool.balance, Balance::kConsistentHash);
   EXPECT_EQ(pool.balance_name, "consistent_hash");
-  EXPECT_EQ(pool.hash_key, "header:X-User");
+  EXPECT_EQ(pool.hash_key.text, "header:X-User");
+  EXPECT_EQ(pool.hash_key.kind, KeySource::Kind::kHeader);
+  EXPECT_EQ(pool.hash_key.name, "X-User");
   EXPECT_EQ(pool.hash_balance_factor, 1.0);
   EXPECT_EQ(pool.sticky_cookie, "srv");
   EXPECT_EQ(pool.connect_timeout, 1s);
@@ -367,7 +369,7 @@ name = "p"
 backends = [{ address = "127.0.0.1:9001" }]
 hash_key = ")") + key + "\"\n");
     ASSERT_NE(config, nullptr) << key;
-    EXPECT_EQ(config->pools[0].hash_key, key);
+    EXPECT_EQ(config->pools[0].hash_key.text, key);
   }
 }
 
