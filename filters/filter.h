@@ -128,6 +128,33 @@ class Dispatcher {
   virtual unsigned workerId() const = 0;
 };
 
+// An HTTP(S) GET that sluice makes itself (a remote JWKS, say), through its own upstream code:
+// the same TLS verification as [pools.tls].
+struct FetchRequest {
+  std::string url;      // "https://host[:port]/path" or "http://..."
+  std::string ca_file;  // verify against this CA (empty: the system's)
+  bool verify = true;
+  std::chrono::milliseconds timeout{5000};
+  uint64_t max_body_bytes = 1 << 20;
+};
+
+struct FetchResult {
+  uint16_t status = 0;  // 0: no HTTP answer (see `error`)
+  std::string body;
+  std::string error;  // why it failed, for logs
+};
+
+// What the process offers a filter for work that belongs to no stream (refreshing keys from a
+// URL, say). Main thread only.
+class Services {
+ public:
+  virtual ~Services() = default;
+  // The main thread's clock and timers.
+  virtual Dispatcher& mainDispatcher() = 0;
+  // Starts a fetch; `done` runs later on the main thread, exactly once (also on failure).
+  virtual void fetch(const FetchRequest& request, std::function<void(FetchResult)> done) = 0;
+};
+
 // A filter's state shared by all its streams on one worker (a rate limiter's shard of buckets):
 // made once per worker per snapshot, on that worker, and destroyed there.
 class WorkerState {
@@ -219,6 +246,11 @@ class Filter {
   // Main thread, once the process knows its workers: declare the filter's own metrics. Not
   // called for `--check`.
   virtual void bindStats(Stats& stats) {}
+  // Main thread: the filter's snapshot goes live (start background work: refreshes), and is
+  // replaced or the process stops (stop it; streams of the old snapshot may still use the
+  // filter afterwards). Not called for `--check`.
+  virtual void start(Services& services) {}
+  virtual void stop() {}
 
  private:
   std::string name_;
