@@ -86,13 +86,35 @@ struct ListenerConfig {
   SourcePos pos;
 };
 
+// permessage-deflate on a WebSocket route (RFC 7692).
+enum class WsCompression : uint8_t {
+  kOff,            // the client's offer is removed: messages travel uncompressed
+  kTerminate,      // compressed between the client and sluice, plain toward the backend
+  kTerminateBoth,  // negotiated by sluice on each leg separately
+  kPassthrough,    // negotiated end to end; frames go on as they came
+};
+
 struct WebSocketConfig {
   bool enabled = false;
-  uint64_t max_message_bytes = 1024ull * 1024;
+  uint64_t max_message_bytes = 1024ull * 1024;        // after inflation, for compressed messages
   Duration ping_interval = std::chrono::seconds(30);  // 0 = no heartbeats
   Duration pong_timeout = std::chrono::seconds(10);
   Duration idle_timeout{0};  // 0 = off
   bool validate_utf8 = true;
+  // Control frames: false, sluice answers pings per leg and drops unsolicited pongs; true,
+  // pings and pongs are relayed end to end.
+  bool ping_relay = false;
+  // Off by default: an upgrade's wire behaviour and its cost stay what they were unless a route
+  // asks for compression.
+  WsCompression compression = WsCompression::kOff;
+  std::string compression_name = "off";
+  uint64_t compression_threshold = 256;  // smaller messages are sent uncompressed
+  uint8_t compression_level = 6;         // zlib's 1..9
+  uint8_t compression_window_bits = 15;  // sluice's compressor's window, 9..15
+  uint8_t compression_mem_level = 8;     // zlib's 1..9
+  // A compressed message may not inflate to more than this many times its size (past its first
+  // 64 KiB); 0 = off. max_message_bytes bounds it in any case.
+  uint32_t max_inflate_ratio = 1000;
 };
 
 struct RouteConfig {

@@ -376,6 +376,18 @@ void ConfigBuilder::readWebSocket(Section& s, WebSocketConfig& ws) {
   s.duration("pong_timeout", ws.pong_timeout, Zero::kRejected);
   s.duration("idle_timeout", ws.idle_timeout, Zero::kAllowed);
   s.boolean("validate_utf8", ws.validate_utf8);
+  s.boolean("ping_relay", ws.ping_relay);
+  static const std::vector<std::string_view> kModes = {"off", "terminate", "terminate_both",
+                                                       "passthrough"};
+  if (s.oneOf("compression", ws.compression_name, kModes)) {
+    const auto it = std::find(kModes.begin(), kModes.end(), ws.compression_name);
+    ws.compression = static_cast<WsCompression>(it - kModes.begin());
+  }
+  s.size("compression_threshold", ws.compression_threshold, 0, kMaxBytes);
+  s.integer("compression_level", ws.compression_level, 1, 9);
+  s.integer("compression_window_bits", ws.compression_window_bits, 9, 15);
+  s.integer("compression_mem_level", ws.compression_mem_level, 1, 9);
+  s.integer("max_inflate_ratio", ws.max_inflate_ratio, 0, 1000000);
   s.finish();
 }
 

@@ -125,6 +125,7 @@ Exchange::HeadAction Exchange::onRequestHead(RequestHead& head, BodyFraming fram
       return HeadAction::kStop;
     }
     websocket_ = true;
+    negotiateDeflate();
   }
   if (framing.kind == Framing::kContentLength && route().max_body_bytes > 0 &&
       framing.length > route().max_body_bytes) {
@@ -401,6 +402,7 @@ void Exchange::sendRequestHead() {
     info.request_id = request_id_;
     info.upgrade = websocket_;
     info.strip_ws_extensions = websocket_;
+    info.ws_extensions = backend_offer_;
     writeUpstreamRequest(*request_, info, request_framing_, &upstream_head_);
   }
   upstream_->write(upstream_head_);
@@ -650,8 +652,10 @@ bool Exchange::onUpstreamUpgrade(const ResponseHead& head) {
              (offered == nullptr || protocol->value.find(',') != std::string::npos ||
               !headerHasToken(offered->value, protocol->value))) {
     bad = "101 with a subprotocol the client did not offer";
-  } else if (head.find("sec-websocket-extensions") != nullptr) {
-    bad = "101 with an extension the client did not offer";
+  }
+  std::string client_extensions;
+  if (bad == nullptr && !checkBackendDeflate(head, &client_extensions)) {
+    bad = "101 with an extension that was not offered";
   }
   if (bad != nullptr) {
     LOG_WARN("backend %s: invalid WebSocket handshake: %s", upstream_->address().c_str(), bad);
@@ -663,7 +667,76 @@ bool Exchange::onUpstreamUpgrade(const ResponseHead& head) {
   if (upstream::BackendState* st = backendState()) {
     st->recordSuccess();
   }
-  down_.sendHead(head, {}, "Upgrade: websocket\r\nConnection: Upgrade\r\n" + stickyHeader(), false);
+  std::string extra = "Upgrade: websocket\r\nConnection: Upgrade\r\n" + stickyHeader();
+  if (!client_extensions.empty()) {
+    extra += "Sec-WebSocket-Extensions: " + client_extensions + "\r\n";
+  }
+  if (head.find("sec-websocket-extensions") != nullptr) {
+    // The backend's answer was for sluice's offer: the client gets sluice's own answer.
+    ResponseHead answer = head;
+    answer.remove("sec-websocket-extensions");
+    down_.sendHead(answer, {}, extra, false);
+  } else {
+    down_.sendHead(head, {}, extra, false);
+  }
+  return true;
+}
+
+void Exchange::negotiateDeflate() {
+  deflate_offers_.clear();
+  deflate_answer_.reset();
+  backend_offer_.clear();
+  compression_ = {};
+  const conf::WebSocketConfig& ws = route().websocket;
+  if (ws.compression == conf::WsCompression::kOff) {
+    return;  // the offers are removed on the way to the backend
+  }
+  deflate_offers_ = ws::parseDeflateOffers(request_->headers);
+  if (ws.compression == conf::WsCompression::kPassthrough) {
+    // The backend answers the client's own (valid) offers; sluice only checks the answer.
+    backend_offer_ = ws::formatDeflateOffers(deflate_offers_);
+    return;
+  }
+  ws::DeflateConfig cfg;
+  cfg.deflate_window_bits = ws.compression_window_bits;
+  deflate_answer_ = ws::answerDeflateOffers(deflate_offers_, cfg);
+  if (ws.compression == conf::WsCompression::kTerminateBoth) {
+    ws::DeflateParams offer = ws::backendDeflateOffer(cfg);
+    backend_offer_ = ws::formatDeflateParams(offer);
+    deflate_offers_ = {offer};  // what the backend's answer is checked against now
+  }
+}
+
+// Checks a 101's Sec-WebSocket-Extensions against what sluice sent the backend, and settles
+// each leg's compression; `client_answer` is the value the client's 101 carries (empty: none).
+bool Exchange::checkBackendDeflate(const ResponseHead& head, std::string* client_answer) {
+  const conf::WsCompression mode = route().websocket.compression;
+  ws::BackendDeflateAnswer check;
+  if (!backend_offer_.empty()) {
+    check = ws::checkBackendDeflateAnswer(head.headers, deflate_offers_);
+    if (check.error != nullptr) {
+      LOG_WARN("backend %s: permessage-deflate answer refused: %s",
+               upstream_ != nullptr ? upstream_->address().c_str() : "?", check.error);
+      return false;
+    }
+  } else if (head.find("sec-websocket-extensions") != nullptr) {
+    return false;  // nothing was offered to it
+  }
+  if (mode == conf::WsCompression::kPassthrough) {
+    if (check.accepted) {
+      compression_.client = compression_.backend = check.negotiated;
+      compression_.passthrough = true;
+      *client_answer = ws::formatDeflateParams(check.response);
+    }
+    return true;
+  }
+  if (check.accepted) {
+    compression_.backend = check.negotiated;  // terminate_both
+  }
+  if (deflate_answer_) {
+    compression_.client = deflate_answer_->negotiated;
+    *client_answer = ws::formatDeflateParams(deflate_answer_->response);
+  }
   return true;
 }
 
@@ -678,6 +751,7 @@ void Exchange::onUpstreamUpgraded(std::string_view early_upstream) {
   setup.pool = route().pool_index;
   setup.backend = *backend_;
   setup.filters = std::move(filters_);
+  setup.compression = compression_;
   setup.listener_slot = down_.listenerSlot();
   setup.backend_slot = up->slot();
   setup.backend_state = up->state();

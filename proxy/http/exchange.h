@@ -19,6 +19,8 @@
 #include "proxy/http/upstream.h"
 #include "proxy/net/stream.h"
 #include "proxy/snapshot.h"
+#include "proxy/ws/deflate.h"
+#include "proxy/ws/relay.h"
 
 namespace sluice {
 class Worker;
@@ -180,6 +182,14 @@ class Exchange : public UpstreamCallbacks, public FilterOwner {
   UpstreamConnection* upstream_ = nullptr;
   uint64_t upstream_start_ = 0;  // uv_hrtime() when the request head went upstream
   std::unique_ptr<FilterManager> filters_;
+  // permessage-deflate on an upgrade: the client's offers, the answer sluice gives the client,
+  // the offer sent to the backend, and what each leg agreed on once the backend has answered.
+  void negotiateDeflate();
+  bool checkBackendDeflate(const ResponseHead& head, std::string* client_answer);
+  std::vector<ws::DeflateParams> deflate_offers_;
+  std::optional<ws::DeflateAnswer> deflate_answer_;
+  std::string backend_offer_;
+  ws::Relay::Compression compression_;
   // A response head waiting for a response filter, and the body that came meanwhile.
   std::optional<ResponseHead> held_head_;
   BodyFraming held_framing_;

@@ -191,6 +191,9 @@ void writeUpstreamRequest(const RequestHead& req, const ForwardInfo& info, BodyF
     const Header* upgrade = req.find("upgrade");
     appendHeader(out, "Connection", "Upgrade");
     appendHeader(out, "Upgrade", upgrade ? std::string_view(upgrade->value) : "websocket");
+    if (!info.ws_extensions.empty()) {
+      appendHeader(out, "Sec-WebSocket-Extensions", info.ws_extensions);
+    }
   }
   if (!xff.empty()) {
     xff.append(", ");

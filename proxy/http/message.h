@@ -63,8 +63,10 @@ struct ForwardInfo {
   std::string_view proto;       // "http" or "https"
   std::string_view request_id;  // used when the request carries no X-Request-Id
   bool upgrade = false;         // keep Connection: upgrade and Upgrade
-  // Drop Sec-WebSocket-Extensions offers sluice cannot inspect (so that frames stay readable).
+  // Replace the client's Sec-WebSocket-Extensions offers with `ws_extensions` (none when empty):
+  // sluice negotiates permessage-deflate itself, or keeps frames readable by refusing it.
   bool strip_ws_extensions = false;
+  std::string_view ws_extensions;
   // The verified client certificate's subject (TLS listeners with client_ca), sent as
   // X-Client-Cert-Subject; a client's own header of that name is always dropped.
   std::string_view client_subject;

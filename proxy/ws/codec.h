@@ -32,6 +32,7 @@ enum CloseCode : uint16_t {
   kInvalidPayload = 1007,
   kPolicyViolation = 1008,
   kMessageTooBig = 1009,
+  kInternalError = 1011,
   kServiceRestart = 1012,
   kTryAgainLater = 1013,
   kBadGateway = 1014,

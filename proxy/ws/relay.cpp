@@ -38,12 +38,33 @@ const char* Relay::closedByName(ClosedBy by) {
   return "none";
 }
 
-Relay::Leg::Leg(Relay* r, bool client, net::Transport* i, net::Transport* o)
-    : relay(r), from_client(client), in(i), out(o), parser(client) {}
+Relay::Leg::Leg(Relay* r, bool client, net::Transport* i, net::Transport* o,
+                std::optional<DeflateDirection> inflate, std::optional<DeflateDirection> deflate,
+                bool pass)
+    : relay(r),
+      from_client(client),
+      in(i),
+      out(o),
+      parser(client, inflate.has_value()),
+      passthrough(pass) {
+  const conf::WebSocketConfig& c = r->config_;
+  if (inflate) {
+    Inflater::Options o = Inflater::optionsFor(*inflate, c.max_message_bytes);
+    o.max_ratio = c.max_inflate_ratio;
+    inflater = std::make_unique<Inflater>(o);
+  }
+  if (deflate && canDeflate(*deflate)) {
+    Deflater::Options o;
+    o.level = c.compression_level;
+    o.mem_level = c.compression_mem_level;
+    o.threshold = c.compression_threshold;
+    deflater = std::make_unique<Deflater>(Deflater::optionsFor(*deflate, o));
+  }
+}
 
 Relay::Relay(filters::Dispatcher& dispatcher, net::Transport& client, net::Transport& backend,
              const conf::WebSocketConfig& config, std::unique_ptr<FilterManager> filters,
-             metrics::RouteSlot* route_slot, Owner* owner)
+             metrics::RouteSlot* route_slot, Owner* owner, const Compression& c)
     : dispatcher_(dispatcher),
       timer_(dispatcher.createTimer([this] { onTimer(); })),
       config_(config),
@@ -52,12 +73,20 @@ Relay::Relay(filters::Dispatcher& dispatcher, net::Transport& client, net::Trans
       frame_filters_(filters_ && filters_->has(filters::Filter::kFrame)),
       route_slot_(route_slot),
       owner_(owner),
-      up_(this, true, &client, &backend),
-      down_(this, false, &backend, &client) {
+      // Each leg reads one peer's compression and writes the other's (passthrough: the
+      // frames go on as they came, so nothing is re-compressed).
+      up_(this, true, &client, &backend,
+          c.client ? std::optional(c.client->client_to_server) : std::nullopt,
+          !c.passthrough && c.backend ? std::optional(c.backend->client_to_server) : std::nullopt,
+          c.passthrough),
+      down_(this, false, &backend, &client,
+            c.backend ? std::optional(c.backend->server_to_client) : std::nullopt,
+            !c.passthrough && c.client ? std::optional(c.client->server_to_client) : std::nullopt,
+            c.passthrough) {
   if (filters_) {
     filters_->setOwner(*this);
   }
-  last_client_rx_ = last_rx_ = dispatcher_.nowMs();
+  up_.last_rx = down_.last_rx = last_rx_ = dispatcher_.nowMs();
   armTimer();
 }
 
@@ -70,13 +99,13 @@ Relay::~Relay() {
 // ---- input ---------------------------------------------------------------------------------
 
 void Relay::onClientData(const char* data, size_t len) {
-  last_client_rx_ = last_rx_ = dispatcher_.nowMs();
+  up_.last_rx = last_rx_ = dispatcher_.nowMs();
   up_.feed(data, len);
   afterInput(up_);
 }
 
 void Relay::onBackendData(const char* data, size_t len) {
-  last_rx_ = dispatcher_.nowMs();
+  down_.last_rx = last_rx_ = dispatcher_.nowMs();
   down_.feed(data, len);
   afterInput(down_);
 }
@@ -180,7 +209,13 @@ bool Relay::Leg::onFrameHeader(const FrameHeader& h, const uint8_t* raw) {
     message_bytes = 0;
     utf8.reset();
     validate = h.opcode == kText && relay->config_.validate_utf8;
-    assembling = relay->needs_payload_;
+    compressed = (h.rsv & 0x4) != 0;
+    // A message sluice compresses is assembled first, unless it is one frame too small to be
+    // worth it (then it goes on as it came).
+    bool to_deflate =
+        deflater != nullptr && !(h.fin && !compressed && !deflater->shouldCompress(h.length));
+    assembling = relay->needs_payload_ || compressed || to_deflate;
+    reframe = (compressed && !passthrough) || to_deflate;
     payload.clear();
     held.clear();
     mode = Mode::kStream;
@@ -219,7 +254,9 @@ bool Relay::Leg::onFrameHeader(const FrameHeader& h, const uint8_t* raw) {
   } else if (validate || assembling) {
     flushRange();
     mode = Mode::kHold;
-    held.append(reinterpret_cast<const char*>(raw), h.header_size);
+    if (!reframe) {
+      held.append(reinterpret_cast<const char*>(raw), h.header_size);
+    }
   } else {
     mode = Mode::kStream;
     forward(raw, h.header_size);
@@ -231,27 +268,33 @@ bool Relay::Leg::onFrameHeader(const FrameHeader& h, const uint8_t* raw) {
 bool Relay::Leg::onFramePayload(const FrameHeader& h, const uint8_t* data, size_t len,
                                 uint64_t offset) {
   if (mode == Mode::kSkip) {
+    if (compressed && inflater != nullptr && !isControl(h.opcode)) {
+      // A dropped compressed message still feeds the inflater: with context takeover the next
+      // messages refer to its bytes.
+      std::string discard;
+      inflater->feed(data, len, &discard);
+    }
     return true;
   }
   if (mode == Mode::kStream) {
     forward(data, len);
     return true;
   }
-  if (mode == Mode::kHold) {
+  bool control = isControl(h.opcode);
+  if (mode == Mode::kHold && (control || !reframe)) {
     held.append(reinterpret_cast<const char*>(data), len);
   }
-  if (isControl(h.opcode) || assembling) {
+  if (!control && compressed) {
+    return inflate(data, len, h, offset);
+  }
+  if (control || assembling) {
     size_t start = payload.size();
     payload.append(reinterpret_cast<const char*>(data), len);
-    auto* u = reinterpret_cast<uint8_t*>(payload.data() + start);
     if (h.masked) {
-      applyMask(u, len, h.mask, static_cast<size_t>(offset & 3));
+      applyMask(reinterpret_cast<uint8_t*>(payload.data() + start), len, h.mask,
+                static_cast<size_t>(offset & 3));
     }
-    if (!isControl(h.opcode) && validate && !utf8.feed(u, len)) {
-      relay->fail(*this, kInvalidPayload, "text message is not valid UTF-8");
-      return false;
-    }
-    return true;
+    return control || !validate || validateFrom(start);
   }
   if (!validate) {
     return true;
@@ -273,9 +316,56 @@ bool Relay::Leg::onFramePayload(const FrameHeader& h, const uint8_t* data, size_
   return true;
 }
 
+bool Relay::Leg::inflate(const uint8_t* data, size_t len, const FrameHeader& h, uint64_t offset) {
+  uint8_t chunk[4096];
+  for (size_t done = 0; done < len;) {
+    size_t n = std::min(sizeof chunk, len - done);
+    memcpy(chunk, data + done, n);
+    if (h.masked) {
+      applyMask(chunk, n, h.mask, static_cast<size_t>((offset + done) & 3));
+    }
+    size_t before = payload.size();
+    if (!inflated(inflater->feed(chunk, n, &payload)) || (validate && !validateFrom(before))) {
+      return false;
+    }
+    done += n;
+  }
+  return true;
+}
+
+bool Relay::Leg::inflated(Inflater::Status status) {
+  switch (status) {
+    case Inflater::Status::kOk:
+      return true;
+    case Inflater::Status::kTooBig:
+    case Inflater::Status::kRatio:
+      relay->fail(*this, kMessageTooBig, "message too big once inflated");
+      return false;
+    case Inflater::Status::kCorrupt:
+      relay->fail(*this, kInvalidPayload, "invalid compressed message");
+      return false;
+    case Inflater::Status::kNoMemory:
+      relay->fail(*this, kInternalError, "cannot inflate a message");
+      return false;
+  }
+  return false;
+}
+
+bool Relay::Leg::validateFrom(size_t from) {
+  if (utf8.feed(reinterpret_cast<const uint8_t*>(payload.data() + from), payload.size() - from)) {
+    return true;
+  }
+  relay->fail(*this, kInvalidPayload, "text message is not valid UTF-8");
+  return false;
+}
+
 bool Relay::Leg::onFrameEnd(const FrameHeader& h) {
   Relay& r = *relay;
   if (mode == Mode::kSkip) {
+    if (compressed && inflater != nullptr && h.fin && !isControl(h.opcode)) {
+      std::string discard;
+      inflater->finishMessage(&discard);
+    }
     return true;
   }
   size_t dir = dirIndex(direction());
@@ -290,9 +380,21 @@ bool Relay::Leg::onFrameEnd(const FrameHeader& h) {
   if (mode == Mode::kStream) {
     mid_frame_out = false;
     r.countMessage(dir, h.length, h.fin, message_bytes);
+    Leg& o = r.other(*this);
+    if (o.owe_pong) {
+      flushRange();  // the end of the frame that held the pong back goes first
+      o.owe_pong = false;
+      o.sendControl(kPong, o.pong_owed);
+    }
     return true;
   }
   // Held (or validated in place) data frame.
+  if (compressed && h.fin) {
+    size_t before = payload.size();
+    if (!inflated(inflater->finishMessage(&payload)) || (validate && !validateFrom(before))) {
+      return false;
+    }
+  }
   if (validate && h.fin && !utf8.complete()) {
     r.fail(*this, kInvalidPayload, "text message ends inside a UTF-8 sequence");
     return false;
@@ -314,6 +416,11 @@ bool Relay::Leg::onFrameEnd(const FrameHeader& h) {
 }
 
 bool Relay::Leg::judgeMessage() {
+  if (!relay->needs_payload_) {
+    sendMessage(false);  // assembled for compression alone
+    messageDone();
+    return true;
+  }
   message.emplace(direction(), type(), &payload);
   switch (relay->filters_->message(*message)) {
     case FilterManager::MessageResult::kForward:
@@ -355,27 +462,36 @@ void Relay::onMessageVerdict(filters::Direction direction, const filters::Messag
 
 void Relay::Leg::sendMessage(bool rewritten) {
   Relay& r = *relay;
-  r.countMessage(dirIndex(direction()), payload.size(), true, message_bytes);
+  r.countMessage(dirIndex(direction()), payload.size(), true, payload.size());
   if (r.other(*this).close_sent) {
     return;  // nothing more goes that way
   }
-  if (!rewritten) {
-    out->write(held);
+  if (!rewritten && !reframe) {
+    out->write(held);  // the frames as they came (passthrough keeps the peer's compression)
     return;
   }
-  // sluice frames the new payload itself: one frame, masked toward a backend.
+  // sluice frames the message itself: one frame, compressed when it is worth it, masked toward
+  // a backend.
+  std::string_view body = payload;
+  std::string compressed_body;
+  uint8_t rsv = 0;
+  if (deflater != nullptr && deflater->shouldCompress(payload.size()) &&
+      deflater->compress(payload, true, &compressed_body)) {
+    body = compressed_body;
+    rsv = 0x4;
+  }
   std::string frame;
   uint8_t opcode = type() == filters::MessageType::kText ? kText : kBinary;
   if (from_client) {
     uint8_t mask[4];
     randomMask(mask, r.dispatcher_.nowMs());
-    writeFrameHeader(&frame, true, opcode, payload.size(), mask);
+    writeFrameHeader(&frame, true, opcode, body.size(), mask, rsv);
     size_t start = frame.size();
-    frame.append(payload);
-    applyMask(reinterpret_cast<uint8_t*>(frame.data() + start), payload.size(), mask, 0);
+    frame.append(body);
+    applyMask(reinterpret_cast<uint8_t*>(frame.data() + start), body.size(), mask, 0);
   } else {
-    writeFrameHeader(&frame, true, opcode, payload.size(), nullptr);
-    frame.append(payload);
+    writeFrameHeader(&frame, true, opcode, body.size(), nullptr, rsv);
+    frame.append(body);
   }
   out->write(frame);
 }
@@ -417,16 +533,48 @@ bool Relay::Leg::onControlFrame(const FrameHeader& h, std::string_view frame,
     r.onCloseFrame(*this, code);
     return !r.finished_;
   }
-  if (h.opcode == kPong && from_client && r.ping_outstanding_ && body.size() == 8 &&
-      memcmp(body.data(), r.ping_payload_, 8) == 0) {
-    r.ping_outstanding_ = false;  // the answer to sluice's own ping: not relayed
+  if (h.opcode == kPong && ping_outstanding && body.size() == 8 &&
+      memcmp(body.data(), ping_payload, 8) == 0) {
+    ping_outstanding = false;  // the answer to sluice's own ping: not relayed
     r.armTimer();
+    return true;
+  }
+  if (!r.config_.ping_relay) {
+    // Per leg: sluice answers a ping itself and drops unsolicited pongs, so that neither peer
+    // sees the other's control frames (a lax peer's ping handling never shows through).
+    if (h.opcode == kPing) {
+      sendControl(kPong, body);
+    }
     return true;
   }
   if (!r.other(*this).close_sent) {
     out->write(frame);
   }
   return true;
+}
+
+void Relay::Leg::sendControl(uint8_t opcode, std::string_view body) {
+  if (close_sent) {
+    return;
+  }
+  if (relay->other(*this).mid_frame_out) {
+    // A frame of the other direction is half-written toward this peer: nothing can go between.
+    // Only the latest ping needs its pong (RFC 6455 5.5.3).
+    if (opcode == kPong) {
+      owe_pong = true;
+      pong_owed.assign(body);
+    }
+    return;
+  }
+  std::string frame;
+  if (from_client) {
+    writeControlFrame(&frame, opcode, body, nullptr);  // toward the client: unmasked
+  } else {
+    uint8_t mask[4];
+    randomMask(mask, relay->dispatcher_.nowMs());
+    writeControlFrame(&frame, opcode, body, mask);  // toward the backend: masked
+  }
+  in->write(frame);
 }
 
 void Relay::Leg::releaseLargeBuffers() {
@@ -581,6 +729,11 @@ void Relay::lingerFor(std::chrono::milliseconds after) {
 
 // ---- timers: heartbeats, idle timeout, close handshake -------------------------------------
 
+bool Relay::pings(const Leg& leg) const {
+  // The client always gets sluice's heartbeats; the backend too when control frames are per leg.
+  return config_.ping_interval.count() > 0 && (leg.from_client || !config_.ping_relay);
+}
+
 void Relay::armTimer() {
   if (finished_) {
     return;
@@ -591,11 +744,12 @@ void Relay::armTimer() {
   if (closing_) {
     consider(close_deadline_);
   } else {
-    uint64_t ping = static_cast<uint64_t>(config_.ping_interval.count());
-    if (ping > 0) {
-      consider(ping_outstanding_
-                   ? ping_sent_at_ + static_cast<uint64_t>(config_.pong_timeout.count())
-                   : last_client_rx_ + ping);
+    const auto ping = static_cast<uint64_t>(config_.ping_interval.count());
+    const auto pong = static_cast<uint64_t>(config_.pong_timeout.count());
+    for (const Leg* l : {&up_, &down_}) {
+      if (pings(*l)) {
+        consider(l->ping_outstanding ? l->ping_sent_at + pong : l->last_rx + ping);
+      }
     }
     uint64_t idle = static_cast<uint64_t>(config_.idle_timeout.count());
     if (idle > 0) {
@@ -607,6 +761,36 @@ void Relay::armTimer() {
     return;
   }
   timer_->arm(std::chrono::milliseconds(due > now ? due - now : 0));
+}
+
+bool Relay::heartbeat(Leg& toward, uint64_t now) {
+  const auto ping = static_cast<uint64_t>(config_.ping_interval.count());
+  const auto pong = static_cast<uint64_t>(config_.pong_timeout.count());
+  if (toward.ping_outstanding && now >= toward.ping_sent_at + pong) {
+    if (toward.from_client) {
+      LOG_INFO("websocket: client did not answer a ping within pong_timeout; closing");
+      stats_.close_code = kGoingAway;
+      stats_.closed_by = ClosedBy::kSluice;
+      up_.close_sent = true;  // the client is gone: nothing more is written to it
+      sendClose(down_, kGoingAway, "client did not answer pings");
+      finish();
+    } else {
+      fail(down_, kGoingAway, "backend did not answer pings");  // the client gets 1014
+    }
+    return false;
+  }
+  if (!toward.ping_outstanding && now >= toward.last_rx + ping) {
+    if (other(toward).mid_frame_out || toward.close_sent) {
+      toward.last_rx = now - ping + 100;  // retry shortly, after the frame in progress
+    } else {
+      ++ping_counter_;
+      memcpy(toward.ping_payload, &ping_counter_, 8);
+      toward.sendControl(kPing, std::string_view(toward.ping_payload, 8));
+      toward.ping_outstanding = true;
+      toward.ping_sent_at = now;
+    }
+  }
+  return true;
 }
 
 void Relay::onTimer() {
@@ -631,30 +815,9 @@ void Relay::onTimer() {
     goAway(kGoingAway, "idle timeout");
     return;
   }
-  uint64_t ping = static_cast<uint64_t>(config_.ping_interval.count());
-  if (ping > 0) {
-    if (ping_outstanding_ &&
-        now >= ping_sent_at_ + static_cast<uint64_t>(config_.pong_timeout.count())) {
-      LOG_INFO("websocket: client did not answer a ping within pong_timeout; closing");
-      stats_.close_code = kGoingAway;
-      stats_.closed_by = ClosedBy::kSluice;
-      up_.close_sent = true;  // the client is gone: nothing more is written to it
-      sendClose(down_, kGoingAway, "client did not answer pings");
-      finish();
+  for (Leg* l : {&up_, &down_}) {
+    if (pings(*l) && !heartbeat(*l, now)) {
       return;
-    }
-    if (!ping_outstanding_ && now >= last_client_rx_ + ping) {
-      if (down_.mid_frame_out || up_.close_sent) {
-        last_client_rx_ = now - ping + 100;  // retry shortly, after the frame in progress
-      } else {
-        ++ping_counter_;
-        memcpy(ping_payload_, &ping_counter_, 8);
-        std::string frame;
-        writeControlFrame(&frame, kPing, std::string_view(ping_payload_, 8), nullptr);
-        down_.out->write(frame);
-        ping_outstanding_ = true;
-        ping_sent_at_ = now;
-      }
     }
   }
   armTimer();

@@ -24,6 +24,7 @@
 #include "proxy/metrics.h"
 #include "proxy/net/transport.h"
 #include "proxy/ws/codec.h"
+#include "proxy/ws/deflate.h"
 
 namespace sluice::ws {
 
@@ -48,10 +49,20 @@ class Relay : public FilterOwner {
     ClosedBy closed_by = ClosedBy::kNone;
   };
 
+  // permessage-deflate as agreed on each leg (none: that leg's messages are never compressed).
+  // Toward the client sluice is the server, toward the backend the client.
+  struct Compression {
+    std::optional<DeflateNegotiated> client;
+    std::optional<DeflateNegotiated> backend;
+    // Negotiated end to end (the same agreement on both legs): frames go on as they came, and a
+    // compressed message is inflated only as a copy (for limits and payload filters).
+    bool passthrough = false;
+  };
+
   // `filters` may be null (a route without filters); the relay becomes its owner.
   Relay(filters::Dispatcher& dispatcher, net::Transport& client, net::Transport& backend,
         const conf::WebSocketConfig& config, std::unique_ptr<FilterManager> filters,
-        metrics::RouteSlot* route_slot, Owner* owner);
+        metrics::RouteSlot* route_slot, Owner* owner, const Compression& compression);
   ~Relay() override;
   Relay(const Relay&) = delete;
   Relay& operator=(const Relay&) = delete;
@@ -95,7 +106,9 @@ class Relay : public FilterOwner {
   };
 
   struct Leg : FrameParser::Handler {
-    Leg(Relay* relay, bool from_client, net::Transport* in, net::Transport* out);
+    Leg(Relay* relay, bool from_client, net::Transport* in, net::Transport* out,
+        std::optional<DeflateDirection> inflate, std::optional<DeflateDirection> deflate,
+        bool passthrough);
 
     bool onFrameHeader(const FrameHeader& h, const uint8_t* raw) override;
     bool onFramePayload(const FrameHeader& h, const uint8_t* data, size_t len,
@@ -107,8 +120,17 @@ class Relay : public FilterOwner {
     bool judgeMessage();
     // After a message went on or was dropped: forget it.
     void messageDone();
-    // Sends the held message on: as received, or re-framed when a filter rewrote it.
+    // Sends the held message on: as received, or framed by sluice (rewritten by a filter,
+    // inflated, or to be compressed).
     void sendMessage(bool rewritten);
+    // Inflated bytes of a compressed message; false (the session is closed) on an error.
+    bool inflate(const uint8_t* data, size_t len, const FrameHeader& h, uint64_t offset);
+    bool inflated(Inflater::Status status);
+    // Validates the text appended to `payload` from `from` on.
+    bool validateFrom(size_t from);
+    // A control frame of sluice's own toward this leg's peer (masked toward a backend); waits
+    // when a frame of the other direction is half-written there.
+    void sendControl(uint8_t opcode, std::string_view payload);
 
     void feed(const char* data, size_t len);
     void releaseLargeBuffers();
@@ -143,6 +165,18 @@ class Relay : public FilterOwner {
     bool mid_frame_out = false;   // a frame is half-written on `out`
     bool dropping = false;        // a filter dropped the current message: skip its other frames
     bool eof = false;
+    bool compressed = false;  // the current message has RSV1 (permessage-deflate)
+    bool reframe = false;     // sluice frames the current message itself: no raw bytes kept
+    bool passthrough = false;
+    // sluice's own ping toward this leg's peer, and when it went out.
+    bool ping_outstanding = false;
+    uint64_t ping_sent_at = 0;
+    uint64_t last_rx = 0;
+    char ping_payload[8] = {};
+    std::string pong_owed;  // a ping's payload to answer once the other direction's frame ends
+    bool owe_pong = false;
+    std::unique_ptr<Inflater> inflater;  // this leg's input is compressed
+    std::unique_ptr<Deflater> deflater;  // this leg's output is compressed
     uint64_t message_bytes = 0;
     std::string held;     // raw bytes of held frames, forwarded unchanged once judged
     std::string payload;  // unmasked payload: the assembled message, then a control frame's
@@ -167,6 +201,10 @@ class Relay : public FilterOwner {
   void afterInput(Leg& leg);
   void armTimer();
   void onTimer();
+  // Heartbeats toward one leg's peer: ping when it is quiet, give up when it does not answer.
+  // Returns false when the session ended.
+  bool heartbeat(Leg& toward, uint64_t now);
+  bool pings(const Leg& leg) const;
   void countMessage(size_t dir, uint64_t bytes, bool end_of_message, uint64_t message_bytes);
   Leg& leg(filters::Direction d) {
     return d == filters::Direction::kDownstreamToUpstream ? up_ : down_;
@@ -192,12 +230,8 @@ class Relay : public FilterOwner {
   bool finished_ = false;
   bool lingering_ = false;
   uint64_t close_deadline_ = 0;
-  uint64_t last_client_rx_ = 0;
   uint64_t last_rx_ = 0;
-  uint64_t ping_sent_at_ = 0;
   uint64_t ping_counter_ = 0;
-  bool ping_outstanding_ = false;
-  char ping_payload_[8];
 };
 
 }  // namespace sluice::ws

@@ -83,7 +83,7 @@ Session::Session(Setup&& setup)
     info.route = route.name;
   }
   relay_ = std::make_unique<Relay>(w->dispatcher(), *s_.client, *s_.upstream, route.websocket,
-                                   std::move(setup.filters), route_slot_, this);
+                                   std::move(setup.filters), route_slot_, this, setup.compression);
   w->registerConnection(this);
   s_.client->readStart();
   s_.upstream->readStart();

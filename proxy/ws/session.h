@@ -38,6 +38,7 @@ class Session : public ClientSession, public Relay::Owner {
     std::unique_ptr<net::Stream> client;
     std::unique_ptr<net::Stream> upstream;
     std::unique_ptr<FilterManager> filters;  // null on a route without filters
+    Relay::Compression compression;          // permessage-deflate as negotiated on each leg
     // Counted for the whole life of the connection; the session gives them back at its end.
     metrics::ListenerSlot* listener_slot = nullptr;
     metrics::BackendSlot* backend_slot = nullptr;

@@ -775,7 +775,7 @@ class BadInput(TlsCase):
         hello = tlsutil.client_hello("a.test")
         for cut in (60, len(hello)):
             reset_mid_handshake(s.port, hello[:cut])
-        wait_until(lambda: sum(self.handshakes(admin).values()) >= 2, 3.0)
+        wait_until(lambda: sum(self.handshakes(admin).values()) >= 2, 10.0)
         counts = self.handshakes(admin)
         self.assertEqual(sum(counts.values()), 2,
                          "2 handshakes ended by a reset (after 60 bytes and after a whole "

@@ -300,9 +300,11 @@ class Messages(WsTestCase):
         run(go())
 
     def test_client_ping_is_relayed_to_the_backend(self):
+        # Control frames travel end to end only with ping_relay (per leg by default: see
+        # test_client_ping_is_answered_by_sluice).
         fb = self.start_fake_backend(lambda conn, record: (conn.respond_101(),
                                                            serve_frames(conn, record, lifetime=10)))
-        _, s = self.start_ws_proxy(backend=fb)
+        _, s = self.start_ws_proxy(backend=fb, ping_relay=True)
         c = self.ws_client(s, "/ping")
         self.assertUpgraded(c)
         c.send_frame(PING, b"client ping")
@@ -312,6 +314,22 @@ class Messages(WsTestCase):
         self.assertEqual([(p["payload"], p["masked"]) for p in pings],
                          [(b"client ping".hex(), True)],
                          "the backend must see the client's ping, masked")
+
+    def test_client_ping_is_answered_by_sluice(self):
+        fb = self.start_fake_backend(lambda conn, record: (conn.respond_101(),
+                                                           serve_frames(conn, record, lifetime=10)))
+        _, s = self.start_ws_proxy(backend=fb)
+        c = self.ws_client(s, "/ping")
+        self.assertUpgraded(c)
+        c.send_frame(PING, b"client ping")
+        f = c.read_frame()
+        self.assertEqual((f.opcode, f.payload, f.masked), (PONG, b"client ping", False))
+        c.send_frame(PONG, b"unsolicited")
+        c.send_text("after")
+        self.assertEqual(c.read_frame().payload, b"after")
+        time.sleep(0.2)
+        self.assertEqual(fb.recorded("ping"), [], "the backend must not see the client's ping")
+        self.assertEqual(fb.recorded("pong"), [], "nor its unsolicited pong")
 
     def test_close_codes_propagate_both_ways(self):
         b, s = self.start_ws_proxy()

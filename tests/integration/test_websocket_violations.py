@@ -299,7 +299,9 @@ class FramesInOneRead(WsTestCase):
     def setUp(self):
         super().setUp()
         self.fb = self.start_fake_backend(recording)
-        _, self.s = self.start_ws_proxy(backend=self.fb)
+        # Control frames relayed end to end, so that the ping between fragments shows where the
+        # in-place forwarding puts it.
+        _, self.s = self.start_ws_proxy(backend=self.fb, ping_relay=True)
 
     def test_good_frames_before_a_bad_one_reach_the_backend(self):
         # Text frames that arrive whole in one read are validated and forwarded where they lie;

@@ -134,7 +134,7 @@ class JudgeFilter : public filters::Filter {
 
 class Fixture : public Relay::Owner {
  public:
-  explicit Fixture(Judge* judge = nullptr) {
+  explicit Fixture(Judge* judge = nullptr, Relay::Compression compression = {}) {
     config.ping_interval = std::chrono::seconds(30);
     config.pong_timeout = std::chrono::seconds(10);
     std::unique_ptr<FilterManager> fm;
@@ -145,8 +145,8 @@ class Fixture : public Relay::Owner {
           std::vector<metrics::FilterSlot*>{}, std::vector<std::shared_ptr<filters::WorkerState>>{},
           1 << 20);
     }
-    relay =
-        std::make_unique<Relay>(dispatcher, client, backend, config, std::move(fm), nullptr, this);
+    relay = std::make_unique<Relay>(dispatcher, client, backend, config, std::move(fm), nullptr,
+                                    this, compression);
   }
   void relayFinished() override { finished = true; }
   void lingerExpired() override { lingered = true; }
@@ -260,17 +260,85 @@ TEST(Relay, HeartbeatsAndPongTimeout) {
   Fixture f;
   f.dispatcher.advance(30000);
   auto pings = f.toClient();
+  auto backend_pings = f.toBackend();
   ASSERT_EQ(pings.size(), 1u);
+  ASSERT_EQ(backend_pings.size(), 1u);  // a heartbeat toward each side
   EXPECT_EQ(pings[0].opcode, kPing);
-  // The client answers: nothing is relayed to the backend.
-  f.fromClient(frame(kPong, pings[0].payload, true));
-  EXPECT_TRUE(f.backend.out.empty());
+  EXPECT_EQ(backend_pings[0].opcode, kPing);
+  EXPECT_TRUE(backend_pings[0].masked);
+  // Each answers its own: nothing is relayed either way.
   f.client.out.clear();
+  f.backend.out.clear();
+  f.fromClient(frame(kPong, pings[0].payload, true));
+  f.fromBackend(frame(kPong, backend_pings[0].payload, false));
+  EXPECT_TRUE(f.backend.out.empty());
+  EXPECT_TRUE(f.client.out.empty());
   f.dispatcher.advance(30000);
   ASSERT_EQ(f.toClient().size(), 1u);  // the next ping; this one goes unanswered
+  ASSERT_EQ(f.toBackend().size(), 1u);
+  f.fromBackend(frame(kPong, f.toBackend()[0].payload, false));
   f.dispatcher.advance(10001);
   EXPECT_TRUE(f.finished);
-  EXPECT_EQ(closeCode(f.toBackend()[0]), 1001);
+  EXPECT_EQ(closeCode(f.toBackend().back()), 1001);
+}
+
+TEST(Relay, BackendThatStopsAnsweringPingsIsGone) {
+  Fixture f;
+  f.dispatcher.advance(30000);
+  f.fromClient(frame(kPong, f.toClient()[0].payload, true));
+  f.dispatcher.advance(10001);
+  EXPECT_TRUE(f.finished);
+  EXPECT_EQ(closeCode(f.toClient().back()), 1014);
+  EXPECT_EQ(closeCode(f.toBackend().back()), 1001);
+}
+
+TEST(Relay, ControlFramesArePerLeg) {
+  Fixture f;
+  f.fromClient(frame(kPing, "c1", true));
+  auto c = f.toClient();
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].opcode, kPong);  // answered by sluice at once
+  EXPECT_EQ(c[0].payload, "c1");
+  EXPECT_TRUE(f.backend.out.empty());  // never forwarded
+  f.fromBackend(frame(kPing, "b1", false));
+  auto b = f.toBackend();
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_EQ(b[0].opcode, kPong);
+  EXPECT_TRUE(b[0].masked);
+  EXPECT_EQ(b[0].payload, "b1");
+  // Unsolicited pongs go nowhere.
+  f.client.out.clear();
+  f.backend.out.clear();
+  f.fromClient(frame(kPong, "stray", true));
+  f.fromBackend(frame(kPong, "stray", false));
+  EXPECT_TRUE(f.client.out.empty());
+  EXPECT_TRUE(f.backend.out.empty());
+}
+
+TEST(Relay, PingRelayRelaysControlFramesEndToEnd) {
+  Fixture f;
+  f.config.ping_relay = true;
+  std::string ping = frame(kPing, "c1", true);
+  f.fromClient(ping);
+  EXPECT_EQ(f.backend.out, ping);
+  EXPECT_TRUE(f.client.out.empty());
+  std::string pong = frame(kPong, "c1", false);
+  f.fromBackend(pong);
+  EXPECT_EQ(f.client.out, pong);
+}
+
+TEST(Relay, PongWaitsForAHalfWrittenFrame) {
+  Fixture f;
+  // A 100-byte backend frame of which only the header and 10 bytes have come: it is half
+  // written toward the client, so the pong for the client's ping must wait for its end.
+  std::string big = frame(kBinary, std::string(100, 'x'), false);
+  f.fromBackend(big.substr(0, 12));
+  f.fromClient(frame(kPing, "p", true));
+  EXPECT_EQ(f.client.out, big.substr(0, 12));
+  f.fromBackend(big.substr(12));
+  auto c = f.toClient();
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[1].opcode, kPong);
 }
 
 TEST(Relay, IdleTimeout) {
@@ -278,8 +346,8 @@ TEST(Relay, IdleTimeout) {
   f.config.idle_timeout = std::chrono::seconds(5);
   f.config.ping_interval = std::chrono::milliseconds(0);
   f.relay.reset();
-  f.relay =
-      std::make_unique<Relay>(f.dispatcher, f.client, f.backend, f.config, nullptr, nullptr, &f);
+  f.relay = std::make_unique<Relay>(f.dispatcher, f.client, f.backend, f.config, nullptr, nullptr,
+                                    &f, Relay::Compression{});
   f.dispatcher.advance(4000);
   f.fromBackend(frame(kText, "keep", false));
   f.dispatcher.advance(4000);
@@ -367,6 +435,123 @@ TEST(Relay, FilterCloseDuringSessionEndsItOnce) {
   f.finished = false;
   j.cb->closeWebSocket(1008, "again");  // the session is over: nothing more
   EXPECT_FALSE(f.finished);
+}
+
+// ---- permessage-deflate ---------------------------------------------------------------------
+
+std::string deflated(std::string_view text) {
+  Deflater d(Deflater::Options{});
+  std::string out;
+  EXPECT_TRUE(d.compress(text, true, &out));
+  return out;
+}
+
+std::string inflated(std::string_view data) {
+  Inflater i(Inflater::Options{});
+  std::string out;
+  EXPECT_EQ(i.feed(data, &out), Inflater::Status::kOk);
+  EXPECT_EQ(i.finishMessage(&out), Inflater::Status::kOk);
+  return out;
+}
+
+std::string compressedFrame(std::string_view payload, bool masked) {
+  std::string out;
+  const uint8_t mask[4] = {9, 8, 7, 6};
+  writeFrameHeader(&out, true, kText, payload.size(), masked ? mask : nullptr, 0x4);
+  size_t start = out.size();
+  out.append(payload);
+  if (masked) {
+    applyMask(reinterpret_cast<uint8_t*>(out.data() + start), payload.size(), mask, 0);
+  }
+  return out;
+}
+
+Relay::Compression terminate() {
+  Relay::Compression c;
+  DeflateNegotiated n;
+  n.server_to_client.no_context_takeover = true;
+  n.client_to_server.no_context_takeover = true;
+  c.client = n;
+  return c;
+}
+
+TEST(RelayDeflate, TerminateInflatesTowardTheBackendAndDeflatesTowardTheClient) {
+  Fixture f(nullptr, terminate());
+  std::string text(1000, 'a');
+  f.fromClient(compressedFrame(deflated(text), true));
+  auto b = f.toBackend();
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_EQ(b[0].payload, text);  // plain toward the backend, masked by sluice
+  EXPECT_TRUE(b[0].masked);
+  f.fromBackend(frame(kText, text, false));
+  ASSERT_GE(f.client.out.size(), 2u);
+  EXPECT_EQ(static_cast<uint8_t>(f.client.out[0]) & 0x40, 0x40);  // RSV1: compressed
+  struct H : FrameParser::Handler {
+    std::string payload;
+    bool onFrameHeader(const FrameHeader&, const uint8_t*) override { return true; }
+    bool onFramePayload(const FrameHeader&, const uint8_t* d, size_t n, uint64_t) override {
+      payload.append(reinterpret_cast<const char*>(d), n);
+      return true;
+    }
+    bool onFrameEnd(const FrameHeader&) override { return true; }
+  } h;
+  FrameParser p(false, true);
+  p.feed(reinterpret_cast<const uint8_t*>(f.client.out.data()), f.client.out.size(), h);
+  EXPECT_EQ(inflated(h.payload), text);
+  EXPECT_LT(h.payload.size(), 100u);
+}
+
+TEST(RelayDeflate, SmallMessagesGoUncompressed) {
+  Fixture f(nullptr, terminate());
+  std::string small = frame(kText, "hi", false);
+  f.fromBackend(small);
+  EXPECT_EQ(f.client.out, small);  // under the threshold: as it came
+}
+
+TEST(RelayDeflate, BombStopsAtTheBound) {
+  Fixture f(nullptr, terminate());
+  f.config.max_message_bytes = 64 * 1024;
+  f.relay = std::make_unique<Relay>(f.dispatcher, f.client, f.backend, f.config, nullptr, nullptr,
+                                    &f, terminate());
+  std::string zeros(10 << 20, '\0');  // 10 MiB of zeros deflate to about 10 KiB
+  f.fromClient(compressedFrame(deflated(zeros), true));
+  EXPECT_TRUE(f.finished);
+  EXPECT_EQ(closeCode(f.toClient().back()), 1009);
+  EXPECT_TRUE(f.toBackend().size() == 1 && f.toBackend()[0].opcode == kClose);
+}
+
+TEST(RelayDeflate, CorruptCompressedDataIs1007) {
+  Fixture f(nullptr, terminate());
+  f.fromClient(compressedFrame("\xff\xff\xff\xff garbage", true));
+  EXPECT_TRUE(f.finished);
+  EXPECT_EQ(closeCode(f.toClient().back()), 1007);
+}
+
+TEST(RelayDeflate, RsvWithoutNegotiationIsStillAProtocolError) {
+  Fixture f;
+  f.fromClient(compressedFrame(deflated("x"), true));
+  EXPECT_EQ(closeCode(f.toClient().back()), 1002);
+}
+
+TEST(RelayDeflate, PassthroughForwardsFramesAsTheyCameButJudgesTheInflatedMessage) {
+  Relay::Compression c = terminate();
+  c.backend = c.client;
+  c.passthrough = true;
+  Judge j;
+  Fixture f(&j, c);
+  std::string in = compressedFrame(deflated("hello hello hello"), true);
+  f.fromClient(in);
+  EXPECT_EQ(f.backend.out, in);  // the peer's own bytes
+  EXPECT_EQ(j.messages, 1);      // the filter saw it (inflated, as a copy)
+}
+
+TEST(RelayDeflate, FiltersSeeTheInflatedPayload) {
+  Judge j;
+  j.upper = true;
+  Fixture f(&j, terminate());
+  f.fromClient(compressedFrame(deflated("shout"), true));
+  ASSERT_EQ(f.toBackend().size(), 1u);
+  EXPECT_EQ(f.toBackend()[0].payload, "SHOUT");
 }
 
 }  // namespace
