@@ -1,7 +1,8 @@
 #include "proxy/http/request_parser.h"
 
 #include <algorithm>
-#include <cstring>
+#include <cinttypes>
+#include <cstdio>
 
 namespace sluice::http {
 
@@ -26,69 +27,172 @@ const llhttp_settings_t& RequestParser::settings() {
     st.on_header_field = &RequestParser::cbHeaderField;
     st.on_header_field_complete = &RequestParser::cbHeaderFieldComplete;
     st.on_header_value = &RequestParser::cbHeaderValue;
-    st.on_header_value_complete = &RequestParser::cbHeaderValueComplete;
     st.on_headers_complete = &RequestParser::cbHeadersComplete;
     st.on_body = &RequestParser::cbBody;
-    st.on_message_complete = &RequestParser::cbMessageComplete;
+    st.on_chunk_header = &RequestParser::cbChunkHeader;
     st.on_chunk_complete = &RequestParser::cbChunkComplete;
+    st.on_message_complete = &RequestParser::cbMessageComplete;
     return st;
   }();
   return s;
 }
 
-RequestParser::Result RequestParser::execute(const char* data, size_t len) {
-  exec_start_ = data;
-  exec_end_ = data + len;
-  chunk_data_end_ = nullptr;
+RequestParser::Result RequestParser::fail(uint16_t status, const char* reason, size_t consumed) {
+  final_ = Status::kError;
+  final_status_ = status;
+  final_reason_ = reason;
+  return {Status::kError, consumed, status, reason};
+}
+
+bool RequestParser::feed(const char* data, size_t len, Result* out) {
+  if (len == 0) {
+    return true;
+  }
   stopped_ = false;
   reject_status_ = 0;
   llhttp_errno_t err = llhttp_execute(&parser_, data, len);
-  if (chunk_data_pending_) {
-    // A chunk's data ended but its CRLF has not been checked yet: keep the bytes after the data
-    // (at most two) for the check in a later slice.
-    const char* from = chunk_data_end_ != nullptr ? chunk_data_end_ : data;
-    if (chunk_data_end_ != nullptr) {
-      crlf_seen_len_ = 0;
-    }
-    while (crlf_seen_len_ < 2 && from < exec_end_) {
-      crlf_seen_[crlf_seen_len_++] = *from++;
-    }
-  }
-  // Remember whether this slice ends in a line break plus optional whitespace, for obs-fold
-  // detection when the next slice starts with a value.
-  const char* q = data + len;
-  while (q > data && (q[-1] == ' ' || q[-1] == '\t')) {
-    --q;
-  }
-  if (q > data) {
-    after_line_break_ = q[-1] == '\n';
+  if (err == HPE_OK) {
+    return true;
   }
   const char* pos = llhttp_get_error_pos(&parser_);
-  size_t consumed = (err != HPE_OK && pos != nullptr) ? static_cast<size_t>(pos - data) : len;
-  switch (err) {
-    case HPE_OK:
-      return {Status::kNeedMore, len, 0, ""};
-    case HPE_PAUSED:
-    case HPE_PAUSED_UPGRADE:
-      return {Status::kPaused, consumed, 0, ""};
-    default:
-      break;
+  size_t consumed = len;
+  if (pos != nullptr && pos >= data && pos <= data + len) {
+    consumed = static_cast<size_t>(pos - data);
   }
-  if (reject_status_ != 0) {
-    return {Status::kError, consumed, reject_status_, reject_reason_};
+  if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+    *out = {Status::kPaused, consumed, 0, ""};
+  } else if (reject_status_ != 0) {
+    *out = fail(reject_status_, reject_reason_, consumed);
+  } else if (stopped_) {
+    final_ = Status::kStopped;
+    *out = {Status::kStopped, consumed, 0, ""};
+  } else if (err == HPE_INVALID_METHOD) {
+    // The scanner let the method through, so it is a token: a method llhttp does not know
+    // (RFC 9110 9.1).
+    *out = fail(501, "method not implemented", consumed);
+  } else {
+    const char* reason = llhttp_get_error_reason(&parser_);
+    *out = fail(400, reason != nullptr ? reason : "malformed request", consumed);
   }
-  if (stopped_) {
-    return {Status::kStopped, consumed, 0, ""};
+  return false;
+}
+
+RequestParser::Result RequestParser::execute(const char* data, size_t len) {
+  if (final_ != Status::kNeedMore) {
+    return {final_, 0, final_status_, final_reason_};
   }
-  const char* reason = llhttp_get_error_reason(&parser_);
-  return {Status::kError, consumed, 400, reason != nullptr ? reason : "malformed request"};
+  Result out{};
+  size_t pos = 0;
+  if (unfed_ > 0) {
+    size_t n = std::min(unfed_, len);
+    if (!feed(data, n, &out)) {
+      unfed_ -= out.consumed;
+      return out;
+    }
+    unfed_ -= n;
+    pos = n;
+  }
+  while (pos < len) {
+    const char* at = data + pos;
+    size_t avail = len - pos;
+    switch (phase_) {
+      case Phase::kHead:
+      case Phase::kChunkDataEnd:
+      case Phase::kTrailers: {
+        MessageSyntax::Scan s = syntax_.scan(at, avail);
+        if (s.error != nullptr) {
+          return fail(400, s.error, pos + s.used);
+        }
+        uint32_t changes = phase_changes_;
+        if (!feed(at, s.used, &out)) {
+          if (out.status == Status::kPaused) {
+            unfed_ = s.used - out.consumed;
+          }
+          out.consumed += pos;
+          return out;
+        }
+        pos += s.used;
+        // llhttp must end the region exactly where the grammar does; anything else means the
+        // two parsers disagree about where the message is, which is how smuggling starts.
+        if (s.done != (phase_changes_ != changes)) {
+          return fail(400, "request framing is ambiguous", pos);
+        }
+        break;
+      }
+      case Phase::kChunkLine: {
+        MessageSyntax::Scan s = syntax_.scan(at, avail);
+        if (s.error != nullptr) {
+          return fail(400, s.error, pos + s.used);
+        }
+        pos += s.used;
+        if (s.done) {
+          // llhttp gets the size alone: the extensions were checked above and go no further.
+          char line[24];
+          int n = snprintf(line, sizeof(line), "%" PRIx64 "\r\n", syntax_.chunkSize());
+          uint32_t changes = phase_changes_;
+          if (!feed(line, static_cast<size_t>(n), &out) || phase_changes_ == changes) {
+            return out.status == Status::kError
+                       ? Result{Status::kError, pos, out.error_status, out.error_reason}
+                       : fail(400, "request framing is ambiguous", pos);
+          }
+        }
+        break;
+      }
+      case Phase::kChunkData: {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(chunk_left_, avail));
+        if (!feed(at, n, &out)) {
+          out.consumed += pos;
+          return out;
+        }
+        pos += n;
+        chunk_left_ -= n;
+        if (chunk_left_ == 0) {
+          setPhase(Phase::kChunkDataEnd);
+        }
+        break;
+      }
+      case Phase::kBody:
+      case Phase::kUpgraded:
+        if (!feed(at, avail, &out)) {
+          out.consumed += pos;
+          return out;
+        }
+        pos = len;
+        break;
+    }
+  }
+  return {Status::kNeedMore, len, 0, ""};
 }
 
 void RequestParser::resume() {
   if (llhttp_get_errno(&parser_) == HPE_PAUSED_UPGRADE) {
     llhttp_resume_after_upgrade(&parser_);
+    setPhase(Phase::kHead);
   } else if (llhttp_get_errno(&parser_) == HPE_PAUSED) {
     llhttp_resume(&parser_);
+  }
+}
+
+void RequestParser::setPhase(Phase phase) {
+  phase_ = phase;
+  ++phase_changes_;
+  switch (phase) {
+    case Phase::kHead:
+      syntax_.begin(MessageSyntax::Region::kHead);
+      break;
+    case Phase::kChunkLine:
+      syntax_.begin(MessageSyntax::Region::kChunkLine);
+      break;
+    case Phase::kChunkDataEnd:
+      syntax_.begin(MessageSyntax::Region::kChunkDataEnd);
+      break;
+    case Phase::kTrailers:
+      syntax_.begin(MessageSyntax::Region::kTrailers);
+      break;
+    case Phase::kBody:
+    case Phase::kChunkData:
+    case Phase::kUpgraded:
+      break;
   }
 }
 
@@ -106,7 +210,7 @@ bool RequestParser::countHeadBytes(size_t n) {
 int RequestParser::cbMessageBegin(llhttp_t* p) {
   RequestParser* r = self(p);
   r->head_.clear();
-  r->last_cb_ = LastCb::kNone;
+  r->in_name_ = false;
   r->head_bytes_ = 0;
   r->handler_->onMessageBegin();
   return 0;
@@ -123,29 +227,23 @@ int RequestParser::cbUrl(llhttp_t* p, const char* at, size_t len) {
 
 int RequestParser::cbHeaderField(llhttp_t* p, const char* at, size_t len) {
   RequestParser* r = self(p);
-  if (r->last_cb_ != LastCb::kField) {
+  if (!r->in_name_) {
     if (r->head_.headers.capacity() == 0) {
       r->head_.headers.reserve(kInitialHeaders);  // not 1, 2, 4, 8, 16, each moving the strings
     }
     r->head_.headers.emplace_back();
     r->head_bytes_ += 4;  // ": " and CRLF
+    r->in_name_ = true;
   }
   if (!r->countHeadBytes(len)) {
     return r->reject(431, "request head too large");
   }
-  r->last_cb_ = LastCb::kField;
   r->head_.headers.back().name.append(at, len);
   return 0;
 }
 
 int RequestParser::cbHeaderFieldComplete(llhttp_t* p) {
-  RequestParser* r = self(p);
-  r->last_cb_ = LastCb::kFieldComplete;
-  const std::string& name = r->head_.headers.back().name;
-  // llhttp accepts "Host : x"; RFC 9112 5.1 requires rejecting whitespace before the colon.
-  if (!name.empty() && (name.back() == ' ' || name.back() == '\t')) {
-    return r->reject(400, "whitespace between header name and colon");
-  }
+  self(p)->in_name_ = false;
   return 0;
 }
 
@@ -157,26 +255,10 @@ int RequestParser::cbHeaderValue(llhttp_t* p, const char* at, size_t len) {
   if (!r->countHeadBytes(len)) {
     return r->reject(431, "request head too large");
   }
-  // llhttp folds obs-fold continuation lines into the value. Such a span follows a line end
-  // (and optional whitespace); a span continuing a value split across reads does not.
-  const char* q = at;
-  while (q > r->exec_start_ && (q[-1] == ' ' || q[-1] == '\t')) {
-    --q;
-  }
-  bool fold = q > r->exec_start_ ? q[-1] == '\n' : r->after_line_break_;
-  if (fold) {
-    return r->reject(400, "obsolete line folding in header");
-  }
-  r->last_cb_ = LastCb::kValue;
   if (r->head_.headers.empty()) {
     r->head_.headers.emplace_back();
   }
   r->head_.headers.back().value.append(at, len);
-  return 0;
-}
-
-int RequestParser::cbHeaderValueComplete(llhttp_t* p) {
-  self(p)->last_cb_ = LastCb::kValueComplete;
   return 0;
 }
 
@@ -221,6 +303,7 @@ int RequestParser::cbHeadersComplete(llhttp_t* p) {
   if (int rc = r->validateHead(); rc != 0) {
     return rc;
   }
+  r->setPhase(r->chunked() ? Phase::kChunkLine : Phase::kBody);
   switch (r->handler_->onHead()) {
     case HeadAction::kContinue:
       return 0;
@@ -235,11 +318,6 @@ int RequestParser::cbHeadersComplete(llhttp_t* p) {
 
 int RequestParser::cbBody(llhttp_t* p, const char* at, size_t len) {
   RequestParser* r = self(p);
-  if (r->chunked()) {
-    r->chunk_data_pending_ = true;
-    r->chunk_data_end_ = at + len;
-    r->crlf_seen_len_ = 0;
-  }
   if (!r->handler_->onBody(at, len)) {
     r->stopped_ = true;
     return HPE_USER;
@@ -247,34 +325,32 @@ int RequestParser::cbBody(llhttp_t* p, const char* at, size_t len) {
   return 0;
 }
 
-int RequestParser::cbChunkComplete(llhttp_t* p) {
+int RequestParser::cbChunkHeader(llhttp_t* p) {
   RequestParser* r = self(p);
-  if (!r->chunk_data_pending_) {
-    return 0;  // the last (empty) chunk: no data, no CRLF of its own
+  if (r->phase_ != Phase::kChunkLine || p->content_length != r->syntax_.chunkSize()) {
+    return r->reject(400, "request framing is ambiguous");
   }
-  r->chunk_data_pending_ = false;
-  char crlf[2];
-  size_t have = 0;
-  if (r->chunk_data_end_ != nullptr) {
-    // The data ended in this slice; the CRLF follows it here.
-    have = std::min<size_t>(2, static_cast<size_t>(r->exec_end_ - r->chunk_data_end_));
-    memcpy(crlf, r->chunk_data_end_, have);
+  if (p->content_length == 0) {
+    r->setPhase(Phase::kTrailers);
   } else {
-    have = r->crlf_seen_len_;
-    memcpy(crlf, r->crlf_seen_, have);
-  }
-  for (size_t i = have; i < 2; ++i) {
-    // The rest of the CRLF is at the start of this slice.
-    crlf[i] = r->exec_start_[i - have];
-  }
-  if (crlf[0] != '\r' || crlf[1] != '\n') {
-    return r->reject(400, "chunk data not followed by CRLF");
+    r->chunk_left_ = p->content_length;
+    r->setPhase(Phase::kChunkData);
   }
   return 0;
 }
 
+int RequestParser::cbChunkComplete(llhttp_t* p) {
+  RequestParser* r = self(p);
+  if (r->phase_ == Phase::kChunkDataEnd) {
+    r->setPhase(Phase::kChunkLine);
+  }
+  return 0;  // the last chunk completes after its trailers: its phase is kTrailers
+}
+
 int RequestParser::cbMessageComplete(llhttp_t* p) {
-  self(p)->handler_->onMessageComplete();
+  RequestParser* r = self(p);
+  r->setPhase(p->upgrade != 0 ? Phase::kUpgraded : Phase::kHead);
+  r->handler_->onMessageComplete();
   return HPE_PAUSED;
 }
 

@@ -1,7 +1,10 @@
 #pragma once
 
-// The request side of HTTP/1.1: llhttp in strict mode plus the checks llhttp leaves to us
-// (obs-fold, whitespace before the colon, head size, Host rules, Transfer-Encoding rules).
+// The request side of HTTP/1.1: llhttp decides the framing, and sluice checks the rest. Every
+// byte of a head, a chunk line and a trailer section passes MessageSyntax (the RFC 9112
+// grammar) before llhttp sees it, region by region, so llhttp's leniencies never reach a
+// handler; after a head, the head size, Host and Transfer-Encoding rules. Chunk lines are
+// checked here and handed to llhttp as a bare "size CRLF", so extensions never reach it.
 // Pure code over byte slices: no I/O, so unit tests and the fuzzer drive it directly.
 
 #include <cstddef>
@@ -10,6 +13,7 @@
 #include <llhttp.h>
 
 #include "proxy/http/message.h"
+#include "proxy/http/syntax.h"
 
 namespace sluice::http {
 
@@ -66,44 +70,59 @@ class RequestParser {
   bool hasBody() const { return chunked() || (hasContentLength() && contentLength() > 0); }
 
  private:
+  // Which bytes come next, and who checks them: the scanned phases pass MessageSyntax before
+  // llhttp; chunk data and Content-Length bodies are opaque and go to llhttp as they are.
+  enum class Phase : uint8_t {
+    kHead,
+    kBody,  // a Content-Length body: llhttp pauses at its end
+    kChunkLine,
+    kChunkData,
+    kChunkDataEnd,
+    kTrailers,
+    kUpgraded,  // after an upgrade request: llhttp answers HPE_PAUSED_UPGRADE until resumed
+  };
+
   static int cbMessageBegin(llhttp_t* p);
   static int cbUrl(llhttp_t* p, const char* at, size_t len);
   static int cbHeaderField(llhttp_t* p, const char* at, size_t len);
   static int cbHeaderFieldComplete(llhttp_t* p);
   static int cbHeaderValue(llhttp_t* p, const char* at, size_t len);
-  static int cbHeaderValueComplete(llhttp_t* p);
   static int cbHeadersComplete(llhttp_t* p);
   static int cbBody(llhttp_t* p, const char* at, size_t len);
-  static int cbMessageComplete(llhttp_t* p);
+  static int cbChunkHeader(llhttp_t* p);
   static int cbChunkComplete(llhttp_t* p);
+  static int cbMessageComplete(llhttp_t* p);
   static const llhttp_settings_t& settings();
 
   int reject(uint16_t status, const char* reason);
   bool countHeadBytes(size_t n);
   // The checks that need the whole head; returns 0 or a reject.
   int validateHead();
-
-  enum class LastCb : uint8_t { kNone, kField, kFieldComplete, kValue, kValueComplete };
+  void setPhase(Phase phase);
+  // Runs llhttp over bytes the phase allows. Returns true when llhttp took them all and goes
+  // on; otherwise `*out` says why it stopped, with `consumed` counted from `data`.
+  bool feed(const char* data, size_t len, Result* out);
+  Result fail(uint16_t status, const char* reason, size_t consumed);
 
   Handler* handler_;
   uint64_t max_header_bytes_;
   llhttp_t parser_;
   RequestHead head_;
-  LastCb last_cb_ = LastCb::kNone;
+  MessageSyntax syntax_;
+  Phase phase_ = Phase::kHead;
+  uint32_t phase_changes_ = 0;  // to see that llhttp ended a region where the scanner did
+  bool in_name_ = false;        // the last header name may continue in the next slice
   size_t head_bytes_ = 0;
-  const char* exec_start_ = nullptr;
-  bool after_line_break_ = false;  // the previous slice ended in "\n" and optional whitespace
-  // llhttp 8 does not check the CRLF after chunk data ("5\r\nhelloXX0\r\n" would pass and
-  // smuggle what follows). We check it: where the last body span of a chunk ended, and the
-  // bytes after it that an earlier slice held.
-  const char* exec_end_ = nullptr;
-  const char* chunk_data_end_ = nullptr;  // in the current slice; null when not
-  bool chunk_data_pending_ = false;       // a chunk's data ended and its CRLF is not checked yet
-  char crlf_seen_[2] = {0, 0};
-  uint8_t crlf_seen_len_ = 0;  // bytes after the data seen in earlier slices
+  uint64_t chunk_left_ = 0;  // kChunkData: data bytes still to come
+  // Bytes the scanner passed that llhttp has not taken yet because it paused in their region;
+  // the next execute() starts with them.
+  size_t unfed_ = 0;
   uint16_t reject_status_ = 0;
   const char* reject_reason_ = "";
   bool stopped_ = false;
+  Status final_ = Status::kNeedMore;  // kStopped or kError once parsing has ended for good
+  uint16_t final_status_ = 0;
+  const char* final_reason_ = "";
 };
 
 }  // namespace sluice::http
