@@ -66,7 +66,7 @@ Outcome feed(RequestParser& p, const std::string& input, size_t step = 0) {
 
 class RequestParserTest : public ::testing::Test {
  protected:
-  Outcome run(const std::string& input, size_t step = 0, uint64_t max_head = 32 * 1024) {
+  Outcome run(const std::string& input, size_t step = 0, uint64_t max_head = uint64_t{32} * 1024) {
     rec_ = std::make_unique<Recorder>();
     parser_ = std::make_unique<RequestParser>(rec_.get(), max_head);
     rec_->parser = parser_.get();
@@ -144,7 +144,7 @@ TEST_F(RequestParserTest, SmugglingAndMalformedRequestsAreRejected) {
        400},
       {"HTTP/2.0 request line", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505},
       {"CONNECT", "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 405},
-      {"garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400},
+      {"garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"s, 400},
       {"control character in value", std::string("GET / HTTP/1.1\r\nHost: a\r\nX: a\x01z\r\n\r\n"),
        400},
   };
