@@ -117,6 +117,16 @@ struct WebSocketConfig {
   uint32_t max_inflate_ratio = 1000;
 };
 
+// gzip and brotli responses on a route ([routes.http_compression]).
+struct HttpCompressionConfig {
+  bool enabled = false;
+  std::vector<std::string> codings{"br", "gzip"};  // in the route's order of preference
+  std::vector<std::string> types;                  // compressible types; empty: the built-in list
+  uint64_t min_length = 256;   // a response with a smaller Content-Length goes as it is
+  uint8_t gzip_level = 5;      // 1..9
+  uint8_t brotli_quality = 5;  // 0..11
+};
+
 struct RouteConfig {
   std::string name;  // `name` key, or the route's index in file order ("0", "1", ...)
   std::string listener;
@@ -126,6 +136,7 @@ struct RouteConfig {
   std::vector<std::string> filters;
   uint64_t max_body_bytes = 1024ull * 1024 * 1024;  // 413 above; 0 = unlimited
   WebSocketConfig websocket;
+  HttpCompressionConfig http_compression;
   size_t listener_index = 0;           // index into Config::listeners
   size_t pool_index = 0;               // index into Config::pools
   std::vector<size_t> filter_indices;  // indices into Config::filters, in order

@@ -364,6 +364,10 @@ void ConfigBuilder::readRoute(Section& s) {
     Section ws(*websocket, "[routes.websocket]", s.file(), diagnostics_);
     readWebSocket(ws, route.websocket);
   }
+  if (const toml::table* compression = s.table("http_compression")) {
+    Section c(*compression, "[routes.http_compression]", s.file(), diagnostics_);
+    readHttpCompression(c, route.http_compression);
+  }
   s.finish();
   config_.routes.push_back(std::move(route));
   route_origins_.push_back(std::move(origin));
@@ -388,6 +392,23 @@ void ConfigBuilder::readWebSocket(Section& s, WebSocketConfig& ws) {
   s.integer("compression_window_bits", ws.compression_window_bits, 9, 15);
   s.integer("compression_mem_level", ws.compression_mem_level, 1, 9);
   s.integer("max_inflate_ratio", ws.max_inflate_ratio, 0, 1000000);
+  s.finish();
+}
+
+void ConfigBuilder::readHttpCompression(Section& s, HttpCompressionConfig& c) {
+  s.boolean("enabled", c.enabled);
+  std::vector<SourcePos> where;
+  if (s.strings("codings", c.codings, &where)) {
+    for (size_t i = 0; i < c.codings.size(); ++i) {
+      if (c.codings[i] != "br" && c.codings[i] != "gzip") {
+        s.error(where[i], "unknown coding " + quote(c.codings[i]) + " (known: \"br\", \"gzip\")");
+      }
+    }
+  }
+  s.strings("types", c.types);
+  s.size("min_length", c.min_length, 0, kMaxBytes);
+  s.integer("gzip_level", c.gzip_level, 1, 9);
+  s.integer("brotli_quality", c.brotli_quality, 0, 11);
   s.finish();
 }
 

@@ -60,6 +60,7 @@ class ConfigBuilder {
   void readCertificate(Section& s, std::vector<TlsCertificate>& out);
   void readRoute(Section& s);
   void readWebSocket(Section& s, WebSocketConfig& ws);
+  void readHttpCompression(Section& s, HttpCompressionConfig& c);
   void readPool(Section& s);
   void readBackends(Section& s, PoolConfig& pool);
   HealthConfig readHealth(Section& s);

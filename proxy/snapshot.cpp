@@ -14,6 +14,25 @@ Snapshot::Snapshot(std::shared_ptr<const conf::Config> c, uint64_t gen)
   for (size_t p = 0; p < config->pools.size(); ++p) {
     pools[p].backends.resize(config->pools[p].backends.size());
   }
+  for (const conf::RouteConfig& r : config->routes) {
+    const conf::HttpCompressionConfig& c = r.http_compression;
+    if (!c.enabled) {
+      route_compression.emplace_back();
+      continue;
+    }
+    auto rc = std::make_unique<RouteCompression>();
+    rc->policy.codings.clear();
+    for (const std::string& coding : c.codings) {
+      rc->policy.codings.push_back(coding == "br" ? http::Coding::kBrotli : http::Coding::kGzip);
+    }
+    if (!c.types.empty()) {
+      rc->policy.types = c.types;
+    }
+    rc->policy.min_length = c.min_length;
+    rc->options.gzip_level = c.gzip_level;
+    rc->options.brotli_quality = c.brotli_quality;
+    route_compression.push_back(std::move(rc));
+  }
 }
 
 bool Snapshot::resolveBackends(conf::Diagnostics* diagnostics) {

@@ -14,6 +14,7 @@
 
 #include "conf/config.h"
 #include "filters/filter.h"
+#include "proxy/http/compress.h"
 #include "proxy/metrics.h"
 #include "proxy/net/tls.h"
 #include "proxy/router.h"
@@ -52,6 +53,12 @@ struct Snapshot {
   std::vector<PoolRuntime> pools;
   // listener_tls[listener]: null for plain TCP.
   std::vector<std::shared_ptr<net::ServerTls>> listener_tls;
+  // route_compression[route]: gzip/brotli responses on that route (null: off).
+  struct RouteCompression {
+    http::CompressPolicy policy;
+    http::EncoderOptions options;
+  };
+  std::vector<std::unique_ptr<const RouteCompression>> route_compression;
   // Metric slots resolved for this config's listeners, routes and filters.
   metrics::Bound metrics;
 

@@ -54,7 +54,9 @@ void Exchange::begin() {
 void Exchange::reset() {
   // The filter instances go before the snapshot that made them (they hold their Filter anyway).
   filters_.reset();
+  encoder_.reset();
   held_head_.reset();
+  held_complete_ = false;
   std::string().swap(held_body_);
   releaseUpstream(false);
   active_ = false;
@@ -517,18 +519,62 @@ bool Exchange::onUpstreamHead(const ResponseHead& head, BodyFraming framing) {
         return false;  // answered locally (the upstream connection is gone)
     }
   }
-  response_started_ = true;
-  down_.sendHead(held_head_ ? *held_head_ : head, framing, stickyHeader(), websocket_);
+  startResponse(held_head_ ? *held_head_ : head, framing);
   return true;
+}
+
+void Exchange::startResponse(const ResponseHead& head, BodyFraming framing) {
+  response_started_ = true;
+  const auto& compression = snapshot_->route_compression[*route_];
+  if (!compression || websocket_ || framing.kind == Framing::kNone) {
+    down_.sendHead(head, framing, stickyHeader(), websocket_);
+    return;
+  }
+  const CompressPolicy& policy = compression->policy;
+  Skip skip = compressionSkip(*request_, head, policy);
+  Coding coding =
+      skip == Skip::kNone ? chooseCoding(request_->headers, policy.codings) : Coding::kIdentity;
+  if (skip != Skip::kNone && skip != Skip::kSmall) {
+    down_.sendHead(head, framing, stickyHeader(), websocket_);
+    return;
+  }
+  // The response depends on Accept-Encoding from here on, compressed or not.
+  ResponseHead out = head;
+  if (coding != Coding::kIdentity) {
+    encoder_ = makeEncoder(coding, compression->options);
+  }
+  if (encoder_ != nullptr) {
+    encodeResponseHead(&out, coding);
+    framing = {Framing::kChunked};  // the compressed length is not known in advance
+  } else {
+    addVaryAcceptEncoding(&out);
+  }
+  down_.sendHead(out, framing, stickyHeader(), websocket_);
+}
+
+void Exchange::sendBody(const char* data, size_t len) {
+  bytes_out_ += len;
+  if (encoder_ == nullptr) {
+    down_.sendBody(data, len);
+    return;
+  }
+  // Each piece the backend sent is flushed through, so a streamed response keeps streaming.
+  std::string out;
+  if (!encoder_->write(std::string_view(data, len), &out) || !encoder_->flush(&out)) {
+    LOG_WARN("response compression failed: cutting the response");
+    respondLocal(500, "response compression failed", true);
+    return;
+  }
+  if (!out.empty()) {
+    down_.sendBody(out.data(), out.size());
+  }
 }
 
 void Exchange::sendResponseHead() {
   // A response filter resumed: the held head, then the body that came meanwhile.
-  response_started_ = true;
-  down_.sendHead(*held_head_, held_framing_, stickyHeader(), websocket_);
+  startResponse(*held_head_, held_framing_);
   if (!held_body_.empty()) {
-    bytes_out_ += held_body_.size();
-    down_.sendBody(held_body_.data(), held_body_.size());
+    sendBody(held_body_.data(), held_body_.size());
     std::string().swap(held_body_);
   }
   if (held_complete_) {
@@ -551,8 +597,7 @@ void Exchange::onUpstreamBody(const char* data, size_t len) {
     held_body_.append(data, len);  // a response filter holds the head
     return;
   }
-  bytes_out_ += len;
-  down_.sendBody(data, len);
+  sendBody(data, len);
 }
 
 void Exchange::onUpstreamComplete() {
@@ -560,6 +605,14 @@ void Exchange::onUpstreamComplete() {
     held_complete_ = true;  // sent when the response filter resumes
     releaseUpstream(request_complete_);
     return;
+  }
+  if (encoder_ != nullptr) {
+    std::string out;
+    bool ok = encoder_->finish(&out);
+    encoder_.reset();
+    if (ok && !out.empty()) {
+      down_.sendBody(out.data(), out.size());
+    }
   }
   down_.endBody();
   response_complete_ = true;

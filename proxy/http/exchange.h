@@ -15,6 +15,7 @@
 #include <string_view>
 
 #include "proxy/filter_manager.h"
+#include "proxy/http/compress.h"
 #include "proxy/http/message.h"
 #include "proxy/http/upstream.h"
 #include "proxy/net/stream.h"
@@ -149,6 +150,9 @@ class Exchange : public UpstreamCallbacks, public FilterOwner {
   void forwardBody(const char* data, size_t len);
   void finishRequestBody();
   void sendResponseHead();
+  // The response head toward the client, compressed when the route and the request ask for it.
+  void startResponse(const ResponseHead& head, BodyFraming framing);
+  void sendBody(const char* data, size_t len);
   void observeUpstreamLatency();
   void releaseUpstream(bool reusable);
   void finish();
@@ -182,6 +186,7 @@ class Exchange : public UpstreamCallbacks, public FilterOwner {
   UpstreamConnection* upstream_ = nullptr;
   uint64_t upstream_start_ = 0;  // uv_hrtime() when the request head went upstream
   std::unique_ptr<FilterManager> filters_;
+  std::unique_ptr<Encoder> encoder_;  // gzip or brotli toward the client
   // permessage-deflate on an upgrade: the client's offers, the answer sluice gives the client,
   // the offer sent to the backend, and what each leg agreed on once the backend has answered.
   void negotiateDeflate();
