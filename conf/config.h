@@ -74,6 +74,9 @@ struct ListenerTls {
   SourcePos pos;
 };
 
+// What a listener does with a separator hidden from plain prefix matching ("%2F", "\\", "%5C").
+enum class SlashPolicy : uint8_t { kReject, kKeep, kDecode };
+
 struct ListenerConfig {
   std::string name;
   Address listen;
@@ -82,6 +85,11 @@ struct ListenerConfig {
   uint64_t max_header_bytes = 32ull * 1024;
   bool redirect_to_https = false;
   bool proxy_protocol = false;
+  // Request-target normalisation before routing (dot segments are always removed and
+  // unreserved characters decoded).
+  bool merge_slashes = false;
+  SlashPolicy encoded_slashes = SlashPolicy::kKeep;
+  SlashPolicy backslashes = SlashPolicy::kKeep;
   std::optional<ListenerTls> tls;
   SourcePos pos;
 };
@@ -135,6 +143,9 @@ struct RouteConfig {
   std::string pool;
   std::vector<std::string> filters;
   uint64_t max_body_bytes = 1024ull * 1024 * 1024;  // 413 above; 0 = unlimited
+  // Routing always uses the normalised target; the backend gets the target as the client sent it
+  // (true) or normalised (false, the default).
+  bool forward_original_target = false;
   WebSocketConfig websocket;
   HttpCompressionConfig http_compression;
   size_t listener_index = 0;           // index into Config::listeners

@@ -266,6 +266,15 @@ void ConfigBuilder::readListener(Section& s) {
   s.size("max_header_bytes", listener.max_header_bytes, kMinHeaderBytes, kMaxHeaderBytes);
   s.boolean("redirect_to_https", listener.redirect_to_https);
   s.boolean("proxy_protocol", listener.proxy_protocol);
+  s.boolean("merge_slashes", listener.merge_slashes);
+  static const std::vector<std::string_view> kSlashPolicies = {"reject", "keep", "decode"};
+  for (auto [key, out] : {std::pair{"encoded_slashes", &listener.encoded_slashes},
+                          std::pair{"backslashes", &listener.backslashes}}) {
+    if (std::string v; s.oneOf(key, v, kSlashPolicies)) {
+      *out = static_cast<SlashPolicy>(std::find(kSlashPolicies.begin(), kSlashPolicies.end(), v) -
+                                      kSlashPolicies.begin());
+    }
+  }
   if (const toml::table* tls = s.table("tls")) {
     Section ts(*tls, "[listeners.tls]", s.file(), diagnostics_);
     listener.tls = readListenerTls(ts);
@@ -360,6 +369,7 @@ void ConfigBuilder::readRoute(Section& s) {
   origin.pool = s.pos("pool");
   s.strings("filters", route.filters, &origin.filters);
   s.size("max_body_bytes", route.max_body_bytes, 0, kMaxBytes);
+  s.boolean("forward_original_target", route.forward_original_target);
   if (const toml::table* websocket = s.table("websocket")) {
     Section ws(*websocket, "[routes.websocket]", s.file(), diagnostics_);
     readWebSocket(ws, route.websocket);

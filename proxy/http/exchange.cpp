@@ -1,5 +1,7 @@
 #include "proxy/http/exchange.h"
 
+#include "proxy/http/path.h"
+
 #include <charconv>
 
 #include "filters/request_key.h"
@@ -36,6 +38,34 @@ void writeChunk(net::Transport& out, const char* data, size_t len) {
                       uv_buf_init(const_cast<char*>(kCrlf.data()), 2)};
   out.write(bufs, 3);
 }
+
+namespace {
+SlashAction slashAction(conf::SlashPolicy p) {
+  switch (p) {
+    case conf::SlashPolicy::kReject:
+      return SlashAction::kReject;
+    case conf::SlashPolicy::kDecode:
+      return SlashAction::kDecode;
+    case conf::SlashPolicy::kKeep:
+      break;
+  }
+  return SlashAction::kKeep;
+}
+
+// False for the common target that normalising would leave as it is: origin-form, with no
+// escape, dot segment, backslash or (when merged) double slash. Such a target skips the work.
+bool needsNormalizing(std::string_view url, const conf::ListenerConfig& listener) {
+  if (url.empty() || url.front() != '/') {
+    return true;
+  }
+  std::string_view path = url.substr(0, url.find('?'));
+  if (path.find_first_of("%\\#") != std::string_view::npos ||
+      path.find("/.") != std::string_view::npos) {
+    return true;
+  }
+  return listener.merge_slashes && path.find("//") != std::string_view::npos;
+}
+}  // namespace
 
 Exchange::~Exchange() {
   releaseUpstream(false);
@@ -86,16 +116,28 @@ Exchange::HeadAction Exchange::onRequestHead(RequestHead& head, BodyFraming fram
   const bool has_body = hasBody(framing);
   const HeadAction after_local = has_body ? HeadAction::kStop : HeadAction::kContinue;
 
-  // The authority: absolute-form target first, then Host.
+  const conf::ListenerConfig& listener = snapshot_->config->listeners[down_.listenerIndex()];
+  // What routes, filters, logs and the backend see: the normalised target, and an absolute-form
+  // target's authority instead of Host (RFC 9112 3.2.2), so that a request is never routed on
+  // one name or path and forwarded with another.
   std::string_view path = head.url;
   std::string_view host = head.get("host").value_or(std::string_view());
-  if (path.starts_with("http://") || path.starts_with("https://")) {
-    std::string_view rest = path.substr(path.find("//") + 2);
-    size_t slash = rest.find_first_of("/?");
-    host = rest.substr(0, slash);
-    path = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+  std::optional<NormalizedTarget> target;
+  if (needsNormalizing(head.url, listener)) {
+    PathPolicy policy{listener.merge_slashes, slashAction(listener.encoded_slashes),
+                      slashAction(listener.backslashes)};
+    TargetResult r = normalizeTarget(head.method, head.url, host, policy);
+    if (!r.ok()) {
+      respondLocal(r.status, r.reason, has_body);
+      return after_local;
+    }
+    target = std::move(r.target);
+    if (target->form == TargetForm::kAbsolute) {
+      head.set("Host", target->host);
+    }
+    host = target->host;
+    path = target->path;
   }
-  const conf::ListenerConfig& listener = snapshot_->config->listeners[down_.listenerIndex()];
   if (listener.redirect_to_https) {
     std::string_view authority = host;
     if (!authority.empty() && authority.front() == '[') {
@@ -114,6 +156,9 @@ Exchange::HeadAction Exchange::onRequestHead(RequestHead& head, BodyFraming fram
   } else {
     respondLocal(404, "no route", has_body);
     return after_local;
+  }
+  if (target && !route().forward_original_target) {
+    head.url = target->path + target->query;
   }
 
   // Upgrades other than WebSocket (h2c, ...) are not offered: those requests are proxied as plain

@@ -44,8 +44,8 @@ RequestParser::Result RequestParser::fail(uint16_t status, const char* reason, s
   return {Status::kError, consumed, status, reason};
 }
 
-bool RequestParser::feed(const char* data, size_t len, Result* out) {
-  if (len == 0) {
+bool RequestParser::feed(const char* data, size_t len, Result* out, bool even_empty) {
+  if (len == 0 && !even_empty) {
     return true;
   }
   stopped_ = false;
@@ -82,6 +82,14 @@ RequestParser::Result RequestParser::execute(const char* data, size_t len) {
     return {final_, 0, final_status_, final_reason_};
   }
   Result out{};
+  if (len == 0) {
+    // No bytes, after resume() from a pause at the head: llhttp needs a call to finish a
+    // request that has no body.
+    if (!feed("", 0, &out, true)) {
+      return out;
+    }
+    return {Status::kNeedMore, 0, 0, ""};
+  }
   size_t pos = 0;
   if (unfed_ > 0) {
     size_t n = std::min(unfed_, len);

@@ -101,7 +101,7 @@ class RequestParser {
   void setPhase(Phase phase);
   // Runs llhttp over bytes the phase allows. Returns true when llhttp took them all and goes
   // on; otherwise `*out` says why it stopped, with `consumed` counted from `data`.
-  bool feed(const char* data, size_t len, Result* out);
+  bool feed(const char* data, size_t len, Result* out, bool even_empty = false);
   Result fail(uint16_t status, const char* reason, size_t consumed);
 
   Handler* handler_;
