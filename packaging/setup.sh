@@ -7,7 +7,8 @@ mode=${1:-build}
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 build_pkgs=(build-essential cmake ninja-build pkg-config libuv1-dev node-llhttp libssl-dev
-  libtomlplusplus-dev zlib1g-dev libbrotli-dev libre2-dev libgtest-dev googletest python3 curl)
+  libtomlplusplus-dev zlib1g-dev libbrotli-dev libre2-dev libmodsecurity-dev modsecurity-crs
+  nlohmann-json3-dev libgtest-dev googletest python3 curl)
 # nginx, haproxy, wrk and valgrind: the benchmark harness, whose smoke run is part of the tests.
 test_pkgs=(python3-websockets python3-prometheus-client openssl procps chromium clang
   libclang-rt-14-dev nginx-light haproxy wrk valgrind)
