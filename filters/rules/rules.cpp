@@ -5,6 +5,7 @@
 
 #include <toml++/toml.h>
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -67,53 +68,60 @@ int hexValue(char c) {
   return -1;
 }
 
-void appendUtf8(std::string& out, uint32_t cp) {
+// Writes `cp` as UTF-8 at `p` (U+FFFD for what is not a scalar value); returns the end.
+char* putUtf8(char* p, uint32_t cp) {
   if (cp == 0 || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
     cp = 0xFFFD;
   }
   if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
+    *p++ = static_cast<char>(cp);
   } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    *p++ = static_cast<char>(0xC0 | (cp >> 6));
+    *p++ = static_cast<char>(0x80 | (cp & 0x3F));
   } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    *p++ = static_cast<char>(0xE0 | (cp >> 12));
+    *p++ = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    *p++ = static_cast<char>(0x80 | (cp & 0x3F));
   } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    *p++ = static_cast<char>(0xF0 | (cp >> 18));
+    *p++ = static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    *p++ = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    *p++ = static_cast<char>(0x80 | (cp & 0x3F));
   }
+  return p;
 }
 
-void urlDecode(std::string_view in, std::string& out) {
-  out.clear();
-  out.reserve(in.size());
+// The transforms write through a pointer into a buffer sized for the input: none of them makes
+// its input longer (an entity is never shorter than the UTF-8 it decodes to, "&#0" and U+FFFD
+// included), and std::string::push_back is an out-of-line call per byte.
+
+size_t urlDecode(std::string_view in, char* out) {
+  char* p = out;
   for (size_t i = 0; i < in.size(); ++i) {
     const char c = in[i];
+    int hi;
+    int lo;
     if (c == '+') {
-      out.push_back(' ');
-    } else if (c == '%' && i + 2 < in.size() && hexValue(in[i + 1]) >= 0 &&
-               hexValue(in[i + 2]) >= 0) {
-      out.push_back(static_cast<char>(hexValue(in[i + 1]) * 16 + hexValue(in[i + 2])));
+      *p++ = ' ';
+    } else if (c == '%' && i + 2 < in.size() && (hi = hexValue(in[i + 1])) >= 0 &&
+               (lo = hexValue(in[i + 2])) >= 0) {
+      *p++ = static_cast<char>(hi * 16 + lo);
       i += 2;
     } else {
-      out.push_back(c);
+      *p++ = c;
     }
   }
+  return static_cast<size_t>(p - out);
 }
 
-void htmlEntityDecode(std::string_view in, std::string& out) {
+size_t htmlEntityDecode(std::string_view in, char* out) {
   static constexpr std::pair<std::string_view, char> kNamed[] = {
       {"lt", '<'}, {"gt", '>'}, {"amp", '&'}, {"quot", '"'}, {"apos", '\''}, {"nbsp", ' '}};
-  out.clear();
-  out.reserve(in.size());
+  char* p = out;
   size_t i = 0;
   while (i < in.size()) {
     if (in[i] != '&') {
-      out.push_back(in[i++]);
+      *p++ = in[i++];
       continue;
     }
     // "&name;", "&#123;" or "&#x7b;" (the ';' may be missing, as browsers allow).
@@ -131,14 +139,14 @@ void htmlEntityDecode(std::string_view in, std::string& out) {
         ++j;
       }
       if (j > digits) {
-        appendUtf8(out, cp);
+        p = putUtf8(p, cp);
         i = (j < in.size() && in[j] == ';') ? j + 1 : j;
         done = true;
       }
     } else {
       for (const auto& [name, c] : kNamed) {
         if (in.substr(j, name.size()) == name) {
-          out.push_back(c);
+          *p++ = c;
           j += name.size();
           i = (j < in.size() && in[j] == ';') ? j + 1 : j;
           done = true;
@@ -147,8 +155,96 @@ void htmlEntityDecode(std::string_view in, std::string& out) {
       }
     }
     if (!done) {
-      out.push_back(in[i++]);
+      *p++ = in[i++];
     }
+  }
+  return static_cast<size_t>(p - out);
+}
+
+size_t compressWhitespace(std::string_view in, char* out) {
+  char* p = out;
+  bool blank = false;
+  for (char c : in) {
+    if (isBlank(c)) {
+      if (!blank) {
+        *p++ = ' ';
+      }
+      blank = true;
+    } else {
+      *p++ = c;
+      blank = false;
+    }
+  }
+  return static_cast<size_t>(p - out);
+}
+
+size_t removeWhitespace(std::string_view in, char* out) {
+  char* p = out;
+  for (char c : in) {
+    if (!isBlank(c)) {
+      *p++ = c;
+    }
+  }
+  return static_cast<size_t>(p - out);
+}
+
+size_t lowercase(std::string_view in, char* out) {
+  for (size_t i = 0; i < in.size(); ++i) {
+    const char c = in[i];
+    out[i] = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+  }
+  return in.size();
+}
+
+size_t trim(std::string_view in, char* out) {
+  size_t b = 0;
+  size_t e = in.size();
+  while (b < e && isBlank(in[b])) {
+    ++b;
+  }
+  while (e > b && isBlank(in[e - 1])) {
+    --e;
+  }
+  std::memmove(out, in.data() + b, e - b);
+  return e - b;
+}
+
+// Two buffers: each step reads the previous result and writes the other one.
+void transform(std::span<const Transform> transforms, std::string_view in, std::string& out,
+               std::string& other) {
+  std::string_view current = in;
+  std::string* write = &out;
+  std::string* spare = &other;
+  for (Transform t : transforms) {
+    write->resize(current.size());
+    char* p = write->data();
+    size_t n = 0;
+    switch (t) {
+      case Transform::kUrlDecode:
+        n = urlDecode(current, p);
+        break;
+      case Transform::kLowercase:
+        n = lowercase(current, p);
+        break;
+      case Transform::kHtmlEntityDecode:
+        n = htmlEntityDecode(current, p);
+        break;
+      case Transform::kCompressWhitespace:
+        n = compressWhitespace(current, p);
+        break;
+      case Transform::kRemoveWhitespace:
+        n = removeWhitespace(current, p);
+        break;
+      case Transform::kTrim:
+        n = trim(current, p);
+        break;
+    }
+    write->resize(n);
+    current = *write;
+    std::swap(write, spare);
+  }
+  if (current.data() != out.data()) {
+    out.assign(current);
   }
 }
 
@@ -156,58 +252,7 @@ void htmlEntityDecode(std::string_view in, std::string& out) {
 
 void applyTransforms(std::span<const Transform> transforms, std::string_view in, std::string& out) {
   std::string scratch;
-  out.assign(in);
-  for (Transform t : transforms) {
-    switch (t) {
-      case Transform::kUrlDecode:
-        urlDecode(out, scratch);
-        out.swap(scratch);
-        break;
-      case Transform::kLowercase:
-        for (char& c : out) {
-          if (c >= 'A' && c <= 'Z') {
-            c = static_cast<char>(c - 'A' + 'a');
-          }
-        }
-        break;
-      case Transform::kHtmlEntityDecode:
-        htmlEntityDecode(out, scratch);
-        out.swap(scratch);
-        break;
-      case Transform::kCompressWhitespace: {
-        scratch.clear();
-        bool blank = false;
-        for (char c : out) {
-          if (isBlank(c)) {
-            if (!blank) {
-              scratch.push_back(' ');
-            }
-            blank = true;
-          } else {
-            scratch.push_back(c);
-            blank = false;
-          }
-        }
-        out.swap(scratch);
-        break;
-      }
-      case Transform::kRemoveWhitespace:
-        out.erase(std::remove_if(out.begin(), out.end(), isBlank), out.end());
-        break;
-      case Transform::kTrim: {
-        size_t b = 0;
-        size_t e = out.size();
-        while (b < e && isBlank(out[b])) {
-          ++b;
-        }
-        while (e > b && isBlank(out[e - 1])) {
-          --e;
-        }
-        out = out.substr(b, e - b);
-        break;
-      }
-    }
-  }
+  transform(transforms, in, out, scratch);
 }
 
 // Parses rule files into a RuleSet, collecting every error.
@@ -535,7 +580,7 @@ class Matcher {
   void scan(const RuleSet::Group& g, std::string_view value, uint8_t direction) {
     std::string_view v = value;
     if (!g.transforms.empty()) {
-      applyTransforms(g.transforms, value, transformed_);
+      transform(g.transforms, value, transformed_, scratch_);
       v = transformed_;
     }
     if (g.set) {
@@ -586,6 +631,7 @@ class Matcher {
   std::vector<uint32_t> matched_;
   std::vector<int> hits_;
   std::string transformed_;
+  std::string scratch_;
 };
 
 // JSON nested deeper than this is not looked into by json: rules (nlohmann's dump() recurses).
