@@ -28,11 +28,6 @@
 
 #include "conf/config.h"
 
-namespace re2 {
-class RE2;
-class Set;
-}  // namespace re2
-
 namespace sluice::filters::rules {
 
 enum class Action : uint8_t { kNone, kLog, kDrop, kClose, kDeny };  // weakest to strongest

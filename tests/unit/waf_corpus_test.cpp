@@ -202,7 +202,8 @@ Rates measure(int paranoia) {
       for (int id : v.ruleIds()) {
         ids += " " + std::to_string(id);
       }
-      r.misses.push_back("false positive ws: " + m + ":" + ids);
+      r.misses.push_back("false positive ws: " + m + ":");
+      r.misses.back() += ids;
     }
   }
   return r;

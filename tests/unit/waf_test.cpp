@@ -16,7 +16,7 @@
 
 // libmodsecurity 3.0.9's SecLang lexer does not free its input buffer when a load fails
 // (LoadErrorNamesFileAndLine): about 2 KiB per failed load, theirs to fix.
-extern "C" const char* __lsan_default_suppressions() {
+extern "C" const char* __lsan_default_suppressions() {  // NOLINT(bugprone-reserved-identifier)
   return "leak:yy_scan_buffer\nleak:yy_scan_bytes\n";
 }
 
@@ -364,6 +364,7 @@ TEST(WafThreads, FourThreadsShareOneRuleSet) {
   }
   std::atomic<int> wrong{0};
   std::vector<std::thread> threads;
+  threads.reserve(4);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 12; ++i) {
