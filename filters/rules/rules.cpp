@@ -298,15 +298,18 @@ class RuleSetBuilder {
   }
 
   RulesLoadResult finish() {
-    RulesLoadResult result;
-    if (diagnostics_.empty()) {
+    const auto failed = [&] {
+      return std::any_of(diagnostics_.begin(), diagnostics_.end(),
+                         [](const Diagnostic& d) { return d.error(); });
+    };
+    if (!failed()) {
       compile();
     }
-    if (!diagnostics_.empty()) {
-      result.diagnostics = std::move(diagnostics_);
-      return result;
+    RulesLoadResult result;
+    if (!failed()) {
+      result.rules = std::shared_ptr<const RuleSet>(set_.release());
     }
-    result.rules = std::shared_ptr<const RuleSet>(set_.release());
+    result.diagnostics = std::move(diagnostics_);
     return result;
   }
 

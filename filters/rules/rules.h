@@ -86,8 +86,8 @@ struct RulesVerdict {
 class RuleSet;
 
 struct RulesLoadResult {
-  std::shared_ptr<const RuleSet> rules;  // null when diagnostics is non-empty
-  conf::Diagnostics diagnostics;         // every error of every file, "file:line:col: why"
+  std::shared_ptr<const RuleSet> rules;  // null when any diagnostic is an error
+  conf::Diagnostics diagnostics;         // every problem of every file, "file:line:col: why"
 };
 
 class RuleSet {
