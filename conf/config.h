@@ -55,6 +55,9 @@ struct ServerConfig {
 struct AdminConfig {
   Address listen{"127.0.0.1", 9901, false, "127.0.0.1:9901"};
   std::string token_file;  // empty = mutating endpoints need no token
+  // Host names the admin API answers to besides IP literals and "localhost" (a DNS-rebinding page
+  // comes with its own name, and gets 403).
+  std::vector<std::string> allowed_hosts;
 };
 
 struct TlsCertificate {

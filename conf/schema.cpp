@@ -249,6 +249,11 @@ void ConfigBuilder::readAdmin(Section& s) {
     admin_listen_at_ = s.pos("listen");
   }
   s.path("token_file", admin.token_file);
+  if (s.strings("allowed_hosts", admin.allowed_hosts)) {
+    for (std::string& h : admin.allowed_hosts) {
+      h = toLower(h);
+    }
+  }
   s.finish();
 }
 

@@ -1,5 +1,6 @@
 #include "proxy/server.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -472,7 +473,42 @@ void Server::onDebounce(uv_timer_t* timer) {
 
 // ---- admin API -----------------------------------------------------------------------------
 
+namespace {
+// A DNS-rebinding page reaches the admin listener with its own name in Host. Only an IP literal,
+// "localhost" or a name in [admin] allowed_hosts is answered (a request without Host, from a
+// non-browser HTTP/1.0 client, too).
+bool adminHostAllowed(std::string_view host, const std::vector<std::string>& allowed) {
+  if (host.empty()) {
+    return true;
+  }
+  std::string_view name = host;
+  if (name.front() == '[') {
+    size_t close = name.find(']');
+    if (close == std::string_view::npos) {
+      return false;
+    }
+    name = name.substr(1, close - 1);
+  } else if (size_t colon = name.rfind(':'); colon != std::string_view::npos) {
+    name = name.substr(0, colon);
+  }
+  std::string n(name);
+  for (char& c : n) {
+    c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+  }
+  unsigned char buf[sizeof(in6_addr)];
+  if (inet_pton(AF_INET, n.c_str(), buf) == 1 || inet_pton(AF_INET6, n.c_str(), buf) == 1 ||
+      n == "localhost") {
+    return true;
+  }
+  return std::find(allowed.begin(), allowed.end(), n) != allowed.end();
+}
+}  // namespace
+
 AdminResponse Server::handleAdmin(const http::RequestHead& req) {
+  if (!adminHostAllowed(req.get("host").value_or(std::string_view()),
+                        snapshot_->config->admin.allowed_hosts)) {
+    return text(403, "this Host is not allowed on the admin API (see [admin] allowed_hosts)");
+  }
   std::string_view path = req.url;
   path = path.substr(0, path.find('?'));
   bool get = req.method == "GET" || req.method == "HEAD";
