@@ -48,6 +48,9 @@ struct Address {
 struct ServerConfig {
   uint32_t workers = 0;  // 0 = one per core
   uint64_t max_connections = 100000;
+  // What one worker's connections may hold in held WebSocket messages and buffered bodies
+  // together; over it the largest holders are closed (0 = no cap).
+  uint64_t max_held_bytes = 512ull * 1024 * 1024;
   Duration shutdown_timeout = std::chrono::seconds(30);
   std::string access_log = "stdout";  // "stdout", "off" or a path
 };

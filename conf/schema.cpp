@@ -233,6 +233,7 @@ void ConfigBuilder::readServer(Section& s) {
   ServerConfig& server = config_.server;
   s.integer("workers", server.workers, 0, 1024);
   s.integer("max_connections", server.max_connections, 1, 100'000'000);
+  s.size("max_held_bytes", server.max_held_bytes, 0, kMaxBytes);
   s.duration("shutdown_timeout", server.shutdown_timeout, Zero::kAllowed);
   s.string("access_log", server.access_log, [&s](std::string_view text, std::string& why) {
     if (text == "stdout" || text == "stderr" || text == "off") {

@@ -79,6 +79,7 @@ class FilterManager {
   Result requestBody(std::string_view data, bool end);
   // After onPhaseResumed(kRequestHead): the body kept while buffering, and whether it was whole.
   std::string takeBufferedBody(bool* complete);
+  size_t bufferedBytes() const { return body_.capacity(); }
   Result responseHead(filters::ResponseHead& head);
 
   // WebSocket.

@@ -402,6 +402,17 @@ std::string Registry::render(
              sum(s.get(), n, [](const BackendSlot& x) { return x.websockets_open.get(); }));
   }
 
+  w.family("sluice_held_bytes", "gauge",
+           "Bytes held in WebSocket messages and buffered bodies (all workers).");
+  w.family("sluice_memory_shed_total", "counter",
+           "Connections closed because a worker held more than server.max_held_bytes.");
+  for (const auto& [_, s] : worker_slots_) {
+    w.sample("sluice_held_bytes", {},
+             sum(s.get(), n, [](const WorkerSlot& x) { return x.held_bytes.get(); }));
+    w.sample("sluice_memory_shed_total", {},
+             sum(s.get(), n, [](const WorkerSlot& x) { return x.shed.get(); }));
+  }
+
   w.family("sluice_config_reloads_total", "counter", "Config reloads by result.");
   w.sample("sluice_config_reloads_total", {"result", "success"},
            static_cast<double>(reloads_success.get()));

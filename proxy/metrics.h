@@ -110,6 +110,12 @@ struct alignas(64) PoolSlot {
   LatencyHistogram upstream_response{&kLatencyBounds};
 };
 
+// One worker's own figures.
+struct alignas(64) WorkerSlot {
+  Gauge held_bytes;  // held messages and buffered bodies (MemoryBudget), published periodically
+  Counter shed;      // connections closed because the worker held too much
+};
+
 struct alignas(64) BackendSlot {
   Gauge connections_open;
   Gauge websockets_open;
@@ -134,6 +140,8 @@ class Registry : public filters::Stats {
   // Main thread only. Returns the per-worker slots for a name, creating them once; they live as
   // long as the registry (a metric that disappears from the config keeps its last values).
   ListenerSlot* listener(const std::string& name) { return get(listeners_, name); }
+  // One slot per worker, for the worker's own figures.
+  WorkerSlot* workers() { return get(worker_slots_, std::string()); }
   RouteSlot* route(const std::string& name) { return get(routes_, name); }
   PoolSlot* pool(const std::string& name) { return get(pools_, name); }
   BackendSlot* backend(const std::string& pool, const std::string& address) {
@@ -178,6 +186,7 @@ class Registry : public filters::Stats {
   std::map<std::string, Slots<PoolSlot>> pools_;
   std::map<std::string, Slots<BackendSlot>> backends_;
   std::map<std::string, Slots<FilterSlot>> filters_;
+  std::map<std::string, Slots<WorkerSlot>> worker_slots_;
 
   struct Family {
     std::string help;

@@ -236,12 +236,14 @@ int Server::run() {
     net::closeEventSet(&loop_);
     return 1;
   }
+  metrics::WorkerSlot* worker_slots = registry_->workers();
   for (unsigned i = 0; i < workers; ++i) {
     workers_.push_back(std::make_unique<Worker>(
         i, snapshot_, fds[i], &shared_, &access_log_,
         [](Worker& w, size_t listener, int fd, const sockaddr_storage& peer) {
           (new http::ServerConnection(&w, listener))->accept(fd, peer);
         }));
+    workers_.back()->setWorkerSlot(worker_slots);
   }
 
   auto watch = [this](uv_signal_t* h, int signum) {

@@ -33,6 +33,7 @@ Worker::Worker(unsigned id, SnapshotPtr snapshot, std::vector<int> listen_fds, S
   uint64_t seed = 0;
   RAND_bytes(reinterpret_cast<unsigned char*>(&seed), sizeof seed);
   rng_.seed(seed ^ id);
+  memory_budget_.setCap(snapshot_->config->server.max_held_bytes);
   uv_loop_init(&loop_);
   loop_.data = nullptr;  // net:: keeps the loop's epoll set there (uv_loop_init keeps `data`)
   uv_async_init(&loop_, &async_, &Worker::onAsync);
@@ -229,6 +230,7 @@ void Worker::applySnapshot(SnapshotPtr next, std::vector<int> fds) {
   }
   listeners_ = std::move(kept);
   snapshot_ = std::move(next);
+  memory_budget_.setCap(snapshot_->config->server.max_held_bytes);
   // Filters' worker states go with the snapshot that made them.
   std::erase_if(filter_states_, [&](const auto& entry) {
     const auto& current = snapshot_->filters;
@@ -307,6 +309,12 @@ void Worker::onDrainTimer(uv_timer_t* t) {
 void Worker::onFlushTimer(uv_timer_t* t) {
   auto* w = static_cast<Worker*>(t->data);
   w->access_log_->flush(&w->access_log_buffer_);
+  if (w->worker_slot_ != nullptr) {
+    metrics::WorkerSlot& slot = w->worker_slot_[w->id_];
+    slot.held_bytes.add(static_cast<int64_t>(w->memory_budget_.total()) - slot.held_bytes.get());
+    slot.shed.inc(w->memory_budget_.shed() - w->published_shed_);
+    w->published_shed_ = w->memory_budget_.shed();
+  }
 }
 
 // ---- accepting -----------------------------------------------------------------------------

@@ -21,6 +21,7 @@
 #include "proxy/access_log.h"
 #include "proxy/client_session.h"
 #include "proxy/dispatcher.h"
+#include "proxy/memory_budget.h"
 #include "proxy/net/stream.h"
 #include "proxy/snapshot.h"
 #include "proxy/upstream/keepalive_pool.h"
@@ -74,6 +75,9 @@ class Worker {
   std::string* accessLogBuffer() { return &access_log_buffer_; }
   SharedState* shared() { return shared_; }
   filters::Dispatcher& dispatcher() { return dispatcher_; }
+  MemoryBudget& memoryBudget() { return memory_budget_; }
+  // Where the worker publishes its own figures (null in unit tests).
+  void setWorkerSlot(metrics::WorkerSlot* slot) { worker_slot_ = slot; }
   // The filter's state on this worker (made at its first use here; null when it keeps none).
   std::shared_ptr<filters::WorkerState> filterState(const filters::ConstFilterPtr& filter);
   void newRequestId(std::string* out);
@@ -154,6 +158,9 @@ class Worker {
   upstream::KeepalivePool idle_upstreams_;
   std::unordered_map<const upstream::Balancer*, upstream::PickState> pick_states_;
   LoopDispatcher dispatcher_;
+  MemoryBudget memory_budget_;
+  metrics::WorkerSlot* worker_slot_ = nullptr;
+  uint64_t published_shed_ = 0;
   // Filters' per-worker states, for the filters of the current snapshot (streams of older ones
   // keep theirs alive through their own shared_ptr).
   std::unordered_map<const filters::Filter*,

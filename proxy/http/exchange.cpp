@@ -75,6 +75,10 @@ const conf::RouteConfig& Exchange::route() const {
   return snapshot_->config->routes[*route_];
 }
 
+size_t Exchange::heldBytes() const {
+  return (filters_ ? filters_->bufferedBytes() : 0) + held_body_.capacity();
+}
+
 void Exchange::begin() {
   reset();
   active_ = true;
@@ -85,6 +89,10 @@ void Exchange::reset() {
   // The filter instances go before the snapshot that made them (they hold their Filter anyway).
   filters_.reset();
   encoder_.reset();
+  if (held_body_.capacity() != 0) {
+    std::string().swap(held_body_);
+  }
+  down_.heldBytesChanged(0);
   held_head_.reset();
   held_complete_ = false;
   std::string().swap(held_body_);
@@ -301,6 +309,7 @@ bool Exchange::onRequestBody(const char* data, size_t len) {
   if (filters_ && (filters_->buffering() || filters_->has(filters::Filter::kRequestBody))) {
     bool buffering = filters_->buffering();
     FilterManager::Result r = filters_->requestBody(std::string_view(data, len), false);
+    down_.heldBytesChanged(heldBytes());
     if (r == FilterManager::Result::kEnded) {
       return false;
     }
@@ -640,6 +649,7 @@ void Exchange::observeUpstreamLatency() {
 void Exchange::onUpstreamBody(const char* data, size_t len) {
   if (!response_started_) {
     held_body_.append(data, len);  // a response filter holds the head
+    down_.heldBytesChanged(heldBytes());
     return;
   }
   sendBody(data, len);

@@ -75,6 +75,8 @@ class Downstream {
   virtual void readDisable(ReadReason reason, bool disable) = 0;
   // The response is held back because the client does not take it (the client's timeout runs).
   virtual void awaitClientDrain() = 0;
+  // The exchange holds `bytes` in buffered bodies now (for the worker's memory budget).
+  virtual void heldBytesChanged(size_t bytes) = 0;
   // After a 101: the client's stream and what it sent after the handshake; the connection is
   // retired.
   virtual std::unique_ptr<net::Stream> takeOver(std::string* early_input) = 0;
@@ -106,6 +108,9 @@ class Exchange : public UpstreamCallbacks, public FilterOwner {
   void abort(std::string_view why);
   bool active() const { return active_; }
   bool requestComplete() const { return request_complete_; }
+  // Buffered request body (a filter waits for it whole) and response body held behind a
+  // response filter.
+  size_t heldBytes() const;
   bool responseStarted() const { return response_started_; }
   // Ends what the last request left (filters' onDestroy, the snapshot it held).
   void reset();

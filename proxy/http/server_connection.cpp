@@ -28,6 +28,7 @@ ServerConnection::ServerConnection(Worker* worker, size_t listener_index)
 }
 
 ServerConnection::~ServerConnection() {
+  worker_->memoryBudget().release(*this);
   if (!handed_over_) {
     listener_slot_->connections_open.add(-1);
     worker_->shared()->open_connections.fetch_sub(1, std::memory_order_relaxed);
@@ -353,6 +354,20 @@ bool ServerConnection::sendLocalReply(uint16_t status, std::string_view detail, 
     return false;
   }
   return true;
+}
+
+void ServerConnection::heldBytesChanged(size_t bytes) {
+  worker_->memoryBudget().update(*this, bytes);
+}
+
+void ServerConnection::shed() {
+  LOG_WARN("downstream %s: the worker holds more than server.max_held_bytes: closing",
+           client_ip_.c_str());
+  if (exchange_.active() && !exchange_.responseStarted()) {
+    exchange_.respondLocal(503, "sluice is short of memory", true);
+  } else {
+    closeNow();
+  }
 }
 
 void ServerConnection::abandonRequest() {

@@ -15,6 +15,7 @@
 #include "proxy/client_session.h"
 #include "proxy/http/exchange.h"
 #include "proxy/http/request_parser.h"
+#include "proxy/memory_budget.h"
 #include "proxy/metrics.h"
 #include "proxy/net/deadline.h"
 #include "proxy/net/open_handles.h"
@@ -30,7 +31,8 @@ namespace sluice::http {
 class ServerConnection : public ClientSession,
                          public net::Stream::Handler,
                          public RequestParser::Handler,
-                         public Downstream {
+                         public Downstream,
+                         public MemoryBudget::Holder {
  public:
   ServerConnection(Worker* worker, size_t listener_index);
   ~ServerConnection() override;
@@ -80,6 +82,10 @@ class ServerConnection : public ClientSession,
   void readDisable(ReadReason reason, bool disable) override;
   void awaitClientDrain() override;
   std::unique_ptr<net::Stream> takeOver(std::string* early_input) override;
+  void heldBytesChanged(size_t bytes) override;
+
+  // MemoryBudget::Holder
+  void shed() override;
 
  private:
   enum class State {

@@ -603,6 +603,18 @@ void Relay::countMessage(size_t dir, uint64_t bytes, bool end_of_message, uint64
   }
 }
 
+size_t Relay::heldBytes() const {
+  size_t n = 0;
+  for (const Leg* l : {&up_, &down_}) {
+    n += l->held.capacity() + l->payload.capacity() + l->backlog.capacity();
+  }
+  return n;
+}
+
+void Relay::shed() {
+  fail(up_, kPolicyViolation, "sluice is short of memory");
+}
+
 // ---- filters -------------------------------------------------------------------------------
 
 void Relay::filterCloseWebSocket(filters::Direction from, uint16_t code, std::string_view reason) {

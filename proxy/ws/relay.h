@@ -79,6 +79,11 @@ class Relay : public FilterOwner {
   void lingerFor(std::chrono::milliseconds after);
 
   const Stats& stats() const { return stats_; }
+  // What the legs hold now: messages held for validation, filters or compression, and input
+  // waiting behind a filter's verdict.
+  size_t heldBytes() const;
+  // The worker holds too much: the client gets 1008, the backend 1001.
+  void shed();
   bool finished() const { return finished_; }
   // The backend's close frame has arrived.
   bool backendSentClose() const { return down_.close_received; }

@@ -90,6 +90,7 @@ Session::Session(Setup&& setup)
 }
 
 Session::~Session() {
+  s_.worker->memoryBudget().release(*this);
   s_.listener_slot->connections_open.add(-1);
   s_.worker->shared()->open_connections.fetch_sub(1, std::memory_order_relaxed);
 }
@@ -113,6 +114,13 @@ void Session::Side::onData(const char* data, size_t len) {
     s.relay_->onClientData(data, len);
   } else {
     s.relay_->onBackendData(data, len);
+  }
+  s.account();
+}
+
+void Session::account() {
+  if (!relay_->finished()) {
+    s_.worker->memoryBudget().update(*this, relay_->heldBytes());
   }
 }
 
@@ -161,6 +169,7 @@ void Session::peerGone(bool client) {
 // ---- the end -------------------------------------------------------------------------------
 
 void Session::relayFinished() {
+  s_.worker->memoryBudget().release(*this);
   const Relay::Stats& st = relay_->stats();
   route_slot_->ws_open.add(-1);
   s_.backend_slot->websockets_open.add(-1);

@@ -13,6 +13,7 @@
 
 #include "proxy/client_session.h"
 #include "proxy/filter_manager.h"
+#include "proxy/memory_budget.h"
 #include "proxy/metrics.h"
 #include "proxy/net/open_handles.h"
 #include "proxy/net/stream.h"
@@ -26,7 +27,7 @@ class Worker;
 
 namespace sluice::ws {
 
-class Session : public ClientSession, public Relay::Owner {
+class Session : public ClientSession, public Relay::Owner, public MemoryBudget::Holder {
  public:
   struct Setup {
     Worker* worker = nullptr;
@@ -78,6 +79,9 @@ class Session : public ClientSession, public Relay::Owner {
   ~Session() override;
   void relayFinished() override;
   void lingerExpired() override { closeAll(); }
+  void shed() override { relay_->shed(); }
+  // After input: what the relay holds now, for the worker's budget.
+  void account();
   void peerGone(bool client);
   void closeAll();
   void handleClosed();
