@@ -351,10 +351,18 @@ void Worker::acceptSome(Listener* l) {
         continue;  // that connection is gone; the next one may be fine
       }
       // Out of file descriptors or memory: the connections wait in the backlog (polling on
-      // would spin) until the resume timer tries again.
-      if (!l->pending_accept) {
-        LOG_WARN("accept on '%s': %s", snapshot_->config->listeners[l->index].name.c_str(),
-                 strerror(errno));
+      // would spin) until the resume timer tries again. Logged at most once a second, with
+      // how many attempts failed since.
+      ++accept_failures_;
+      uint64_t now = uv_now(&loop_);
+      if (now >= accept_failure_logged_ + 1000) {
+        LOG_WARN(
+            "accept on '%s': %s (%llu failed attempt%s since the last report); serving "
+            "what is open, accepting again when descriptors free",
+            snapshot_->config->listeners[l->index].name.c_str(), strerror(errno),
+            static_cast<unsigned long long>(accept_failures_), accept_failures_ == 1 ? "" : "s");
+        accept_failure_logged_ = now;
+        accept_failures_ = 0;
       }
       pauseAccepting(l);
       return;

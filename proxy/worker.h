@@ -161,6 +161,8 @@ class Worker {
   MemoryBudget memory_budget_;
   metrics::WorkerSlot* worker_slot_ = nullptr;
   uint64_t published_shed_ = 0;
+  uint64_t accept_failures_ = 0;        // failed accept attempts since the last log line
+  uint64_t accept_failure_logged_ = 0;  // loop time of that line
   // Filters' per-worker states, for the filters of the current snapshot (streams of older ones
   // keep theirs alive through their own shared_ptr).
   std::unordered_map<const filters::Filter*,
