@@ -900,7 +900,9 @@ class Sluice:
 
     def _render(self):
         spec = self.spec
-        server = {"workers": 1, "access_log": self.access_log, "shutdown_timeout": "5s"}
+        # SLUICE_TEST_WORKERS: run every test with more workers (the ThreadSanitizer run uses 2).
+        workers = int(os.environ.get("SLUICE_TEST_WORKERS", "1"))
+        server = {"workers": workers, "access_log": self.access_log, "shutdown_timeout": "5s"}
         server.update(spec.get("server", {}))
         if server.get("access_log") not in (None, "stdout", "off"):
             self.access_log = server["access_log"]
