@@ -46,13 +46,18 @@ import argparse
 import collections
 import hashlib
 import json
-import socket
+import os
+import sys
 import threading
 import time
-import urllib.parse
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import http1  # noqa: E402
+from servers import ThreadedServer  # noqa: E402
 
 BLOCK_SIZE = 64 * 1024
-MAX_HEAD = 1024 * 1024
 
 
 def pattern_block():
@@ -93,158 +98,6 @@ class Stats:
 
 
 STATS = Stats()
-
-
-class BadRequest(Exception):
-    pass
-
-
-class PeerClosed(Exception):
-    pass
-
-
-class Reader:
-    """Buffered reads from a socket with constant memory for bodies."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.buf = bytearray()
-        self.scratch = bytearray(256 * 1024)
-
-    def _fill(self):
-        n = self.sock.recv_into(self.scratch)
-        if n == 0:
-            raise PeerClosed()
-        self.buf += memoryview(self.scratch)[:n]
-
-    def read_head(self):
-        """Bytes up to and including the blank line. None on a clean close before any byte."""
-        while True:
-            i = self.buf.find(b"\r\n\r\n")
-            if i >= 0:
-                head = bytes(self.buf[: i + 4])
-                del self.buf[: i + 4]
-                return head
-            if len(self.buf) > MAX_HEAD:
-                raise BadRequest("head too large")
-            try:
-                self._fill()
-            except PeerClosed:
-                if not self.buf:
-                    return None
-                raise
-
-    def readline(self, limit=64 * 1024):
-        while True:
-            i = self.buf.find(b"\r\n")
-            if i >= 0:
-                line = bytes(self.buf[:i])
-                del self.buf[: i + 2]
-                return line
-            if len(self.buf) > limit:
-                raise BadRequest("line too long")
-            self._fill()
-
-    def read_into_hash(self, n, hasher):
-        """Consume exactly n bytes, feeding them to hasher."""
-        if self.buf:
-            take = min(n, len(self.buf))
-            hasher.update(self.buf[:take])
-            del self.buf[:take]
-            n -= take
-        view = memoryview(self.scratch)
-        while n > 0:
-            got = self.sock.recv_into(view, min(n, len(self.scratch)))
-            if got == 0:
-                raise PeerClosed()
-            hasher.update(view[:got])
-            n -= got
-
-    def has_buffered(self):
-        return bool(self.buf)
-
-
-class Request:
-    def __init__(self, head):
-        self.raw_head = head
-        lines = head[:-4].split(b"\r\n")
-        try:
-            method, target, version = lines[0].decode("latin-1").split(" ")
-        except ValueError:
-            raise BadRequest("bad request line %r" % lines[0])
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = []
-        for line in lines[1:]:
-            name, sep, value = line.decode("latin-1").partition(":")
-            if not sep:
-                raise BadRequest("bad header line %r" % line)
-            self.headers.append((name, value.strip(" \t")))
-        parsed = urllib.parse.urlsplit(target)
-        self.path = parsed.path
-        self.query = urllib.parse.parse_qs(parsed.query)
-
-    def header(self, name):
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return None
-
-    def header_all(self, name):
-        name = name.lower()
-        return [v for k, v in self.headers if k.lower() == name]
-
-    def q(self, key, default=None):
-        v = self.query.get(key)
-        return v[0] if v else default
-
-    def keep_alive(self):
-        tokens = [t.strip().lower() for v in self.header_all("connection") for t in v.split(",")]
-        if "close" in tokens:
-            return False
-        if self.version == "HTTP/1.0":
-            return "keep-alive" in tokens
-        return True
-
-
-def read_body(reader, sock, req, hasher):
-    """Reads the request body (chunked or Content-Length) into hasher; returns its length."""
-    te = ",".join(req.header_all("transfer-encoding")).strip().lower()
-    cls = req.header_all("content-length")
-    chunked = bool(te)
-    if te and te != "chunked":
-        raise BadRequest("unsupported transfer-encoding %r" % te)
-    length = None
-    if not chunked and cls:
-        if len(set(v.strip() for v in cls)) != 1 or not cls[0].strip().isdigit():
-            raise BadRequest("bad content-length %r" % cls)
-        length = int(cls[0])
-    has_body = chunked or (length or 0) > 0
-    expect = (req.header("expect") or "").lower()
-    if has_body and expect == "100-continue":
-        sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-    if chunked:
-        total = 0
-        while True:
-            line = reader.readline()
-            size_text = line.split(b";", 1)[0].strip(b" \t")
-            if not size_text or any(c not in b"0123456789abcdefABCDEF" for c in size_text):
-                raise BadRequest("bad chunk size %r" % line)
-            size = int(size_text, 16)
-            if size == 0:
-                while reader.readline() != b"":  # trailers
-                    pass
-                return total
-            reader.read_into_hash(size, hasher)
-            total += size
-            if reader.readline() != b"":
-                raise BadRequest("chunk not followed by CRLF")
-    if length:
-        reader.read_into_hash(length, hasher)
-        return length
-    return 0
 
 
 def head_bytes(status, reason, headers):
@@ -308,7 +161,7 @@ def send_download(sock, req, n, chunked, close_delimited, gap=0.0):
         sock.sendall(b"0\r\n\r\n")
 
 
-def handle(sock, reader, req, conn_id, index, port, peer):
+def handle(sock, req, conn_id, index, port, peer):
     """Answers one request whose body was already read. Returns False to close the connection."""
     keep = req.keep_alive()
     path = req.path
@@ -378,91 +231,81 @@ ENDPOINTS = {"/upload", "/download", "/slow", "/status", "/info100", "/close-aft
 
 def serve_connection(sock, port, peer, opts):
     conn_id = STATS.new_connection()
-    reader = Reader(sock)
+    stream = http1.Stream(sock)
     index = 0
-    try:
-        while True:
-            if opts.idle_close and not reader.has_buffered():
-                sock.settimeout(opts.idle_close)
-                try:
-                    reader._fill()
-                except (socket.timeout, TimeoutError):
-                    return
-                except PeerClosed:
-                    return
-            sock.settimeout(None)
-            try:
-                head = reader.read_head()
-            except PeerClosed:
-                return
-            if head is None:
-                return
-            index += 1
-            try:
-                req = Request(head)
-            except BadRequest as e:
-                with STATS.lock:
-                    STATS.malformed += 1
-                send_simple(sock, _Dummy(), 400, (str(e) + "\n").encode(), ctype="text/plain",
-                            close=True)
-                return
-            counted = req.path != "/count"
-            if counted:
-                with STATS.lock:
-                    if conn_id not in STATS.used:
-                        STATS.used.add(conn_id)
-                    STATS.heads[req.method] += 1
-                    STATS.paths.append(req.target)
-            if req.path == "/upload":
-                delay = float(req.q("delay", "0"))
-                if delay:
-                    time.sleep(delay)
-            hasher = hashlib.sha256()
-            try:
-                req.body_length = read_body(reader, sock, req, hasher)
-            except BadRequest as e:
-                with STATS.lock:
-                    STATS.malformed += 1
-                send_simple(sock, req, 400, (str(e) + "\n").encode(), ctype="text/plain",
-                            close=True)
-                return
-            req.body_sha256 = hasher.hexdigest()
-            if counted:
-                with STATS.lock:
-                    STATS.complete[req.method] += 1
-            if opts.drop_reused and index > 1 and counted:
-                with STATS.lock:
-                    STATS.dropped += 1
-                return
-            if req.path == "/count":
-                send_json(sock, req, STATS.snapshot(), close=not req.keep_alive())
-                if not req.keep_alive():
-                    return
-                continue
-            if not handle(sock, reader, req, conn_id, index, port, peer):
-                return
-    except (PeerClosed, ConnectionError, BrokenPipeError, OSError):
-        return
-    finally:
-        try:
-            sock.close()
-        except OSError:
-            pass
-
-
-class _Dummy:
-    method = "GET"
-
-
-def accept_loop(lsock, port, opts):
     while True:
+        if opts.idle_close and not stream.buf:
+            try:
+                if stream.fill(time.monotonic() + opts.idle_close) == 0:
+                    return
+            except TimeoutError:
+                return
         try:
-            sock, peer = lsock.accept()
-        except OSError:
+            head = stream.read_head_bytes(None)
+        except http1.Incomplete:
             return
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        t = threading.Thread(target=serve_connection, args=(sock, port, peer, opts), daemon=True)
-        t.start()
+        if head is None:
+            return
+        index += 1
+        try:
+            req = http1.parse_request_head(head)
+        except http1.ProtocolError as e:
+            return bad_request(sock, "GET", e)
+        counted = req.path != "/count"
+        if counted:
+            with STATS.lock:
+                STATS.used.add(conn_id)
+                STATS.heads[req.method] += 1
+                STATS.paths.append(req.target)
+        if req.path == "/upload":
+            delay = float(req.q("delay", "0"))
+            if delay:
+                time.sleep(delay)
+        hasher = hashlib.sha256()
+        try:
+            framing, length = http1.request_framing(req)
+            if (framing == "chunked" or length) and \
+                    (req.header("expect") or "").lower() == "100-continue":
+                sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            req.body_length, _ = http1.read_body(stream, framing, length, None, hasher.update)
+        except http1.ProtocolError as e:
+            return bad_request(sock, req.method, e)
+        req.body_sha256 = hasher.hexdigest()
+        if counted:
+            with STATS.lock:
+                STATS.complete[req.method] += 1
+        if opts.drop_reused and index > 1 and counted:
+            with STATS.lock:
+                STATS.dropped += 1
+            return
+        if req.path == "/count":
+            send_json(sock, req, STATS.snapshot(), close=not req.keep_alive())
+            if not req.keep_alive():
+                return
+            continue
+        if not handle(sock, req, conn_id, index, port, peer):
+            return
+
+
+def bad_request(sock, method, error):
+    with STATS.lock:
+        STATS.malformed += 1
+    req = http1.Request(method, "/", "HTTP/1.1", [], b"")
+    send_simple(sock, req, 400, (str(error) + "\n").encode(), ctype="text/plain", close=True)
+
+
+class Backend(ThreadedServer):
+    def __init__(self, port, opts):
+        self.opts = opts
+        super().__init__(port=port, backlog=256, lifetime=None)
+
+    def handle(self, sock, peer):
+        serve_connection(sock, self.port, peer, self.opts)
+
+    def on_error(self, e):
+        # A peer that went away (reset, broken pipe, closed mid-message) is no news.
+        if not isinstance(e, (OSError, http1.Incomplete)):
+            traceback.print_exception(e)
 
 
 def main():
@@ -471,20 +314,8 @@ def main():
     ap.add_argument("--idle-close", type=float, default=0.0)
     ap.add_argument("--drop-reused", action="store_true")
     opts = ap.parse_args()
-    sockets = []
-    for p in opts.port:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", p))
-        s.listen(256)
-        sockets.append(s)
-    ports = [s.getsockname()[1] for s in sockets]
-    threads = []
-    for s, p in zip(sockets, ports):
-        t = threading.Thread(target=accept_loop, args=(s, p, opts), daemon=True)
-        t.start()
-        threads.append(t)
-    print("ready " + " ".join(str(p) for p in ports), flush=True)
+    servers = [Backend(p, opts) for p in opts.port]
+    print("ready " + " ".join(str(s.port) for s in servers), flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -3,25 +3,18 @@ traffic sent (workers = 2, so per-worker counters must be summed), /api/status f
 /api/reload answers, token auth for POST endpoints, 404/405."""
 
 import os
-import subprocess
 import time
 
 import harness
-from harness import RawConn, SluiceTestCase, free_port, sluice_bin, wait_until
-import reloadutil
-from reloadutil import addr, config, pool, route, start_config_sluice
+from harness import (Metrics, RawConn, SluiceTestCase, addr, config, free_port, pool, position,
+                     route, run_sluice, wait_until)
 import wsutil
-from wsutil import WsBackend, WsClient
+from wsutil import WsClient
 
 GOOD_ORIGIN = "https://good.example"
 
 
 class AdminCase(SluiceTestCase):
-    def start_ws_backend(self):
-        b = WsBackend(self.tmpdir, name="wsbackend%d" % len(self.backends))
-        self.backends.append(b)
-        return b
-
     def setup_proxy(self, admin=None, extra_files=None):
         """backend + ws backend behind sluice (workers = 2) with routes: "api" /api, an unnamed
         route /plain (label "1"), "st" /status, and "chat" /ws (WebSocket, origin filter)."""
@@ -37,7 +30,7 @@ class AdminCase(SluiceTestCase):
         self.text = config(self.admin_port, {"public": self.public},
                            [pool("app", [self.b.address]), pool("wspool", [self.w.address])],
                            routes, admin=admin, extra=extra)
-        self.s = start_config_sluice(self, self.text, self.admin_port, {"public": self.public})
+        self.s = self.start_config_sluice(self.text, self.admin_port, {"public": self.public})
         self.admin = self.s.admin
         # The harness's readiness probe connected once; let sluice count (and close) it first.
         self.admin.wait_metric(
@@ -71,7 +64,7 @@ class MetricsMatchTraffic(AdminCase):
         r = self.admin.get("/metrics")
         self.assertEqual(r.status, 200)
         self.assertTrue(r.header("Content-Type", "").startswith("text/plain"), r.headers)
-        m = reloadutil.Metrics(r.body.decode())
+        m = Metrics(r.body.decode())
         types = {
             "sluice_connections_open": "gauge",
             "sluice_connections_accepted": "counter",
@@ -257,8 +250,7 @@ class MetricsMatchTraffic(AdminCase):
 class Status(AdminCase):
     def test_status_fields(self):
         self.setup_proxy()
-        version = subprocess.run([sluice_bin(), "--version"], capture_output=True,
-                                 timeout=10).stdout.decode().split()[-1]
+        version = run_sluice(["--version"], timeout=10).stdout.decode().split()[-1]
         r = self.admin.get("/api/status")
         self.assertEqual(r.status, 200)
         self.assertIn("json", r.header("Content-Type", ""))
@@ -323,7 +315,7 @@ class Status(AdminCase):
         self.assertRegex(st["last_reload"]["time"],
                          r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
         bad = self.text.replace('pool = "app"', 'pool = "apps"', 1)
-        line, col = reloadutil.position(bad, '"apps"')
+        line, col = position(bad, '"apps"')
         self.s.write_config(bad)
         code, body = self.admin.reload()
         self.assertEqual(code, 400)

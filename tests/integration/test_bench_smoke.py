@@ -15,14 +15,11 @@ import sys
 import tempfile
 import unittest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE_DIR = os.environ.get("SLUICE_SOURCE_DIR") or os.path.abspath(os.path.join(HERE, "..", ".."))
-RUN_PY = os.path.join(SOURCE_DIR, "tests", "bench", "run.py")
-PYTHON = "/usr/bin/python3"
-TIMEOUT = 300
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import PYTHON, SANITIZER_RE, SOURCE_DIR, binary_has_asan, sluice_bin  # noqa: E402
 
-sys.path.insert(0, HERE)
-from harness import SANITIZER_RE, binary_has_asan, sluice_bin  # noqa: E402
+RUN_PY = os.path.join(SOURCE_DIR, "tests", "bench", "run.py")
+TIMEOUT = 300
 
 
 def installed(name):

@@ -5,11 +5,10 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import time
 import unittest
 
-from harness import LOCALHOST, SluiceTestCase, build_request, sluice_bin
+from harness import LOCALHOST, SluiceTestCase, build_request, run_sluice
 
 GOOD = """\
 [server]
@@ -36,11 +35,6 @@ backends = [ { address = "127.0.0.1:9001" } ]
 """
 
 
-def run(args, timeout=20):
-    return subprocess.run([sluice_bin()] + args, capture_output=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-
-
 class CommandLine(SluiceTestCase):
     def write(self, name, text):
         path = os.path.join(self.tmpdir, name)
@@ -59,13 +53,13 @@ class CommandLine(SluiceTestCase):
         return found, out
 
     def test_version(self):
-        p = run(["--version"])
+        p = run_sluice(["--version"])
         self.assertEqual(p.returncode, 0, p)
         self.assertRegex((p.stdout + p.stderr).decode(), r"\d+\.\d+\.\d+")
 
     def test_check_good_config(self):
         path = self.write("good.toml", GOOD)
-        p = run(["--check", path])
+        p = run_sluice(["--check", path])
         self.assertEqual(p.returncode, 0, (p.stdout + p.stderr).decode())
 
     def test_check_does_not_bind(self):
@@ -77,14 +71,14 @@ class CommandLine(SluiceTestCase):
             holder.listen(1)
             port = holder.getsockname()[1]
             path = self.write("busy.toml", GOOD.replace("127.0.0.1:8080", "127.0.0.1:%d" % port))
-            p = run(["--check", path])
+            p = run_sluice(["--check", path])
             self.assertEqual(p.returncode, 0, (p.stdout + p.stderr).decode())
         finally:
             holder.close()
 
     def test_check_unknown_key_with_suggestion(self):
         path = self.write("typo.toml", GOOD.replace("workers = 1", "workrs = 1"))
-        p = run(["--check", path])
+        p = run_sluice(["--check", path])
         self.assertEqual(p.returncode, 1, (p.stdout + p.stderr).decode())
         diags, out = self.diagnostics(p, path)
         self.assertTrue(diags, "no FILE:LINE:COLUMN: error: line in:\n" + out)
@@ -98,7 +92,7 @@ class CommandLine(SluiceTestCase):
         text = GOOD.replace("workers = 1", "workers = 1\nshutdown_timeout = \"soon\"")
         text = text.replace('header_timeout = "10s"', 'header_timout = "10s"')
         path = self.write("two.toml", text)
-        p = run(["--check", path])
+        p = run_sluice(["--check", path])
         self.assertEqual(p.returncode, 1)
         diags, out = self.diagnostics(p, path)
         lines = sorted(d[0] for d in diags)
@@ -108,7 +102,7 @@ class CommandLine(SluiceTestCase):
 
     def test_check_syntax_error(self):
         path = self.write("syntax.toml", GOOD.replace('name = "app"', 'name = "app'))
-        p = run(["--check", path])
+        p = run_sluice(["--check", path])
         self.assertEqual(p.returncode, 1)
         diags, out = self.diagnostics(p, path)
         self.assertTrue(diags, out)
@@ -116,20 +110,20 @@ class CommandLine(SluiceTestCase):
 
     def test_check_unknown_pool_reference(self):
         path = self.write("ref.toml", GOOD.replace('pool = "app"', 'pool = "ap"'))
-        p = run(["--check", path])
+        p = run_sluice(["--check", path])
         self.assertEqual(p.returncode, 1)
         diags, out = self.diagnostics(p, path)
         self.assertTrue(diags, out)
         self.assertEqual(diags[0][0], GOOD.splitlines().index('pool = "app"') + 1, out)
 
     def test_check_missing_file(self):
-        p = run(["--check", os.path.join(self.tmpdir, "nope.toml")])
+        p = run_sluice(["--check", os.path.join(self.tmpdir, "nope.toml")])
         self.assertEqual(p.returncode, 1)
         self.assertTrue((p.stdout + p.stderr).strip())
 
     def test_run_with_bad_config_exits_nonzero(self):
         path = self.write("typo.toml", GOOD.replace("workers = 1", "workrs = 1"))
-        p = run(["--config", path])
+        p = run_sluice(["--config", path])
         self.assertNotEqual(p.returncode, 0)
         self.assertIn(b"did you mean", p.stdout + p.stderr)
 

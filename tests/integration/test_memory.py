@@ -16,25 +16,12 @@ import sys
 import time
 import unittest
 
-from harness import SluiceTestCase, binary_has_asan, pattern_sha256, sluice_bin
+from harness import SluiceTestCase, binary_has_asan, pattern_sha256, rss_env, sluice_bin
 
 GIB = 1 << 30
 SIZE = int(os.environ.get("SLUICE_MEMORY_TEST_BYTES", GIB))
 LIMIT_MB = float(os.environ.get("SLUICE_RSS_LIMIT_MB", "64"))
 TIMEOUT = 180.0
-
-
-def sluice_env():
-    """Environment for sluice in these tests: under ASan, a quarantine of
-    SLUICE_ASAN_QUARANTINE_MB (default 0) unless ASAN_OPTIONS already sets one."""
-    if not binary_has_asan(sluice_bin()):
-        return None
-    opts = os.environ.get("ASAN_OPTIONS", "")
-    if "quarantine_size_mb" in opts:
-        return None
-    q = os.environ.get("SLUICE_ASAN_QUARANTINE_MB", "0")
-    extra = "quarantine_size_mb=%s:thread_local_quarantine_size_kb=0" % q
-    return {"ASAN_OPTIONS": (opts + ":" + extra) if opts else extra}
 
 
 def generator(total, piece=256 * 1024, hasher=None, deadline=None):
@@ -69,7 +56,7 @@ class Memory(SluiceTestCase):
             "pools": [{"name": "app", "backends": [{"address": b.address}],
                        "response_timeout": "120s"}],
             "routes": [{"pool": "app", "max_body_bytes": "4GiB"}],
-        }, env=sluice_env())
+        }, env=rss_env())
         self.backend, self.sluice = b, s
         self.before = s.rss()
         return b, s

@@ -18,13 +18,12 @@ import sys
 import time
 
 import harness
-from harness import Table, wait_until
-import reloadutil
-from reloadutil import pool, route, tcp_established
+from harness import HttpLoad, Table, pool, raise_nofile, route, tcp_established, wait_until
 import wsutil
-from poolutil import CloseWatcher, PoolCase, TimedLoad, get, pending, sticky_token, windows_over
+from wsutil import CloseWatcher
+from poolutil import PoolCase, get, pending, sticky_token, windows_over
 
-NOFILE = reloadutil.raise_nofile(4096)
+NOFILE = raise_nofile(4096)
 
 
 def note(msg):
@@ -190,7 +189,7 @@ class Sticky(PoolCase):
 
         # Killed (no active health checks: the connect fails, the request is retried on another
         # backend): the very first request succeeds and carries the cookie of where it went.
-        self.kill(bs[2])
+        bs[2].kill()
         got, reissued = send(token[2], "/echo/killed")
         self.assertNotEqual(got, 2)
         self.assertEqual(reissued, token[got],
@@ -339,7 +338,7 @@ class ConsistentHash(PoolCase):
 
 class Health(PoolCase):
     def test_active_checks_expect_status_and_tcp_and_503_with_reason(self):
-        b = self.status_server()
+        b = self.start_status_server()
         other = self.http_backend()
         dead = "127.0.0.1:%d" % harness.closed_port()
 
@@ -400,7 +399,7 @@ class Health(PoolCase):
         self.assertEqual(self.port_of(s, "/none/y"), other.port)
 
     def test_passive_ejection_after_consecutive_5xx_or_connect_failures_for_5s(self):
-        bad = self.status_server()  # answers /code/500 with 500
+        bad = self.start_status_server()  # answers /code/500 with 500
         good = self.http_backend()  # answers anything with 200
         dead = "127.0.0.1:%d" % harness.closed_port()
         s = self.start_pools([pool("fivexx", [bad.address, good.address], balance="round_robin"),
@@ -435,13 +434,13 @@ class Health(PoolCase):
                   health=Table(path="/echo/health", interval="200ms", timeout="500ms",
                                healthy_threshold=2, unhealthy_threshold=2))],
             [route("all", "app", "/")])
-        load = TimedLoad(s.port, threads=3, per_connection=5, max_seconds=40).start()
+        load = HttpLoad(s.port, threads=3, per_connection=5, pause=0.003, max_seconds=40).start()
         try:
             self.assertTrue(wait_until(
                 lambda: {r[2] for r in load.snapshot()} >= {b.port for b in bs}, 5.0),
                 "load did not reach all 3 backends")
             time.sleep(0.5)
-            self.kill(victim)
+            victim.kill()
             t_kill = time.monotonic()
             entry = self.wait_status(s, "app", victim.address, timeout=5.0, state="unhealthy")
             t_ejected = time.monotonic()

@@ -8,18 +8,16 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import time
 
 import harness
-from harness import LOCALHOST, RawConn, SluiceTestCase, can_connect, free_port, wait_until
-import reloadutil
-from reloadutil import addr, config, pool, position, route, start_config_sluice
-import wsutil
-from wsutil import WsBackend, WsClient
+from harness import (LOCALHOST, HttpLoad, RawConn, SluiceTestCase, addr, can_connect, config,
+                     free_port, pool, position, raise_nofile, route, rss_env, run_sluice,
+                     tcp_established, vm_rss_kib, wait_until, write_file)
+from wsutil import WsClient, WsFleet
 
-NOFILE = reloadutil.raise_nofile(8192)
+NOFILE = raise_nofile(8192)
 
 
 def note(msg):
@@ -28,21 +26,11 @@ def note(msg):
 
 
 class ReloadCase(SluiceTestCase):
-    def start_ws_backend(self, name=None):
-        b = WsBackend(self.tmpdir, name=name or "wsbackend%d" % len(self.backends))
-        self.backends.append(b)
-        return b
-
     def ws(self, port, path):
         c = WsClient(port, path=path)
         self.conns.append(c)
         self.assertEqual(c.status, 101, "handshake on %s answered %s %r" % (path, c.status, c.headers))
         return c
-
-    def assertEchoes(self, c, text, msg=None):
-        c.send_text(text)
-        op, payload = c.recv_message(timeout=5)
-        self.assertEqual((op, payload), (wsutil.TEXT, text.encode()), msg)
 
     def reload_ok(self, s, expect_generation=None):
         code, body = s.admin.reload()
@@ -114,21 +102,20 @@ class Soak(ReloadCase):
         w = self.start_ws_backend()
         admin_port, public = free_port(), free_port()
         cfg_a, cfg_b = self.configs(admin_port, public, b, w)
-        env = reloadutil.rss_env()
-        s = start_config_sluice(self, cfg_a, admin_port, {"public": public}, env=env)
+        env = rss_env()
+        s = self.start_config_sluice(cfg_a, admin_port, {"public": public}, env=env)
         path = s.config_path
         # Every invalid variant is rejected by --check at the position the test expects.
         for kind in range(5):
             text, prefix = self.invalid(cfg_a, kind, path + ".check")
             with open(path + ".check", "w") as f:
                 f.write(text)
-            p = subprocess.run([harness.sluice_bin(), "--check", path + ".check"],
-                               capture_output=True, timeout=30)
+            p = run_sluice(["--check", path + ".check"], timeout=30)
             self.assertEqual(p.returncode, 1)
             self.assertIn(prefix, p.stderr.decode() + p.stdout.decode(), "kind %d" % kind)
         os.unlink(path + ".check")
 
-        fleet = reloadutil.WsFleet(public, self.WEBSOCKETS, path="/ws/fleet")
+        fleet = WsFleet(public, self.WEBSOCKETS, path="/ws/fleet")
         self.addCleanup(fleet.close)
         t0 = time.monotonic()
         open_errors = fleet.open()
@@ -139,7 +126,7 @@ class Soak(ReloadCase):
         m0 = s.admin.metrics()
         self.assertEqual(m0.get("sluice_ws_connections_open", route="ws"), self.WEBSOCKETS)
 
-        load = reloadutil.HttpLoad(public, threads=4, per_connection=10, pause=0.002)
+        load = HttpLoad(public, threads=4, per_connection=10, pause=0.002)
         self.addCleanup(load.stop)
         load.start()
         fleet.start_chatter(pause=0.02)
@@ -182,9 +169,9 @@ class Soak(ReloadCase):
             # Paced, so that the reloads spread over seconds of traffic (~15 s in all).
             time.sleep(self.PAUSE)
             if valid == 20:
-                rss["after_20"] = reloadutil.vm_rss_kib(s.pid)
+                rss["after_20"] = vm_rss_kib(s.pid)
             if valid == 100:
-                rss["after_100"] = reloadutil.vm_rss_kib(s.pid)
+                rss["after_100"] = vm_rss_kib(s.pid)
             if i % 10 == 9:
                 text, prefix = self.invalid(cfg_b if use_b else cfg_a, invalid_kind % 5, path)
                 invalid_kind += 1
@@ -203,7 +190,7 @@ class Soak(ReloadCase):
                 self.assertEqual(st["config"]["last_reload"]["result"], "failure")
                 self.assertEqual(st["config"]["last_reload"]["errors"], errors)
                 invalid += 1
-        rss["after_200"] = reloadutil.vm_rss_kib(s.pid)
+        rss["after_200"] = vm_rss_kib(s.pid)
         elapsed = time.monotonic() - t_start
 
         fleet.stop_chatter()
@@ -249,7 +236,7 @@ class Listeners(ReloadCase):
                      [route("web", "app", "/")])
         two = config(admin_port, {"public": p1, "second": p2}, [pool("app", [b.address])],
                      [route("web", "app", "/"), route("web2", "app", "/", listener="second")])
-        s = start_config_sluice(self, one, admin_port, {"public": p1})
+        s = self.start_config_sluice(one, admin_port, {"public": p1})
         self.assertFalse(can_connect(p2), "port %d accepts before the listener exists" % p2)
 
         s.write_config(two)
@@ -299,7 +286,7 @@ class Listeners(ReloadCase):
                      [route("web", "app", "/")])
         two = config(admin_port, {"public": p1, "second": bport}, [pool("app", [b.address])],
                      [route("web", "app", "/"), route("web2", "app", "/", listener="second")])
-        s = start_config_sluice(self, one, admin_port, {"public": p1})
+        s = self.start_config_sluice(one, admin_port, {"public": p1})
         s.write_config(two)
         code, body = s.admin.reload()
         self.assertEqual((code, body.get("result"), body.get("generation")), (400, "failure", 1), body)
@@ -327,10 +314,10 @@ class Backends(ReloadCase):
         admin_port, public = free_port(), free_port()
         cfg = lambda addrs: config(admin_port, {"public": public}, [pool("app", addrs)],
                                    [route("web", "app", "/")])
-        s = start_config_sluice(self, cfg([a0]), admin_port, {"public": public})
+        s = self.start_config_sluice(cfg([a0]), admin_port, {"public": public})
         for _ in range(6):
             self.assertEqual(self.port_of(public), p0)
-        self.assertTrue(wait_until(lambda: reloadutil.tcp_established(p0) >= 1, 3.0),
+        self.assertTrue(wait_until(lambda: tcp_established(p0) >= 1, 3.0),
                         "no idle keep-alive connection to the backend (test premise)")
 
         s.write_config(cfg([a0, a1]))
@@ -346,9 +333,9 @@ class Backends(ReloadCase):
         self.assertTrue(self.wait_port(public, p1))
         seen = [self.port_of(public) for _ in range(12)]
         self.assertEqual(set(seen), {p1}, "the removed backend still gets requests")
-        self.assertTrue(wait_until(lambda: reloadutil.tcp_established(p0) == 0, 3.0),
+        self.assertTrue(wait_until(lambda: tcp_established(p0) == 0, 3.0),
                         "idle keep-alive connections to the removed backend stay open (%d)"
-                        % reloadutil.tcp_established(p0))
+                        % tcp_established(p0))
 
     def test_websockets_of_removed_backend_and_route_get_1012_others_stay(self):
         w1, w2, w3 = (self.start_ws_backend() for _ in range(3))
@@ -368,7 +355,7 @@ class Backends(ReloadCase):
                        [route("ws-a", "wsa", "/ws/a", websocket=True),
                         route("ws-b", "wsb", "/ws/b", websocket=True),
                         route("ws-c", "wsb", "/ws/c", websocket=True)])
-        s = start_config_sluice(self, before, admin_port, {"public": public})
+        s = self.start_config_sluice(before, admin_port, {"public": public})
         a, bb, c, d = (self.ws(public, "/ws/%s/1" % k) for k in "abcd")
         for k, conn in zip("abcd", (a, bb, c, d)):
             self.assertEchoes(conn, "hello " + k)
@@ -414,7 +401,7 @@ class Triggers(ReloadCase):
         admin_port, public = free_port(), free_port()
         cfg = lambda name, a: config(admin_port, {"public": public}, [pool(name, [a])],
                                      [route("web", name, "/")])
-        s = start_config_sluice(self, cfg("one", b.addresses[0]), admin_port, {"public": public})
+        s = self.start_config_sluice(cfg("one", b.addresses[0]), admin_port, {"public": public})
         keep = self.connect(s)
         r = keep.request("GET", "/echo/1")
         self.assertEqual((r.status, r.json()["port"]), (200, b.ports[0]))
@@ -431,7 +418,7 @@ class Triggers(ReloadCase):
         admin_port, public = free_port(), free_port()
         cfg = lambda a: config(admin_port, {"public": public}, [pool("app", [a])],
                                [route("web", "app", "/")])
-        s = start_config_sluice(self, cfg(b.addresses[0]), admin_port, {"public": public})
+        s = self.start_config_sluice(cfg(b.addresses[0]), admin_port, {"public": public})
         # Rewritten, then SIGHUP at once (before the watcher's 300 ms debounce).
         s.write_config(cfg(b.addresses[1]))
         s.signal(signal.SIGHUP)
@@ -455,7 +442,7 @@ class Triggers(ReloadCase):
         cfg = lambda a: config(admin_port, {"public": public}, [pool("app", [a])],
                                [route("web", "app", "/")])
         first = cfg(b.addresses[0])
-        s = start_config_sluice(self, first, admin_port, {"public": public})
+        s = self.start_config_sluice(first, admin_port, {"public": public})
         self.assertEqual(self.port_of(public), b.ports[0])
         # Rewritten in place (truncate + write).
         s.write_config(cfg(b.addresses[1]), atomic=False)
@@ -483,7 +470,7 @@ class Triggers(ReloadCase):
         admin_port, public = free_port(), free_port()
         good = config(admin_port, {"public": public}, [pool("app", [b.address])],
                       [route("web", "app", "/")])
-        s = start_config_sluice(self, good, admin_port, {"public": public})
+        s = self.start_config_sluice(good, admin_port, {"public": public})
         bad = good.replace('path_prefix = "/"', 'path_prefix = "/"\nmax_body_bytes = "lots"', 1)
         line, col = position(bad, '"lots"')
         s.write_config(bad)
@@ -515,16 +502,16 @@ class Triggers(ReloadCase):
         os.mkdir(confd)
         pools_path = os.path.join(confd, "pools.toml")
         pools_text = lambda a: harness.toml_table("[[pools]]", pool("app", [a]))
-        reloadutil.write_file(pools_path, pools_text(b.addresses[0]))
+        write_file(pools_path, pools_text(b.addresses[0]))
         main = config(admin_port, {"public": public}, [], [route("web", "app", "/")],
                       head='include = ["conf.d/*.toml"]')
-        s = start_config_sluice(self, main, admin_port, {"public": public})
+        s = self.start_config_sluice(main, admin_port, {"public": public})
         self.assertEqual(self.port_of(public), b.ports[0])
         st = s.admin.status()
         self.assertIn(pools_path, st["config"]["files"])
         self.assertIn(s.config_path, st["config"]["files"])
 
-        reloadutil.write_file(pools_path, pools_text(b.addresses[1]))
+        write_file(pools_path, pools_text(b.addresses[1]))
         st = s.admin.wait_generation(2, timeout=5)
         self.assertEqual(st["config"]["generation"], 2, "included file change did not reload")
         self.assertTrue(self.wait_port(public, b.ports[1]))
@@ -532,7 +519,7 @@ class Triggers(ReloadCase):
         # An invalid included file: rejected with the included file's name and position.
         bad = pools_text(b.addresses[1]).replace('drain_timeout = "1s"', 'drain_timout = "1s"')
         line, col = position(bad, "drain_timout")
-        reloadutil.write_file(pools_path, bad)
+        write_file(pools_path, bad)
         m = s.admin.wait_metric(
             lambda m: m.get("sluice_config_reloads_total", result="failure") >= 1, timeout=5)
         self.assertEqual(m.get("sluice_config_reloads_total", result="failure"), 1)
@@ -542,7 +529,7 @@ class Triggers(ReloadCase):
             "%s:%d:%d: error: " % (pools_path, line, col)), lr["errors"])
         self.assertEqual(s.admin.generation(), 2)
         self.assertEqual(self.port_of(public), b.ports[1])
-        reloadutil.write_file(pools_path, pools_text(b.addresses[1]))
+        write_file(pools_path, pools_text(b.addresses[1]))
         st = s.admin.wait_generation(3, timeout=5)
         self.assertEqual(st["config"]["generation"], 3, "fixed included file did not reload")
 
@@ -551,15 +538,15 @@ class Triggers(ReloadCase):
         admin_port, public = free_port(), free_port()
         confd = os.path.join(self.tmpdir, "conf.d")
         os.mkdir(confd)
-        reloadutil.write_file(os.path.join(confd, "pools.toml"),
+        write_file(os.path.join(confd, "pools.toml"),
                               harness.toml_table("[[pools]]", pool("app", [b.addresses[1]])))
         main = config(admin_port, {"public": public}, [], [route("web", "app", "/")],
                       head='include = ["conf.d/*.toml"]')
-        s = start_config_sluice(self, main, admin_port, {"public": public})
+        s = self.start_config_sluice(main, admin_port, {"public": public})
         self.assertEqual(self.port_of(public, "/extra/x"), b.ports[1])
         extra = harness.toml_table("[[pools]]", pool("other", [b.addresses[0]])) + "\n" + \
             harness.toml_table("[[routes]]", route("extra", "other", "/extra"))
-        reloadutil.write_file(os.path.join(confd, "extra.toml"), extra)
+        write_file(os.path.join(confd, "extra.toml"), extra)
         st = s.admin.wait_generation(2, timeout=5)
         self.assertEqual(st["config"]["generation"], 2,
                          "a new file matching the include pattern did not reload")

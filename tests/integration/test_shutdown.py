@@ -8,23 +8,22 @@ import sys
 import time
 
 import harness
-from harness import RawConn, SluiceTestCase, build_request, can_connect, free_port, wait_until
-from reloadutil import config, pool, route, start_config_sluice
+from harness import (RawConn, SluiceTestCase, build_request, can_connect, config, free_port, pool,
+                     route, wait_until)
 import wsutil
-from wsutil import WsBackend, WsClient
+from wsutil import WsClient
 
 
 class ShutdownCase(SluiceTestCase):
     def setup_proxy(self, shutdown_timeout):
         self.b = self.start_backend()
-        self.w = WsBackend(self.tmpdir, name="wsbackend")
-        self.backends.append(self.w)
+        self.w = self.start_ws_backend(name="wsbackend")
         self.admin_port, self.public = free_port(), free_port()
         text = config(self.admin_port, {"public": self.public},
                       [pool("app", [self.b.address]), pool("wspool", [self.w.address])],
                       [route("chat", "wspool", "/ws", websocket=True), route("web", "app", "/")],
                       server={"shutdown_timeout": shutdown_timeout})
-        self.s = start_config_sluice(self, text, self.admin_port, {"public": self.public})
+        self.s = self.start_config_sluice(text, self.admin_port, {"public": self.public})
         self.admin = self.s.admin
         return self.s
 
@@ -33,10 +32,6 @@ class ShutdownCase(SluiceTestCase):
         self.conns.append(c)
         self.assertEqual(c.status, 101, c.headers)
         return c
-
-    def assertEchoes(self, c, text, msg=None):
-        c.send_text(text)
-        self.assertEqual(c.recv_message(timeout=5), (wsutil.TEXT, text.encode()), msg)
 
     def healthz_status(self):
         try:

@@ -29,25 +29,23 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import struct
 import subprocess
 import sys
-import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-from harness import LOCALHOST, RawConn, SluiceTestCase, Table, free_port, run_curl, wait_until  # noqa: E402
-import reloadutil  # noqa: E402
-from reloadutil import Admin, start_config_sluice  # noqa: E402
+from harness import (LOCALHOST, Admin, HttpLoad, PageServer, RawConn, SluiceTestCase,  # noqa: E402
+                     Table, build_request, config, free_port, pool, route, run_curl, run_sluice,
+                     wait_until, ws_route)
+import http1  # noqa: E402
 import tlsutil  # noqa: E402
 from tlsutil import TlsBackend, TlsConn, client_context, s_client, server_context  # noqa: E402
-from wsutil import WsBackend, ws_route  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 PKI = None  # the module's certificates (see setUpModule)
@@ -129,9 +127,8 @@ class CurlResult:
         # -D - puts the response head(s) first; skip interim 1xx heads.
         while out.startswith(b"HTTP/"):
             head, _, out = out.partition(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            self.status = int(lines[0].split()[1])
-            self.headers = [tuple(x.strip() for x in l.split(":", 1)) for l in lines[1:] if ":" in l]
+            r = http1.parse_response_head(head)
+            self.status, self.headers = r.status, r.headers
             if self.status >= 200:
                 break
         self.body = out
@@ -248,12 +245,8 @@ class TlsCase(SluiceTestCase):
                          "sluice_tls_handshakes_total %s" % msg)
 
 
-def request_bytes(path, host="a.test", headers=(), close=True):
-    lines = ["GET %s HTTP/1.1" % path, "Host: %s" % host]
-    lines += ["%s: %s" % kv for kv in headers]
-    if close:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+def request_bytes(path, host="a.test", headers=()):
+    return build_request("GET", path, list(headers) + [("Connection", "close")], host=host)
 
 
 def http_body(sc_out):
@@ -475,8 +468,7 @@ class Termination(TlsCase):
 
     def test_hsts_on_proxied_responses_and_upgrades(self):
         hsts = "max-age=600; includeSubDomains"
-        wsb = WsBackend(self.tmpdir, name="wsbackend")
-        self.backends.append(wsb)
+        wsb = self.start_ws_backend(name="wsbackend")
         b, s, admin = self.start_tls_proxy(
             tls=tls_table(hsts=hsts), plain=True,
             routes=[{"pool": "app"}, ws_route(path_prefix="/ws", pool="ws")],
@@ -610,47 +602,6 @@ class ClientCertificates(TlsCase):
 # Bad input on a TLS port
 
 
-class KeepAliveClient:
-    """A TLS keep-alive client in a thread: GET requests one after the other (pause between
-    them) until stop(); every failure is recorded."""
-
-    def __init__(self, port, pause=0.02, max_seconds=60.0):
-        self.port = port
-        self.pause = pause
-        self.max_seconds = max_seconds
-        self.ok = 0
-        self.failures = []
-        self.stopping = threading.Event()
-        self.conn = TlsConn(port, client_context(ca=PKI.ca), server_hostname="a.test", timeout=10)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self):
-        self.thread.start()
-        return self
-
-    def _run(self):
-        deadline = time.monotonic() + self.max_seconds
-        n = 0
-        while not self.stopping.is_set() and time.monotonic() < deadline and n < 100000:
-            target = "/echo/keepalive?n=%d" % n
-            n += 1
-            try:
-                r = self.conn.request("GET", target, host="a.test", timeout=10)
-                if r.status != 200 or r.json()["target"] != target:
-                    self.failures.append((target, repr(r)))
-                else:
-                    self.ok += 1
-            except Exception as e:
-                self.failures.append((target, repr(e)))
-                return
-            time.sleep(self.pause)
-
-    def stop(self):
-        self.stopping.set()
-        self.thread.join(timeout=15)
-        self.conn.close()
-
-
 def reset_mid_handshake(port, data):
     """Connects, sends data, and resets the connection (SO_LINGER 0)."""
     sock = socket.create_connection((LOCALHOST, port), timeout=5)
@@ -672,7 +623,10 @@ class BadInput(TlsCase):
 
     def test_bad_input_closed_cleanly_others_unaffected(self):
         b, s, admin = self.start_tls_proxy(tls=tls_table(handshake_timeout="1s"))
-        ka = KeepAliveClient(s.port).start()
+        # A TLS keep-alive client, one request after the other, on one connection.
+        ka = HttpLoad(s.port, path="/echo/keepalive", threads=1, pause=0.02, max_seconds=60,
+                      host="a.test", keep_connection=True,
+                      connect=lambda: TlsConn(s.port, client_context(ca=PKI.ca), timeout=10)).start()
         self.addCleanup(ka.stop)
         hello = tlsutil.client_hello("a.test")
         self.assertGreater(len(hello), 100)
@@ -811,8 +765,7 @@ class CertificateErrors(TlsCase):
         if pool_tls is not None:
             pool["tls"] = pool_tls
         route = {"listener": "public", "host": "*", "path_prefix": "/", "pool": "app"}
-        text = harness.render_config({"workers": 1, "access_log": "off"},
-                                     {"listen": "127.0.0.1:%d" % admin}, [listener], [route], [pool])
+        text = config(admin, [listener], [pool], [route], server={"workers": 1})
         if listener_tls_text is not None:
             text = text.replace("[[pools]]", listener_tls_text + "\n[[pools]]", 1)
         path = os.path.join(self.tmpdir, name + ".toml")
@@ -821,8 +774,7 @@ class CertificateErrors(TlsCase):
         return path, text
 
     def check(self, path):
-        p = subprocess.run([harness.sluice_bin(), "--check", path], capture_output=True,
-                           timeout=60)
+        p = run_sluice(["--check", path], timeout=60)
         return p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace")
 
     def assertCertError(self, path, text, out, named, lines, why=None):
@@ -893,8 +845,7 @@ class CertificateErrors(TlsCase):
         path, text = self.write_config("start-expired", tls=Table(cert=PKI.expired[0],
                                                                   key=PKI.expired[1]))
         try:
-            p = subprocess.run([harness.sluice_bin(), "--config", path], capture_output=True,
-                               timeout=20, stdin=subprocess.DEVNULL)
+            p = run_sluice(["--config", path], timeout=20)
         except subprocess.TimeoutExpired:
             self.fail("sluice started (and ran) with an expired certificate")
         out = (p.stdout + p.stderr).decode("utf-8", "replace")
@@ -920,11 +871,11 @@ class CertificateErrors(TlsCase):
         install(PKI.a)
         b = self.start_backend()
         admin_port, port = free_port(), free_port()
-        text = reloadutil.config(
+        text = config(
             admin_port, [{"name": "public", "listen": "127.0.0.1:%d" % port,
                           "tls": Table(cert=crt, key=key)}],
-            [reloadutil.pool("app", [b.address])], [reloadutil.route("r", "app")])
-        s = start_config_sluice(self, text, admin_port, {"public": port})
+            [pool("app", [b.address])], [route("r", "app")])
+        s = self.start_config_sluice(text, admin_port, {"public": port})
         old = self.tls_conn(s)
         self.assertEqual(old.peer_der(), PKI.pki.der(PKI.a[0]))
         self.assertEqual(old.request("GET", "/echo/1", host="a.test").status, 200)
@@ -1017,8 +968,7 @@ class Redirect(TlsCase):
 
 class WebSocketsOverTls(TlsCase):
     def start_wss(self, extra_routes=(), extra_pools=()):
-        wsb = WsBackend(self.tmpdir, name="wsbackend")
-        self.backends.append(wsb)
+        wsb = self.start_ws_backend(name="wsbackend")
         spec = {"listeners": [{"name": "public", "tls": tls_table()}],
                 "pools": [{"name": "app", "backends": [{"address": wsb.address}]}] + list(extra_pools),
                 "routes": list(extra_routes) + [ws_route()]}
@@ -1066,7 +1016,7 @@ class WebSocketsOverTls(TlsCase):
 
     @unittest.skipUnless(os.path.isfile(CHROMIUM), "chromium is not installed")
     def test_chromium_https_page_and_wss(self):
-        page = tlsutil.PageServer(CHROMIUM_PAGE)
+        page = PageServer(CHROMIUM_PAGE)
         self.backends.append(page)
         wsb, s = self.start_wss(extra_routes=[{"pool": "page", "path_prefix": "/tlspage"}],
                                 extra_pools=[{"name": "page", "backends": [{"address": page.address}]}])
@@ -1085,44 +1035,6 @@ class WebSocketsOverTls(TlsCase):
         self.assertEqual([(m["type"], m["len"]) for m in wsb.messages(cid)],
                          [("text", len("hello over wss \u2713".encode())), ("binary", 200 * 1024)])
         self.assertEqual(page.requests[0].split("\r\n")[0], "GET /tlspage HTTP/1.1")
-
-    def run_chromium(self, url, wsb, flags, timeout=45.0):
-        profile = os.path.join(self.tmpdir, "chromium-profile")
-        os.makedirs(profile, exist_ok=True)
-        log_path = os.path.join(self.tmpdir, "chromium.log")
-        out = open(log_path, "wb")
-        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        env["HOME"] = self.tmpdir
-        cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-               "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--disable-extensions",
-               "--no-proxy-server", "--user-data-dir=" + profile] + flags + [url]
-        proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
-        try:
-            report = wait_until(
-                lambda: [e["text"] for e in wsb.events() if e["ev"] == "report"]
-                or proc.poll() is not None, timeout, interval=0.1)
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            out.close()
-        if isinstance(report, list):
-            return report[0]
-        with open(log_path, "rb") as f:
-            log = f.read().decode("utf-8", "replace")
-        self.fail("no report from the page within %.0fs (chromium exit %s); events: %r\n"
-                  "chromium log tail:\n%s" % (timeout, proc.returncode, wsb.events()[-10:],
-                                              log[-3000:]))
 
 
 CHROMIUM_PAGE = r"""<!DOCTYPE html>

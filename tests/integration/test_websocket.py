@@ -20,8 +20,9 @@ import websockets  # noqa: E402
 import websockets.exceptions  # noqa: E402
 
 import harness  # noqa: E402
+from harness import SluiceTestCase, ws_route  # noqa: E402
 from wsutil import (BINARY, CLOSE, CONT, PING, PONG, TEXT, PeerClosed,  # noqa: E402
-                    WsTestCase, accept_key, header, new_key, raw_upgrade, serve_frames, ws_route)
+                    accept_key, header, new_key, raw_upgrade, serve_frames)
 
 
 def run(coro, timeout=60):
@@ -63,7 +64,7 @@ allow_missing = false
 """
 
 
-class Handshake(WsTestCase):
+class Handshake(SluiceTestCase):
     def test_upgrade_on_route_without_websocket_is_403(self):
         b, s = self.start_ws_proxy(routes=[{"pool": "app", "path_prefix": "/plain"}, ws_route("/")])
         c = self.ws_client(s, "/plain/ws")
@@ -197,7 +198,7 @@ class Handshake(WsTestCase):
         self.assertEqual(c.recv_message(), (TEXT, b"hi"))
 
 
-class Messages(WsTestCase):
+class Messages(SluiceTestCase):
     def test_text_and_binary_are_relayed_intact(self):
         b, s = self.start_ws_proxy()
         msgs = ["hello", "h\u00e9llo \u2713 \U0001F680 \u4e2d\u6587", "", "x" * 126, "y" * 65536,
@@ -377,7 +378,7 @@ class Messages(WsTestCase):
         self.assertTrue(c.answer_close_and_wait_eof(f), "sluice keeps the client connection open after 1014")
 
 
-class Heartbeats(WsTestCase):
+class Heartbeats(SluiceTestCase):
     def test_unanswered_pings_close_the_connection(self):
         b, s = self.start_ws_proxy(ping_interval="1s", pong_timeout="1s")
         c = self.ws_client(s, "/silent")
@@ -497,7 +498,7 @@ class Heartbeats(WsTestCase):
             self.assertEqual(c.recv_message(), (TEXT, b"tick %d" % i))
 
 
-class AccessLog(WsTestCase):
+class AccessLog(SluiceTestCase):
     def wait_ws_line(self, s, path, timeout=5.0):
         def find():
             for line in s.access_log_lines():

@@ -11,8 +11,6 @@ origin, so the browser's real Origin header is checked too. Chromium runs until 
 """
 
 import os
-import signal
-import subprocess
 import sys
 import time
 import unittest
@@ -20,7 +18,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-from wsutil import WsTestCase, ws_route  # noqa: E402
+from harness import SluiceTestCase, ws_route  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -28,48 +26,7 @@ CHROMIUM = "/usr/bin/chromium"
 @unittest.skipUnless(os.path.isfile(CHROMIUM),
                      "chromium is not installed (apt-get install chromium; packaging/setup.sh "
                      "installs it in test mode)")
-class Browser(WsTestCase):
-    def run_chromium(self, url, timeout=45.0):
-        """Loads url in headless Chromium until the backend records the page's report; returns
-        the report text (None on timeout)."""
-        profile = os.path.join(self.tmpdir, "chromium-profile")
-        os.makedirs(profile, exist_ok=True)
-        out = open(os.path.join(self.tmpdir, "chromium.log"), "wb")
-        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        env["HOME"] = self.tmpdir
-        cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-               "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--disable-extensions",
-               "--no-proxy-server", "--user-data-dir=" + profile, url]
-        proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
-        try:
-            report = harness.wait_until(
-                lambda: [e["text"] for e in self.b.events() if e["ev"] == "report"]
-                or proc.poll() is not None, timeout, interval=0.1)
-        finally:
-            # SIGTERM to the browser process (it shuts down and reaps its own helpers), then
-            # SIGKILL to whatever is left of the process group it leads.
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            out.close()
-        if isinstance(report, list):
-            return report[0]
-        with open(os.path.join(self.tmpdir, "chromium.log"), "rb") as f:
-            log = f.read().decode("utf-8", "replace")
-        self.fail("no report from the page within %.0fs (chromium exit %s); events: %r\n"
-                  "chromium log tail:\n%s" % (timeout, proc.returncode, self.b.events()[-10:],
-                                              log[-3000:]))
-
+class Browser(SluiceTestCase):
     def start_for_page(self, **ws):
         """ws_backend behind sluice on a port chosen first, so that the origin filter can allow
         exactly the page's own origin."""
@@ -83,7 +40,7 @@ class Browser(WsTestCase):
     def test_chromium_websocket_through_sluice(self):
         s, origin = self.start_for_page()
         t0 = time.monotonic()
-        report = self.run_chromium("http://127.0.0.1:%d/page" % s.port)
+        report = self.run_chromium("http://127.0.0.1:%d/page" % s.port, self.b)
         sys.stderr.write("[chromium: %.1fs] " % (time.monotonic() - t0))
         # open:<protocol>:<extensions> -- "chat" chosen by the backend; Chromium offers
         # permessage-deflate, which sluice does not negotiate.
@@ -107,7 +64,7 @@ class Browser(WsTestCase):
         # The page sends 100 KiB with max_message_bytes = 64 KiB; the browser must see the close
         # code (1009), not an abnormal closure (1006).
         s, _ = self.start_for_page(max_message_bytes="64KiB")
-        report = self.run_chromium("http://127.0.0.1:%d/page?big" % s.port)
+        report = self.run_chromium("http://127.0.0.1:%d/page?big" % s.port, self.b)
         cid = self.b.conn_id("/ws/browser-big")
         self.assertEqual(self.b.messages(cid), [], "the oversized message reached the backend")
         ev = self.b.wait_close(cid)
@@ -120,7 +77,7 @@ class Browser(WsTestCase):
         # which the page sees as a failed connection (close 1006).
         extra = '[[filters]]\nname = "origin"\ntype = "origin"\nallow = ["http://other.example"]\n'
         self.b, s = self.start_ws_proxy(routes=[ws_route(filters=["origin"])], extra=extra)
-        report = self.run_chromium("http://127.0.0.1:%d/page" % s.port)
+        report = self.run_chromium("http://127.0.0.1:%d/page" % s.port, self.b)
         self.assertTrue(report.startswith("FAIL:phase1:"), report)
         self.assertTrue(report.endswith("close:1006::false"), report)
         self.assertEqual([e for e in self.b.events() if e["ev"] == "open"], [])

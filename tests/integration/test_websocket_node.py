@@ -12,13 +12,12 @@ setup script does it in test mode). Run:
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-from wsutil import WsTestCase, ws_route  # noqa: E402
+from harness import SluiceTestCase, run_tool, ws_route  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLIENT = os.path.join(HERE, "ws_client.js")
@@ -32,7 +31,7 @@ allow = ["http://good.example"]
 """
 
 
-class NodeClient(WsTestCase):
+class NodeClient(SluiceTestCase):
     def setUp(self):
         super().setUp()
         if not os.path.isfile(NODE):
@@ -41,8 +40,7 @@ class NodeClient(WsTestCase):
             self.fail("tests/integration/node_modules/ws is missing: run `npm install` in %s" % HERE)
 
     def node(self, url, *args, timeout=30):
-        p = subprocess.run([NODE, CLIENT, url] + list(args), capture_output=True, timeout=timeout,
-                           cwd=HERE)
+        p = run_tool([NODE, CLIENT, url] + list(args), timeout=timeout, cwd=HERE)
         out = p.stdout.decode("utf-8", "replace").strip().splitlines()
         self.assertTrue(out, "ws_client.js printed nothing (exit %s): %s"
                         % (p.returncode, p.stderr.decode("utf-8", "replace")[-2000:]))

@@ -17,8 +17,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
-from wsutil import (BINARY, CLOSE, CONT, PING, PONG, TEXT, WsTestCase,  # noqa: E402
-                    build_frame, close_payload, serve_frames, ws_route)
+from harness import SluiceTestCase, ws_route  # noqa: E402
+from wsutil import (BINARY, CLOSE, CONT, PING, PONG, TEXT,  # noqa: E402
+                    build_frame, close_payload, serve_frames)
 
 
 def f(opcode, payload=b"", **kw):
@@ -77,7 +78,7 @@ CLIENT_VIOLATIONS = [
 MAX = 4096
 
 
-class ClientViolations(WsTestCase):
+class ClientViolations(SluiceTestCase):
     def setUp(self):
         super().setUp()
         self.b, self.s = self.start_ws_proxy(max_message_bytes=MAX)
@@ -231,7 +232,7 @@ class ClientViolations(WsTestCase):
         self.assertEqual(ev["code"], 1005, "an empty close reaches the backend as an empty close")
 
 
-class Utf8ValidationOff(WsTestCase):
+class Utf8ValidationOff(SluiceTestCase):
     def test_invalid_utf8_passes_when_validation_is_off(self):
         # Control for the 1007 cases: with validate_utf8 = false sluice does not judge text
         # (the python backend then closes with 1007 itself; sluice relays that close).
@@ -258,7 +259,7 @@ allow_types = ["text"]
 """
 
 
-class MessageLimitsFilter(WsTestCase):
+class MessageLimitsFilter(SluiceTestCase):
     def test_message_limits_filter(self):
         b, s = self.start_ws_proxy(routes=[ws_route("/limited", filters=["limits"]), ws_route("/")],
                                    extra=LIMITS_FILTER)
@@ -295,7 +296,7 @@ def recording(conn, record):
     serve_frames(conn, record, lifetime=8, echo=False)
 
 
-class FramesInOneRead(WsTestCase):
+class FramesInOneRead(SluiceTestCase):
     def setUp(self):
         super().setUp()
         self.fb = self.start_fake_backend(recording)
@@ -351,7 +352,7 @@ def talks_after_close(conn, record):
     conn.close()
 
 
-class BackendClosedLingering(WsTestCase):
+class BackendClosedLingering(SluiceTestCase):
     def test_backend_still_sending_gets_a_clean_close(self):
         # sluice ends a session (here for a client's bad frame) while the backend still has
         # something to say: sluice sends its close, then FIN, and reads on until the backend's
@@ -399,7 +400,7 @@ def misbehaving(conn, record):
     serve_frames(conn, record, lifetime=8, echo=False)
 
 
-class BackendViolations(WsTestCase):
+class BackendViolations(SluiceTestCase):
     def setUp(self):
         super().setUp()
         self.fb = self.start_fake_backend(misbehaving)

@@ -5,11 +5,10 @@
   expired and a not-yet-valid certificate (via `openssl ca -startdate/-enddate`), and a key that
   does not match its certificate;
 - s_client(): `openssl s_client` as a real peer, with the fields of its report parsed;
-- client_context() / TlsConn: Python ssl clients (a keep-alive HTTPS connection on a raw socket);
+- client_context() / TlsConn: Python ssl clients (http1.RawConn over TLS);
 - client_hello(): the bytes of a real ClientHello (Python ssl over memory BIOs), to truncate;
-- TlsBackend: a Python ssl HTTP/1.1 server (in threads) that answers JSON describing the TLS
-  session sluice opened toward it: SNI, version, resumption, client certificate subject;
-- PageServer: a plain HTTP server (thread) serving one HTML page (the Chromium wss:// test).
+- TlsBackend: a servers.ThreadedServer speaking HTTPS/1.1 that answers JSON describing the TLS
+  session sluice opened toward it: SNI, version, resumption, client certificate subject.
 
 Only 127.0.0.1. Every loop and wait is bounded in count and time.
 """
@@ -20,15 +19,17 @@ import json
 import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
 import threading
 import time
-import urllib.parse
 
-from harness import LOCALHOST, RawConn
+import http1
+from http1 import RawConn
+from net import LOCALHOST
+from procs import env_without_proxy, run_tool
+from servers import ThreadedServer
 
 OPENSSL = "/usr/bin/openssl"
 
@@ -266,8 +267,7 @@ def s_client(port, args=(), stdin=b"", timeout=20, ca=None):
     if ca:
         cmd += ["-CAfile", ca]
     cmd += list(args)
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    r = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout, env=env)
+    r = run_tool(cmd, input=stdin, timeout=timeout)
     return SClient(r.returncode, r.stdout.decode("utf-8", "replace"),
                    r.stderr.decode("utf-8", "replace"))
 
@@ -276,9 +276,8 @@ def s_client_renegotiate(port, args, timeout=15.0):
     """Runs s_client (TLS 1.2 args), waits for its handshake, types "R" (renegotiate), waits for
     the outcome, and returns the whole transcript (stdout and stderr)."""
     cmd = [OPENSSL, "s_client", "-connect", "%s:%d" % (LOCALHOST, port)] + list(args)
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=env)
+                            stderr=subprocess.STDOUT, env=env_without_proxy())
     chunks = []
 
     def pump():
@@ -315,6 +314,7 @@ def s_client_renegotiate(port, args, timeout=15.0):
             proc.kill()
             proc.wait(timeout=5)
         reader.join(timeout=5)
+        proc.stdout.close()
     return text()
 
 
@@ -342,49 +342,12 @@ def client_context(ca=None, cert=None, key=None, verify=True, minimum=None, maxi
 
 
 class TlsConn(RawConn):
-    """A RawConn (strict HTTP/1.1 client) over TLS: same request()/read_response() API."""
+    """A RawConn (strict HTTP/1.1 client) over TLS: same request()/read_response() API;
+    .ragged_eof tells whether the server ended without close_notify."""
 
     def __init__(self, port, ctx, server_hostname="a.test", timeout=5.0, session=None):
-        self.port = port
-        self.timeout = timeout
-        raw = socket.create_connection((LOCALHOST, port), timeout=timeout)
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            self.sock = ctx.wrap_socket(raw, server_hostname=server_hostname, session=session,
-                                        suppress_ragged_eofs=False)
-        except BaseException:
-            raw.close()
-            raise
-        self.sock.settimeout(timeout)
-        self.buf = bytearray()
-        self.eof = False
-        self.ragged_eof = False
-        self.scratch = bytearray(256 * 1024)
-
-    def _recv(self, deadline):
-        if self.eof:
-            return 0
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("timed out waiting for data from port %d" % self.port)
-        self.sock.settimeout(remaining)
-        try:
-            n = self.sock.recv_into(self.scratch)
-        except socket.timeout:
-            raise TimeoutError("timed out waiting for data from port %d" % self.port)
-        except ssl.SSLEOFError:  # TCP FIN without close_notify
-            self.eof = True
-            self.ragged_eof = True
-            return 0
-        except (ConnectionResetError, ssl.SSLError):
-            self.eof = True
-            self.ragged_eof = True
-            return 0
-        if n == 0:  # close_notify
-            self.eof = True
-            return 0
-        self.buf += memoryview(self.scratch)[:n]
-        return n
+        super().__init__(port, timeout=timeout, connect_timeout=timeout, ssl_context=ctx,
+                         server_hostname=server_hostname, session=session)
 
     def peer_der(self):
         return self.sock.getpeercert(binary_form=True)
@@ -427,108 +390,61 @@ def legacy_client_hello(version=0x0301):
 # A TLS backend (Python ssl), in threads
 
 
-class TlsBackend:
-    """An HTTPS/1.1 server on 127.0.0.1:<free> (threads). Every request is answered with JSON:
-    path, headers, and the TLS facts of its connection (sni, version, reused, client_subject,
+class TlsBackend(ThreadedServer):
+    """An HTTPS/1.1 server on 127.0.0.1:<free>. Every request is answered with JSON: path,
+    headers, and the TLS facts of its connection (sni, version, reused, client_subject,
     connection number). `?close=1` answers with Connection: close and closes; `?delay=S` waits
-    S seconds (at most 5) before answering. Handshake errors
-    are recorded in .errors. ctx: a server SSLContext (cert loaded, verify mode set)."""
+    S seconds (at most 5) before answering. .connections: one dict per completed handshake;
+    handshake and later errors are recorded in .errors. ctx: a server SSLContext (cert loaded,
+    verify mode set)."""
 
     def __init__(self, ctx, name="tlsbackend", lifetime=60.0):
-        self.name = name
         self.ctx = ctx
-        self.lifetime = lifetime
-        self.lock = threading.Lock()
-        self.connections = []  # one dict per completed handshake
+        self.connections = []
         self.errors = []
-        self.accepted = 0
         self._sni = {}
         ctx.sni_callback = self._on_sni
-        self.stopping = threading.Event()
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((LOCALHOST, 0))
-        self.listener.listen(32)
-        self.listener.settimeout(0.1)
-        self.port = self.listener.getsockname()[1]
-        self.address = "%s:%d" % (LOCALHOST, self.port)
-        self.socks = []
-        self.threads = []
-        self.acceptor = threading.Thread(target=self._accept, daemon=True)
-        self.acceptor.start()
+        super().__init__(backlog=32, lifetime=lifetime, name=name)
 
     def _on_sni(self, sslsock, name, ctx):
         with self.lock:
             self._sni[id(sslsock)] = name
         return None
 
-    def _accept(self):
-        deadline = time.monotonic() + self.lifetime
-        while not self.stopping.is_set() and time.monotonic() < deadline:
-            try:
-                s, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.lock:
-                self.accepted += 1
-                self.socks.append(s)
-            t = threading.Thread(target=self._serve, args=(s,), daemon=True)
-            self.threads.append(t)
-            t.start()
-
-    def _serve(self, raw):
+    def handle(self, raw, peer):
         raw.settimeout(10)
         try:
             tls = self.ctx.wrap_socket(raw, server_side=True)
         except (ssl.SSLError, OSError) as e:
             with self.lock:
                 self.errors.append(repr(e))
-            raw.close()
             return
+        self.track(tls)
         with self.lock:
-            self.socks.append(tls)
             sni = self._sni.pop(id(tls), None)
-        peer = tls.getpeercert()
+        peer_cert = tls.getpeercert()
         subject = None
-        if peer:
+        if peer_cert:
             short = {"commonName": "CN", "organizationName": "O", "countryName": "C"}
             subject = "/" + "/".join("%s=%s" % (short.get(k, k), v)
-                                     for rdn in peer.get("subject", ()) for k, v in rdn)
-        info = {"n": len(self.connections) + 1, "sni": sni, "version": tls.version(),
-                "reused": tls.session_reused, "client_subject": subject}
+                                     for rdn in peer_cert.get("subject", ()) for k, v in rdn)
+        info = {"sni": sni, "version": tls.version(), "reused": tls.session_reused,
+                "client_subject": subject}
         with self.lock:
             info["n"] = len(self.connections) + 1
             self.connections.append(info)
-        buf = b""
-        deadline = time.monotonic() + self.lifetime
+        stream = http1.Stream(tls)
         try:
             for _ in range(1000):
-                while b"\r\n\r\n" not in buf:
-                    if time.monotonic() > deadline:
-                        return
-                    data = tls.recv(65536)
-                    if not data:
-                        return
-                    buf += data
-                head, _, buf = buf.partition(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                method, target, _ = lines[0].split(" ", 2)
-                headers = [(k.strip(), v.strip()) for k, _, v in (l.partition(":") for l in lines[1:])]
-                length = int(dict((k.lower(), v) for k, v in headers).get("content-length", "0"))
-                while len(buf) < length:
-                    data = tls.recv(65536)
-                    if not data:
-                        return
-                    buf += data
-                buf = buf[length:]
-                query = urllib.parse.parse_qs(urllib.parse.urlsplit(target).query)
-                close = "close" in query
-                if "delay" in query:
-                    time.sleep(min(5.0, float(query["delay"][0])))
-                body = json.dumps({"backend": self.name, "method": method, "target": target,
-                                   "headers": headers, "tls": info}).encode()
+                req = http1.read_request(stream, time.monotonic() + 10)
+                if req is None:
+                    return
+                close = req.q("close") is not None
+                if req.q("delay") is not None:
+                    time.sleep(min(5.0, float(req.q("delay"))))
+                body = json.dumps({"backend": self.name, "method": req.method,
+                                   "target": req.target, "headers": req.headers,
+                                   "tls": info}).encode()
                 resp = ("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                         "Content-Length: %d\r\n%s\r\n" % (len(body),
                                                         "Connection: close\r\n" if close else ""))
@@ -539,7 +455,7 @@ class TlsBackend:
                     except (ssl.SSLError, OSError):
                         pass
                     return
-        except (ssl.SSLError, OSError, ValueError) as e:
+        except (ssl.SSLError, OSError, ValueError, http1.Incomplete) as e:
             with self.lock:
                 self.errors.append("after handshake: %r" % e)
         finally:
@@ -547,22 +463,6 @@ class TlsBackend:
                 tls.close()
             except OSError:
                 pass
-
-    def stop(self):
-        self.stopping.set()
-        try:
-            self.listener.close()
-        except OSError:
-            pass
-        with self.lock:
-            socks = list(self.socks)
-        for s in socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-        for t in self.threads + [self.acceptor]:
-            t.join(timeout=2)
 
     def stderr(self):
         return "connections: %r\nerrors: %r\n" % (self.connections, self.errors)
@@ -577,63 +477,3 @@ def server_context(cert, key, client_ca=None, maximum=None):
     if maximum:
         ctx.maximum_version = maximum
     return ctx
-
-
-# ---------------------------------------------------------------------------------------------
-# A page server (plain HTTP, thread)
-
-
-class PageServer:
-    """Serves `html` for any GET on 127.0.0.1:<free> (HTTP/1.1, Connection: close)."""
-
-    def __init__(self, html, name="pageserver", lifetime=120.0):
-        self.name = name
-        self.html = html.encode("utf-8")
-        self.requests = []
-        self.stopping = threading.Event()
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((LOCALHOST, 0))
-        self.listener.listen(16)
-        self.listener.settimeout(0.1)
-        self.port = self.listener.getsockname()[1]
-        self.address = "%s:%d" % (LOCALHOST, self.port)
-        self.thread = threading.Thread(target=self._run, args=(lifetime,), daemon=True)
-        self.thread.start()
-
-    def _run(self, lifetime):
-        deadline = time.monotonic() + lifetime
-        while not self.stopping.is_set() and time.monotonic() < deadline:
-            try:
-                s, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            try:
-                s.settimeout(5)
-                buf = b""
-                while b"\r\n\r\n" not in buf and len(buf) < 65536:
-                    data = s.recv(65536)
-                    if not data:
-                        break
-                    buf += data
-                self.requests.append(buf.split(b"\r\n\r\n")[0].decode("latin-1"))
-                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
-                          b"Cache-Control: no-store\r\nConnection: close\r\n"
-                          b"Content-Length: %d\r\n\r\n" % len(self.html) + self.html)
-            except OSError:
-                pass
-            finally:
-                s.close()
-
-    def stop(self):
-        self.stopping.set()
-        try:
-            self.listener.close()
-        except OSError:
-            pass
-        self.thread.join(timeout=2)
-
-    def stderr(self):
-        return "requests: %r\n" % (self.requests,)

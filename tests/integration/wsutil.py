@@ -1,36 +1,43 @@
-"""WebSocket helpers for sluice's integration tests (test_websocket*.py).
+"""WebSocket pieces for sluice's integration tests (test_websocket*.py and others).
 
-- WsBackend: ws_backend.py (python websockets echo server) as a child process, with its events
-  file (what it received and how each connection closed);
-- WsClient: a raw-socket WebSocket client that sends exact frames (including invalid ones) and
-  parses what comes back strictly;
-- FakeBackend: a raw-socket WebSocket "backend" whose handshake answer and behaviour a test
-  chooses (bad 101s, protocol violations, counting pings and pongs);
-- WsTestCase: SluiceTestCase plus a one-call setup of ws_backend + sluice with a WebSocket route.
+- build_frame(), mask_bytes(), close_payload(), accept_key(), new_key(): exact bytes;
+- FrameSocket: an http1.Stream carrying frames (read_frame() parses strictly);
+- WsClient: a raw client through sluice (.status and .headers: the handshake answer, read by
+  http1's strict parser); raw_upgrade() for handshakes that are meant to fail;
+- WsBackend: ws_backend.py (python websockets echo server) as a procs.Proc, with its events file
+  (what it received and how each connection closed);
+- FakeBackend: a servers.ThreadedServer whose connections run a behaviour the test chooses (bad
+  101s, protocol violations); serve_frames(): a recording echo loop for behaviours;
+- CloseWatcher: many raw clients watched at once (selectors) for the close frames the server
+  sends, with the time each came, and an optional reconnect on every close;
+- WsFleet: many python-websockets clients held open by one asyncio loop in a thread, with a
+  close watcher on each, echo checks and background chatter.
 
 Only 127.0.0.1. Every wait is bounded in time.
 """
 
+import asyncio
 import base64
 import hashlib
 import json
 import os
-import re
 import selectors
-import socket
 import struct
-import subprocess
 import threading
 import time
 
-import harness
-from harness import LOCALHOST, PYTHON, SluiceTestCase, Table
+import http1
+from http1 import RawConn, Stream
+from net import LOCALHOST, wait_until
+from procs import HERE, PYTHON, Proc
+from servers import ThreadedServer
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-WS_BACKEND = os.path.join(HERE, "ws_backend.py")
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+# The TCP connection ended (EOF or reset) before a complete frame.
+PeerClosed = http1.Incomplete
 
 
 def accept_key(key):
@@ -74,6 +81,13 @@ def close_payload(code, reason=b""):
     return struct.pack("!H", code) + reason
 
 
+def header(headers, name, default=None):
+    for k, v in headers:
+        if k.lower() == name.lower():
+            return v
+    return default
+
+
 class Frame:
     def __init__(self, fin, rsv, opcode, masked, payload):
         self.fin, self.rsv, self.opcode, self.masked, self.payload = fin, rsv, opcode, masked, payload
@@ -92,43 +106,20 @@ class Frame:
             self.opcode, self.fin, self.rsv, self.masked, len(self.payload), self.payload[:60])
 
 
-class PeerClosed(Exception):
-    """The TCP connection ended (EOF or reset) before a complete frame."""
+class FrameSocket(Stream):
+    """A Stream carrying WebSocket frames: exact bytes out, strictly parsed frames in. Frames
+    it sends are masked when .masks (a client)."""
 
+    masks = True
 
-class FrameSocket:
-    """A socket carrying WebSocket frames: exact bytes out, strictly parsed frames in."""
-
-    def __init__(self, sock, buf=b""):
-        self.sock = sock
-        self.buf = bytearray(buf)
-        self.eof = False
-
-    def send(self, data, timeout=5.0):
-        self.sock.settimeout(timeout)
-        self.sock.sendall(data)
-
-    def _fill(self, deadline):
-        if self.eof:
-            raise PeerClosed("connection closed (have %d bytes)" % len(self.buf))
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("no complete frame in time (have %r)" % bytes(self.buf[:80]))
-        self.sock.settimeout(remaining)
-        try:
-            data = self.sock.recv(1 << 20)
-        except socket.timeout:
-            raise TimeoutError("no complete frame in time (have %r)" % bytes(self.buf[:80]))
-        except (ConnectionResetError, BrokenPipeError):
-            data = b""
-        if not data:
-            self.eof = True
-            raise PeerClosed("connection closed (have %d bytes)" % len(self.buf))
-        self.buf += data
+    def send_frame(self, opcode, payload=b"", **kw):
+        kw.setdefault("mask", self.masks)
+        self.send(build_frame(opcode, payload, **kw))
 
     def _need(self, n, deadline):
         while len(self.buf) < n:
-            self._fill(deadline)
+            if self.fill(deadline) == 0:
+                raise PeerClosed("connection closed (have %d bytes)" % len(self.buf))
 
     def read_frame(self, timeout=5.0):
         """The next frame. Raises TimeoutError, or PeerClosed at EOF."""
@@ -160,68 +151,15 @@ class FrameSocket:
 
     def wait_eof(self, timeout=3.0):
         """True when EOF (or a reset) comes within timeout; bytes before it are discarded."""
-        deadline = time.monotonic() + timeout
-        while not self.eof:
-            try:
-                self._fill(deadline)
-            except PeerClosed:
-                return True
-            except TimeoutError:
-                return False
-            self.buf.clear()
-        return True
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        return self.wait_closed(timeout, discard=True)[0]
 
 
-def read_http_head(sock, buf, deadline):
-    """(status, headers as list of (name, value), rest of buffer)."""
-    buf = bytearray(buf)
-    while b"\r\n\r\n" not in buf:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("no HTTP response head in time (have %r)" % bytes(buf[:300]))
-        sock.settimeout(remaining)
-        try:
-            data = sock.recv(65536)
-        except socket.timeout:
-            raise TimeoutError("no HTTP response head in time (have %r)" % bytes(buf[:300]))
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            raise PeerClosed("closed before a response head (have %r)" % bytes(buf[:300]))
-        buf += data
-    i = buf.index(b"\r\n\r\n")
-    lines = bytes(buf[:i]).decode("latin-1").split("\r\n")
-    m = re.match(r"^HTTP/1\.[01] (\d{3})", lines[0])
-    if not m:
-        raise AssertionError("bad status line %r" % lines[0])
-    headers = []
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        headers.append((k.strip(), v.strip()))
-    return int(m.group(1)), headers, bytes(buf[i + 4:])
-
-
-def header(headers, name, default=None):
-    for k, v in headers:
-        if k.lower() == name.lower():
-            return v
-    return default
-
-
-class WsClient(FrameSocket):
+class WsClient(RawConn, FrameSocket):
     """A raw WebSocket client through sluice. After the constructor, .status and .headers hold the
     handshake answer; frames can be sent only when .status == 101."""
 
     def __init__(self, port, path="/ws", headers=(), key=None, timeout=5.0, request=None):
-        sock = socket.create_connection((LOCALHOST, port), timeout=timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().__init__(sock)
+        super().__init__(port, timeout=timeout, connect_timeout=timeout)
         self.key = key or new_key()
         if request is None:
             lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port, "Upgrade: websocket",
@@ -230,19 +168,16 @@ class WsClient(FrameSocket):
             lines += ["%s: %s" % kv for kv in headers]
             request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         try:
-            sock.settimeout(timeout)
-            sock.sendall(request)
-            self.status, self.headers, rest = read_http_head(sock, b"", time.monotonic() + timeout)
+            self.send(request)
+            head = self.read_head()
         except BaseException:
-            sock.close()
+            self.close()
             raise
-        self.buf = bytearray(rest)
+        self.status, self.headers = head.status, head.headers
+        self.pings_seen = 0
 
     def header(self, name, default=None):
         return header(self.headers, name, default)
-
-    def send_frame(self, opcode, payload=b"", **kw):
-        self.send(build_frame(opcode, payload, **kw))
 
     def send_text(self, text):
         self.send_frame(TEXT, text.encode("utf-8"))
@@ -252,7 +187,7 @@ class WsClient(FrameSocket):
 
     def recv_message(self, timeout=5.0, answer_pings=True):
         """(opcode, payload) of the next data message, fragments joined. Pings are answered (and
-        collected in .pings_seen). A close frame raises AssertionError."""
+        counted in .pings_seen). A close frame raises AssertionError."""
         deadline = time.monotonic() + timeout
         parts = []
         opcode = None
@@ -261,7 +196,7 @@ class WsClient(FrameSocket):
             if f.masked or f.rsv:
                 raise AssertionError("server frame with mask or RSV bits: %r" % f)
             if f.opcode == PING:
-                self.pings_seen = getattr(self, "pings_seen", 0) + 1
+                self.pings_seen += 1
                 if answer_pings:
                     self.send_frame(PONG, f.payload)
                 continue
@@ -298,46 +233,29 @@ class WsClient(FrameSocket):
 
 def raw_upgrade(port, request, timeout=5.0):
     """Sends request bytes; returns (status, headers). For handshake rejections."""
-    sock = socket.create_connection((LOCALHOST, port), timeout=timeout)
+    c = RawConn(port, timeout=timeout)
     try:
-        sock.sendall(request)
-        status, headers, _ = read_http_head(sock, b"", time.monotonic() + timeout)
-        return status, headers
+        c.send(request)
+        head = c.read_head()
+        return head.status, head.headers
     finally:
-        sock.close()
+        c.close()
 
 
 # ---------------------------------------------------------------------------------------------
 # ws_backend.py as a process
 
 
-class WsBackend:
+class WsBackend(Proc):
     """ws_backend.py on a free port; .events() reads what it recorded."""
 
     def __init__(self, tmpdir, name="wsbackend"):
-        self.name = name
         self.events_path = os.path.join(tmpdir, name + ".events")
-        self.stderr_path = os.path.join(tmpdir, name + ".stderr")
         open(self.events_path, "w").close()
-        self._err = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen([PYTHON, WS_BACKEND, "--port", "0", "--events", self.events_path],
-                                     stdout=subprocess.PIPE, stderr=self._err,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        line = b""
-        deadline = time.monotonic() + 15
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        while not line.endswith(b"\n") and time.monotonic() < deadline:
-            if sel.select(timeout=max(0.01, deadline - time.monotonic())):
-                b = os.read(self.proc.stdout.fileno(), 4096)
-                if not b:
-                    break
-                line += b
-        sel.close()
-        if not line.startswith(b"ready "):
-            self.stop()
-            raise RuntimeError("ws_backend did not start: %r\n%s" % (line, self.stderr()))
-        self.port = int(line.split()[1])
+        super().__init__(tmpdir, name, [PYTHON, os.path.join(HERE, "ws_backend.py"), "--port", "0",
+                                        "--events", self.events_path], ready="ready ")
+        self.spawn()
+        self.port = int(self.ready_line.split()[1])
         self.address = "%s:%d" % (LOCALHOST, self.port)
 
     def events(self):
@@ -351,7 +269,7 @@ class WsBackend:
         def find():
             ids = [e["id"] for e in self.events() if e["ev"] == "open" and e["path"] == path]
             return ids[-1] if ids else None
-        cid = harness.wait_until(find, timeout)
+        cid = wait_until(find, timeout)
         if cid is None:
             raise AssertionError("backend saw no WebSocket on %s; events: %r" % (path, self.events()[-10:]))
         return cid
@@ -367,36 +285,7 @@ class WsBackend:
         def find():
             ev = [e for e in self.events() if e["ev"] == "close" and e["id"] == cid]
             return ev[0] if ev else None
-        return harness.wait_until(find, timeout)
-
-    def stderr(self):
-        try:
-            with open(self.stderr_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            try:
-                self.proc.terminate()
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        try:
-            self.proc.stdout.close()
-        except Exception:
-            pass
-        self._err.close()
+        return wait_until(find, timeout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,21 +293,18 @@ class WsBackend:
 
 
 class FakeBackendConn(FrameSocket):
-    def __init__(self, sock, request_head, rest):
+    """The backend side of one connection: .request (http1.Request) is the upgrade request."""
+
+    masks = False
+
+    def __init__(self, sock, request, rest):
         super().__init__(sock, rest)
-        self.request_head = request_head
-        lines = request_head.decode("latin-1").split("\r\n")
-        self.request_line = lines[0]
-        self.headers = []
-        for line in lines[1:]:
-            k, _, v = line.partition(":")
-            self.headers.append((k.strip(), v.strip()))
+        self.request = request
+        self.request_line = request.request_line
+        self.headers = request.headers
 
     def header(self, name, default=None):
-        return header(self.headers, name, default)
-
-    def send_frame(self, opcode, payload=b"", mask=False, **kw):
-        self.send(build_frame(opcode, payload, mask=mask, **kw))
+        return self.request.header(name, default)
 
     def respond_101(self, accept=None, extra=()):
         key = self.header("Sec-WebSocket-Key", "")
@@ -428,29 +314,16 @@ class FakeBackendConn(FrameSocket):
         self.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
 
 
-class FakeBackend:
-    """Listens on 127.0.0.1:<free>; each accepted connection's request head is read, then
-    behaviour(conn, record) runs in its own thread. record(dict) appends to .records (thread-safe).
-    Connections live at most `lifetime` seconds."""
+class FakeBackend(ThreadedServer):
+    """Each accepted connection's request head is read (strictly), then behaviour(conn,
+    record) runs in its own thread. record(dict) appends to .records (thread-safe)."""
 
-    def __init__(self, behaviour, lifetime=20.0):
+    name = "fakebackend"
+
+    def __init__(self, behaviour, name=None):
         self.behaviour = behaviour
-        self.lifetime = lifetime
         self.records = []
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((LOCALHOST, 0))
-        self.listener.listen(16)
-        self.listener.settimeout(0.1)
-        self.port = self.listener.getsockname()[1]
-        self.address = "%s:%d" % (LOCALHOST, self.port)
-        self.socks = []
-        self.threads = []
-        self.errors = []
-        self.acceptor = threading.Thread(target=self._accept, daemon=True)
-        self.acceptor.start()
+        super().__init__(backlog=16, name=name)
 
     def record(self, obj):
         with self.lock:
@@ -460,59 +333,20 @@ class FakeBackend:
         with self.lock:
             return [r for r in self.records if kind is None or r.get("ev") == kind]
 
-    def _accept(self):
-        deadline = time.monotonic() + 120
-        while not self.stopping.is_set() and time.monotonic() < deadline:
-            try:
-                s, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.socks.append(s)
-            t = threading.Thread(target=self._serve, args=(s,), daemon=True)
-            self.threads.append(t)
-            t.start()
-
-    def _serve(self, s):
+    def handle(self, sock, peer):
+        stream = Stream(sock)
         try:
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            deadline = time.monotonic() + 5
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                s.settimeout(max(0.01, deadline - time.monotonic()))
-                data = s.recv(65536)
-                if not data:
-                    return
-                buf += data
-            i = buf.index(b"\r\n\r\n")
-            conn = FakeBackendConn(s, buf[:i], buf[i + 4:])
-            self.record({"ev": "request", "head": buf[:i].decode("latin-1")})
-            self.behaviour(conn, self.record)
-        except Exception as e:  # recorded, shown by the test on failure
-            self.record({"ev": "error", "error": repr(e)})
-        finally:
-            try:
-                s.close()
-            except OSError:
-                pass
+            raw = stream.read_head_bytes(time.monotonic() + 5)
+        except http1.Incomplete:
+            return
+        if raw is None:
+            return
+        conn = FakeBackendConn(sock, http1.parse_request_head(raw), stream.buf)
+        self.record({"ev": "request", "head": raw[:-4].decode("latin-1")})
+        self.behaviour(conn, self.record)
 
-    def close(self):
-        self.stopping.set()
-        self.listener.close()
-        for s in self.socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-        for t in self.threads + [self.acceptor]:
-            t.join(timeout=2)
-
-    # harness-compatible bits (SluiceTestCase.tearDown stops .backends)
-    name = "fakebackend"
-
-    def stop(self):
-        self.close()
+    def on_error(self, e):  # recorded, shown by the test on failure
+        self.record({"ev": "error", "error": repr(e)})
 
     def stderr(self):
         return "records: %r\n" % (self.recorded(),)
@@ -552,52 +386,234 @@ def serve_frames(conn, record, lifetime=20.0, echo=True, answer_pings=True):
 
 
 # ---------------------------------------------------------------------------------------------
-# unittest base
+# Many clients at once
 
 
-def ws_route(path_prefix="/", filters=None, pool="app", **ws):
-    """A [[routes]] dict with [routes.websocket] enabled and the given websocket keys."""
-    r = {"pool": pool, "path_prefix": path_prefix}
-    if filters:
-        r["filters"] = list(filters)
-    table = Table(enabled=True)
-    table.update(ws)
-    r["websocket"] = table
-    return r
+class CloseWatcher:
+    """Raw WebSocket clients ({key: WsClient}) watched together for frames from the server.
+    Each close frame is recorded as (key, code, reason, monotonic time) in .closes, answered, and
+    the connection ended; a connection that ends without one is recorded with code None; any
+    other frame goes to .unexpected. reconnect(key) -> (new key, WsClient) or None is called
+    after each close (the new client is watched too)."""
 
+    def __init__(self, clients, reconnect=None):
+        self.sel = selectors.DefaultSelector()
+        self.clients = {}
+        self.closes = []
+        self.unexpected = []
+        self.reconnect_errors = []
+        self.reconnect = reconnect
+        for k, c in clients.items():
+            self.add(k, c)
 
-class WsTestCase(SluiceTestCase):
-    def start_ws_backend(self, name=None):
-        b = WsBackend(self.tmpdir, name=name or "wsbackend%d" % len(self.backends))
-        self.backends.append(b)
-        return b
+    def add(self, key, client):
+        self.clients[key] = client
+        self.sel.register(client.sock, selectors.EVENT_READ, key)
 
-    def start_fake_backend(self, behaviour):
-        b = FakeBackend(behaviour)
-        b.name = "fakebackend%d" % len(self.backends)
-        self.backends.append(b)
-        return b
-
-    def start_ws_proxy(self, routes=None, extra="", backend=None, server=None, listener=None, **ws):
-        """ws_backend (or `backend`) behind sluice. routes: list of route dicts (default: one
-        catch-all WebSocket route with the websocket keys **ws)."""
-        b = backend or self.start_ws_backend()
-        spec = {"pools": [{"name": "app", "backends": [{"address": b.address}]}],
-                "routes": routes if routes is not None else [ws_route(**ws)],
-                "extra": extra}
-        if server:
-            spec["server"] = server
-        if listener:
-            spec["listener"] = listener
-        s = self.start_sluice(spec)
-        return b, s
-
-    def ws_client(self, sluice, path="/ws", headers=(), **kw):
-        c = WsClient(sluice.port, path=path, headers=headers, **kw)
-        self.conns.append(c)
+    def _drop(self, key):
+        c = self.clients.pop(key)
+        try:
+            self.sel.unregister(c.sock)
+        except (KeyError, ValueError):
+            pass
         return c
 
-    def assertUpgraded(self, c, msg=None):
-        if c.status != 101:
-            self.fail((msg + ": " if msg else "") + "handshake answered %s %r" % (c.status, c.headers))
-        self.assertEqual(c.header("Sec-WebSocket-Accept"), accept_key(c.key))
+    def _closed(self, key, code, reason):
+        self.closes.append((key, code, reason, time.monotonic()))
+        c = self._drop(key)
+        c.close()
+        if self.reconnect is not None:
+            try:
+                got = self.reconnect(key)
+            except Exception as e:  # recorded; the test asserts there were none
+                self.reconnect_errors.append((key, repr(e)))
+                return
+            if got is not None:
+                self.add(*got)
+
+    def poll(self, duration, until=None, max_events=100000):
+        """Watches for up to `duration` seconds, or until until() is true (checked between
+        events, at least every 0.1 s)."""
+        deadline = time.monotonic() + duration
+        events = 0
+        while time.monotonic() < deadline and events < max_events:
+            if until is not None and until():
+                return True
+            if not self.clients:
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+                continue
+            for skey, _ in self.sel.select(timeout=min(0.1, max(0.0, deadline - time.monotonic()))):
+                key = skey.data
+                c = self.clients.get(key)
+                if c is None:
+                    continue
+                events += 1
+                # Frames already buffered and what just arrived (close frames are tiny).
+                for _ in range(64):
+                    try:
+                        f = c.read_frame(timeout=2.0)
+                    except PeerClosed:
+                        self._closed(key, None, b"")
+                        break
+                    except TimeoutError:
+                        self.unexpected.append((key, "partial frame"))
+                        break
+                    if f.opcode == CLOSE:
+                        try:
+                            c.send_frame(CLOSE, f.payload[:2])
+                        except OSError:
+                            pass
+                        c.wait_eof(2.0)
+                        self._closed(key, f.code, f.reason)
+                        break
+                    self.unexpected.append((key, repr(f)))
+                    if not c.buf:
+                        break
+        return until() if until is not None else False
+
+    def close_all(self):
+        for k in list(self.clients):
+            self._drop(k).close()
+        self.sel.close()
+
+
+class WsFleet:
+    """n WebSocket clients (python websockets) to ws://127.0.0.1:port/path-i, held open by an
+    asyncio loop in a background thread. A watcher per connection records when and how it
+    closed (.closed: {index: (code, reason, monotonic time)}). chatter() sends messages on the
+    connections round robin while the test does something else, and checks every echo."""
+
+    def __init__(self, port, n, path="/ws/fleet", open_batch=50, open_timeout=20.0):
+        import websockets  # Debian python3-websockets
+        self.websockets = websockets
+        self.port = port
+        self.n = n
+        self.path = path
+        self.open_batch = open_batch
+        self.open_timeout = open_timeout
+        self.conns = []
+        self.closed = {}
+        self.chat_ok = 0
+        self.chat_failures = []
+        self.loop = asyncio.new_event_loop()
+        self._stop_chatter = None
+        self._chatter_future = None
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def _run(self, coro, timeout):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    # -- opening
+
+    async def _open_one(self, i):
+        uri = "ws://%s:%d%s-%d" % (LOCALHOST, self.port, self.path, i)
+        ws = await asyncio.wait_for(
+            self.websockets.connect(uri, ping_interval=None, close_timeout=2, max_size=None,
+                                    open_timeout=None), self.open_timeout)
+        return ws
+
+    async def _watch(self, i, ws):
+        await ws.wait_closed()
+        self.closed[i] = (ws.close_code, ws.close_reason, time.monotonic())
+
+    async def _open_all(self):
+        errors = []
+        for start in range(0, self.n, self.open_batch):
+            idx = list(range(start, min(self.n, start + self.open_batch)))
+            results = await asyncio.gather(*(self._open_one(i) for i in idx),
+                                           return_exceptions=True)
+            for i, r in zip(idx, results):
+                if isinstance(r, BaseException):
+                    errors.append((i, repr(r)))
+                    self.conns.append(None)
+                else:
+                    self.conns.append(r)
+                    self.loop.create_task(self._watch(i, r))
+        return errors
+
+    def open(self, timeout=120.0):
+        """Opens all n; returns the list of (index, error) of those that failed to open."""
+        return self._run(self._open_all(), timeout)
+
+    # -- echo checks
+
+    async def _echo(self, i, tag, timeout):
+        ws = self.conns[i]
+        if ws is None:
+            return "never opened"
+        msg = "%s:%d:%s" % (tag, i, "x" * (i % 37))
+        try:
+            await asyncio.wait_for(ws.send(msg), timeout)
+            got = await asyncio.wait_for(ws.recv(), timeout)
+        except Exception as e:
+            return "no echo: %r (close %s %r)" % (e, ws.close_code, ws.close_reason)
+        if got != msg:
+            return "wrong echo %r for %r" % (got[:80], msg[:80])
+        return None
+
+    async def _echo_all(self, tag, timeout, batch):
+        problems = {}
+        for start in range(0, len(self.conns), batch):
+            idx = range(start, min(len(self.conns), start + batch))
+            res = await asyncio.gather(*(self._echo(i, tag, timeout) for i in idx))
+            for i, p in zip(idx, res):
+                if p:
+                    problems[i] = p
+        return problems
+
+    def echo_all(self, tag="final", timeout=10.0, batch=100):
+        """{index: problem} for every connection that did not echo a message back."""
+        return self._run(self._echo_all(tag, timeout, batch), timeout * (self.n // batch + 2))
+
+    # -- background chatter
+
+    async def _chatter(self, stop, pause):
+        i = 0
+        count = 0
+        while not stop.is_set() and count < 100000:
+            k = i % len(self.conns)
+            i += 1
+            if k in self.closed or self.conns[k] is None:
+                continue
+            p = await self._echo(k, "chat%d" % count, 10.0)
+            count += 1
+            if p:
+                self.chat_failures.append((k, p))
+            else:
+                self.chat_ok += 1
+            try:
+                await asyncio.wait_for(stop.wait(), pause)
+            except asyncio.TimeoutError:
+                pass
+
+    def start_chatter(self, pause=0.02):
+        async def make():
+            return asyncio.Event()
+        self._stop_chatter = self._run(make(), 5)
+        self._chatter_future = asyncio.run_coroutine_threadsafe(
+            self._chatter(self._stop_chatter, pause), self.loop)
+
+    def stop_chatter(self, timeout=15.0):
+        if self._stop_chatter is None:
+            return
+        self.loop.call_soon_threadsafe(self._stop_chatter.set)
+        self._chatter_future.result(timeout)
+        self._stop_chatter = None
+
+    # -- teardown
+
+    async def _close_all(self):
+        await asyncio.gather(*(ws.close() for ws in self.conns if ws is not None),
+                             return_exceptions=True)
+
+    def close(self, timeout=30.0):
+        try:
+            if self._stop_chatter is not None:
+                self.stop_chatter()
+            self._run(self._close_all(), timeout)
+        except Exception:
+            pass
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=5)
