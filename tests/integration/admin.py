@@ -2,8 +2,6 @@
 connection, with bounded polling helpers) and Metrics (/metrics parsed by prometheus_client's
 own text parser)."""
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from http1 import RawConn
 from net import wait_until
 
@@ -13,6 +11,8 @@ class Metrics:
     _total/_bucket/_count/_sum suffix) and the full label set."""
 
     def __init__(self, text):
+        # Imported here: most tests never parse metrics, and the import costs a tenth of a second.
+        from prometheus_client.parser import text_string_to_metric_families
         self.text = text
         self.families = {}
         self.samples = {}

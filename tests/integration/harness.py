@@ -50,7 +50,6 @@ from procs import (PYTHON, SANITIZER_RE, SOURCE_DIR, Backend, Sluice,  # noqa: E
                    binary_has_asan, proc_status, raise_nofile, rss_env, run_chromium, run_curl,
                    run_sluice, run_tool, sluice_bin)
 from servers import Blackhole, PageServer, RecordingBackend, StatusServer  # noqa: E402,F401
-import wsutil  # noqa: E402
 
 IncompleteResponse = Incomplete  # the name the HTTP tests use
 PATTERN_BLOCK = _backend.PATTERN
@@ -83,6 +82,12 @@ def vm_rss_kib(pid):
     return proc_status(pid)["VmRSS"]
 
 
+def _ws():
+    """wsutil, imported on first use (it pulls in asyncio, which most tests do not need)."""
+    import wsutil
+    return wsutil
+
+
 def _tail(text, n=12000):
     return text if len(text) <= n else "...(%d bytes cut)...\n%s" % (len(text) - n, text[-n:])
 
@@ -111,11 +116,11 @@ class SluiceTestCase(unittest.TestCase):
                                      nports=nports, args=args, ports=ports))
 
     def start_ws_backend(self, name=None):
-        return self._backend(wsutil.WsBackend(self.tmpdir,
+        return self._backend(_ws().WsBackend(self.tmpdir,
                                               name=name or "wsbackend%d" % len(self.backends)))
 
     def start_fake_backend(self, behaviour):
-        return self._backend(wsutil.FakeBackend(behaviour,
+        return self._backend(_ws().FakeBackend(behaviour,
                                                 name="fakebackend%d" % len(self.backends)))
 
     def start_recording_backend(self, respond=None):
@@ -183,7 +188,7 @@ class SluiceTestCase(unittest.TestCase):
         return c
 
     def ws_client(self, sluice, path="/ws", headers=(), **kw):
-        c = wsutil.WsClient(sluice.port, path=path, headers=headers, **kw)
+        c = _ws().WsClient(sluice.port, path=path, headers=headers, **kw)
         self.conns.append(c)
         return c
 
@@ -268,13 +273,13 @@ class SluiceTestCase(unittest.TestCase):
     def assertUpgraded(self, c, msg=None):
         if c.status != 101:
             self.fail((msg + ": " if msg else "") + "handshake answered %s %r" % (c.status, c.headers))
-        self.assertEqual(c.header("Sec-WebSocket-Accept"), wsutil.accept_key(c.key))
+        self.assertEqual(c.header("Sec-WebSocket-Accept"), _ws().accept_key(c.key))
 
     def assertEchoes(self, c, text, msg=None):
         """A text message on WebSocket c comes back unchanged."""
         c.send_text(text)
         op, payload = c.recv_message(timeout=5)
-        self.assertEqual((op, payload), (wsutil.TEXT, text.encode()), msg)
+        self.assertEqual((op, payload), (_ws().TEXT, text.encode()), msg)
 
 
 

@@ -18,7 +18,7 @@ middle of a message raises Incomplete; a deadline that passes raises TimeoutErro
 import json
 import re
 import socket
-import ssl
+import sys
 import time
 import urllib.parse
 
@@ -323,7 +323,12 @@ class Stream:
             n = self.sock.recv_into(view)
         except TimeoutError:
             raise TimeoutError("timed out waiting for data (have %r)" % bytes(self.buf[:200]))
-        except (ConnectionResetError, ssl.SSLError):  # SSLEOFError: FIN without close_notify
+        except OSError as e:
+            # A reset, or a TLS error (SSLEOFError: a FIN without close_notify). ssl is not
+            # imported for plain connections: a TLS socket exists only once it was.
+            ssl = sys.modules.get("ssl")
+            if not isinstance(e, ConnectionResetError) and not (ssl and isinstance(e, ssl.SSLError)):
+                raise
             self.eof = self.ragged_eof = True
             return 0
         if n == 0:
