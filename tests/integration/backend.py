@@ -50,7 +50,6 @@ import os
 import sys
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -305,6 +304,7 @@ class Backend(ThreadedServer):
     def on_error(self, e):
         # A peer that went away (reset, broken pipe, closed mid-message) is no news.
         if not isinstance(e, (OSError, http1.Incomplete)):
+            import traceback
             traceback.print_exception(e)
 
 

@@ -21,6 +21,7 @@ import resource
 import selectors
 import signal
 import subprocess
+import tempfile
 import time
 
 import config
@@ -121,6 +122,17 @@ def _read(path):
 def env_without_proxy(**extra):
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.update(extra)
+    return env
+
+
+def python_child_env():
+    """The environment of a Python child that imports this library: its modules' bytecode is
+    cached outside the source tree (tests start backend.py hundreds of times; compiling them
+    each time would cost more than the rest of its start)."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = os.path.join(tempfile.gettempdir(),
+                                              "sluice-it-pycache-%d" % os.getuid())
     return env
 
 
@@ -240,7 +252,8 @@ class Backend(Proc):
         ports = list(ports) if ports is not None else [0] * nports
         argv = [PYTHON, os.path.join(HERE, "backend.py")]
         argv += sum((["--port", str(p)] for p in ports), []) + list(args)
-        super().__init__(tmpdir, name, argv, ready="ready ", ready_timeout=10.0)
+        super().__init__(tmpdir, name, argv, env=python_child_env(), ready="ready ",
+                         ready_timeout=10.0)
         self.spawn()
         self.ports = [int(x) for x in self.ready_line.split()[1:]]
         self.port = self.ports[0]
