@@ -50,8 +50,9 @@ def can_connect(port, timeout=0.2):
     return True
 
 
-def wait_until(predicate, timeout, interval=0.02):
-    """Polls predicate() until truthy or timeout; returns its last value."""
+def wait_until(predicate, timeout, interval=0.02, what=None):
+    """Polls predicate() until truthy or timeout; returns its last value. what: a label for
+    the reader."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

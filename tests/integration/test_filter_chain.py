@@ -11,9 +11,7 @@ import unittest
 
 import websockets
 
-from harness import RawConn, SluiceTestCase, wait_until
-from prometheus_client.parser import text_string_to_metric_families
-from wsutil import WsTestCase, ws_route
+from harness import RawConn, SluiceTestCase, wait_until, ws_route
 
 
 def filters_toml(name="t", **keys):
@@ -32,16 +30,9 @@ def hdr(echo, name):
 
 
 def metrics(sluice):
-    c = RawConn(sluice.admin_port)
-    try:
-        r = c.request("GET", "/metrics", headers=[("Connection", "close")])
-    finally:
-        c.close()
-    out = {}
-    for fam in text_string_to_metric_families(r.body.decode()):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
+    """{(sample name, sorted label pairs): value} of sluice's /metrics."""
+    return {(name, tuple(sorted(labels))): v
+            for (name, labels), v in sluice.admin.metrics().samples.items()}
 
 
 def counter(sluice, name, filter_name="t"):
@@ -175,7 +166,7 @@ class FilterChainHttp(SluiceTestCase):
         # ASan's leak check at exit (the test build) fails the test if an instance leaked.
 
 
-class FilterChainWebSocket(WsTestCase):
+class FilterChainWebSocket(SluiceTestCase):
     def start(self, **keys):
         self.wsb, self.sluice = self.start_ws_proxy(routes=[ws_route(filters=["t"])],
                                                     extra=filters_toml(**keys))

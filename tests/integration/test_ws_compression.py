@@ -9,7 +9,6 @@ and max_message_bytes see the inflated payload; a decompression bomb stops at th
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 import unittest
@@ -21,7 +20,8 @@ import websockets  # noqa: E402
 
 import harness  # noqa: E402
 import test_websocket_browser as browser  # noqa: E402
-from wsutil import BINARY, CLOSE, TEXT, WsTestCase, ws_route  # noqa: E402
+from harness import SluiceTestCase, run_tool, ws_route  # noqa: E402
+from wsutil import BINARY, CLOSE, TEXT  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NODE = "/usr/bin/node" if os.path.exists("/usr/bin/node") else "node"
@@ -48,7 +48,7 @@ def offered(backend, cid):
     return hdrs.get("sec-websocket-extensions")
 
 
-class Terminate(WsTestCase):
+class Terminate(SluiceTestCase):
     def start(self, **ws):
         ws.setdefault("compression", "terminate")
         self.b, self.s = self.start_ws_proxy(**ws)
@@ -129,9 +129,8 @@ class Terminate(WsTestCase):
 
     def test_node_ws_client(self):
         s = self.start()
-        p = subprocess.run([NODE, os.path.join(HERE, "ws_client.js"),
-                            "ws://127.0.0.1:%d/node" % s.port, "--protocol", "chat"],
-                           capture_output=True, timeout=60, cwd=HERE)
+        p = run_tool([NODE, os.path.join(HERE, "ws_client.js"),
+                      "ws://127.0.0.1:%d/node" % s.port, "--protocol", "chat"], timeout=60, cwd=HERE)
         r = json.loads(p.stdout.decode().strip().splitlines()[-1])
         self.assertTrue(r["ok"], r)
         self.assertIn("permessage-deflate", r["extensions"])
@@ -140,7 +139,7 @@ class Terminate(WsTestCase):
                          ("binary", 256 * 1024))
 
 
-class TerminateBoth(WsTestCase):
+class TerminateBoth(SluiceTestCase):
     def test_each_leg_negotiates_with_sluice(self):
         self.b, s = self.start_ws_proxy(compression="terminate_both")
         text = "both legs " * 1000
@@ -169,7 +168,7 @@ class TerminateBoth(WsTestCase):
         run(go())
 
 
-class Passthrough(WsTestCase):
+class Passthrough(SluiceTestCase):
     def test_negotiated_end_to_end_and_still_inspected(self):
         extra = '[[filters]]\nname = "t"\ntype = "test"\nclose_containing = "evil"\n'
         self.b, s = self.start_ws_proxy(
@@ -193,13 +192,12 @@ class Passthrough(WsTestCase):
 
 
 @unittest.skipUnless(os.path.isfile(browser.CHROMIUM), "chromium is not installed")
-class ChromiumCompression(WsTestCase):
-    run_chromium = browser.Browser.run_chromium
+class ChromiumCompression(SluiceTestCase):
     start_for_page = browser.Browser.start_for_page
 
     def check(self, mode, backend_offer):
         s, _ = self.start_for_page(compression=mode)
-        report = self.run_chromium("http://127.0.0.1:%d/page" % s.port)
+        report = self.run_chromium("http://127.0.0.1:%d/page" % s.port, self.b)
         self.assertTrue(report.startswith("OK:open:chat:"), report)
         self.assertIn("permessage-deflate", report)  # the browser's extensions
         self.assertTrue(report.endswith(",text,binary,close:4000:browser done:true"), report)
