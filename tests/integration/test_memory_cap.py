@@ -7,21 +7,15 @@ sluice_memory_shed_total, while the smaller ones go on."""
 import time
 import unittest
 
-from harness import RawConn, SluiceTestCase, wait_until
-from prometheus_client.parser import text_string_to_metric_families
-from wsutil import CLOSE, TEXT, WsTestCase, ws_route
+from harness import SluiceTestCase, wait_until, ws_route
+from wsutil import CLOSE, TEXT
 
 
 def metric(sluice, name):
-    c = RawConn(sluice.admin_port)
-    try:
-        body = c.request("GET", "/metrics", headers=[("Connection", "close")]).body.decode()
-    finally:
-        c.close()
-    for fam in text_string_to_metric_families(body):
-        for s in fam.samples:
-            if s.name == name:
-                return s.value
+    """The value of the first sample called `name` in /metrics (None without one)."""
+    for (sample, _), value in sluice.admin.metrics().samples.items():
+        if sample == name:
+            return value
     return None
 
 
@@ -49,7 +43,7 @@ class BufferedBodies(SluiceTestCase):
         self.assertEqual(backend.count()["paths"], ["/echo/small"])
 
 
-class HeldMessages(WsTestCase):
+class HeldMessages(SluiceTestCase):
     def test_the_largest_session_is_closed(self):
         extra = '[[filters]]\nname = "t"\ntype = "test"\npause_message = "2s"\n'
         wsb, s = self.start_ws_proxy(routes=[ws_route(filters=["t"], max_message_bytes="4MiB")],

@@ -6,8 +6,7 @@ original. A path that climbs out of a route's prefix can never reach what that r
 
 import unittest
 
-from harness import SluiceTestCase
-from wsutil import WsTestCase, ws_route
+from harness import SluiceTestCase, ws_route
 
 
 def hdr(echo, name):
@@ -90,7 +89,7 @@ class Normalisation(SluiceTestCase):
         self.assertEqual(r.json()["target"], "/public/a/../b")
 
 
-class WebSocketUpgradeGuard(WsTestCase):
+class WebSocketUpgradeGuard(SluiceTestCase):
     def test_upgrade_through_dots_into_a_route_without_websockets(self):
         # The example: /ws/echo/../../nows/x was proxied although /nows/ forbids
         # WebSockets.
