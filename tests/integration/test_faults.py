@@ -12,46 +12,38 @@ import threading
 import time
 import unittest
 
-from harness import LOCALHOST, RawConn, SluiceTestCase, build_request
-from wsutil import WsTestCase, ws_route
+from harness import LOCALHOST, RawConn, SluiceTestCase, build_request, ws_route
+from servers import ThreadedServer
 
 
 F = "faulty.test"  # the host routed through the fault relay
 
 
-class FaultRelay:
+class FaultRelay(ThreadedServer):
     """A TCP relay on 127.0.0.1 in front of `target`: what goes from the sluice side toward the
     target ("up") and back ("down") passes through `shape(direction, data)`, which may sleep,
     cut data up, or return None to reset the connection. `mode` can be changed while running."""
 
+    name = "faultrelay"
+
     def __init__(self, target_port):
         self.target = target_port
         self.mode = {}
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((LOCALHOST, 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.address = "%s:%d" % (LOCALHOST, self.port)
-        self.closed = False
         self.transferred = {"up": 0, "down": 0}
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def close(self):
-        self.closed = True
-        self.sock.close()
-
-    def _accept(self):
-        while not self.closed:
-            try:
-                a, _ = self.sock.accept()
-            except OSError:
-                return
-            b = socket.create_connection((LOCALHOST, self.target))
-            for x in (a, b):
-                x.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._pump, args=(a, b, "up"), daemon=True).start()
-            threading.Thread(target=self._pump, args=(b, a, "down"), daemon=True).start()
+    def handle(self, a, peer):
+        b = socket.create_connection((LOCALHOST, self.target), timeout=5)
+        b.settimeout(None)
+        b.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.track(b)
+        down = threading.Thread(target=self._pump, args=(b, a, "down"), daemon=True)
+        down.start()
+        try:
+            self._pump(a, b, "up")
+            down.join()  # ends with its peer, or at close()
+        finally:
+            b.close()
 
     def _pump(self, src, dst, direction):
         try:
@@ -66,7 +58,7 @@ class FaultRelay:
                     keep = max(0, m["stall_after"] - self.transferred[direction])
                     dst.sendall(data[:keep])
                     self.transferred[direction] += keep
-                    time.sleep(m.get("stall_for", 3600))
+                    self._stopping.wait(m.get("stall_for", 3600))  # ends at close()
                     data = data[keep:]
                 if m.get("reset_after") is not None and \
                         self.transferred[direction] + len(data) > m["reset_after"]:
@@ -200,7 +192,7 @@ class HttpFaults(SluiceTestCase):
         self.assertEqual((r.status, len(r.body)), (200, 5000))
 
 
-class WebSocketFaults(WsTestCase):
+class WebSocketFaults(SluiceTestCase):
     def test_frames_one_byte_at_a_time_and_a_stall_mid_frame(self):
         wsb = self.start_ws_backend()
         relay = FaultRelay(wsb.port)
