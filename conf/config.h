@@ -39,10 +39,11 @@ struct Diagnostic {
 using Diagnostics = std::vector<Diagnostic>;
 
 struct Address {
-  std::string host;  // "127.0.0.1", "::1", "0.0.0.0"; no brackets
+  std::string host;  // "127.0.0.1", "::1", "0.0.0.0"; no brackets; empty for a Unix socket
   uint16_t port = 0;
   bool ipv6 = false;
-  std::string text;  // as written: "127.0.0.1:8080", "[::1]:8443"
+  std::string text;       // as written: "127.0.0.1:8080", "[::1]:8443", "unix:/run/app.sock"
+  std::string unix_path;  // backends only: "unix:PATH" connects to a Unix socket
 };
 
 struct ServerConfig {
@@ -52,15 +53,28 @@ struct ServerConfig {
   // together; over it the largest holders are closed (0 = no cap).
   uint64_t max_held_bytes = 512ull * 1024 * 1024;
   Duration shutdown_timeout = std::chrono::seconds(30);
-  std::string access_log = "stdout";  // "stdout", "off" or a path
+  // Lame duck on SIGTERM: /healthz fails while the listeners still accept, then the drain.
+  Duration drain_delay{0};
+  std::string access_log = "stdout";       // "stdout", "stderr", "off" or a path
+  std::string access_log_format = "json";  // "json" or "text" (combined log, then key=value)
+  std::string error_log = "stderr";        // "stderr", "stdout" or a path
+  std::string log_level = "info";          // "debug", "info", "warn" or "error"
+  std::string user;                        // drop privileges to this user after binding
+  std::string group;                       // and this group (default: the user's own)
+  SourcePos access_log_pos;
+  SourcePos error_log_pos;
+  SourcePos user_pos;
 };
 
 struct AdminConfig {
-  Address listen{"127.0.0.1", 9901, false, "127.0.0.1:9901"};
-  std::string token_file;  // empty = mutating endpoints need no token
+  Address listen{"127.0.0.1", 9901, false, "127.0.0.1:9901", {}};
+  std::string token_file;       // empty = mutating endpoints need no token
+  std::string read_token_file;  // empty = GET endpoints need no token
   // Host names the admin API answers to besides IP literals and "localhost" (a DNS-rebinding page
   // comes with its own name, and gets 403).
   std::vector<std::string> allowed_hosts;
+  SourcePos token_file_pos;
+  SourcePos read_token_file_pos;
 };
 
 struct TlsCertificate {
@@ -90,12 +104,21 @@ struct ListenerConfig {
   Duration idle_timeout = std::chrono::seconds(60);
   uint64_t max_header_bytes = 32ull * 1024;
   bool redirect_to_https = false;
+  // The port the 308 of redirect_to_https points at (443 is left out of the URL). Default: 443
+  // when a TLS listener listens there, else the first TLS listener's port, else 443.
+  uint16_t https_port = 443;
   bool proxy_protocol = false;
   // Request-target normalisation before routing (dot segments are always removed and
   // unreserved characters decoded).
   bool merge_slashes = false;
   SlashPolicy encoded_slashes = SlashPolicy::kKeep;
   SlashPolicy backslashes = SlashPolicy::kKeep;
+  // CIDRs whose forwarding headers and PROXY protocol are believed, as written (proxy/ parses
+  // them; `trusted_proxies_pos` are their positions for its diagnostics).
+  std::vector<std::string> trusted_proxies;
+  std::vector<SourcePos> trusted_proxies_pos;
+  std::string forwarded_header = "x-forwarded-for";  // or "forwarded" (RFC 7239)
+  std::string health_path;                           // empty = no health answer on this listener
   std::optional<ListenerTls> tls;
   SourcePos pos;
 };
@@ -141,6 +164,14 @@ struct HttpCompressionConfig {
   uint8_t brotli_quality = 5;  // 0..11
 };
 
+// Header edits on a route, toward the backend (request) or the client (response).
+struct HeaderRules {
+  std::vector<std::pair<std::string, std::string>> set;  // replaces every line of that name
+  std::vector<std::pair<std::string, std::string>> add;  // appended
+  std::vector<std::string> remove;                       // lower-case names
+  bool empty() const { return set.empty() && add.empty() && remove.empty(); }
+};
+
 struct RouteConfig {
   std::string name;  // `name` key, or the route's index in file order ("0", "1", ...)
   std::string listener;
@@ -152,6 +183,11 @@ struct RouteConfig {
   // Routing always uses the normalised target; the backend gets the target as the client sent it
   // (true) or normalised (false, the default).
   bool forward_original_target = false;
+  bool access_log = true;                           // false: this route's requests are not logged
+  std::optional<Duration> response_timeout;         // overrides the pool's
+  std::optional<Duration> idle_timeout;             // overrides the listener's (within a request)
+  HeaderRules request_headers;
+  HeaderRules response_headers;
   WebSocketConfig websocket;
   HttpCompressionConfig http_compression;
   size_t listener_index = 0;           // index into Config::listeners
@@ -209,6 +245,10 @@ struct PoolConfig {
   KeySource hash_key;
   double hash_balance_factor = 0.25;
   std::string sticky_cookie;  // empty = off
+  // Secure: nullopt = when the request came over TLS.
+  std::optional<bool> sticky_cookie_secure;
+  std::string sticky_cookie_samesite = "Lax";  // "Lax", "Strict" or "None"
+  bool sticky_cookie_httponly = true;
   Duration connect_timeout = std::chrono::seconds(5);
   Duration response_timeout = std::chrono::seconds(60);
   Duration drain_timeout = std::chrono::seconds(30);
@@ -248,6 +288,10 @@ using FilterValidator = std::function<void(const FilterConfig&, Diagnostics&)>;
 struct LoadResult {
   std::shared_ptr<const Config> config;  // null when diagnostics is non-empty
   Diagnostics diagnostics;
+  // What was read, also when there are errors (entries with bad values keep their defaults):
+  // the later stages (certificates, files, ports) check it, so that one run reports every
+  // stage's errors. Null only when no file could be read.
+  std::shared_ptr<const Config> partial;
 };
 
 // Reads `path` (and its includes), validates everything, and returns either a config or every

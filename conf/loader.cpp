@@ -258,10 +258,11 @@ LoadResult load(const std::string& path, const FilterValidator& validate_filter,
     }
     builder.resolve(validate_filter, /*check_references=*/!loader.failed());
     sortDiagnostics(result.diagnostics, loader.files());
+    auto config = std::make_shared<Config>(std::move(builder.config()));
+    config->path = path;
+    config->files = loader.files();
+    result.partial = config;
     if (result.diagnostics.empty()) {
-      auto config = std::make_shared<Config>(std::move(builder.config()));
-      config->path = path;
-      config->files = loader.files();
       result.config = std::move(config);
     }
   } catch (const std::exception& e) {

@@ -85,6 +85,23 @@ Checked checkHeaderValue(std::string_view text, std::string& why) {
   return std::nullopt;
 }
 
+// A user or group name (as useradd takes them), or a numeric id.
+Checked checkAccountName(std::string_view text, std::string& why) {
+  const bool ok = !text.empty() && text.size() <= 32 &&
+                  std::all_of(text.begin(), text.end(),
+                              [](char c) {
+                                return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                       (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
+                              }) &&
+                  text.front() != '-';
+  if (ok) {
+    return std::string(text);
+  }
+  why = "must be a user or group name (letters, digits, '_', '-', '.') or a numeric id, got " +
+        quote(text);
+  return std::nullopt;
+}
+
 Checked checkSni(std::string_view text, std::string& why) {
   if (isHostName(text)) {
     return toLower(text);
@@ -235,12 +252,27 @@ void ConfigBuilder::readServer(Section& s) {
   s.integer("max_connections", server.max_connections, 1, 100'000'000);
   s.size("max_held_bytes", server.max_held_bytes, 0, kMaxBytes);
   s.duration("shutdown_timeout", server.shutdown_timeout, Zero::kAllowed);
-  s.string("access_log", server.access_log, [&s](std::string_view text, std::string& why) {
-    if (text == "stdout" || text == "stderr" || text == "off") {
-      return Checked(text);
-    }
-    return resolvePath(text, s.file().dir, why);
-  });
+  s.duration("drain_delay", server.drain_delay, Zero::kAllowed);
+  const auto log_target = [&s](std::vector<std::string_view> streams) {
+    return [&s, streams](std::string_view text, std::string& why) {
+      if (std::find(streams.begin(), streams.end(), text) != streams.end()) {
+        return Checked(text);
+      }
+      return resolvePath(text, s.file().dir, why);
+    };
+  };
+  s.string("access_log", server.access_log, log_target({"stdout", "stderr", "off"}));
+  server.access_log_pos = s.pos("access_log");
+  s.oneOf("access_log_format", server.access_log_format, {"json", "text"});
+  s.string("error_log", server.error_log, log_target({"stdout", "stderr"}));
+  server.error_log_pos = s.pos("error_log");
+  s.oneOf("log_level", server.log_level, {"debug", "info", "warn", "error"});
+  s.string("user", server.user, checkAccountName);
+  server.user_pos = s.pos("user");
+  s.string("group", server.group, checkAccountName);
+  if (s.get("group") != nullptr && s.get("user") == nullptr) {
+    s.error("group", "'group' needs 'user': sluice drops privileges to both at once");
+  }
   s.finish();
 }
 
@@ -255,6 +287,9 @@ void ConfigBuilder::readAdmin(Section& s) {
       h = toLower(h);
     }
   }
+  admin.token_file_pos = s.pos("token_file");
+  s.path("read_token_file", admin.read_token_file);
+  admin.read_token_file_pos = s.pos("read_token_file");
   s.finish();
 }
 
@@ -271,6 +306,12 @@ void ConfigBuilder::readListener(Section& s) {
   s.duration("idle_timeout", listener.idle_timeout, Zero::kRejected);
   s.size("max_header_bytes", listener.max_header_bytes, kMinHeaderBytes, kMaxHeaderBytes);
   s.boolean("redirect_to_https", listener.redirect_to_https);
+  if (s.integer("https_port", listener.https_port, 1, 65535)) {
+    origin.https_port_set = true;
+    if (!listener.redirect_to_https) {
+      s.error("https_port", "'https_port' is where redirect_to_https points; set that too");
+    }
+  }
   s.boolean("proxy_protocol", listener.proxy_protocol);
   s.boolean("merge_slashes", listener.merge_slashes);
   static const std::vector<std::string_view> kSlashPolicies = {"reject", "keep", "decode"};
@@ -280,6 +321,14 @@ void ConfigBuilder::readListener(Section& s) {
       *out = static_cast<SlashPolicy>(std::find(kSlashPolicies.begin(), kSlashPolicies.end(), v) -
                                       kSlashPolicies.begin());
     }
+  }
+  s.strings("trusted_proxies", listener.trusted_proxies, &listener.trusted_proxies_pos);
+  s.oneOf("forwarded_header", listener.forwarded_header, {"x-forwarded-for", "forwarded"});
+  s.string("health_path", listener.health_path, checkRoutePath);
+  if (listener.proxy_protocol && s.get("trusted_proxies") == nullptr) {
+    s.error("proxy_protocol",
+            "'proxy_protocol' needs 'trusted_proxies': the addresses of the load balancers "
+            "whose PROXY header is believed (\"0.0.0.0/0\" believes anyone)");
   }
   if (const toml::table* tls = s.table("tls")) {
     Section ts(*tls, "[listeners.tls]", s.file(), diagnostics_);
@@ -376,6 +425,21 @@ void ConfigBuilder::readRoute(Section& s) {
   s.strings("filters", route.filters, &origin.filters);
   s.size("max_body_bytes", route.max_body_bytes, 0, kMaxBytes);
   s.boolean("forward_original_target", route.forward_original_target);
+  s.boolean("access_log", route.access_log);
+  if (Duration d; s.duration("response_timeout", d, Zero::kRejected)) {
+    route.response_timeout = d;
+  }
+  if (Duration d; s.duration("idle_timeout", d, Zero::kRejected)) {
+    route.idle_timeout = d;
+  }
+  if (const toml::table* rules = s.table("request_headers")) {
+    Section hs(*rules, "[routes.request_headers]", s.file(), diagnostics_);
+    route.request_headers = readHeaderRules(hs);
+  }
+  if (const toml::table* rules = s.table("response_headers")) {
+    Section hs(*rules, "[routes.response_headers]", s.file(), diagnostics_);
+    route.response_headers = readHeaderRules(hs);
+  }
   if (const toml::table* websocket = s.table("websocket")) {
     Section ws(*websocket, "[routes.websocket]", s.file(), diagnostics_);
     readWebSocket(ws, route.websocket);
@@ -387,6 +451,65 @@ void ConfigBuilder::readRoute(Section& s) {
   s.finish();
   config_.routes.push_back(std::move(route));
   route_origins_.push_back(std::move(origin));
+}
+
+HeaderRules ConfigBuilder::readHeaderRules(Section& s) {
+  HeaderRules rules;
+  // sluice writes these itself (framing, connection management, the WebSocket handshake); an
+  // edit could make the two sides read a message differently.
+  static const std::vector<std::string_view> kReserved = {
+      "content-length", "transfer-encoding", "connection",      "keep-alive", "te",
+      "trailer",        "upgrade",           "proxy-connection"};
+  const auto name_ok = [&](std::string_view name, const SourcePos& at) {
+    const std::string lower = toLower(name);
+    if (!isToken(name)) {
+      s.error(at, "header name " + quote(name) + " is not a valid HTTP header name");
+      return false;
+    }
+    if (std::find(kReserved.begin(), kReserved.end(), lower) != kReserved.end() ||
+        lower.starts_with("sec-websocket-")) {
+      s.error(at, "header " + quoteName(name) + " is managed by sluice and cannot be edited");
+      return false;
+    }
+    return true;
+  };
+  const auto read_values = [&](std::string_view key,
+                               std::vector<std::pair<std::string, std::string>>& out) {
+    const toml::table* table = s.table(key);
+    if (table == nullptr) {
+      return;
+    }
+    for (const auto& [name, value] : *table) {
+      const SourcePos at = s.pos(value);
+      const std::optional<std::string_view> text = value.value_exact<std::string_view>();
+      if (!text) {
+        s.error(at, "header " + quoteName(name.str()) + " must have a string value, got " +
+                        std::string(typeName(value)));
+        continue;
+      }
+      std::string why;
+      if (!checkHeaderValue(*text, why)) {
+        s.error(at, "header " + quoteName(name.str()) + " " + why);
+        continue;
+      }
+      if (name_ok(name.str(), at)) {
+        out.emplace_back(std::string(name.str()), std::string(*text));
+      }
+    }
+  };
+  read_values("set", rules.set);
+  read_values("add", rules.add);
+  std::vector<std::string> remove;
+  std::vector<SourcePos> remove_at;
+  if (s.strings("remove", remove, &remove_at)) {
+    for (size_t i = 0; i < remove.size(); ++i) {
+      if (name_ok(remove[i], remove_at[i])) {
+        rules.remove.push_back(toLower(remove[i]));
+      }
+    }
+  }
+  s.finish();
+  return rules;
 }
 
 void ConfigBuilder::readWebSocket(Section& s, WebSocketConfig& ws) {
@@ -445,6 +568,16 @@ void ConfigBuilder::readPool(Section& s) {
   }
   s.positiveNumber("hash_balance_factor", pool.hash_balance_factor);
   s.string("sticky_cookie", pool.sticky_cookie, checkCookieName);
+  if (bool secure = false; s.boolean("sticky_cookie_secure", secure)) {
+    pool.sticky_cookie_secure = secure;
+  }
+  s.oneOf("sticky_cookie_samesite", pool.sticky_cookie_samesite, {"Lax", "Strict", "None"});
+  s.boolean("sticky_cookie_httponly", pool.sticky_cookie_httponly);
+  if (pool.sticky_cookie_samesite == "None" && pool.sticky_cookie_secure == false) {
+    s.error("sticky_cookie_samesite",
+            "'sticky_cookie_samesite = \"None\"' needs a Secure cookie (browsers refuse it "
+            "otherwise): leave 'sticky_cookie_secure' out or set it to true");
+  }
   s.duration("connect_timeout", pool.connect_timeout, Zero::kRejected);
   s.duration("response_timeout", pool.response_timeout, Zero::kRejected);
   s.duration("drain_timeout", pool.drain_timeout, Zero::kAllowed);
@@ -463,6 +596,15 @@ void ConfigBuilder::readPool(Section& s) {
   if (const toml::table* tls = s.table("tls")) {
     Section ts(*tls, "[pools.tls]", s.file(), diagnostics_);
     pool.tls = readPoolTls(ts);
+    if (pool.tls->sni.empty()) {
+      for (const BackendConfig& b : pool.backends) {
+        if (!b.address.unix_path.empty()) {
+          ts.error(b.pos, "backend " + quote(b.address.text) +
+                              " is a Unix socket: a TLS pool needs 'sni', the name to send "
+                              "and verify");
+        }
+      }
+    }
   }
   s.finish();
   config_.pools.push_back(std::move(pool));
@@ -559,8 +701,23 @@ void ConfigBuilder::resolve(const FilterValidator& validate_filter, bool check_r
     filters.add(config_.filters[i].name, i, filter_origins_[i].name, diagnostics_);
   }
   checkListenAddresses();
+  defaultHttpsPorts();
   resolveRoutes(listeners, pools, filters, check_references);
   validateFilters(validate_filter);
+}
+
+void ConfigBuilder::defaultHttpsPorts() {
+  std::optional<uint16_t> port;
+  for (const ListenerConfig& l : config_.listeners) {
+    if (l.tls && (!port || l.listen.port == 443)) {
+      port = port && *port == 443 ? *port : l.listen.port;
+    }
+  }
+  for (size_t i = 0; i < config_.listeners.size(); ++i) {
+    if (!listener_origins_[i].https_port_set) {
+      config_.listeners[i].https_port = port.value_or(443);
+    }
+  }
 }
 
 void ConfigBuilder::checkListenAddresses() {

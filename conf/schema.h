@@ -35,6 +35,7 @@ class ConfigBuilder {
     SourcePos name;
     SourcePos listen;
     bool has_listen = false;
+    bool https_port_set = false;
   };
   struct RouteOrigin {
     SourcePos listener;
@@ -61,6 +62,7 @@ class ConfigBuilder {
   void readRoute(Section& s);
   void readWebSocket(Section& s, WebSocketConfig& ws);
   void readHttpCompression(Section& s, HttpCompressionConfig& c);
+  HeaderRules readHeaderRules(Section& s);
   void readPool(Section& s);
   void readBackends(Section& s, PoolConfig& pool);
   HealthConfig readHealth(Section& s);
@@ -69,6 +71,7 @@ class ConfigBuilder {
                   const toml::table& table);
 
   void checkListenAddresses();
+  void defaultHttpsPorts();
   void resolveRoutes(const NameIndex& listeners, const NameIndex& pools, const NameIndex& filters,
                      bool check_references);
   void validateFilters(const FilterValidator& validate_filter);

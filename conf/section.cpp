@@ -203,6 +203,29 @@ bool Section::address(std::string_view key, Address& out, AddressUse use) {
           return std::nullopt;
         }
         std::string why;
+        if (text->starts_with("unix:")) {
+          if (use == AddressUse::kListen) {
+            message = quoteName(key) +
+                      " must be an IP address and port; Unix sockets are for "
+                      "backends (\"unix:/run/app.sock\")";
+            return std::nullopt;
+          }
+          // sockaddr_un holds 107 bytes of path and a NUL.
+          std::optional<std::string> path = resolvePath(text->substr(5), file_.dir, why);
+          if (path && path->size() > 107) {
+            why = "the socket path is longer than 107 bytes";
+            path.reset();
+          }
+          if (!path) {
+            message =
+                quoteName(key) + " has an invalid Unix socket address " + quote(*text) + ": " + why;
+            return std::nullopt;
+          }
+          Address unix_address;
+          unix_address.text = std::string(*text);
+          unix_address.unix_path = *path;
+          return unix_address;
+        }
         std::optional<Address> value = parseAddress(*text, &why);
         if (!value) {
           message = quoteName(key) + " has an invalid address " + quote(*text) + ": " + why;

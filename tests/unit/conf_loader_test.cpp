@@ -165,6 +165,7 @@ header_timeout = "5s"
 idle_timeout = "2m"
 max_header_bytes = "64KiB"
 proxy_protocol = true
+trusted_proxies = ["10.0.0.0/8"]
 tls = { cert = "/c/a.crt", key = "/c/a.key", min_version = "1.3", alpn = [], client_ca = "/c/ca.pem", handshake_timeout = "3s", hsts = "max-age=60" }
 
 [[listeners]]
@@ -1251,7 +1252,24 @@ TEST(ConfExamples, FullDocumentsEveryKey) {
                                          "sni",
                                          "allow",
                                          "allow_missing",
-                                         "allow_types"};
+                                         "allow_types",
+                                         "drain_delay",
+                                         "access_log_format",
+                                         "error_log",
+                                         "log_level",
+                                         "user",
+                                         "group",
+                                         "read_token_file",
+                                         "https_port",
+                                         "trusted_proxies",
+                                         "forwarded_header",
+                                         "health_path",
+                                         "sticky_cookie_secure",
+                                         "sticky_cookie_samesite",
+                                         "sticky_cookie_httponly",
+                                         "set",
+                                         "add",
+                                         "remove"};
   for (const std::string& key : keys) {
     const bool assigned = full.find("\n" + key + " = ") != std::string::npos ||
                           full.find(" " + key + " = ") != std::string::npos;
