@@ -1,16 +1,21 @@
 #include "proxy/log.h"
 
-#include <atomic>
-#include <cstdio>
-#include <ctime>
-#include <mutex>
-
+#include <fcntl.h>
 #include <sys/time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <map>
 
 namespace sluice::log {
 namespace {
+
 std::atomic<int> g_level{static_cast<int>(Level::kInfo)};
-std::mutex g_mutex;
+
 const char* levelName(Level level) {
   switch (level) {
     case Level::kDebug:
@@ -24,31 +29,150 @@ const char* levelName(Level level) {
   }
   return "?";
 }
+
+// Open destinations by target, so that two writers of one place share a lock.
+std::mutex g_files_mutex;
+std::map<std::string, std::weak_ptr<LogFile>>& openFiles() {
+  static auto* files = new std::map<std::string, std::weak_ptr<LogFile>>;
+  return *files;
+}
+
+std::mutex g_error_log_mutex;
+std::shared_ptr<LogFile>& errorLogSlot() {
+  static auto* slot = new std::shared_ptr<LogFile>;
+  return *slot;
+}
+
+int openAppend(const std::string& path) {
+  return ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+}
+
 }  // namespace
+
+std::shared_ptr<LogFile> LogFile::open(const std::string& target, std::string* error) {
+  std::lock_guard lock(g_files_mutex);
+  auto& files = openFiles();
+  if (auto it = files.find(target); it != files.end()) {
+    if (std::shared_ptr<LogFile> file = it->second.lock()) {
+      return file;
+    }
+  }
+  std::shared_ptr<LogFile> file;
+  if (target == "stdout") {
+    file.reset(new LogFile(target, STDOUT_FILENO, false));
+  } else if (target == "stderr") {
+    file.reset(new LogFile(target, STDERR_FILENO, false));
+  } else {
+    int fd = openAppend(target);
+    if (fd < 0) {
+      *error = "cannot open '" + target + "' for writing: " + strerror(errno);
+      return nullptr;
+    }
+    file.reset(new LogFile(target, fd, true));
+  }
+  files[target] = file;
+  return file;
+}
+
+LogFile::~LogFile() {
+  if (owned_ && fd_ >= 0) {
+    ::close(fd_);
+  }
+  std::lock_guard lock(g_files_mutex);
+  auto& files = openFiles();
+  if (auto it = files.find(target_); it != files.end() && it->second.expired()) {
+    files.erase(it);
+  }
+}
+
+void LogFile::write(std::string_view data) {
+  std::lock_guard lock(mutex_);
+  while (!data.empty()) {
+    ssize_t w = ::write(fd_, data.data(), data.size());
+    if (w < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return;
+    }
+    data.remove_prefix(static_cast<size_t>(w));
+  }
+}
+
+bool LogFile::reopen(std::string* error) {
+  if (!owned_) {
+    return true;
+  }
+  int fd = openAppend(target_);
+  if (fd < 0) {
+    *error = "cannot reopen '" + target_ + "': " + strerror(errno);
+    return false;
+  }
+  std::lock_guard lock(mutex_);
+  ::close(fd_);
+  fd_ = fd;
+  return true;
+}
 
 void setLevel(Level level) {
   g_level.store(static_cast<int>(level));
 }
+
 bool enabled(Level level) {
   return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed);
 }
 
+bool parseLevel(std::string_view text, Level* level) {
+  for (Level l : {Level::kDebug, Level::kInfo, Level::kWarn, Level::kError}) {
+    if (text == levelName(l)) {
+      *level = l;
+      return true;
+    }
+  }
+  return false;
+}
+
+void setErrorLog(std::shared_ptr<LogFile> file) {
+  std::lock_guard lock(g_error_log_mutex);
+  errorLogSlot() = std::move(file);
+}
+
+std::shared_ptr<LogFile> errorLog() {
+  std::lock_guard lock(g_error_log_mutex);
+  return errorLogSlot();
+}
+
 void write(Level level, const char* fmt, ...) {
-  char msg[2048];
+  char line[2112];
+  char* msg = line + 32;  // the time and level go in front
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
+  int n = vsnprintf(msg, sizeof line - 32 - 1, fmt, ap);
   va_end(ap);
+  size_t len = n < 0 ? 0 : std::min<size_t>(static_cast<size_t>(n), sizeof line - 32 - 2);
+  msg[len++] = '\n';
+  std::shared_ptr<LogFile> file = errorLog();
+  // The time is taken under the destination's lock (LogFile::write takes it again, so hold the
+  // global one): lines of one file are in time order.
+  static std::mutex order;
+  std::lock_guard lock(order);
   timeval tv;
   gettimeofday(&tv, nullptr);
   tm t;
   gmtime_r(&tv.tv_sec, &t);
-  char ts[32];
-  strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &t);
-  std::lock_guard lock(g_mutex);
-  fprintf(stderr, "%s.%03ldZ %s %s\n", ts, static_cast<long>(tv.tv_usec / 1000), levelName(level),
-          msg);
-  fflush(stderr);
+  char prefix[40];
+  size_t p = strftime(prefix, sizeof prefix, "%Y-%m-%dT%H:%M:%S", &t);
+  p += static_cast<size_t>(snprintf(prefix + p, sizeof prefix - p, ".%03ldZ %s ",
+                                    static_cast<long>(tv.tv_usec / 1000), levelName(level)));
+  p = std::min<size_t>(p, 32);
+  memcpy(msg - p, prefix, p);
+  std::string_view out(msg - p, len + p);
+  if (file) {
+    file->write(out);
+  } else {
+    ssize_t ignored = ::write(STDERR_FILENO, out.data(), out.size());
+    (void)ignored;
+  }
 }
 
 }  // namespace sluice::log
