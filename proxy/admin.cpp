@@ -122,6 +122,25 @@ AdminServer::AdminServer(uv_loop_t* loop, Handler handler)
 
 AdminServer::~AdminServer() = default;
 
+bool AdminServer::adopt(int fd, std::string* error) {
+  fd_ = fd;
+  int rc = uv_poll_init(loop_, &poll_, fd_);
+  if (rc == 0) {
+    open_ = true;
+    poll_.data = this;
+    rc = uv_poll_start(&poll_, UV_READABLE, &AdminServer::onReadable);
+  }
+  if (rc != 0) {
+    *error = std::string("admin listener: ") + uv_strerror(rc);
+    if (!open_) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+    return false;
+  }
+  return true;
+}
+
 bool AdminServer::listen(const conf::Address& address, std::string* error) {
   std::string why;
   fd_ = net::listenSocket(address, false, &why);

@@ -28,6 +28,10 @@ class AdminServer {
   AdminServer(uv_loop_t* loop, Handler handler);
   ~AdminServer();
   bool listen(const conf::Address& address, std::string* error);
+  // Serves on an already listening socket (handed over by the process this one replaces).
+  bool adopt(int fd, std::string* error);
+  // The listening socket, for a hand-over (-1 when closed).
+  int fd() const { return open_ ? fd_ : -1; }
   void close();
 
  private:

@@ -1,7 +1,18 @@
 #include "proxy/metrics.h"
 
+#include <dirent.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <ctime>
+#include <vector>
+
+#ifndef SLUICE_COMMIT
+#define SLUICE_COMMIT "unknown"
+#endif
 
 namespace sluice::metrics {
 
@@ -268,7 +279,8 @@ std::pair<int64_t, int64_t> Registry::backendConnections(const std::string& pool
 }
 
 std::string Registry::render(
-    const std::vector<std::tuple<std::string, std::string, std::string>>& backend_states) const {
+    const std::vector<std::tuple<std::string, std::string, std::string>>& backend_states,
+    const std::vector<CertificateExpiry>& certificates) const {
   std::string out;
   out.reserve(size_t{16} * 1024);
   Writer w(&out);
@@ -429,8 +441,139 @@ std::string Registry::render(
       }
     }
   }
+  w.family("sluice_proxy_protocol_rejected_total", "counter",
+           "Connections closed before their PROXY protocol header was read, by reason.");
+  for (const auto& [name, s] : listeners_) {
+    for (size_t r = 0; r < 3; ++r) {
+      double v = sum(s.get(), n,
+                     [r](const ListenerSlot& x) { return x.proxy_protocol_rejected[r].get(); });
+      if (v > 0) {
+        w.sample("sluice_proxy_protocol_rejected_total",
+                 {"listener", name, "reason", kProxyRejections[r]}, v);
+      }
+    }
+  }
+  w.family("sluice_tls_certificate_expiry_seconds", "gauge",
+           "Seconds until a listener's certificate expires (negative once it has).");
+  const int64_t now = static_cast<int64_t>(time(nullptr));
+  for (const CertificateExpiry& c : certificates) {
+    w.sample("sluice_tls_certificate_expiry_seconds", {"listener", c.listener, "name", c.name},
+             static_cast<double>(c.not_after - now));
+  }
   renderFamilies(&out);
+  renderProcess(&out);
   return out;
+}
+
+namespace {
+
+// /proc/self/stat fields (after the command name): 14 utime, 15 stime, 20 num_threads,
+// 22 starttime (clock ticks since boot), 23 vsize, 24 rss (pages).
+struct ProcStat {
+  double cpu_seconds = 0;
+  double start_ticks = 0;
+  double vsize = 0;
+  double rss_pages = 0;
+  double threads = 0;
+  bool ok = false;
+};
+
+ProcStat readProcStat() {
+  ProcStat st;
+  FILE* f = fopen("/proc/self/stat", "r");
+  if (f == nullptr) {
+    return st;
+  }
+  char buf[1024];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  const char* p = strrchr(buf, ')');  // the command name may hold spaces
+  if (p == nullptr) {
+    return st;
+  }
+  std::vector<double> fields;  // fields[0] is field 3 (state), skipped as 0
+  for (const char* tok = p + 2; *tok != '\0';) {
+    char* end = nullptr;
+    double v = strtod(tok, &end);
+    fields.push_back(end == tok ? 0 : v);
+    const char* space = strchr(tok, ' ');
+    if (space == nullptr) {
+      break;
+    }
+    tok = space + 1;
+  }
+  auto field = [&](size_t number) { return number - 3 < fields.size() ? fields[number - 3] : 0; };
+  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  st.cpu_seconds = (field(14) + field(15)) / ticks;
+  st.threads = field(20);
+  st.start_ticks = field(22);
+  st.vsize = field(23);
+  st.rss_pages = field(24);
+  st.ok = fields.size() >= 22;
+  return st;
+}
+
+double bootTime() {
+  FILE* f = fopen("/proc/stat", "r");
+  if (f == nullptr) {
+    return 0;
+  }
+  char line[256];
+  double btime = 0;
+  while (fgets(line, sizeof line, f) != nullptr) {
+    if (strncmp(line, "btime ", 6) == 0) {
+      btime = strtod(line + 6, nullptr);
+      break;
+    }
+  }
+  fclose(f);
+  return btime;
+}
+
+double openFds() {
+  DIR* d = opendir("/proc/self/fd");
+  if (d == nullptr) {
+    return 0;
+  }
+  double count = 0;
+  while (const dirent* e = readdir(d)) {
+    count += e->d_name[0] != '.' ? 1 : 0;
+  }
+  closedir(d);
+  return count - 1;  // the directory's own descriptor
+}
+
+}  // namespace
+
+void Registry::renderProcess(std::string* out) const {
+  Writer w(out);
+  ProcStat st = readProcStat();
+  if (st.ok) {
+    const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+    const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
+    w.family("process_cpu_seconds_total", "counter",
+             "Total user and system CPU time spent in seconds.");
+    w.sample("process_cpu_seconds_total", {}, st.cpu_seconds);
+    w.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+    w.sample("process_resident_memory_bytes", {}, st.rss_pages * page);
+    w.family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+    w.sample("process_virtual_memory_bytes", {}, st.vsize);
+    w.family("process_start_time_seconds", "gauge",
+             "Start time of the process since unix epoch in seconds.");
+    w.sample("process_start_time_seconds", {}, bootTime() + st.start_ticks / ticks);
+    w.family("process_threads", "gauge", "Number of OS threads in the process.");
+    w.sample("process_threads", {}, st.threads);
+  }
+  w.family("process_open_fds", "gauge", "Number of open file descriptors.");
+  w.sample("process_open_fds", {}, openFds());
+  rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    w.family("process_max_fds", "gauge", "Maximum number of open file descriptors.");
+    w.sample("process_max_fds", {}, static_cast<double>(rl.rlim_cur));
+  }
+  w.family("sluice_build_info", "gauge", "The version and commit sluice was built from.");
+  w.sample("sluice_build_info", {"version", SLUICE_VERSION, "commit", SLUICE_COMMIT}, 1);
 }
 
 }  // namespace sluice::metrics

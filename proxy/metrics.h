@@ -83,11 +83,24 @@ inline constexpr const char* kTlsResults[] = {
 inline constexpr size_t kTlsResultCount = sizeof kTlsResults / sizeof kTlsResults[0];
 size_t tlsResultIndex(const char* result);  // unknown results count as "handshake_failed"
 
+// sluice_proxy_protocol_rejected_total{reason}: connections closed before the PROXY header
+// was read.
+enum ProxyRejection { kProxyUntrusted, kProxyInvalid, kProxyTimeout };
+inline constexpr const char* kProxyRejections[] = {"untrusted", "invalid", "timeout"};
+
 struct alignas(64) ListenerSlot {
   Gauge connections_open;
   Counter connections_accepted;
   Counter accept_paused;  // times max_connections stopped accepting
   std::array<Counter, kTlsResultCount> tls_handshakes;
+  std::array<Counter, 3> proxy_protocol_rejected;  // by ProxyRejection
+};
+
+// A certificate a listener serves, for sluice_tls_certificate_expiry_seconds.
+struct CertificateExpiry {
+  std::string listener;
+  std::string name;       // the certificate's first DNS name (or its subject's CN)
+  int64_t not_after = 0;  // Unix time
 };
 
 struct alignas(64) RouteSlot {
@@ -166,9 +179,12 @@ class Registry : public filters::Stats {
                                                  const std::string& address) const;
 
   // Prometheus text exposition format (version 0.0.4). `backend_states` lists, per pool and
-  // backend address, the current state name ("healthy", "unhealthy", "draining").
+  // backend address, the current state name ("healthy", "unhealthy", "draining");
+  // `certificates` the listeners' certificates. Process metrics (process_*, as Prometheus
+  // clients name them) and sluice_build_info come last.
   std::string render(
-      const std::vector<std::tuple<std::string, std::string, std::string>>& backend_states) const;
+      const std::vector<std::tuple<std::string, std::string, std::string>>& backend_states,
+      const std::vector<CertificateExpiry>& certificates = {}) const;
 
  private:
   template <typename Slot>
@@ -197,6 +213,7 @@ class Registry : public filters::Stats {
   };
   Family& family(std::string_view name, std::string_view help, bool histogram);
   void renderFamilies(std::string* out) const;
+  void renderProcess(std::string* out) const;
   mutable std::mutex families_mutex_;
   std::map<std::string, Family, std::less<>> families_;
 };

@@ -2,6 +2,7 @@
 
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sys/un.h>
 
 #include <cstdio>
 #include <cstring>
@@ -11,6 +12,7 @@ namespace sluice {
 Snapshot::Snapshot(std::shared_ptr<const conf::Config> c, uint64_t gen)
     : config(std::move(c)), router(*config), generation(gen) {
   pools.resize(config->pools.size());
+  trusted_proxies.resize(config->listeners.size());
   for (size_t p = 0; p < config->pools.size(); ++p) {
     pools[p].backends.resize(config->pools[p].backends.size());
   }
@@ -41,6 +43,12 @@ bool Snapshot::resolveBackends(conf::Diagnostics* diagnostics) {
     const conf::PoolConfig& pool = config->pools[p];
     for (size_t i = 0; i < pool.backends.size(); ++i) {
       const conf::BackendConfig& b = pool.backends[i];
+      if (!b.address.unix_path.empty()) {
+        auto* un = reinterpret_cast<sockaddr_un*>(&pools[p].backends[i].addr);
+        un->sun_family = AF_UNIX;
+        memcpy(un->sun_path, b.address.unix_path.c_str(), b.address.unix_path.size() + 1);
+        continue;
+      }
       addrinfo hints{};
       hints.ai_family = AF_UNSPEC;
       hints.ai_socktype = SOCK_STREAM;
@@ -103,6 +111,34 @@ bool Snapshot::buildTls(conf::Diagnostics* diagnostics) {
     }
   }
   return ok;
+}
+
+bool Snapshot::buildTrustedProxies(conf::Diagnostics* diagnostics) {
+  bool ok = true;
+  for (size_t l = 0; l < config->listeners.size(); ++l) {
+    const conf::ListenerConfig& lc = config->listeners[l];
+    for (size_t i = 0; i < lc.trusted_proxies.size(); ++i) {
+      std::string why;
+      if (!trusted_proxies[l].add(lc.trusted_proxies[i], &why)) {
+        conf::SourcePos at = i < lc.trusted_proxies_pos.size() ? lc.trusted_proxies_pos[i] : lc.pos;
+        diagnostics->push_back({at, "listener '" + lc.name + "': 'trusted_proxies': " + why});
+        ok = false;
+      }
+    }
+  }
+  return ok;
+}
+
+std::vector<metrics::CertificateExpiry> Snapshot::certificateExpiries() const {
+  std::vector<metrics::CertificateExpiry> out;
+  for (size_t l = 0; l < listener_tls.size(); ++l) {
+    if (listener_tls[l]) {
+      for (const net::ServerTls::Expiry& e : listener_tls[l]->expiries()) {
+        out.push_back({config->listeners[l].name, e.name, e.not_after});
+      }
+    }
+  }
+  return out;
 }
 
 void Snapshot::buildBalancers(upstream::BackendStates* states) {

@@ -15,6 +15,7 @@
 #include "conf/config.h"
 #include "filters/filter.h"
 #include "proxy/http/compress.h"
+#include "proxy/http/forwarded.h"
 #include "proxy/metrics.h"
 #include "proxy/net/tls.h"
 #include "proxy/router.h"
@@ -59,6 +60,8 @@ struct Snapshot {
     http::EncoderOptions options;
   };
   std::vector<std::unique_ptr<const RouteCompression>> route_compression;
+  // trusted_proxies[listener]: whose forwarding headers and PROXY header are believed.
+  std::vector<http::TrustedProxies> trusted_proxies;
   // Metric slots resolved for this config's listeners, routes and filters.
   metrics::Bound metrics;
 
@@ -69,6 +72,10 @@ struct Snapshot {
   bool buildFilters(conf::Diagnostics* diagnostics);
   // Loads certificates and builds TLS contexts.
   bool buildTls(conf::Diagnostics* diagnostics);
+  // Parses each listener's trusted_proxies.
+  bool buildTrustedProxies(conf::Diagnostics* diagnostics);
+  // The listeners' certificates and when they expire.
+  std::vector<metrics::CertificateExpiry> certificateExpiries() const;
   // Main thread: resolves every metric slot this config uses, and lets the filters declare theirs.
   void bindMetrics(metrics::Registry& registry);
   // Main thread: attaches shared backend state and builds the balancers. Without `states`

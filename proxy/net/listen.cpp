@@ -35,11 +35,38 @@ int listenSocket(const conf::Address& addr, bool reuse_port, std::string* error)
   }
   socklen_t len = ss.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
   if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-    *error = "cannot listen on " + addr.text + ": " + strerror(errno);
+    int e = errno;
+    *error = "cannot listen on " + addr.text + ": " + strerror(e) + bindHint(addr, e);
     ::close(fd);
     return -1;
   }
   return fd;
+}
+
+std::string bindHint(const conf::Address& addr, int err) {
+  if (err == EACCES || err == EPERM) {
+    return " (ports below 1024 need root or CAP_NET_BIND_SERVICE: start sluice as root with "
+           "[server] user = \"...\" to drop privileges once bound, or grant the capability: "
+           "AmbientCapabilities=CAP_NET_BIND_SERVICE in its systemd unit, or setcap "
+           "cap_net_bind_service=+ep on the binary)";
+  }
+  if (err == EADDRINUSE) {
+    return " (another process listens there: `ss -ltnp 'sport = :" + std::to_string(addr.port) +
+           "'` names it)";
+  }
+  if (err == EADDRNOTAVAIL) {
+    return " (no interface of this machine has that address)";
+  }
+  return {};
+}
+
+int probeAddress(const conf::Address& addr, std::string* error) {
+  int fd = listenSocket(addr, false, error);
+  if (fd < 0) {
+    return -1;
+  }
+  ::close(fd);
+  return 0;
 }
 
 }  // namespace sluice::net

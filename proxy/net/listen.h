@@ -13,4 +13,12 @@ namespace sluice::net {
 // that each worker has its own), not listening yet; or -1 with `error` set.
 int listenSocket(const conf::Address& addr, bool reuse_port, std::string* error);
 
+// Whether `addr` is free for sluice: a bind without SO_REUSEPORT, closed at once. Another process
+// listening there (with SO_REUSEPORT or not) makes it fail, where a SO_REUSEPORT bind would
+// silently share the port with it. 0, or -1 with `error` set.
+int probeAddress(const conf::Address& addr, std::string* error);
+
+// What to do about a failed bind, as a parenthesised sentence ("" when there is nothing to say).
+std::string bindHint(const conf::Address& addr, int err);
+
 }  // namespace sluice::net

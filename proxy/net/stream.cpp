@@ -18,6 +18,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 namespace sluice::net {
@@ -436,7 +437,9 @@ int Stream::connect(const sockaddr* addr) {
     return -errno;
   }
   setNoDelay(fd);
-  socklen_t len = addr->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  socklen_t len = addr->sa_family == AF_INET6  ? sizeof(sockaddr_in6)
+                  : addr->sa_family == AF_UNIX ? sizeof(sockaddr_un)
+                                               : sizeof(sockaddr_in);
   if (::connect(fd, addr, len) != 0 && errno != EINPROGRESS && errno != EINTR) {
     // Like libuv: a refused connection is reported later, through onConnected(); anything
     // else (no route, no local port left) now.

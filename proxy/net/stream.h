@@ -66,6 +66,13 @@ class Stream final : public Transport {
   // server side, connect state for a client side. Call before reading or connecting. Reads then
   // deliver plaintext, writes take plaintext.
   void startTls(SSL* ssl);
+  // Bytes read before startTls() that belong to TLS (those after a PROXY protocol header):
+  // handled as if the socket had just delivered them.
+  void tlsReceive(const char* data, size_t len) {
+    if (ssl_ != nullptr && len > 0) {
+      tlsInput(data, len);
+    }
+  }
   SSL* ssl() const { return ssl_; }
   bool tlsReady() const { return ssl_ == nullptr || handshake_done_; }
   void readStart() override;

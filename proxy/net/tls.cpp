@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <ctime>
 
 namespace sluice::net {
 
@@ -133,6 +134,7 @@ std::shared_ptr<ServerTls> ServerTls::build(const conf::ListenerTls& config,
       continue;
     }
     tls->certs_.back().names = dnsNames(SSL_CTX_get0_certificate(cert.ctx));
+    tls->certs_.back().file = c.cert;
     // Session resumption: a session cache and tickets; OpenSSL renews ticket keys per context,
     // and a reload builds new contexts (new keys).
     static const unsigned char kSid[] = "sluice";
@@ -166,6 +168,34 @@ std::shared_ptr<ServerTls> ServerTls::build(const conf::ListenerTls& config,
     return nullptr;
   }
   return tls;
+}
+
+std::vector<ServerTls::Expiry> ServerTls::expiries() const {
+  std::vector<Expiry> out;
+  for (const Cert& c : certs_) {
+    X509* leaf = SSL_CTX_get0_certificate(c.ctx);
+    if (leaf == nullptr) {
+      continue;
+    }
+    Expiry e;
+    if (!c.names.empty()) {
+      e.name = c.names.front();
+    } else {
+      char cn[256] = {0};
+      if (X509_NAME_get_text_by_NID(X509_get_subject_name(leaf), NID_commonName, cn, sizeof cn) >
+          0) {
+        e.name = cn;
+      } else {
+        e.name = c.file;
+      }
+    }
+    tm t{};
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(leaf), &t) == 1) {
+      e.not_after = static_cast<int64_t>(timegm(&t));
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
 }
 
 ServerTls::~ServerTls() {

@@ -28,10 +28,19 @@ class ServerTls {
   SSL* newSession() const;
   bool requiresClientCert() const { return verify_ == "require"; }
 
+  // Each certificate's name (its first SAN DNS name, else its subject's CN, else the file) and
+  // the end of its validity (Unix time), for the expiry metric.
+  struct Expiry {
+    std::string name;
+    int64_t not_after = 0;
+  };
+  std::vector<Expiry> expiries() const;
+
  private:
   struct Cert {
     SSL_CTX* ctx = nullptr;
     std::vector<std::string> names;  // lower-case SAN DNS names ("*.example.com" kept as is)
+    std::string file;
   };
   static int onServerName(SSL* ssl, int* alert, void* arg);
   static int onAlpn(SSL* ssl, const unsigned char** out, unsigned char* outlen,

@@ -1,5 +1,7 @@
 #include "proxy/upstream/health.h"
 
+#include <sys/un.h>
+
 #include <cstring>
 #include <string>
 
@@ -13,8 +15,13 @@ namespace {
 class Attempt {
  public:
   Attempt(uv_loop_t* loop, const HealthTarget& spec) : spec_(spec) {
-    uv_tcp_init(loop, &tcp_);
-    tcp_.data = this;
+    unix_ = spec_.addr.ss_family == AF_UNIX;
+    if (unix_) {
+      uv_pipe_init(loop, &handle_.pipe, 0);
+    } else {
+      uv_tcp_init(loop, &handle_.tcp);
+    }
+    stream()->data = this;
     uv_timer_init(loop, &timer_);
     timer_.data = this;
   }
@@ -24,13 +31,23 @@ class Attempt {
     uv_timer_start(
         &timer_, [](uv_timer_t* t) { static_cast<Attempt*>(t->data)->finish(false, "timed out"); },
         static_cast<uint64_t>(spec_.health.timeout.count()), 0);
-    int rc = uv_tcp_connect(
-        &connect_, &tcp_, reinterpret_cast<const sockaddr*>(&spec_.addr),
-        [](uv_connect_t* req, int status) { static_cast<Attempt*>(req->data)->onConnect(status); });
+    auto on_connect = [](uv_connect_t* req, int status) {
+      static_cast<Attempt*>(req->data)->onConnect(status);
+    };
+    int rc = 0;
+    if (unix_) {
+      uv_pipe_connect(&connect_, &handle_.pipe,
+                      reinterpret_cast<const sockaddr_un*>(&spec_.addr)->sun_path, on_connect);
+    } else {
+      rc = uv_tcp_connect(&connect_, &handle_.tcp, reinterpret_cast<const sockaddr*>(&spec_.addr),
+                          on_connect);
+    }
     if (rc != 0) {
       finish(false, uv_strerror(rc));
     }
   }
+
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&handle_); }
 
  private:
   void onConnect(int status) {
@@ -45,13 +62,14 @@ class Attempt {
       finish(true, "connected");
       return;
     }
-    request_ = "GET " + spec_.health.path + " HTTP/1.1\r\nHost: " + spec_.address +
+    request_ = "GET " + spec_.health.path +
+               " HTTP/1.1\r\nHost: " + (unix_ ? std::string("localhost") : spec_.address) +
                "\r\nUser-Agent: sluice-health-check\r\nConnection: close\r\n\r\n";
     write_.data = this;
     uv_buf_t b = uv_buf_init(request_.data(), static_cast<unsigned>(request_.size()));
-    uv_write(&write_, reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1, [](uv_write_t*, int) {});
+    uv_write(&write_, stream(), &b, 1, [](uv_write_t*, int) {});
     uv_read_start(
-        reinterpret_cast<uv_stream_t*>(&tcp_),
+        stream(),
         [](uv_handle_t* h, size_t, uv_buf_t* buf) {
           auto* self = static_cast<Attempt*>(h->data);
           *buf = uv_buf_init(self->buf_ + self->len_,
@@ -95,7 +113,7 @@ class Attempt {
     record(ok, why);
     uv_close(reinterpret_cast<uv_handle_t*>(&timer_), [](uv_handle_t* h) {
       auto* self = static_cast<Attempt*>(h->data);
-      uv_close(reinterpret_cast<uv_handle_t*>(&self->tcp_),
+      uv_close(reinterpret_cast<uv_handle_t*>(self->stream()),
                [](uv_handle_t* t) { delete static_cast<Attempt*>(t->data); });
     });
   }
@@ -123,7 +141,11 @@ class Attempt {
   }
 
   HealthTarget spec_;
-  uv_tcp_t tcp_;
+  union {
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } handle_;
+  bool unix_ = false;
   uv_timer_t timer_;
   uv_connect_t connect_;
   uv_write_t write_;
