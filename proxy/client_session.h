@@ -24,7 +24,8 @@ class ClientSession {
   // drained after the pool's drain_timeout.
   virtual void onSnapshotChanged(const Snapshot& next) = 0;
   // The drain deadline passed: close the WebSocket with 1012 (the client should reconnect).
-  virtual void drainNow() = 0;
+  // `cause` says why, for the access log: "drain", "reload" or "rebalance".
+  virtual void drainNow(const char* cause) = 0;
   // A live WebSocket session to this backend of this pool.
   virtual bool webSocketTo(const std::string& pool, const std::string& address) const = 0;
 

@@ -18,11 +18,16 @@ namespace sluice {
 
 namespace {
 constexpr uint64_t kResumeCheckMs = 50;
-constexpr uint64_t kFlushIntervalMs = 200;
+constexpr uint64_t kPublishIntervalMs = 200;  // the held-memory gauges
+// When shutdown_timeout passes, the connections left are closed in batches, one batch per loop
+// turn a few milliseconds apart (10,000 a second per worker): the WebSockets' 1001 frames and
+// their clients' reconnects come as a stream, not as one burst that stalls the loop.
+constexpr size_t kCloseBatch = 100;
+constexpr uint64_t kCloseBatchIntervalMs = 10;
 }  // namespace
 
-Worker::Worker(unsigned id, SnapshotPtr snapshot, std::vector<int> listen_fds, SharedState* shared,
-               AccessLog* access_log, Acceptor acceptor)
+Worker::Worker(unsigned id, SnapshotPtr snapshot, std::vector<std::pair<size_t, int>> listen_fds,
+               SharedState* shared, AccessLog* access_log, Acceptor acceptor)
     : id_(id),
       snapshot_(std::move(snapshot)),
       listen_fds_(std::move(listen_fds)),
@@ -42,12 +47,12 @@ Worker::Worker(unsigned id, SnapshotPtr snapshot, std::vector<int> listen_fds, S
   resume_timer_.data = this;
   uv_timer_init(&loop_, &shutdown_timer_);
   shutdown_timer_.data = this;
-  uv_timer_init(&loop_, &flush_timer_);
-  flush_timer_.data = this;
   uv_timer_init(&loop_, &drain_timer_);
   drain_timer_.data = this;
-  for (size_t i = 0; i < listen_fds_.size(); ++i) {
-    addListener(i, listen_fds_[i]);
+  uv_timer_init(&loop_, &publish_timer_);
+  publish_timer_.data = this;
+  for (const auto& [index, fd] : listen_fds_) {
+    addListener(index, fd);
   }
 }
 
@@ -63,7 +68,8 @@ void Worker::start() {
   for (Listener* l : listeners_) {
     startListening(l);
   }
-  uv_timer_start(&flush_timer_, &Worker::onFlushTimer, kFlushIntervalMs, kFlushIntervalMs);
+  uv_timer_start(&publish_timer_, &Worker::onPublishTimer, kPublishIntervalMs,
+                 kPublishIntervalMs);
   thread_ = std::thread([this] { run(); });
 }
 
@@ -82,7 +88,6 @@ void Worker::startListening(Listener* l) {
 void Worker::run() {
   net::runLoop(&loop_);
   net::closeEventSet(&loop_);
-  access_log_->flush(&access_log_buffer_);
 }
 
 void Worker::closeListener(Listener* l) {
@@ -175,13 +180,13 @@ void Worker::drainBackend(const std::string& pool, const std::string& address,
   uint64_t deadline = uv_now(&loop_) + static_cast<uint64_t>(timeout.count());
   for (ClientSession* c : connections_) {
     if (c->webSocketTo(pool, address)) {
-      scheduleDrain(c, deadline);
+      scheduleDrain(c, deadline, "drain");
     }
   }
 }
 
 void Worker::undrainBackend(const std::string& pool, const std::string& address) {
-  std::erase_if(draining_, [&](const auto& p) { return p.second->webSocketTo(pool, address); });
+  std::erase_if(draining_, [&](const Draining& d) { return d.conn->webSocketTo(pool, address); });
   armDrainTimer();
 }
 
@@ -193,7 +198,7 @@ size_t Worker::shedWebSockets(const std::string& pool, const std::string& addres
     }
   }
   for (ClientSession* c : victims) {
-    c->drainNow();
+    c->drainNow("rebalance");
   }
   return victims.size();
 }
@@ -263,15 +268,18 @@ void Worker::applySnapshot(SnapshotPtr next, std::vector<int> fds) {
   }
 }
 
-void Worker::scheduleDrain(ClientSession* conn, uint64_t deadline_ms) {
-  for (auto& [deadline, c] : draining_) {
-    if (c == conn) {
-      deadline = std::min(deadline, deadline_ms);
+void Worker::scheduleDrain(ClientSession* conn, uint64_t deadline_ms, const char* cause) {
+  for (Draining& d : draining_) {
+    if (d.conn == conn) {
+      if (deadline_ms < d.deadline) {
+        d.deadline = deadline_ms;
+        d.cause = cause;
+      }
       armDrainTimer();
       return;
     }
   }
-  draining_.emplace_back(deadline_ms, conn);
+  draining_.push_back({deadline_ms, conn, cause});
   armDrainTimer();
 }
 
@@ -281,8 +289,8 @@ void Worker::armDrainTimer() {
     return;
   }
   uint64_t first = UINT64_MAX;
-  for (const auto& [deadline, c] : draining_) {
-    first = std::min(first, deadline);
+  for (const Draining& d : draining_) {
+    first = std::min(first, d.deadline);
   }
   uint64_t now = uv_now(&loop_);
   uv_timer_start(&drain_timer_, &Worker::onDrainTimer, first > now ? first - now : 0, 0);
@@ -291,24 +299,21 @@ void Worker::armDrainTimer() {
 void Worker::onDrainTimer(uv_timer_t* t) {
   auto* w = static_cast<Worker*>(t->data);
   uint64_t now = uv_now(&w->loop_);
-  std::vector<ClientSession*> due;
-  for (const auto& [deadline, c] : w->draining_) {
-    if (deadline <= now) {
-      due.push_back(c);
+  std::vector<Draining> due;
+  for (const Draining& d : w->draining_) {
+    if (d.deadline <= now) {
+      due.push_back(d);
     }
   }
-  for (ClientSession* c : due) {
-    c->drainNow();  // may unregister (and so leave draining_) at once or later
+  std::erase_if(w->draining_, [&](const Draining& d) { return d.deadline <= now; });
+  for (const Draining& d : due) {
+    d.conn->drainNow(d.cause);  // may unregister (and leave draining_) at once or later
   }
-  std::erase_if(w->draining_, [&](const auto& p) {
-    return std::find(due.begin(), due.end(), p.second) != due.end();
-  });
   w->armDrainTimer();
 }
 
-void Worker::onFlushTimer(uv_timer_t* t) {
+void Worker::onPublishTimer(uv_timer_t* t) {
   auto* w = static_cast<Worker*>(t->data);
-  w->access_log_->flush(&w->access_log_buffer_);
   if (w->worker_slot_ != nullptr) {
     metrics::WorkerSlot& slot = w->worker_slot_[w->id_];
     slot.held_bytes.add(static_cast<int64_t>(w->memory_budget_.total()) - slot.held_bytes.get());
@@ -418,7 +423,7 @@ void Worker::unregisterConnection(ClientSession* conn) {
     conn->worker_slot_ = SIZE_MAX;
   }
   if (!draining_.empty()) {
-    std::erase_if(draining_, [conn](const auto& p) { return p.second == conn; });
+    std::erase_if(draining_, [conn](const Draining& d) { return d.conn == conn; });
   }
   if (shutting_down_) {
     maybeFinishShutdown();
@@ -481,13 +486,20 @@ void Worker::beginShutdown() {
 
 void Worker::onShutdownTimer(uv_timer_t* t) {
   auto* w = static_cast<Worker*>(t->data);
-  if (!w->connections_.empty()) {
+  if (!w->closing_after_timeout_ && !w->connections_.empty()) {
     LOG_WARN("worker %u: shutdown_timeout passed, closing %zu connections", w->id_,
              w->connections_.size());
   }
-  std::vector<ClientSession*> conns = w->connections_;
-  for (ClientSession* c : conns) {
+  w->closing_after_timeout_ = true;
+  // A batch now, the rest on the next ticks (abort() may unregister: iterate over a copy).
+  size_t n = std::min(w->connections_.size(), kCloseBatch);
+  std::vector<ClientSession*> batch(w->connections_.end() - static_cast<std::ptrdiff_t>(n),
+                                    w->connections_.end());
+  for (ClientSession* c : batch) {
     c->abort();
+  }
+  if (w->connections_.size() > 0 && !w->closing_handles_) {
+    uv_timer_start(&w->shutdown_timer_, &Worker::onShutdownTimer, kCloseBatchIntervalMs, 0);
   }
   w->maybeFinishShutdown();
 }
@@ -502,8 +514,8 @@ void Worker::maybeFinishShutdown() {
   close(&async_);
   close(&resume_timer_);
   close(&shutdown_timer_);
-  close(&flush_timer_);
   close(&drain_timer_);
+  close(&publish_timer_);
   // In-flight upstream connections close with their downstream; uv_run returns when every
   // handle is closed.
 }

@@ -32,6 +32,9 @@ namespace sluice {
 struct SharedState {
   std::atomic<uint64_t> open_connections{0};
   std::atomic<uint64_t> max_connections{100000};
+  // Shutting down (lame duck, then drain): health answers fail, responses close their
+  // connections, so that a load balancer in front moves clients elsewhere.
+  std::atomic<bool> stopping{false};
 };
 
 class Worker {
@@ -41,9 +44,10 @@ class Worker {
   using Acceptor =
       std::function<void(Worker& worker, size_t listener, int fd, const sockaddr_storage& peer)>;
 
-  // `listen_fds[i]` is this worker's bound socket for snapshot listener i.
-  Worker(unsigned id, SnapshotPtr snapshot, std::vector<int> listen_fds, SharedState* shared,
-         AccessLog* access_log, Acceptor acceptor);
+  // `listen_fds`: this worker's bound sockets, each with its snapshot listener's index (usually
+  // one per listener; more after a binary upgrade from a process with more workers).
+  Worker(unsigned id, SnapshotPtr snapshot, std::vector<std::pair<size_t, int>> listen_fds,
+         SharedState* shared, AccessLog* access_log, Acceptor acceptor);
   ~Worker();
 
   void start();
@@ -72,7 +76,6 @@ class Worker {
   const SnapshotPtr& snapshot() const { return snapshot_; }
   bool shuttingDown() const { return shutting_down_; }
   AccessLog* accessLog() { return access_log_; }
-  std::string* accessLogBuffer() { return &access_log_buffer_; }
   SharedState* shared() { return shared_; }
   filters::Dispatcher& dispatcher() { return dispatcher_; }
   MemoryBudget& memoryBudget() { return memory_budget_; }
@@ -81,6 +84,8 @@ class Worker {
   // The filter's state on this worker (made at its first use here; null when it keeps none).
   std::shared_ptr<filters::WorkerState> filterState(const filters::ConstFilterPtr& filter);
   void newRequestId(std::string* out);
+  // A number for this worker's next connection, for debug logs ("c3.17": worker 3, the 17th).
+  uint64_t nextConnectionId() { return ++connection_ids_; }
   // A backend of `pool` by the pool's balancer (`key` for consistent_hash), if any may take it.
   std::optional<size_t> pickBackend(const Snapshot& snap, size_t pool, std::string_view key,
                                     std::optional<size_t> exclude);
@@ -91,8 +96,8 @@ class Worker {
   void registerConnection(ClientSession* conn);
   void unregisterConnection(ClientSession* conn);
   // WebSockets that must move (their backend or route went away): closed with 1012 at
-  // `deadline_ms` (loop time) unless they end first.
-  void scheduleDrain(ClientSession* conn, uint64_t deadline_ms);
+  // `deadline_ms` (loop time) unless they end first. `cause`: "drain" or "reload".
+  void scheduleDrain(ClientSession* conn, uint64_t deadline_ms, const char* cause);
 
  private:
   struct Listener {
@@ -112,7 +117,7 @@ class Worker {
   static void onAsync(uv_async_t* async);
   static void onResumeTimer(uv_timer_t* timer);
   static void onShutdownTimer(uv_timer_t* timer);
-  static void onFlushTimer(uv_timer_t* timer);
+  static void onPublishTimer(uv_timer_t* timer);
   void acceptSome(Listener* l);
   void pauseAccepting(Listener* l);
   static void closeListener(Listener* l);
@@ -131,18 +136,24 @@ class Worker {
   uv_async_t async_;
   uv_timer_t resume_timer_;
   uv_timer_t shutdown_timer_;
-  uv_timer_t flush_timer_;
   uv_timer_t drain_timer_;
-  std::vector<std::pair<uint64_t, ClientSession*>> draining_;
-  std::string access_log_buffer_;
+  uv_timer_t publish_timer_;
+  struct Draining {
+    uint64_t deadline;
+    ClientSession* conn;
+    const char* cause;
+  };
+  std::vector<Draining> draining_;
+  uint64_t connection_ids_ = 0;
   std::thread thread_;
   SnapshotPtr snapshot_;
-  std::vector<int> listen_fds_;
+  std::vector<std::pair<size_t, int>> listen_fds_;
   std::vector<Listener*> listeners_;
   SharedState* shared_;
   AccessLog* access_log_;
   bool shutting_down_ = false;
   bool closing_handles_ = false;
+  bool closing_after_timeout_ = false;  // shutdown_timeout passed: closing in batches
 
   std::mutex mutex_;  // guards the fields below, written by other threads
   bool shutdown_requested_ = false;

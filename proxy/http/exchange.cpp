@@ -6,6 +6,7 @@
 
 #include "filters/request_key.h"
 #include "proxy/access_log.h"
+#include "proxy/http/forwarded.h"
 #include "proxy/log.h"
 #include "proxy/worker.h"
 #include "proxy/ws/codec.h"
@@ -24,6 +25,52 @@ bool idempotent(std::string_view method) {
 
 bool hasBody(BodyFraming f) {
   return f.kind == Framing::kChunked || (f.kind == Framing::kContentLength && f.length > 0);
+}
+
+// A client's X-Request-Id is kept when it looks like an id: up to 128 characters of letters,
+// digits and -_.:+=/ (anything else could carry log injection or a header's worth of junk).
+bool plausibleRequestId(std::string_view id) {
+  return !id.empty() && id.size() <= 128 && std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.' || c == ':' || c == '+' || c == '=' || c == '/';
+  });
+}
+
+// RFC 7239 node: IPv6 addresses are quoted and bracketed.
+void appendForwardedNode(std::string* out, std::string_view ip) {
+  if (ip.find(':') != std::string_view::npos) {
+    out->append("\"[").append(ip).append("]\"");
+  } else {
+    out->append(ip);
+  }
+}
+
+void applyRules(std::vector<Header>* headers, const conf::HeaderRules& rules) {
+  if (!rules.remove.empty() || !rules.set.empty()) {
+    std::erase_if(*headers, [&](const Header& h) {
+      for (const std::string& name : rules.remove) {
+        if (iequals(h.name, name)) {
+          return true;
+        }
+      }
+      for (const auto& [name, value] : rules.set) {
+        if (iequals(h.name, name)) {
+          return true;
+        }
+      }
+      return false;
+    });
+  }
+  for (const auto& [name, value] : rules.set) {
+    headers->push_back({name, value});
+  }
+  for (const auto& [name, value] : rules.add) {
+    headers->push_back({name, value});
+  }
+}
+
+std::string_view withoutQuery(std::string_view target) {
+  return target.substr(0, target.find('?'));
 }
 }  // namespace
 
@@ -81,6 +128,9 @@ size_t Exchange::heldBytes() const {
 
 void Exchange::begin() {
   reset();
+  route_.reset();
+  request_id_.clear();
+  client_ip_.clear();
   active_ = true;
   start_ = std::chrono::steady_clock::now();
 }
@@ -118,6 +168,9 @@ Exchange::HeadAction Exchange::onRequestHead(RequestHead& head, BodyFraming fram
   route_.reset();
   local_error_.clear();
   request_id_.clear();
+  log_ = true;
+  health_check_ = false;
+  upstream_connect_ms_ = upstream_response_ms_ = -1;
   request_framing_ = framing;
   // Local answers to requests with an unread body close the connection: the body is never
   // read, so the stream cannot be resynchronised.
@@ -146,6 +199,21 @@ Exchange::HeadAction Exchange::onRequestHead(RequestHead& head, BodyFraming fram
     host = target->host;
     path = target->path;
   }
+  resolveClient(head, host);
+  if (const Header* id = head.find("x-request-id");
+      id != nullptr && plausibleRequestId(id->value)) {
+    request_id_ = id->value;
+  } else {
+    down_.worker().newRequestId(&request_id_);
+  }
+  if (!listener.health_path.empty() && withoutQuery(path) == listener.health_path &&
+      (head.method == "GET" || head.method == "HEAD")) {
+    // The load balancer's check: not logged, not counted as traffic.
+    health_check_ = true;
+    bool stopping = down_.worker().shared()->stopping.load(std::memory_order_relaxed);
+    respondLocal(stopping ? 503 : 200, stopping ? "shutting down" : "ok", has_body);
+    return after_local;
+  }
   if (listener.redirect_to_https) {
     std::string_view authority = host;
     if (!authority.empty() && authority.front() == '[') {
@@ -153,14 +221,17 @@ Exchange::HeadAction Exchange::onRequestHead(RequestHead& head, BodyFraming fram
     } else {
       authority = authority.substr(0, authority.rfind(':'));
     }
-    std::string location =
-        "Location: https://" + std::string(authority) +
-        std::string(head.url.starts_with("/") ? std::string_view(head.url) : path) + "\r\n";
+    std::string location = "Location: https://" + std::string(authority);
+    if (listener.https_port != 443) {
+      location += ":" + std::to_string(listener.https_port);
+    }
+    location += std::string(head.url.starts_with("/") ? std::string_view(head.url) : path) + "\r\n";
     respondLocal(308, "use https", has_body, location);
     return after_local;
   }
   if (int r = snapshot_->router.match(down_.listenerIndex(), host, path); r >= 0) {
     route_ = static_cast<size_t>(r);
+    log_ = route().access_log;
   } else {
     respondLocal(404, "no route", has_body);
     return after_local;
@@ -168,6 +239,11 @@ Exchange::HeadAction Exchange::onRequestHead(RequestHead& head, BodyFraming fram
   if (target && !route().forward_original_target) {
     head.url = target->path + target->query;
   }
+  LOG_DEBUG("c%u.%llu: %s %.*s host '%.*s' -> route '%s' (client %s, request %s)",
+            down_.worker().id(), static_cast<unsigned long long>(down_.connectionId()),
+            head.method.c_str(), static_cast<int>(std::min<size_t>(head.url.size(), 200)),
+            head.url.data(), static_cast<int>(host.size()), host.data(), route().name.c_str(),
+            client_ip_.c_str(), request_id_.c_str());
 
   // Upgrades other than WebSocket (h2c, ...) are not offered: those requests are proxied as plain
   // HTTP/1.1 with the Upgrade header removed.
@@ -193,11 +269,6 @@ Exchange::HeadAction Exchange::onRequestHead(RequestHead& head, BodyFraming fram
       return HeadAction::kStop;
     }
     expect_continue_ = http11 && has_body;
-  }
-  if (const Header* id = head.find("x-request-id")) {
-    request_id_ = id->value;
-  } else {
-    down_.worker().newRequestId(&request_id_);
   }
 
   if (!snapshot_->route_filters[*route_].empty() && !setUpFilters()) {
@@ -264,7 +335,7 @@ bool Exchange::setUpFilters() {
   filters_ = std::make_unique<FilterManager>(*this, w.dispatcher(), chain, std::move(slots),
                                              std::move(states), route().max_body_bytes);
   filters::StreamInfo& info = filters_->info();
-  info.client_ip = down_.clientIp();
+  info.client_ip = clientIp();
   info.listener = snapshot_->config->listeners[down_.listenerIndex()].name;
   info.route = route().name;
   info.request_id = request_id_;
@@ -396,7 +467,7 @@ void Exchange::startUpstream(std::optional<size_t> exclude_backend) {
     std::string_view key;
     if (pool.balance == conf::Balance::kConsistentHash) {
       // No key (header, cookie or parameter absent): the balancer falls back to round robin.
-      key = filters::requestKey(pool.hash_key, *request_, down_.clientIp());
+      key = filters::requestKey(pool.hash_key, *request_, clientIp());
     }
     backend = w.pickBackend(snap, p, key, exclude_backend);
   }
@@ -416,7 +487,15 @@ void Exchange::startUpstream(std::optional<size_t> exclude_backend) {
     up = static_cast<UpstreamConnection*>(
         w.keepalivePool().take(target.upstream_key, upstream::steadyNowMs()));
   }
-  if (up == nullptr) {
+  if (up != nullptr) {
+    upstream_connect_ms_ = -1;
+    LOG_DEBUG("c%u.%llu: request %s -> %s (pool '%s', reused connection)", w.id(),
+              static_cast<unsigned long long>(down_.connectionId()), request_id_.c_str(),
+              pool.backends[b].address.text.c_str(), pool.name.c_str());
+  } else {
+    LOG_DEBUG("c%u.%llu: request %s -> %s (pool '%s', new connection)", w.id(),
+              static_cast<unsigned long long>(down_.connectionId()), request_id_.c_str(),
+              pool.backends[b].address.text.c_str(), pool.name.c_str());
     up = new UpstreamConnection(&w, target.upstream_key, pool.backends[b].address.text, p,
                                 &target.slots[w.id()], target.state);
     if (const auto& tls = snap.pool(p).tls) {
@@ -429,7 +508,7 @@ void Exchange::startUpstream(std::optional<size_t> exclude_backend) {
     }
   }
   upstream_ = up;
-  up->attach(this, pool.response_timeout, head_request_, websocket_);
+  up->attach(this, rc.response_timeout.value_or(pool.response_timeout), head_request_, websocket_);
   // The request head and the body bytes of this read go upstream in one write.
   up->stream().cork();
   sendRequestHead();
@@ -451,9 +530,14 @@ void Exchange::startUpstream(std::optional<size_t> exclude_backend) {
 void Exchange::sendRequestHead() {
   if (attempts_ == 1) {
     upstream_head_.clear();
+    if (!route().request_headers.empty()) {
+      applyRules(&request_->headers, route().request_headers);
+    }
     ForwardInfo info;
-    info.client_ip = down_.clientIp();
-    info.proto = down_.tls() ? "https" : "http";
+    info.x_forwarded_for = x_forwarded_for_;
+    info.x_forwarded_proto = x_forwarded_proto_;
+    info.x_forwarded_host = x_forwarded_host_;
+    info.forwarded = forwarded_;
     info.client_subject = down_.clientSubject();
     info.request_id = request_id_;
     info.upgrade = websocket_;
@@ -501,8 +585,8 @@ void Exchange::logNoBackend(const Snapshot& snap, size_t pool) const {
     why += (i ? ", " : "") + pc.backends[i].address.text + " ";
     why += pc.backends[i].weight == 0 ? "weight 0" : st != nullptr ? st->stateName(now) : "?";
   }
-  LOG_WARN("pool '%s': no backend can take a connection (%s): answering 503", pc.name.c_str(),
-           why.c_str());
+  LOG_WARN("pool '%s': no backend can take a connection (%s): answering 503%s", pc.name.c_str(),
+           why.c_str(), logContext().c_str());
 }
 
 std::string Exchange::stickyHeader() const {
@@ -510,12 +594,105 @@ std::string Exchange::stickyHeader() const {
     return {};
   }
   size_t p = route().pool_index;
-  const std::string& name = snapshot_->config->pools[p].sticky_cookie;
-  if (name.empty()) {
+  const conf::PoolConfig& pool = snapshot_->config->pools[p];
+  if (pool.sticky_cookie.empty()) {
     return {};
   }
-  return "Set-Cookie: " + name + "=" + snapshot_->backend(p, *backend_).sticky_token +
-         "; Path=/; HttpOnly; SameSite=Lax\r\n";
+  std::string out = "Set-Cookie: " + pool.sticky_cookie + "=" +
+                    snapshot_->backend(p, *backend_).sticky_token + "; Path=/";
+  if (pool.sticky_cookie_httponly) {
+    out += "; HttpOnly";
+  }
+  out += "; SameSite=" + pool.sticky_cookie_samesite;
+  // A cookie set over TLS is Secure unless the operator says otherwise: sent in clear it would
+  // tell an eavesdropper which backend a client uses (SameSite=None needs it in any case).
+  if (pool.sticky_cookie_secure.value_or(down_.tls() || x_forwarded_proto_ == "https")) {
+    out += "; Secure";
+  }
+  return out + "\r\n";
+}
+
+std::string Exchange::responseHeaders(const ResponseHead* head) const {
+  std::string out = stickyHeader();
+  if (!request_id_.empty() && (head == nullptr || head->find("x-request-id") == nullptr)) {
+    out += "X-Request-Id: " + request_id_ + "\r\n";
+  }
+  return out;
+}
+
+const ResponseHead& Exchange::editedResponse(const ResponseHead& head) {
+  if (!route_ || route().response_headers.empty()) {
+    return head;
+  }
+  held_head_ = head;
+  applyRules(&held_head_->headers, route().response_headers);
+  return *held_head_;
+}
+
+conf::Duration Exchange::idleTimeout(conf::Duration listener_default) const {
+  if (route_ && snapshot_ && route().idle_timeout) {
+    return *route().idle_timeout;
+  }
+  return listener_default;
+}
+
+void Exchange::resolveClient(const RequestHead& head, std::string_view host) {
+  const size_t l = down_.listenerIndex();
+  const conf::ListenerConfig& listener = snapshot_->config->listeners[l];
+  const TrustedProxies& trusted = snapshot_->trusted_proxies[l];
+  std::string_view scheme = down_.tls() ? "https" : "http";
+  forwarded_.clear();
+  if (trusted.empty()) {
+    // Nobody's forwarding headers are believed: the peer is the client.
+    client_ip_.assign(down_.clientIp());
+    x_forwarded_for_.assign(down_.clientIp());
+    x_forwarded_proto_.assign(scheme);
+    x_forwarded_host_.assign(host);
+  } else {
+    std::optional<IpAddress> peer = IpAddress::parse(down_.clientIp());
+    if (!peer) {
+      peer = IpAddress::parse("0.0.0.0");  // (a peer without an IP address: never trusted)
+    }
+    bool rfc7239 = listener.forwarded_header == "forwarded";
+    ClientInfo info = http::resolveClient(
+        *peer, trusted, rfc7239 ? ForwardedSource::kForwarded : ForwardedSource::kXForwardedFor,
+        head.headers, scheme, host);
+    client_ip_ = std::move(info.client_ip);
+    x_forwarded_for_ = std::move(info.x_forwarded_for);
+    x_forwarded_proto_ = std::move(info.x_forwarded_proto);
+    x_forwarded_host_ = std::move(info.x_forwarded_host);
+  }
+  if (listener.forwarded_header == "forwarded") {
+    // The believed chain again, as RFC 7239 says it: for= per hop, proto and host on the last.
+    std::string_view chain = x_forwarded_for_;
+    while (!chain.empty()) {
+      size_t comma = chain.find(", ");
+      if (!forwarded_.empty()) {
+        forwarded_ += ", ";
+      }
+      forwarded_ += "for=";
+      appendForwardedNode(&forwarded_, chain.substr(0, comma));
+      chain = comma == std::string_view::npos ? std::string_view() : chain.substr(comma + 2);
+    }
+    forwarded_ += ";proto=" + x_forwarded_proto_;
+    if (!x_forwarded_host_.empty()) {
+      forwarded_ += ";host=\"" + x_forwarded_host_ + "\"";
+    }
+  }
+}
+
+std::string Exchange::logContext() const {
+  std::string out = " [listener=";
+  out += down_.snapshot()->config->listeners[down_.listenerIndex()].name;
+  if (route_) {
+    out += " route=" + route().name;
+  }
+  out += " client=";
+  out += clientIp();
+  if (!request_id_.empty()) {
+    out += " request_id=" + request_id_;
+  }
+  return out + "]";
 }
 
 upstream::BackendState* Exchange::backendState() const {
@@ -546,23 +723,30 @@ void Exchange::onUpstreamInformational(const ResponseHead& head) {
   down_.sendInformational(head);
 }
 
-bool Exchange::onUpstreamHead(const ResponseHead& head, BodyFraming framing) {
-  status_ = head.status;
+bool Exchange::onUpstreamHead(const ResponseHead& raw_head, BodyFraming framing) {
+  status_ = raw_head.status;
   observeUpstreamLatency();
+  LOG_DEBUG("c%u.%llu: request %s <- %u from %s", down_.worker().id(),
+            static_cast<unsigned long long>(down_.connectionId()), request_id_.c_str(),
+            static_cast<unsigned>(raw_head.status),
+            upstream_ != nullptr ? upstream_->address().c_str() : "?");
   if (upstream::BackendState* st = backendState()) {
-    if (head.status >= 500) {
+    if (raw_head.status >= 500) {
       if (st->recordFailure(upstream::steadyNowMs())) {
-        LOG_WARN("backend %s ejected after consecutive failures (last: %u)",
+        LOG_WARN("backend %s ejected after consecutive failures (last: %u)%s",
                  upstream_ != nullptr ? upstream_->address().c_str() : "?",
-                 static_cast<unsigned>(head.status));
+                 static_cast<unsigned>(raw_head.status), logContext().c_str());
       }
     } else {
       st->recordSuccess();
     }
   }
   held_framing_ = framing;
+  const ResponseHead& head = editedResponse(raw_head);
   if (filters_ && filters_->has(filters::Filter::kResponseHead)) {
-    held_head_ = head;
+    if (!held_head_ || &head != &*held_head_) {
+      held_head_ = head;
+    }
     switch (filters_->responseHead(*held_head_)) {
       case FilterManager::Result::kContinue:
         break;
@@ -581,7 +765,7 @@ void Exchange::startResponse(const ResponseHead& head, BodyFraming framing) {
   response_started_ = true;
   const auto& compression = snapshot_->route_compression[*route_];
   if (!compression || websocket_ || framing.kind == Framing::kNone) {
-    down_.sendHead(head, framing, stickyHeader(), websocket_);
+    down_.sendHead(head, framing, responseHeaders(&head), websocket_);
     return;
   }
   const CompressPolicy& policy = compression->policy;
@@ -589,7 +773,7 @@ void Exchange::startResponse(const ResponseHead& head, BodyFraming framing) {
   Coding coding =
       skip == Skip::kNone ? chooseCoding(request_->headers, policy.codings) : Coding::kIdentity;
   if (skip != Skip::kNone && skip != Skip::kSmall) {
-    down_.sendHead(head, framing, stickyHeader(), websocket_);
+    down_.sendHead(head, framing, responseHeaders(&head), websocket_);
     return;
   }
   // The response depends on Accept-Encoding from here on, compressed or not.
@@ -603,7 +787,7 @@ void Exchange::startResponse(const ResponseHead& head, BodyFraming framing) {
   } else {
     addVaryAcceptEncoding(&out);
   }
-  down_.sendHead(out, framing, stickyHeader(), websocket_);
+  down_.sendHead(out, framing, responseHeaders(&out), websocket_);
 }
 
 void Exchange::sendBody(const char* data, size_t len) {
@@ -643,6 +827,8 @@ void Exchange::observeUpstreamLatency() {
     return;
   }
   double seconds = static_cast<double>(uv_hrtime() - upstream_start_) / 1e9;
+  upstream_response_ms_ = seconds * 1000;
+  upstream_connect_ms_ = upstream_->connectMs();
   snapshot_->pool(upstream_->pool()).slots[down_.worker().id()].upstream_response.observe(seconds);
 }
 
@@ -696,8 +882,7 @@ void Exchange::onUpstreamError(UpstreamError error, int status) {
   if (error == UpstreamError::kConnectFailed) {
     if (upstream::BackendState* st = backendState();
         st != nullptr && st->recordFailure(upstream::steadyNowMs())) {
-      LOG_WARN("backend ejected after consecutive connect failures (route '%s')",
-               route().name.c_str());
+      LOG_WARN("backend ejected after consecutive connect failures%s", logContext().c_str());
     }
   }
   bool nothing_sent = body_in_ == 0;
@@ -766,7 +951,8 @@ bool Exchange::onUpstreamUpgrade(const ResponseHead& head) {
     bad = "101 with an extension that was not offered";
   }
   if (bad != nullptr) {
-    LOG_WARN("backend %s: invalid WebSocket handshake: %s", upstream_->address().c_str(), bad);
+    LOG_WARN("backend %s: invalid WebSocket handshake: %s%s", upstream_->address().c_str(), bad,
+             logContext().c_str());
     return false;
   }
   status_ = 101;
@@ -775,17 +961,18 @@ bool Exchange::onUpstreamUpgrade(const ResponseHead& head) {
   if (upstream::BackendState* st = backendState()) {
     st->recordSuccess();
   }
-  std::string extra = "Upgrade: websocket\r\nConnection: Upgrade\r\n" + stickyHeader();
+  const ResponseHead& edited = editedResponse(head);
+  std::string extra = "Upgrade: websocket\r\nConnection: Upgrade\r\n" + responseHeaders(&edited);
   if (!client_extensions.empty()) {
     extra += "Sec-WebSocket-Extensions: " + client_extensions + "\r\n";
   }
-  if (head.find("sec-websocket-extensions") != nullptr) {
+  if (edited.find("sec-websocket-extensions") != nullptr) {
     // The backend's answer was for sluice's offer: the client gets sluice's own answer.
-    ResponseHead answer = head;
+    ResponseHead answer = edited;
     answer.remove("sec-websocket-extensions");
     down_.sendHead(answer, {}, extra, false);
   } else {
-    down_.sendHead(head, {}, extra, false);
+    down_.sendHead(edited, {}, extra, false);
   }
   return true;
 }
@@ -863,11 +1050,21 @@ void Exchange::onUpstreamUpgraded(std::string_view early_upstream) {
   setup.listener_slot = down_.listenerSlot();
   setup.backend_slot = up->slot();
   setup.backend_state = up->state();
-  setup.client_ip = down_.clientIp();
+  setup.client_ip = clientIp();
   setup.host = request_->get("host").value_or(std::string_view());
   setup.path = request_->url;
   setup.request_id = request_id_;
+  setup.user_agent = request_->get("user-agent").value_or(std::string_view());
+  setup.referer = request_->get("referer").value_or(std::string_view());
+  setup.tls_version = down_.tlsVersion();
+  setup.tls_cipher = down_.tlsCipher();
+  setup.access_log = log_;
+  setup.upstream_connect_ms = upstream_connect_ms_;
+  setup.upstream_response_ms = upstream_response_ms_;
   setup.start = start_;
+  LOG_DEBUG("c%u.%llu: request %s upgraded to a WebSocket with %s", down_.worker().id(),
+            static_cast<unsigned long long>(down_.connectionId()), request_id_.c_str(),
+            up->address().c_str());
   std::string early_client;
   // The streams, and the counters that last as long as they do, go to the session; the codec and
   // the upstream connection are retired (freed once their timers have closed).
@@ -923,7 +1120,19 @@ void Exchange::respondLocal(uint16_t status, std::string_view detail, bool close
   }
   status_ = status;
   response_started_ = response_complete_ = true;
-  if (!down_.sendLocalReply(status, detail, close_after, extra_headers)) {
+  if ((status == 500 || status == 502 || status == 504) && !health_check_) {
+    LOG_WARN("%u %.*s%s", static_cast<unsigned>(status), static_cast<int>(detail.size()),
+             detail.data(), logContext().c_str());
+  } else {
+    LOG_DEBUG("c%u.%llu: answered %u %.*s%s", down_.worker().id(),
+              static_cast<unsigned long long>(down_.connectionId()), static_cast<unsigned>(status),
+              static_cast<int>(detail.size()), detail.data(), logContext().c_str());
+  }
+  std::string extra(extra_headers);
+  if (!request_id_.empty()) {
+    extra += "X-Request-Id: " + request_id_ + "\r\n";
+  }
+  if (!down_.sendLocalReply(status, detail, close_after, extra)) {
     writeAccessLog();  // the connection closes after it
   } else if (request_complete_) {
     finish();
@@ -955,9 +1164,13 @@ void Exchange::writeAccessLog() {
   Worker& w = down_.worker();
   const metrics::Bound& m = snapshot_->metrics;
   metrics::RouteSlot& rs = route_ ? m.routes[*route_][w.id()] : m.unrouted[w.id()];
+  if (health_check_) {
+    method_.clear();  // neither traffic nor logged
+    return;
+  }
   rs.requests_by_class[status_ / 100 <= 5 ? status_ / 100 : 0].inc();
   AccessLog* log = w.accessLog();
-  if (log == nullptr || !log->enabled()) {
+  if (log == nullptr || !log->enabled() || !log_) {
     method_.clear();
     return;
   }
@@ -971,12 +1184,19 @@ void Exchange::writeAccessLog() {
     }
   }
 
-  e.client = down_.clientIp();
+  e.client = clientIp();
   e.method = method_;
   if (request_ != nullptr) {
     e.path = request_->url;
     e.host = request_->get("host").value_or(std::string_view());
+    e.user_agent = request_->get("user-agent").value_or(std::string_view());
+    e.referer = request_->get("referer").value_or(std::string_view());
+    e.http_minor = static_cast<uint8_t>(request_->minor);
   }
+  e.tls_version = down_.tlsVersion();
+  e.tls_cipher = down_.tlsCipher();
+  e.upstream_connect_ms = upstream_connect_ms_;
+  e.upstream_response_ms = upstream_response_ms_;
   e.request_id = request_id_;
   e.status = status_;
   e.bytes_in = body_in_;
@@ -984,7 +1204,7 @@ void Exchange::writeAccessLog() {
   e.duration_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
   e.error = local_error_;
-  log->append(w.accessLogBuffer(), e);
+  log->append(w.id(), e);
   method_.clear();  // logged once
 }
 

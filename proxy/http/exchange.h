@@ -42,8 +42,15 @@ class Downstream {
   virtual Worker& worker() = 0;
   virtual const SnapshotPtr& snapshot() const = 0;
   virtual size_t listenerIndex() const = 0;
+  // The connection's peer (the PROXY protocol's client address when the listener uses it): the
+  // exchange resolves the request's client from it and the forwarding headers.
   virtual std::string_view clientIp() const = 0;
   virtual bool tls() const = 0;
+  // OpenSSL's names of the protocol version and cipher ("TLSv1.3"); "" on plain connections.
+  virtual const char* tlsVersion() const = 0;
+  virtual const char* tlsCipher() const = 0;
+  // For debug logs: "c<worker>.<n>".
+  virtual uint64_t connectionId() const = 0;
   virtual std::string_view clientSubject() const = 0;
   virtual metrics::ListenerSlot* listenerSlot() = 0;
   virtual net::Transport& transport() = 0;
@@ -107,6 +114,13 @@ class Exchange : public UpstreamCallbacks, public FilterOwner {
   // The connection is going away (client gone, timeout, shutdown): let go of everything, log.
   void abort(std::string_view why);
   bool active() const { return active_; }
+  // The request's client (after trusted proxies' headers); its address until a head arrived.
+  std::string_view clientIp() const {
+    return client_ip_.empty() ? down_.clientIp() : std::string_view(client_ip_);
+  }
+  // The gap allowed inside the request body and while the client leaves the response unread:
+  // the route's idle_timeout when it sets one, else `listener_default`.
+  conf::Duration idleTimeout(conf::Duration listener_default) const;
   bool requestComplete() const { return request_complete_; }
   // Buffered request body (a filter waits for it whole) and response body held behind a
   // response filter.
@@ -162,6 +176,16 @@ class Exchange : public UpstreamCallbacks, public FilterOwner {
   void releaseUpstream(bool reusable);
   void finish();
   void writeAccessLog();
+  // Sets client_ip_ and the X-Forwarded-* values from the peer, the trusted proxies and the
+  // request's forwarding headers.
+  void resolveClient(const RequestHead& head, std::string_view host);
+  // " [listener=a route=b client=c request_id=d]" for error-log lines about this request.
+  std::string logContext() const;
+  // Extra response header lines sluice adds: the sticky cookie and X-Request-Id (unless the
+  // backend's response `head` has one).
+  std::string responseHeaders(const ResponseHead* head) const;
+  // The route's response header rules applied to a copy of `head`, kept in held_head_.
+  const ResponseHead& editedResponse(const ResponseHead& head);
 
   Downstream& down_;
   SnapshotPtr snapshot_;  // the request's config
@@ -169,6 +193,15 @@ class Exchange : public UpstreamCallbacks, public FilterOwner {
   bool active_ = false;
   std::string method_;  // kept for the access log; empty once logged
   std::string request_id_;
+  std::string client_ip_;  // resolved per request
+  std::string x_forwarded_for_;
+  std::string x_forwarded_proto_;
+  std::string x_forwarded_host_;
+  std::string forwarded_;      // RFC 7239, on listeners that read Forwarded
+  bool log_ = true;            // the route's access_log
+  bool health_check_ = false;  // a health_path request: not logged, not counted
+  double upstream_connect_ms_ = -1;
+  double upstream_response_ms_ = -1;
   std::chrono::steady_clock::time_point start_;
   std::optional<size_t> route_;
   std::optional<size_t> backend_;

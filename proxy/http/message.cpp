@@ -137,15 +137,15 @@ bool isHopByHop(std::string_view name, const ConnectionOptions& connection) {
 void writeUpstreamRequest(const RequestHead& req, const ForwardInfo& info, BodyFraming framing,
                           std::string* out) {
   // + the request line and the X-Forwarded-* headers
-  reserveHead(out, req, req.method.size() + req.url.size() + info.client_ip.size() + 160);
+  reserveHead(out, req,
+              req.method.size() + req.url.size() + info.x_forwarded_for.size() +
+                  info.x_forwarded_host.size() + info.forwarded.size() + 160);
   const ConnectionOptions connection(req.headers);
   out->append(req.method);
   out->push_back(' ');
   out->append(req.url);
   out->append(" HTTP/1.1\r\n");
 
-  std::string xff;
-  const Header* host = nullptr;
   bool has_request_id = false;
   for (const Header& h : req.headers) {
     // Headers sluice writes itself, or never forwards. A Connection nomination cannot remove
@@ -153,20 +153,13 @@ void writeUpstreamRequest(const RequestHead& req, const ForwardInfo& info, BodyF
     if (isFramingHeader(h.name)) {
       continue;
     }
-    if (iequals(h.name, "x-forwarded-for")) {
-      if (!xff.empty()) {
-        xff.append(", ");
-      }
-      xff.append(trim(h.value));
-      continue;
-    }
-    if (iequals(h.name, "x-forwarded-proto") || iequals(h.name, "x-forwarded-host") ||
+    if (iequals(h.name, "x-forwarded-for") || iequals(h.name, "x-forwarded-proto") ||
+        iequals(h.name, "x-forwarded-host") || iequals(h.name, "forwarded") ||
         iequals(h.name, "expect") || iequals(h.name, "x-client-cert-subject")) {
       continue;
     }
     bool kept = false;
     if (iequals(h.name, "host")) {
-      host = &h;
       kept = true;
     } else if (iequals(h.name, "x-request-id")) {
       has_request_id = true;
@@ -195,14 +188,17 @@ void writeUpstreamRequest(const RequestHead& req, const ForwardInfo& info, BodyF
       appendHeader(out, "Sec-WebSocket-Extensions", info.ws_extensions);
     }
   }
-  if (!xff.empty()) {
-    xff.append(", ");
+  if (!info.x_forwarded_for.empty()) {
+    appendHeader(out, "X-Forwarded-For", info.x_forwarded_for);
   }
-  xff.append(info.client_ip);
-  appendHeader(out, "X-Forwarded-For", xff);
-  appendHeader(out, "X-Forwarded-Proto", info.proto);
-  if (host != nullptr) {
-    appendHeader(out, "X-Forwarded-Host", host->value);
+  if (!info.x_forwarded_proto.empty()) {
+    appendHeader(out, "X-Forwarded-Proto", info.x_forwarded_proto);
+  }
+  if (!info.x_forwarded_host.empty()) {
+    appendHeader(out, "X-Forwarded-Host", info.x_forwarded_host);
+  }
+  if (!info.forwarded.empty()) {
+    appendHeader(out, "Forwarded", info.forwarded);
   }
   if (!info.client_subject.empty()) {
     appendHeader(out, "X-Client-Cert-Subject", info.client_subject);

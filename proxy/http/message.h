@@ -59,10 +59,14 @@ class ConnectionOptions {
 };
 
 struct ForwardInfo {
-  std::string_view client_ip;
-  std::string_view proto;       // "http" or "https"
-  std::string_view request_id;  // used when the request carries no X-Request-Id
-  bool upgrade = false;         // keep Connection: upgrade and Upgrade
+  // The forwarding headers sluice sends, resolved by the exchange (trusted proxies' chain, then
+  // the peer); whatever the client sent under these names is dropped.
+  std::string_view x_forwarded_for;
+  std::string_view x_forwarded_proto;  // "http" or "https"
+  std::string_view x_forwarded_host;   // not sent when empty
+  std::string_view forwarded;          // RFC 7239 Forwarded; not sent when empty
+  std::string_view request_id;         // used when the request carries no X-Request-Id
+  bool upgrade = false;                // keep Connection: upgrade and Upgrade
   // Replace the client's Sec-WebSocket-Extensions offers with `ws_extensions` (none when empty):
   // sluice negotiates permessage-deflate itself, or keeps frames readable by refusing it.
   bool strip_ws_extensions = false;
@@ -81,7 +85,8 @@ bool isHopByHop(std::string_view name, const ConnectionOptions& connection);
 
 // Appends the request head sluice sends upstream: hop-by-hop headers and Expect removed, the
 // framing header written for `framing` (the received Content-Length and Transfer-Encoding lines
-// are never copied), X-Forwarded-For/-Proto/-Host and X-Request-Id added. A Connection line
+// are never copied), the received X-Forwarded-For/-Proto/-Host and Forwarded replaced by `info`'s,
+// X-Request-Id added. A Connection line
 // cannot remove Host, X-Request-Id or, on an upgrade, the Sec-WebSocket-* headers.
 void writeUpstreamRequest(const RequestHead& req, const ForwardInfo& info, BodyFraming framing,
                           std::string* out);

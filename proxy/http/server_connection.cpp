@@ -1,5 +1,6 @@
 #include "proxy/http/server_connection.h"
 
+#include "proxy/http/forwarded.h"
 #include "proxy/log.h"
 #include "proxy/worker.h"
 
@@ -10,6 +11,9 @@ constexpr size_t kMaxPendingInput = size_t{64} * 1024;
 constexpr auto kLingerTimeout = std::chrono::seconds(2);
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 constexpr std::string_view kLastChunk = "0\r\n\r\n";
+// On shutdown, a connection that has not sent its first request yet gets this long to send it
+// (it was accepted a moment ago: its request is very likely on its way).
+constexpr auto kFreshConnectionGrace = std::chrono::seconds(2);
 }  // namespace
 
 ServerConnection::ServerConnection(Worker* worker, size_t listener_index)
@@ -42,6 +46,7 @@ const conf::ListenerConfig& ServerConnection::listener() const {
 bool ServerConnection::accept(int fd, const sockaddr_storage& peer) {
   worker_->registerConnection(this);
   registered_ = true;
+  connection_id_ = worker_->nextConnectionId();
   if (int rc = stream_.open(fd); rc != 0) {
     LOG_WARN("accept: %s", uv_strerror(rc));
     closeNow();
@@ -50,6 +55,34 @@ bool ServerConnection::accept(int fd, const sockaddr_storage& peer) {
   if (!net::addressText(peer, &client_ip_)) {
     client_ip_ = "unknown";
   }
+  LOG_DEBUG("c%u.%llu: accepted %s on listener '%s'", worker_->id(),
+            static_cast<unsigned long long>(connection_id_), client_ip_.c_str(),
+            listener().name.c_str());
+  if (listener().proxy_protocol) {
+    // Only the load balancers in trusted_proxies may say who the client is.
+    std::optional<IpAddress> ip = IpAddress::parse(client_ip_);
+    if (!ip || !snapshot_->trusted_proxies[listener_index_].contains(*ip)) {
+      listener_slot_->proxy_protocol_rejected[metrics::kProxyUntrusted].inc();
+      LOG_DEBUG(
+          "c%u.%llu: %s is not in trusted_proxies: closed (this listener expects a PROXY "
+          "protocol header)",
+          worker_->id(), static_cast<unsigned long long>(connection_id_), client_ip_.c_str());
+      closeNow();
+      return false;
+    }
+    proxy_header_ = std::make_unique<net::ProxyProtocolParser>();
+    armTimer(TimerMode::kProxyHeader, listener().header_timeout);
+    stream_.readStart();
+    return true;
+  }
+  if (!startTransport()) {
+    return false;
+  }
+  stream_.readStart();
+  return true;
+}
+
+bool ServerConnection::startTransport() {
   if (const auto& tls = snapshot_->listener_tls[listener_index_]) {
     SSL* ssl = tls->newSession();
     if (ssl == nullptr) {
@@ -60,19 +93,76 @@ bool ServerConnection::accept(int fd, const sockaddr_storage& peer) {
     tls_ = true;
     armTimer(TimerMode::kHandshake, listener().tls->handshake_timeout);
   } else {
-    armTimer(TimerMode::kHeader, listener().header_timeout);
+    armTimer(TimerMode::kHeader, firstHeaderTimeout());
   }
-  stream_.readStart();
   return true;
+}
+
+conf::Duration ServerConnection::firstHeaderTimeout() const {
+  conf::Duration t = listener().header_timeout;
+  return shutdown_ ? std::min<conf::Duration>(t, kFreshConnectionGrace) : t;
+}
+
+void ServerConnection::readProxyHeader(const char* data, size_t len) {
+  net::ProxyProtocolParser::Result r = proxy_header_->feed(data, len);
+  if (r.status == net::ProxyProtocolParser::Status::kNeedMore) {
+    return;
+  }
+  if (r.status == net::ProxyProtocolParser::Status::kError) {
+    listener_slot_->proxy_protocol_rejected[metrics::kProxyInvalid].inc();
+    LOG_WARN("listener '%s': invalid PROXY protocol header from %s: %s", listener().name.c_str(),
+             client_ip_.c_str(), r.error);
+    closeNow();
+    return;
+  }
+  const net::ProxyHeader& h = proxy_header_->header();
+  std::string source;
+  // LOCAL (the balancer's own health check) and headers without addresses keep the peer.
+  if (!h.local && net::addressText(h.source, &source)) {
+    client_ip_ = std::move(source);
+  }
+  LOG_DEBUG("c%u.%llu: PROXY v%u header: client %s%s", worker_->id(),
+            static_cast<unsigned long long>(connection_id_), static_cast<unsigned>(h.version),
+            client_ip_.c_str(), h.local ? " (LOCAL: the balancer itself)" : "");
+  proxy_header_.reset();
+  if (!startTransport()) {
+    return;
+  }
+  if (r.consumed < len) {
+    if (tls_) {
+      stream_.tlsReceive(data + r.consumed, len - r.consumed);
+    } else {
+      parse(data + r.consumed, len - r.consumed);
+    }
+  }
+}
+
+const char* ServerConnection::tlsVersion() const {
+  return tls_ && stream_owner_ && stream_.ssl() != nullptr ? SSL_get_version(stream_.ssl()) : "";
+}
+
+const char* ServerConnection::tlsCipher() const {
+  if (!tls_ || !stream_owner_ || stream_.ssl() == nullptr) {
+    return "";
+  }
+  const char* name = SSL_get_cipher_name(stream_.ssl());
+  return name != nullptr ? name : "";
 }
 
 void ServerConnection::onTlsHandshake(const char* failure) {
   listener_slot_->tls_handshakes[metrics::tlsResultIndex(failure != nullptr ? failure : "ok")]
       .inc();
   if (failure != nullptr) {
-    LOG_DEBUG("downstream %s: TLS handshake failed: %s", client_ip_.c_str(), failure);
+    LOG_DEBUG("c%u.%llu: TLS handshake with %s failed: %s", worker_->id(),
+              static_cast<unsigned long long>(connection_id_), client_ip_.c_str(), failure);
     closeNow();
     return;
+  }
+  if (log::enabled(log::Level::kDebug)) {
+    const char* sni = SSL_get_servername(stream_.ssl(), TLSEXT_NAMETYPE_host_name);
+    LOG_DEBUG("c%u.%llu: TLS handshake done: %s %s, SNI '%s'", worker_->id(),
+              static_cast<unsigned long long>(connection_id_), tlsVersion(), tlsCipher(),
+              sni != nullptr ? sni : "");
   }
   if (X509* peer = SSL_get1_peer_certificate(stream_.ssl())) {
     if (SSL_get_verify_result(stream_.ssl()) == X509_V_OK) {
@@ -82,7 +172,7 @@ void ServerConnection::onTlsHandshake(const char* failure) {
     }
     X509_free(peer);
   }
-  armTimer(TimerMode::kHeader, listener().header_timeout);
+  armTimer(TimerMode::kHeader, firstHeaderTimeout());
 }
 
 std::string ServerConnection::hstsHeader() const {
@@ -104,6 +194,12 @@ void ServerConnection::armTimer(TimerMode mode, conf::Duration d) {
 void ServerConnection::onTimer(void* self) {
   auto* c = static_cast<ServerConnection*>(self);
   switch (c->timer_mode_) {
+    case TimerMode::kProxyHeader:
+      c->listener_slot_->proxy_protocol_rejected[metrics::kProxyTimeout].inc();
+      LOG_DEBUG("c%u.%llu: no PROXY protocol header within header_timeout: closed",
+                c->worker_->id(), static_cast<unsigned long long>(c->connection_id_));
+      c->closeNow();
+      return;
     case TimerMode::kHeader:
       if (c->state_ == State::kReadingHead && c->saw_request_bytes_) {
         c->answer(408, "request head not received in time");
@@ -143,6 +239,10 @@ void ServerConnection::answer(uint16_t status, const char* detail) {
 void ServerConnection::onData(const char* data, size_t len) {
   if (closing()) {
     return;  // lingering close: discard what the client still sends
+  }
+  if (proxy_header_) {
+    readProxyHeader(data, len);
+    return;
   }
   if (parser_paused_) {
     // A request is in flight; keep the next ones (pipelining) but bounded.
@@ -187,7 +287,8 @@ void ServerConnection::parse(const char* data, size_t len) {
       return;
     case RequestParser::Status::kError:
       parser_failed_ = true;
-      LOG_DEBUG("downstream %s: bad request: %u %s", client_ip_.c_str(),
+      LOG_DEBUG("c%u.%llu: bad request from %s: %u %s", worker_->id(),
+                static_cast<unsigned long long>(connection_id_), client_ip_.c_str(),
                 static_cast<unsigned>(r.error_status), r.error_reason);
       answer(r.error_status, r.error_reason);
       return;
@@ -231,7 +332,7 @@ RequestParser::HeadAction ServerConnection::onHead() {
 
 bool ServerConnection::onBody(const char* data, size_t len) {
   if (timer_mode_ == TimerMode::kBody) {
-    armTimer(TimerMode::kBody, listener().idle_timeout);  // the gap allowed starts again
+    armTimer(TimerMode::kBody, idleTimeout());  // the gap allowed starts again
   }
   return exchange_.onRequestBody(data, len) && !closing();
 }
@@ -244,7 +345,7 @@ void ServerConnection::onMessageComplete() {
 }
 
 void ServerConnection::expectBody() {
-  armTimer(TimerMode::kBody, listener().idle_timeout);
+  armTimer(TimerMode::kBody, idleTimeout());
 }
 
 void ServerConnection::resumeRequest() {
@@ -275,14 +376,14 @@ void ServerConnection::readDisable(ReadReason reason, bool disable) {
     } else if (state_ != State::kProxying || exchange_.requestComplete() || closing()) {
       return;
     } else if (timer_mode_ == TimerMode::kBody) {
-      armTimer(TimerMode::kBody, listener().idle_timeout);  // reading again: the gap starts now
+      armTimer(TimerMode::kBody, idleTimeout());  // reading again: the gap starts now
     }
   }
   setReadDisabled(reason, disable);
 }
 
 void ServerConnection::awaitClientDrain() {
-  armTimer(TimerMode::kSend, listener().idle_timeout);
+  armTimer(TimerMode::kSend, idleTimeout());
 }
 
 void ServerConnection::onWritable() {
@@ -290,7 +391,7 @@ void ServerConnection::onWritable() {
     if (exchange_.requestComplete()) {
       armTimer(TimerMode::kNone, {});
     } else {
-      armTimer(TimerMode::kBody, listener().idle_timeout);
+      armTimer(TimerMode::kBody, idleTimeout());
     }
   }
   exchange_.onDownstreamWritable();
@@ -311,8 +412,10 @@ void ServerConnection::sendHead(const ResponseHead& head, BodyFraming framing,
     framing.kind = parser_.head().minor >= 1 ? Framing::kChunked : Framing::kClose;
   }
   response_framing_ = framing.kind;
+  served_ = true;
   keep_alive_ = keep_alive_ && !close_after && clientWantsKeepAlive() && !shutdown_ &&
-                !client_eof_ && framing.kind != Framing::kClose && !worker_->shuttingDown();
+                !client_eof_ && framing.kind != Framing::kClose && !worker_->shuttingDown() &&
+                !worker_->shared()->stopping.load(std::memory_order_relaxed);
   std::string extra(extra_headers);
   extra += hstsHeader();
   head_buffer_.clear();
@@ -341,8 +444,10 @@ void ServerConnection::send100Continue() {
 
 bool ServerConnection::sendLocalReply(uint16_t status, std::string_view detail, bool close_after,
                                       std::string_view extra_headers) {
+  served_ = true;
   keep_alive_ = keep_alive_ && !close_after && !parser_failed_ && clientWantsKeepAlive() &&
-                !shutdown_ && !worker_->shuttingDown();
+                !shutdown_ && !worker_->shuttingDown() &&
+                !worker_->shared()->stopping.load(std::memory_order_relaxed);
   std::string extra(extra_headers);
   extra += hstsHeader();
   head_buffer_.clear();
@@ -411,6 +516,16 @@ void ServerConnection::finishExchange() {
 void ServerConnection::shutdownGracefully() {
   shutdown_ = true;
   if (state_ == State::kReadingHead && !saw_request_bytes_ && pending_input_.empty()) {
+    if (!served_ && (timer_mode_ == TimerMode::kHeader || timer_mode_ == TimerMode::kProxyHeader)) {
+      // Accepted but silent so far: its first request is likely on the way (closing now would
+      // fail it). It is answered, with Connection: close, if it comes soon.
+      armTimer(timer_mode_,
+               std::min<conf::Duration>(listener().header_timeout, kFreshConnectionGrace));
+      return;
+    }
+    if (timer_mode_ == TimerMode::kHandshake) {
+      return;  // the handshake timeout bounds it; then the same as above
+    }
     closeNow();
   }
 }
@@ -472,6 +587,7 @@ void ServerConnection::closeNow() {
     return;
   }
   closing_ = true;
+  LOG_DEBUG("c%u.%llu: closed", worker_->id(), static_cast<unsigned long long>(connection_id_));
   exchange_.abort(client_eof_ ? "client closed the connection" : "connection closed");
   exchange_.reset();
   if (registered_) {
@@ -513,7 +629,8 @@ void ServerConnection::onEof() {
 }
 
 void ServerConnection::onError(int status) {
-  LOG_DEBUG("downstream %s: %s", client_ip_.c_str(), uv_strerror(status));
+  LOG_DEBUG("c%u.%llu: %s: %s", worker_->id(), static_cast<unsigned long long>(connection_id_),
+            client_ip_.c_str(), uv_strerror(status));
   closeNow();
 }
 

@@ -19,6 +19,7 @@
 #include "proxy/metrics.h"
 #include "proxy/net/deadline.h"
 #include "proxy/net/open_handles.h"
+#include "proxy/net/proxy_protocol.h"
 #include "proxy/net/stream.h"
 #include "proxy/snapshot.h"
 
@@ -45,7 +46,7 @@ class ServerConnection : public ClientSession,
   void shutdownGracefully() override;
   void abort() override;
   void onSnapshotChanged(const Snapshot&) override {}  // takes the new config per request
-  void drainNow() override {}
+  void drainNow(const char*) override {}
   bool webSocketTo(const std::string&, const std::string&) const override { return false; }
 
   // net::Stream::Handler
@@ -62,6 +63,9 @@ class ServerConnection : public ClientSession,
   size_t listenerIndex() const override { return listener_index_; }
   std::string_view clientIp() const override { return client_ip_; }
   bool tls() const override { return tls_; }
+  const char* tlsVersion() const override;
+  const char* tlsCipher() const override;
+  uint64_t connectionId() const override { return connection_id_; }
   std::string_view clientSubject() const override { return client_subject_; }
   metrics::ListenerSlot* listenerSlot() override { return listener_slot_; }
   net::Transport& transport() override { return stream_; }
@@ -96,7 +100,7 @@ class ServerConnection : public ClientSession,
   };
   // kBody: the longest pause inside the request body (idle_timeout); kSend: the longest the
   // client may leave a response unread while sluice holds the backend back (idle_timeout).
-  enum class TimerMode { kNone, kHandshake, kHeader, kIdle, kBody, kSend, kLinger };
+  enum class TimerMode { kNone, kProxyHeader, kHandshake, kHeader, kIdle, kBody, kSend, kLinger };
   static constexpr uint8_t kPipelineFull = 4;  // a ReadReason of the codec's own
 
   static void onTimer(void* self);
@@ -111,6 +115,13 @@ class ServerConnection : public ClientSession,
   void onMessageComplete() override;
 
   void parse(const char* data, size_t len);
+  // The PROXY protocol header (listeners with proxy_protocol), before anything else.
+  void readProxyHeader(const char* data, size_t len);
+  // TLS or not, once the connection's first bytes may come: arms the first timeout.
+  bool startTransport();
+  // header_timeout, or less during shutdown (a fresh connection gets a short grace).
+  conf::Duration firstHeaderTimeout() const;
+  conf::Duration idleTimeout() const { return exchange_.idleTimeout(listener().idle_timeout); }
   void processPendingInput();
   // A local answer outside an exchange's own (timeouts, bad requests): through the exchange when
   // one is under way, so that it lets go of its backend and logs.
@@ -150,7 +161,10 @@ class ServerConnection : public ClientSession,
   bool done_pending_ = false;  // the exchange finished inside parse(): finish after it
   bool keep_alive_ = true;
   bool tls_ = false;
+  bool served_ = false;        // a request has been answered on this connection
   uint8_t read_disabled_ = 0;  // ReadReason bits
+  uint64_t connection_id_ = 0;
+  std::unique_ptr<net::ProxyProtocolParser> proxy_header_;  // until the PROXY header is read
   Framing response_framing_ = Framing::kNone;
   std::string client_ip_;
   std::string client_subject_;  // verified client certificate's subject

@@ -66,12 +66,14 @@ void UpstreamConnection::onTlsHandshake(const char* failure) {
   }
   // connect_timeout covered the handshake too; from here on the request's own timers apply.
   timer_.disarm();
+  connect_ms_ = static_cast<double>(uv_hrtime() - connect_start_) / 1e6;
   if (request_sent_) {
     requestSent();
   }
 }
 
 bool UpstreamConnection::connect(const sockaddr* addr, conf::Duration timeout) {
+  connect_start_ = uv_hrtime();
   int rc = stream_.connect(addr);
   if (rc != 0) {
     LOG_WARN("upstream %s: connect: %s", address_.c_str(), uv_strerror(rc));
@@ -91,6 +93,9 @@ void UpstreamConnection::onConnected(int status) {
     return;
   }
   connected_ = true;
+  if (tls_ == nullptr) {
+    connect_ms_ = static_cast<double>(uv_hrtime() - connect_start_) / 1e6;
+  }
   stream_.readStart();
   if (request_sent_) {
     requestSent();  // the whole request was queued before the connection was up
@@ -100,6 +105,8 @@ void UpstreamConnection::onConnected(int status) {
 void UpstreamConnection::attach(UpstreamCallbacks* exchange, conf::Duration response_timeout,
                                 bool head_request, bool upgrade) {
   upgrade_ = upgrade;
+  reused_ = attached_before_;
+  attached_before_ = true;
   if (idle_) {
     idle_ = false;
     timer_.disarm();

@@ -99,6 +99,9 @@ class UpstreamConnection : public net::Stream::Handler,
   void close();
   const std::string& address() const { return address_; }
   size_t pool() const { return pool_; }
+  // How long this connection took to connect (and shake hands), in ms; -1 when it served a
+  // request before the current one (reused from the keep-alive pool) or is not up yet.
+  double connectMs() const { return reused_ ? -1 : connect_ms_; }
 
   // upstream::Pooled
   const std::string& poolKey() const override { return key_; }
@@ -148,6 +151,10 @@ class UpstreamConnection : public net::Stream::Handler,
   bool keep_alive_ = false;
   bool in_use_ = false;  // counted in state_->active
   uint64_t response_bytes_ = 0;
+  uint64_t connect_start_ = 0;  // uv_hrtime()
+  double connect_ms_ = -1;
+  bool attached_before_ = false;
+  bool reused_ = false;
   conf::Duration response_timeout_{0};
   UpstreamCallbacks* exchange_ = nullptr;
   metrics::BackendSlot* slot_;

@@ -525,6 +525,9 @@ bool Relay::Leg::onControlFrame(const FrameHeader& h, std::string_view frame,
       }
     }
     close_received = true;
+    if (r.stats_.closed_by == ClosedBy::kNone && body.size() > 2) {
+      r.stats_.close_reason.assign(body.substr(2));
+    }
     Leg& o = r.other(*this);
     if (!o.close_sent) {
       out->write(frame);
@@ -661,6 +664,7 @@ void Relay::fail(Leg& offender, uint16_t code, std::string_view reason) {
   offender.flushRange();
   stats_.close_code = code;
   stats_.closed_by = ClosedBy::kSluice;
+  stats_.close_reason.assign(reason.substr(0, 123));
   sendClose(offender, code, reason);
   // The innocent side learns that its peer went away (client fault) or failed (backend fault).
   sendClose(other(offender), offender.from_client ? kGoingAway : kBadGateway,
@@ -668,12 +672,14 @@ void Relay::fail(Leg& offender, uint16_t code, std::string_view reason) {
   finish();
 }
 
-void Relay::goAway(uint16_t code, std::string_view reason) {
+void Relay::goAway(uint16_t code, std::string_view reason, const char* cause) {
   if (finished_) {
     return;
   }
   stats_.close_code = code;
   stats_.closed_by = ClosedBy::kSluice;
+  stats_.close_reason.assign(reason.substr(0, 123));
+  stats_.cause = cause;
   up_.flushRange();
   down_.flushRange();
   sendClose(up_, code, reason);
@@ -783,11 +789,14 @@ bool Relay::heartbeat(Leg& toward, uint64_t now) {
       LOG_INFO("websocket: client did not answer a ping within pong_timeout; closing");
       stats_.close_code = kGoingAway;
       stats_.closed_by = ClosedBy::kSluice;
+      stats_.close_reason = "client did not answer pings";
+      stats_.cause = "ping_timeout";
       up_.close_sent = true;  // the client is gone: nothing more is written to it
       sendClose(down_, kGoingAway, "client did not answer pings");
       finish();
     } else {
       fail(down_, kGoingAway, "backend did not answer pings");  // the client gets 1014
+      stats_.cause = "ping_timeout";
     }
     return false;
   }
@@ -824,7 +833,7 @@ void Relay::onTimer() {
   }
   uint64_t idle = static_cast<uint64_t>(config_.idle_timeout.count());
   if (idle > 0 && now >= last_rx_ + idle) {
-    goAway(kGoingAway, "idle timeout");
+    goAway(kGoingAway, "idle timeout", "idle_timeout");
     return;
   }
   for (Leg* l : {&up_, &down_}) {

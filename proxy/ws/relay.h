@@ -47,6 +47,8 @@ class Relay : public FilterOwner {
     uint64_t bytes[2] = {0, 0};
     uint16_t close_code = 0;
     ClosedBy closed_by = ClosedBy::kNone;
+    std::string close_reason;     // the first close frame's reason text (at most 123 bytes)
+    const char* cause = nullptr;  // sluice closed: why ("shutdown", "drain", "idle_timeout", ...)
   };
 
   // permessage-deflate as agreed on each leg (none: that leg's messages are never compressed).
@@ -74,7 +76,7 @@ class Relay : public FilterOwner {
   void onClientWritable();
   void onBackendWritable();
   // Ends the session from sluice's side: `code` (1001 on shutdown, 1012 on drain) to both.
-  void goAway(uint16_t code, std::string_view reason);
+  void goAway(uint16_t code, std::string_view reason, const char* cause = "shutdown");
   // After the session finished: Owner::lingerExpired() once `after` has passed.
   void lingerFor(std::chrono::milliseconds after);
 

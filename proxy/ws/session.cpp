@@ -25,12 +25,39 @@ uint8_t metricsCloser(Relay::ClosedBy by) {
   return 3;
 }
 
-// The session's log fields in one exactly sized string: client_ip \0 host \0 path \0 request_id.
+// Why sluice closed a session, when the relay did not say.
+const char* closeCause(const Relay::Stats& st) {
+  if (st.closed_by != Relay::ClosedBy::kSluice) {
+    return "";
+  }
+  if (st.cause != nullptr) {
+    return st.cause;
+  }
+  switch (st.close_code) {
+    case 1009:
+    case 1013:
+      return "limit";
+    case 1002:
+    case 1007:
+      return "violation";
+    case 1003:
+    case 1008:
+      return "policy";
+    case 1014:
+      return "backend_failed";
+    default:
+      return "other";
+  }
+}
+
+// The session's log fields in one exactly sized string:
+// client_ip \0 host \0 path \0 request_id \0 user_agent \0 referer.
 std::string logFields(const Session::Setup& s) {
   std::string out;
-  out.reserve(s.client_ip.size() + s.host.size() + s.path.size() + s.request_id.size() + 3);
+  out.reserve(s.client_ip.size() + s.host.size() + s.path.size() + s.request_id.size() +
+              s.user_agent.size() + s.referer.size() + 5);
   out.append(s.client_ip);
-  for (const std::string* f : {&s.host, &s.path, &s.request_id}) {
+  for (const std::string* f : {&s.host, &s.path, &s.request_id, &s.user_agent, &s.referer}) {
     out.push_back('\0');
     out.append(*f);
   }
@@ -62,7 +89,12 @@ Session::Session(Setup&& setup)
          setup.backend_slot,
          setup.backend_state,
          logFields(setup),
-         setup.start} {
+         setup.start,
+         setup.tls_version,
+         setup.tls_cipher,
+         static_cast<float>(setup.upstream_connect_ms),
+         static_cast<float>(setup.upstream_response_ms),
+         setup.access_log} {
   Worker* w = s_.worker;
   s_.client->setHandler(&client_side_);
   s_.upstream->setHandler(&upstream_side_);
@@ -174,6 +206,11 @@ void Session::relayFinished() {
   route_slot_->ws_open.add(-1);
   s_.backend_slot->websockets_open.add(-1);
   route_slot_->countClose(st.close_code, metricsCloser(st.closed_by));
+  LOG_DEBUG("websocket %.*s on route '%s' ended: code %u by %s%s%s",
+            static_cast<int>(logField(3).size()), logField(3).data(),
+            s_.snapshot->config->routes[s_.route].name.c_str(),
+            static_cast<unsigned>(st.close_code), Relay::closedByName(st.closed_by),
+            *closeCause(st) != 0 ? ", because " : "", closeCause(st));
   writeAccessLog();
   s_.worker->unregisterConnection(this);
   // Both sides close lingering: FIN after the close frame, then input read and dropped until the
@@ -228,7 +265,7 @@ std::string_view Session::logField(int index) const {
 void Session::writeAccessLog() {
   AccessLog* log = s_.worker->accessLog();
   route_slot_->requests_by_class[1].inc();  // the exchange was a 101
-  if (log == nullptr || !log->enabled()) {
+  if (log == nullptr || !log->enabled() || !s_.access_log) {
     return;
   }
   const conf::Config& cfg = *s_.snapshot->config;
@@ -242,6 +279,12 @@ void Session::writeAccessLog() {
   e.host = logField(1);
   e.path = logField(2);
   e.request_id = logField(3);
+  e.user_agent = logField(4);
+  e.referer = logField(5);
+  e.tls_version = s_.tls_version;
+  e.tls_cipher = s_.tls_cipher;
+  e.upstream_connect_ms = s_.upstream_connect_ms;
+  e.upstream_response_ms = s_.upstream_response_ms;
   e.status = 101;
   e.bytes_in = st.bytes[0];
   e.bytes_out = st.bytes[1];
@@ -249,10 +292,12 @@ void Session::writeAccessLog() {
   e.ws_messages_out = st.messages[1];
   e.ws_close_code = st.close_code;
   e.ws_closed_by = Relay::closedByName(st.closed_by);
+  e.ws_close_reason = st.close_reason;
+  e.ws_close_cause = closeCause(st);
   e.duration_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s_.start)
           .count();
-  log->append(s_.worker->accessLogBuffer(), e);
+  log->append(s_.worker->id(), e);
 }
 
 // ---- worker commands -----------------------------------------------------------------------
@@ -265,9 +310,9 @@ void Session::abort() {
   }
 }
 
-void Session::drainNow() {
+void Session::drainNow(const char* cause) {
   if (!relay_->finished()) {
-    relay_->goAway(kServiceRestart, "backend draining; please reconnect");
+    relay_->goAway(kServiceRestart, "backend draining; please reconnect", cause);
   }
 }
 
@@ -306,7 +351,8 @@ void Session::onSnapshotChanged(const Snapshot& next) {
   LOG_INFO("websocket on route '%s' to %s: route or backend removed by reload; draining in %lld ms",
            route.name.c_str(), backend.c_str(), static_cast<long long>(pool.drain_timeout.count()));
   s_.worker->scheduleDrain(
-      this, uv_now(s_.worker->loop()) + static_cast<uint64_t>(pool.drain_timeout.count()));
+      this, uv_now(s_.worker->loop()) + static_cast<uint64_t>(pool.drain_timeout.count()),
+      "reload");
 }
 
 }  // namespace sluice::ws

@@ -49,6 +49,13 @@ class Session : public ClientSession, public Relay::Owner, public MemoryBudget::
     std::string host;
     std::string path;
     std::string request_id;
+    std::string user_agent;
+    std::string referer;
+    const char* tls_version = "";  // OpenSSL's static names; "" on plain connections
+    const char* tls_cipher = "";
+    bool access_log = true;  // the route's access_log
+    double upstream_connect_ms = -1;
+    double upstream_response_ms = -1;
     std::chrono::steady_clock::time_point start;
   };
 
@@ -59,7 +66,7 @@ class Session : public ClientSession, public Relay::Owner, public MemoryBudget::
   void shutdownGracefully() override {}  // WebSockets run on until shutdown_timeout
   void abort() override;
   void onSnapshotChanged(const Snapshot& next) override;
-  void drainNow() override;
+  void drainNow(const char* cause) override;
   bool webSocketTo(const std::string& pool, const std::string& address) const override;
 
  private:
@@ -99,8 +106,13 @@ class Session : public ClientSession, public Relay::Owner, public MemoryBudget::
     metrics::ListenerSlot* listener_slot;
     metrics::BackendSlot* backend_slot;
     upstream::BackendState* backend_state;
-    std::string log;  // client_ip \0 host \0 path \0 request_id
+    std::string log;  // client_ip \0 host \0 path \0 request_id \0 user_agent \0 referer
     std::chrono::steady_clock::time_point start;
+    const char* tls_version;
+    const char* tls_cipher;
+    float upstream_connect_ms;
+    float upstream_response_ms;
+    bool access_log;
   };
   std::string_view logField(int index) const;
 

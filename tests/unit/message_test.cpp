@@ -83,8 +83,9 @@ TEST(UpstreamRequest, DropsHopByHopAndAddsForwarding) {
                            {"X-Forwarded-Proto", "https"},
                            {"Accept", "*/*"}});
   ForwardInfo info;
-  info.client_ip = "192.0.2.7";
-  info.proto = "http";
+  info.x_forwarded_for = "192.0.2.7";
+  info.x_forwarded_proto = "http";
+  info.x_forwarded_host = "app.example.com";
   info.request_id = "abc";
   std::string out;
   writeUpstreamRequest(r, info, {Framing::kContentLength, 5}, &out);
@@ -97,7 +98,10 @@ TEST(UpstreamRequest, DropsHopByHopAndAddsForwarding) {
   EXPECT_TRUE(hasLine(out, "Host: app.example.com"));
   EXPECT_TRUE(hasLine(out, "Content-Length: 5"));
   EXPECT_TRUE(hasLine(out, "Accept: */*"));
-  EXPECT_TRUE(hasLine(out, "X-Forwarded-For: 10.0.0.1, 192.0.2.7"));
+  // The client's own forwarding headers are replaced, never appended to.
+  EXPECT_TRUE(hasLine(out, "X-Forwarded-For: 192.0.2.7"));
+  EXPECT_EQ(out.find("10.0.0.1"), std::string::npos);
+  EXPECT_EQ(out.find("https"), std::string::npos);
   EXPECT_TRUE(hasLine(out, "X-Forwarded-Proto: http"));
   EXPECT_TRUE(hasLine(out, "X-Forwarded-Host: app.example.com"));
   EXPECT_TRUE(hasLine(out, "X-Request-Id: abc"));
@@ -107,8 +111,8 @@ TEST(UpstreamRequest, KeepsRequestIdAndRechunks) {
   RequestHead r =
       request({{"Host", "h"}, {"Transfer-Encoding", "chunked"}, {"X-Request-Id", "mine"}});
   ForwardInfo info;
-  info.client_ip = "127.0.0.1";
-  info.proto = "https";
+  info.x_forwarded_for = "127.0.0.1";
+  info.x_forwarded_proto = "https";
   info.request_id = "generated";
   std::string out;
   writeUpstreamRequest(r, info, {Framing::kChunked}, &out);
@@ -119,11 +123,26 @@ TEST(UpstreamRequest, KeepsRequestIdAndRechunks) {
   EXPECT_TRUE(hasLine(out, "X-Forwarded-Proto: https"));
 }
 
+TEST(UpstreamRequest, ForwardedReplacesTheClients) {
+  RequestHead r =
+      request({{"Host", "h"}, {"Forwarded", "for=6.6.6.6"}, {"X-Forwarded-Host", "evil"}});
+  ForwardInfo info;
+  info.x_forwarded_for = "10.0.0.5, 192.0.2.7";
+  info.x_forwarded_proto = "https";
+  info.forwarded = "for=10.0.0.5, for=192.0.2.7;proto=https";
+  std::string out;
+  writeUpstreamRequest(r, info, {}, &out);
+  EXPECT_TRUE(hasLine(out, "Forwarded: for=10.0.0.5, for=192.0.2.7;proto=https")) << out;
+  EXPECT_TRUE(hasLine(out, "X-Forwarded-For: 10.0.0.5, 192.0.2.7")) << out;
+  EXPECT_EQ(out.find("6.6.6.6"), std::string::npos) << out;
+  EXPECT_EQ(out.find("evil"), std::string::npos) << out;
+}
+
 TEST(UpstreamRequest, UpgradeKeepsCanonicalConnection) {
   RequestHead r = request({{"Host", "h"}, {"Connection", "Upgrade"}, {"Upgrade", "websocket"}});
   ForwardInfo info;
-  info.client_ip = "127.0.0.1";
-  info.proto = "http";
+  info.x_forwarded_for = "127.0.0.1";
+  info.x_forwarded_proto = "http";
   info.upgrade = true;
   std::string out;
   writeUpstreamRequest(r, info, {}, &out);
@@ -165,8 +184,8 @@ TEST(UpstreamRequest, ConnectionCannotRemoveFramingOrHost) {
                            {"Content-Length", "44"},
                            {"X-Request-Id", "rid"}});
   ForwardInfo info;
-  info.client_ip = "192.0.2.7";
-  info.proto = "http";
+  info.x_forwarded_for = "192.0.2.7";
+  info.x_forwarded_proto = "http";
   std::string out;
   writeUpstreamRequest(r, info, {Framing::kContentLength, 44}, &out);
   EXPECT_TRUE(hasLine(out, "Content-Length: 44")) << out;
@@ -201,8 +220,8 @@ TEST(UpstreamRequest, UpgradeKeepsHandshakeHeaders) {
                            {"Sec-WebSocket-Version", "13"},
                            {"Sec-WebSocket-Extensions", "permessage-deflate"}});
   ForwardInfo info;
-  info.client_ip = "127.0.0.1";
-  info.proto = "http";
+  info.x_forwarded_for = "127.0.0.1";
+  info.x_forwarded_proto = "http";
   info.upgrade = true;
   info.strip_ws_extensions = true;
   std::string out;
