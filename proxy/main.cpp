@@ -11,11 +11,17 @@
 namespace {
 
 void usage(FILE* out) {
-  fprintf(out,
-          "usage: sluice --config FILE     run with FILE\n"
-          "       sluice --check FILE      validate FILE (as a reload would) and exit 0 or 1\n"
-          "       sluice --version         print the version\n"
-          "options: --log-level debug|info|warn|error\n");
+  fprintf(
+      out,
+      "usage: sluice --config FILE             run with FILE\n"
+      "       sluice --upgrade --config FILE   take the listening sockets over from the sluice\n"
+      "                                        running FILE (a binary upgrade), which then drains\n"
+      "       sluice --check FILE              check FILE as a start would (ports included)\n"
+      "                                        and exit 0 or 1\n"
+      "       sluice --version                 print the version\n"
+      "options: --log-level debug|info|warn|error (overrides [server] log_level)\n"
+      "signals: TERM/INT drain and exit (a second one exits at once), HUP reload,\n"
+      "         USR1 reopen the log files\n");
 }
 
 }  // namespace
@@ -23,6 +29,7 @@ void usage(FILE* out) {
 int main(int argc, char** argv) {
   std::string config;
   std::string check;
+  sluice::Server::Options options;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&](const char* name) -> std::string {
@@ -42,48 +49,42 @@ int main(int argc, char** argv) {
       config = value("--config");
     } else if (arg == "--check" || arg == "-t") {
       check = value("--check");
+    } else if (arg == "--upgrade") {
+      options.upgrade = true;
     } else if (arg == "--log-level") {
       std::string level = value("--log-level");
-      using sluice::log::Level;
-      if (level == "debug") {
-        sluice::log::setLevel(Level::kDebug);
-      } else if (level == "info") {
-        sluice::log::setLevel(Level::kInfo);
-      } else if (level == "warn") {
-        sluice::log::setLevel(Level::kWarn);
-      } else if (level == "error") {
-        sluice::log::setLevel(Level::kError);
-      } else {
+      sluice::log::Level parsed;
+      if (!sluice::log::parseLevel(level, &parsed)) {
         fprintf(stderr, "sluice: unknown log level '%s'\n", level.c_str());
         return 2;
       }
+      sluice::log::setLevel(parsed);
+      options.log_level_set = true;
     } else {
       fprintf(stderr, "sluice: unknown argument '%s'\n", arg.c_str());
       usage(stderr);
       return 2;
     }
   }
-  if (config.empty() == check.empty()) {
+  if (config.empty() == check.empty() || (options.upgrade && config.empty())) {
     usage(stderr);
     return 2;
   }
+  if (!check.empty()) {
+    return sluice::checkConfig(check);
+  }
 
-  const std::string& path = check.empty() ? config : check;
   sluice::conf::Diagnostics diagnostics;
-  sluice::SnapshotPtr snapshot = sluice::loadSnapshot(path, 1, &diagnostics);
+  sluice::SnapshotPtr snapshot = sluice::loadSnapshot(config, 1, &diagnostics);
   size_t errors = 0;
   for (const sluice::conf::Diagnostic& d : diagnostics) {
     fprintf(stderr, "%s\n", d.format().c_str());
     errors += d.error() ? 1 : 0;
   }
   if (!snapshot) {
-    fprintf(stderr, "%s: %zu error%s\n", path.c_str(), errors, errors == 1 ? "" : "s");
+    fprintf(stderr, "%s: %zu error%s\n", config.c_str(), errors, errors == 1 ? "" : "s");
     return 1;
   }
-  if (!check.empty()) {
-    printf("%s: ok\n", path.c_str());
-    return 0;
-  }
-  sluice::Server server(snapshot);
+  sluice::Server server(snapshot, options);
   return server.run();
 }
