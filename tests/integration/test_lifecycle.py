@@ -8,7 +8,7 @@ import socket
 import time
 import unittest
 
-from harness import LOCALHOST, SluiceTestCase, build_request, run_sluice
+from harness import LOCALHOST, SluiceTestCase, build_request, free_port, run_sluice
 
 GOOD = """\
 [server]
@@ -37,6 +37,10 @@ backends = [ { address = "127.0.0.1:9001" } ]
 
 class CommandLine(SluiceTestCase):
     def write(self, name, text):
+        # --check binds the listen addresses: use free ports, not GOOD's fixed ones.
+        text = text.replace("127.0.0.1:9901", "127.0.0.1:%d" % free_port())
+        if "127.0.0.1:8080" in text:
+            text = text.replace("127.0.0.1:8080", "127.0.0.1:%d" % free_port())
         path = os.path.join(self.tmpdir, name)
         with open(path, "w") as f:
             f.write(text)
@@ -62,8 +66,9 @@ class CommandLine(SluiceTestCase):
         p = run_sluice(["--check", path])
         self.assertEqual(p.returncode, 0, (p.stdout + p.stderr).decode())
 
-    def test_check_does_not_bind(self):
-        # --check validates; it must not try to listen (the ports in GOOD may well be in use).
+    def test_check_fails_on_a_busy_port(self):
+        # --check fails on what a start would fail on: a port another process listens on (it
+        # binds without SO_REUSEPORT, then lets go: nothing running is disturbed).
         holder = socket.socket()
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -72,7 +77,8 @@ class CommandLine(SluiceTestCase):
             port = holder.getsockname()[1]
             path = self.write("busy.toml", GOOD.replace("127.0.0.1:8080", "127.0.0.1:%d" % port))
             p = run_sluice(["--check", path])
-            self.assertEqual(p.returncode, 0, (p.stdout + p.stderr).decode())
+            self.assertEqual(p.returncode, 1, (p.stdout + p.stderr).decode())
+            self.assertIn(b"already in use", p.stderr)
         finally:
             holder.close()
 

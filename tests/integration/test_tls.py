@@ -928,7 +928,7 @@ class CertificateErrors(TlsCase):
 
 class Redirect(TlsCase):
     def test_plain_listener_redirects_with_308(self):
-        b, s, admin = self.start_tls_proxy(plain_listener={"redirect_to_https": True})
+        b, s, admin = self.start_tls_proxy(plain_listener={"redirect_to_https": True, "https_port": 443})
         plain = s.ports["plain"]
         before = b.count()
         cases = [("GET", "/a/b?x=1&y=%20z", "example.com:8080", "https://example.com/a/b?x=1&y=%20z"),
@@ -955,7 +955,7 @@ class Redirect(TlsCase):
         self.assertEqual((r.rc, r.status), (0, 200), r)
 
     def test_redirect_keeps_ipv6_brackets(self):
-        b, s, admin = self.start_tls_proxy(plain_listener={"redirect_to_https": True})
+        b, s, admin = self.start_tls_proxy(plain_listener={"redirect_to_https": True, "https_port": 443})
         c = self.connect(s, port=s.ports["plain"])
         r = c.request("GET", "/v6?x=1", host="[::1]:8080")
         self.assertEqual(r.status, 308, r)
