@@ -619,8 +619,10 @@ void ConfigBuilder::readBackends(Section& s, PoolConfig& pool) {
     backend.pos = b.pos();
     b.require({"address"});
     if (b.address("address", backend.address, AddressUse::kConnect)) {
+      const std::string& where =
+          backend.address.unix_path.empty() ? backend.address.host : backend.address.unix_path;
       const auto [it, inserted] =
-          seen.try_emplace(std::pair(backend.address.host, backend.address.port), b.pos("address"));
+          seen.try_emplace(std::pair(where, backend.address.port), b.pos("address"));
       if (!inserted) {
         b.error("address", "backend " + quote(backend.address.text) +
                                " is already listed in this pool at " + formatPos(it->second));

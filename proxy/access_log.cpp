@@ -382,6 +382,7 @@ void AccessLog::stop() {
   {
     std::lock_guard lock(wake_mutex_);
     if (stop_) {
+      flushAll();  // what came after the first stop (late lines of a closing worker)
       return;
     }
     stop_ = true;

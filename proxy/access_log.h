@@ -70,7 +70,8 @@ class AccessLog {
 
   // A worker's line, into its shard.
   void append(unsigned shard, const AccessLogEntry& e);
-  // Writes what is batched now and stops the writer thread (at exit).
+  // Writes what is batched now and stops the writer thread (at exit); after that, writes
+  // what was appended since, each time it is called.
   void stop();
 
  private:
