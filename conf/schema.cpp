@@ -253,7 +253,7 @@ void ConfigBuilder::readServer(Section& s) {
   s.size("max_held_bytes", server.max_held_bytes, 0, kMaxBytes);
   s.duration("shutdown_timeout", server.shutdown_timeout, Zero::kAllowed);
   s.duration("drain_delay", server.drain_delay, Zero::kAllowed);
-  const auto log_target = [&s](std::vector<std::string_view> streams) {
+  const auto log_target = [&s](const std::vector<std::string_view>& streams) {
     return [&s, streams](std::string_view text, std::string& why) {
       if (std::find(streams.begin(), streams.end(), text) != streams.end()) {
         return Checked(text);

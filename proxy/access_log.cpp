@@ -14,10 +14,10 @@ namespace {
 
 constexpr auto kFlushInterval = std::chrono::milliseconds(200);
 // A shard this full wakes the writer before its next turn.
-constexpr size_t kUrgentBytes = 256 * 1024;
+constexpr size_t kUrgentBytes = size_t{256} * 1024;
 // A writer that cannot keep up (a blocked pipe, a stalled disk) must not take all memory: above
 // this a shard drops lines, and the writer says how many.
-constexpr size_t kMaxShardBytes = 32 * 1024 * 1024;
+constexpr size_t kMaxShardBytes = size_t{32} * 1024 * 1024;
 
 int64_t nowMicros() {
   timeval tv;

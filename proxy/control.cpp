@@ -18,7 +18,7 @@ namespace sluice::control {
 
 namespace {
 
-constexpr size_t kMaxMessage = 16 * 1024;
+constexpr size_t kMaxMessage = size_t{16} * 1024;
 constexpr size_t kMaxFdsPerMessage = 200;  // below the kernel's SCM_MAX_FD (253)
 constexpr uint64_t kCommandTimeoutMs = 5000;
 // The new process builds its workers between "end" and "ready": generous, since nothing changes

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
+#include <regex>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -269,6 +273,43 @@ tls = { cert = "/missing.crt", key = "/missing.key" }
   ASSERT_EQ(r.partial->listeners.size(), 1u);
   ASSERT_TRUE(r.partial->listeners[0].tls.has_value());
   EXPECT_EQ(r.partial->listeners[0].tls->certificates[0].cert, "/missing.crt");
+}
+
+}  // namespace
+}  // namespace sluice::conf
+
+namespace sluice::conf {
+namespace {
+
+// docs/configuration.md names every key conf/examples/full.toml sets (the filters' own keys have
+// their pages in docs/filters/).
+TEST(ConfOperator, ReferenceNamesEveryKeyOfTheFullExample) {
+  std::ifstream full_in(SLUICE_SOURCE_DIR "/conf/examples/full.toml");
+  std::string full((std::istreambuf_iterator<char>(full_in)), std::istreambuf_iterator<char>());
+  full = full.substr(0, full.find("\n[[filters]]"));
+  std::ifstream doc_in(SLUICE_SOURCE_DIR "/docs/configuration.md");
+  const std::string doc((std::istreambuf_iterator<char>(doc_in)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(doc.empty());
+  // Keys are what is assigned outside comments, and the commented-out examples ("# user = ").
+  static const std::regex kKey(R"((?:^|[{,] *)([a-z_]+) = )");
+  static const std::regex kCommentedKey(R"(^# ([a-z_]+) = )");
+  size_t keys = 0;
+  std::istringstream in(full);
+  for (std::string line; std::getline(in, line);) {
+    std::smatch commented;
+    if (std::regex_search(line, commented, kCommentedKey)) {
+      line = line.substr(2);
+    }
+    line = line.substr(0, line.find(" #"));
+    line = line.starts_with("#") ? "" : line;
+    for (auto it = std::sregex_iterator(line.begin(), line.end(), kKey);
+         it != std::sregex_iterator(); ++it) {
+      const std::string key = (*it)[1];
+      ++keys;
+      EXPECT_NE(doc.find("`" + key + "`"), std::string::npos) << key;
+    }
+  }
+  EXPECT_GT(keys, 80u);
 }
 
 }  // namespace

@@ -55,9 +55,9 @@ class Codec : public ::testing::Test {
     snap->bindMetrics(*registry_);
     snap->buildBalancers(&states_);
     std::string error;
-    ASSERT_TRUE(log_.open("off", &error));
+    ASSERT_TRUE(log_.configure("off", "json", &error));
     worker_ = std::make_unique<Worker>(
-        0, snap, std::vector<int>{}, &shared_, &log_,
+        0, snap, std::vector<std::pair<size_t, int>>{}, &shared_, &log_,
         [](Worker&, size_t, int fd, const sockaddr_storage&) { ::close(fd); });
     worker_->start();
   }
@@ -129,7 +129,7 @@ class Codec : public ::testing::Test {
   }
 
   SharedState shared_;
-  AccessLog log_;
+  AccessLog log_{1};
   upstream::BackendStates states_;
   std::unique_ptr<metrics::Registry> registry_;
   std::unique_ptr<Worker> worker_;
@@ -226,6 +226,22 @@ TEST_F(Codec, ShutdownClosesIdleConnections) {
   worker_->requestShutdown(std::chrono::milliseconds(500));
   bool closed = false;
   read(c, 2000, &closed);
+  EXPECT_TRUE(closed);
+}
+
+// A connection accepted a moment before the shutdown has not sent its request yet: it gets a
+// short grace to send it (answered, with Connection: close) instead of a close that fails it.
+TEST_F(Codec, ShutdownLetsAFreshConnectionSendItsFirstRequest) {
+  int c = connect();
+  read(c, 200);  // (accepted by now)
+  worker_->requestShutdown(std::chrono::milliseconds(3000));
+  bool closed = false;
+  EXPECT_EQ(read(c, 300, &closed), "");
+  EXPECT_FALSE(closed) << "closed before it could send its request";
+  send(c, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string out = read(c, 2000, &closed);
+  EXPECT_TRUE(out.starts_with("HTTP/1.1 404")) << out;
+  EXPECT_NE(out.find("Connection: close"), std::string::npos) << out;
   EXPECT_TRUE(closed);
 }
 
