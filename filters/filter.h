@@ -162,6 +162,16 @@ class WorkerState {
   virtual ~WorkerState() = default;
 };
 
+// Fields of a stream's access-log entry that filters fill.
+enum class LogField : uint8_t {
+  // What authentication decided ("jwt:allow:verified", "keys:deny:unknown_key"): values from
+  // several filters are joined with a space. Never a token or a key.
+  kAuth,
+  // The request-target as the log should show it (a token in the query redacted): replaces what
+  // the log would show otherwise.
+  kPath,
+};
+
 class StreamCallbacks {
  public:
   virtual ~StreamCallbacks() = default;
@@ -190,6 +200,9 @@ class StreamCallbacks {
   // Stops (true) or resumes (false) reading in one direction. Counted per filter: the proxy's
   // own reasons (watermarks, pipelining) and other filters' pauses never undo this one.
   virtual void readDisable(Direction direction, bool disable) = 0;
+  // Fills a field of the stream's access-log entry (see LogField), at any time before the
+  // stream ends (a WebSocket session's entry is written when the session ends).
+  virtual void setLogField(LogField field, std::string_view value) = 0;
 };
 
 // Per request or per WebSocket session. A phase is only called when the Filter declares it

@@ -228,6 +228,10 @@ void AccessLog::formatJson(std::string* out, const AccessLogEntry& e, const char
     b.append(",\"error\":");
     appendJsonString(&b, e.error);
   }
+  if (!e.auth.empty()) {
+    b.append(",\"auth\":");
+    appendJsonString(&b, e.auth);
+  }
   b.append("}\n");
 }
 
@@ -289,6 +293,9 @@ void AccessLog::formatText(std::string* out, const AccessLogEntry& e, int64_t ti
   }
   if (!e.error.empty()) {
     appendField(&b, "error", e.error);
+  }
+  if (!e.auth.empty()) {
+    appendField(&b, "auth", e.auth);
   }
   b.push_back('\n');
 }

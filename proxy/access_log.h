@@ -41,6 +41,7 @@ struct AccessLogEntry {
   double upstream_connect_ms = -1;   // a new upstream connection's connect (and TLS); -1: none
   double upstream_response_ms = -1;  // request sent to response head; -1: no response
   std::string_view error;            // why sluice answered itself, if it did
+  std::string_view auth;             // what authentication filters decided (never a token), if any
   // WebSocket sessions (status 101): messages each way and how the session ended.
   uint64_t ws_messages_in = 0;
   uint64_t ws_messages_out = 0;

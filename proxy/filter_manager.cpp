@@ -48,6 +48,9 @@ struct FilterManager::Slot : filters::StreamCallbacks {
   void readDisable(Direction direction, bool disable) override {
     fm->readDisable(*this, direction, disable);
   }
+  void setLogField(filters::LogField field, std::string_view value) override {
+    fm->setLogField(field, value);
+  }
 };
 
 FilterManager::FilterManager(FilterOwner& owner, filters::Dispatcher& dispatcher,
@@ -431,6 +434,25 @@ void FilterManager::readDisable(Slot& slot, Direction d, bool disable) {
     if (--read_disabled_[i] == 0) {
       owner_->filterReadDisable(d, false);
     }
+  }
+}
+
+// ---- the access log ------------------------------------------------------------------------
+
+void FilterManager::setLogField(filters::LogField field, std::string_view value) {
+  if (field == filters::LogField::kAuth) {
+    // Bounded: a filter's note is a few words; a stream's entry must not grow without end.
+    constexpr size_t kMaxAuthField = 512;
+    if (log_auth_.size() + value.size() >= kMaxAuthField) {
+      return;
+    }
+    if (!log_auth_.empty()) {
+      log_auth_.push_back(' ');
+    }
+    log_auth_.append(value);
+  } else {
+    log_path_.assign(value);
+    log_path_set_ = true;
   }
 }
 

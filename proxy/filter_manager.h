@@ -91,6 +91,12 @@ class FilterManager {
   // released. Called by the destructor too.
   void destroy();
 
+  // What the filters put into the access-log entry (StreamCallbacks::setLogField): the auth
+  // decisions (empty when none), and the request-target to show instead of the real one (null
+  // when no filter replaced it).
+  std::string_view logAuth() const { return log_auth_; }
+  const std::string* logPath() const { return log_path_set_ ? &log_path_ : nullptr; }
+
  private:
   struct Slot;
   friend struct Slot;
@@ -114,6 +120,7 @@ class FilterManager {
   void drop(Slot& slot, std::string_view reason);
   void resumeMessage(Slot& slot, filters::Direction d, const filters::MessageVerdict& v);
   void readDisable(Slot& slot, filters::Direction d, bool disable);
+  void setLogField(filters::LogField field, std::string_view value);
 
   FilterOwner* owner_;
   filters::Dispatcher& dispatcher_;
@@ -135,6 +142,9 @@ class FilterManager {
   bool dropped_ = false;
   Waiting waiting_[2];
   uint16_t read_disabled_[2] = {0, 0};  // all filters' pauses per direction
+  std::string log_auth_;
+  std::string log_path_;
+  bool log_path_set_ = false;
 };
 
 }  // namespace sluice

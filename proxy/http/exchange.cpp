@@ -1052,7 +1052,8 @@ void Exchange::onUpstreamUpgraded(std::string_view early_upstream) {
   setup.backend_state = up->state();
   setup.client_ip = clientIp();
   setup.host = request_->get("host").value_or(std::string_view());
-  setup.path = request_->url;
+  const std::string* log_path = setup.filters ? setup.filters->logPath() : nullptr;
+  setup.path = log_path != nullptr ? *log_path : request_->url;
   setup.request_id = request_id_;
   setup.user_agent = request_->get("user-agent").value_or(std::string_view());
   setup.referer = request_->get("referer").value_or(std::string_view());
@@ -1204,6 +1205,12 @@ void Exchange::writeAccessLog() {
   e.duration_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
   e.error = local_error_;
+  if (filters_) {
+    e.auth = filters_->logAuth();
+    if (const std::string* path = filters_->logPath()) {
+      e.path = *path;
+    }
+  }
   log->append(w.id(), e);
   method_.clear();  // logged once
 }

@@ -86,6 +86,8 @@ class Relay : public FilterOwner {
   size_t heldBytes() const;
   // The worker holds too much: the client gets 1008, the backend 1001.
   void shed();
+  // The session's filters (null on a route without filters).
+  const FilterManager* filters() const { return filters_.get(); }
   bool finished() const { return finished_; }
   // The backend's close frame has arrived.
   bool backendSentClose() const { return down_.close_received; }

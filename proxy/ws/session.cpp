@@ -294,6 +294,9 @@ void Session::writeAccessLog() {
   e.ws_closed_by = Relay::closedByName(st.closed_by);
   e.ws_close_reason = st.close_reason;
   e.ws_close_cause = closeCause(st);
+  if (const FilterManager* fm = relay_->filters()) {
+    e.auth = fm->logAuth();
+  }
   e.duration_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s_.start)
           .count();

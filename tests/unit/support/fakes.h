@@ -105,6 +105,14 @@ class FakeCallbacks : public filters::StreamCallbacks {
     verdicts.push_back(std::move(verdict));
   }
   void readDisable(filters::Direction, bool disable) override { read_disabled += disable ? 1 : -1; }
+  // As the FilterManager does: auth notes are joined with a space, the path is replaced.
+  void setLogField(filters::LogField field, std::string_view value) override {
+    if (field == filters::LogField::kPath) {
+      log_path = value;
+    } else {
+      log_auth += (log_auth.empty() ? "" : " ") + std::string(value);
+    }
+  }
 
   filters::StreamInfo info_;
   FakeDispatcher dispatcher_;
@@ -118,6 +126,8 @@ class FakeCallbacks : public filters::StreamCallbacks {
   std::string drop_reason;
   std::vector<filters::MessageVerdict> verdicts;
   int read_disabled = 0;
+  std::string log_auth;
+  std::string log_path;
 };
 
 }  // namespace sluice::testing
