@@ -596,6 +596,8 @@ int Server::run() {
   }
 
   metrics::WorkerSlot* worker_slots = registry_->workers();
+  services_ = std::make_unique<ProcessServices>(&loop_);
+  startFilters(*snapshot_);
   for (unsigned i = 0; i < workers; ++i) {
     workers_.push_back(std::make_unique<Worker>(
         i, snapshot_, fds[i], &shared_, access_log_.get(),
@@ -733,6 +735,10 @@ Server::ReloadResult Server::reload(const char* trigger) {
       next->config->server.group != cur.server.group) {
     LOG_WARN("[server] user/group changed: that takes effect on restart only");
   }
+  // The new filters start before any worker can use them (a filter's background work, such as
+  // a JWKS fetch, is under way when the first request comes); the old ones stop once no worker
+  // takes new streams on them (their live streams keep using them).
+  startFilters(*next);
   for (size_t w = 0; w < workers_.size(); ++w) {
     workers_[w]->updateSnapshot(next, fds[w]);
   }
@@ -742,12 +748,15 @@ Server::ReloadResult Server::reload(const char* trigger) {
   for (auto& w : workers_) {
     w->waitForGeneration(generation, std::chrono::seconds(2));
   }
+  SnapshotPtr previous = std::move(snapshot_);
   snapshot_ = next;
   token_ = std::move(token);
   read_token_ = std::move(read_token);
   if (!applyLogs(*snapshot_->config, &error)) {
     LOG_WARN("%s", error.c_str());  // (checked above; a race with the file system)
   }
+  stopFilters(*previous);
+  previous.reset();
   health_->configure(healthTargets(*snapshot_));
   shared_.max_connections = snapshot_->config->server.max_connections;
   registry_->generation = generation;
@@ -1248,6 +1257,7 @@ void Server::startDrain(const char* why) {
   // config while this one drains.
   closeRememberedSockets();
   control_->close();
+  stopFilters(*snapshot_);
   for (auto& w : workers_) {
     w->requestShutdown(timeout);
   }
@@ -1289,6 +1299,26 @@ void Server::onWorkersDone(uv_async_t* async) {
   s->admin_->close();
   s->control_->close();
   s->control_->closeConnections();
+  s->services_->close();
+}
+
+void Server::startFilters(const Snapshot& snapshot) {
+  if (shutting_down_) {
+    return;  // (a reload through the admin API during shutdown): nothing may start now
+  }
+  for (const filters::FilterPtr& f : snapshot.filters) {
+    if (f) {
+      f->start(*services_);
+    }
+  }
+}
+
+void Server::stopFilters(const Snapshot& snapshot) {
+  for (const filters::FilterPtr& f : snapshot.filters) {
+    if (f) {
+      f->stop();
+    }
+  }
 }
 
 }  // namespace sluice

@@ -13,6 +13,7 @@
 #include "proxy/admin.h"
 #include "proxy/control.h"
 #include "proxy/metrics.h"
+#include "proxy/services.h"
 #include "proxy/snapshot.h"
 #include "proxy/upstream/health.h"
 #include "proxy/worker.h"
@@ -97,6 +98,10 @@ class Server {
   // The log destinations and level of `config`, applied (at start and after a reload).
   bool applyLogs(const conf::Config& config, std::string* error);
   int fail();  // a start that cannot go on: lets the handles made so far close
+  // Filter::start() on every filter of a snapshot about to go live, stop() on those of one that
+  // was replaced (or at shutdown).
+  void startFilters(const Snapshot& snapshot);
+  void stopFilters(const Snapshot& snapshot);
 
   SnapshotPtr snapshot_;
   Options options_;
@@ -111,6 +116,7 @@ class Server {
   std::unique_ptr<control::Server> control_;
   std::string control_name_;
   std::vector<ListenerSockets> sockets_;
+  std::unique_ptr<ProcessServices> services_;  // from the workers' start to the loop's end
   std::vector<std::unique_ptr<Worker>> workers_;
   uv_loop_t loop_;
   uv_signal_t sigterm_;
