@@ -40,6 +40,101 @@ std::string_view queryValue(std::string_view target, std::string_view name) {
   return {};
 }
 
+namespace {
+
+std::string_view trimSpaces(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+bool isParam(std::string_view pair, std::string_view name) {
+  return pair.size() > name.size() && pair.starts_with(name) && pair[name.size()] == '=';
+}
+
+}  // namespace
+
+std::vector<std::string_view> queryValues(std::string_view target, std::string_view name) {
+  std::vector<std::string_view> out;
+  size_t q = target.find('?');
+  if (q == std::string_view::npos) {
+    return out;
+  }
+  std::string_view query = target.substr(q + 1);
+  query = query.substr(0, query.find('#'));
+  while (!query.empty()) {
+    size_t amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    if (isParam(pair, name)) {
+      out.push_back(pair.substr(name.size() + 1));
+    }
+    if (amp == std::string_view::npos) {
+      break;
+    }
+    query.remove_prefix(amp + 1);
+  }
+  return out;
+}
+
+std::vector<std::string_view> cookieValues(const HeaderFields& head, std::string_view name) {
+  std::vector<std::string_view> out;
+  for (const Header& h : head.headers) {
+    if (!iequals(h.name, "cookie")) {
+      continue;
+    }
+    std::string_view v = h.value;
+    while (!v.empty()) {
+      size_t semi = v.find(';');
+      std::string_view pair = trimSpaces(v.substr(0, semi));
+      size_t eq = pair.find('=');
+      if (eq != std::string_view::npos && trimSpaces(pair.substr(0, eq)) == name) {
+        out.push_back(trimSpaces(pair.substr(eq + 1)));
+      }
+      if (semi == std::string_view::npos) {
+        break;
+      }
+      v.remove_prefix(semi + 1);
+    }
+  }
+  return out;
+}
+
+std::string rewriteQueryParam(std::string_view target, std::string_view name,
+                              std::optional<std::string_view> replacement) {
+  size_t q = target.find('?');
+  if (q == std::string_view::npos) {
+    return std::string(target);
+  }
+  std::string out(target.substr(0, q));
+  std::string_view query = target.substr(q + 1);
+  bool first = true;
+  while (true) {
+    size_t amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    bool match = isParam(pair, name);
+    if (!match || replacement) {
+      out.push_back(first ? '?' : '&');
+      first = false;
+      if (match) {
+        out.append(name);
+        out.push_back('=');
+        out.append(*replacement);
+      } else {
+        out.append(pair);
+      }
+    }
+    if (amp == std::string_view::npos) {
+      break;
+    }
+    query.remove_prefix(amp + 1);
+  }
+  return out;
+}
+
 std::string_view requestKey(const conf::KeySource& source, const RequestHead& head,
                             std::string_view client_ip) {
   switch (source.kind) {
