@@ -25,7 +25,10 @@ constexpr std::array<std::string_view, kReasonCount> kReasonNames = {
 };
 
 Error error(Reason reason, std::string detail) {
-  return {reason, std::move(detail)};
+  Error e;
+  e.reason = reason;
+  e.detail = std::move(detail);
+  return e;
 }
 
 int64_t saturatingAdd(int64_t a, int64_t b) {
@@ -169,6 +172,7 @@ JwsResult verifyJwsImpl(std::string_view token, const KeySet& keys,
     r.error = error(Reason::kKeyNotFound,
                     "no " + std::string(algName(*alg)) + " key" +
                         (kid.empty() ? std::string() : " with kid " + quotedForLog(kid)));
+    r.error.kid = kid;
     return r;
   }
   std::string_view input = token.substr(0, dot2);

@@ -49,6 +49,9 @@ std::string_view reasonName(Reason reason);
 struct Error {
   Reason reason = Reason::kMalformed;
   std::string detail;
+  // kKeyNotFound: the token's kid (empty when it has none), so that a caller may fetch a fresher
+  // key set when the kid is one it has never seen.
+  std::string kid;
 };
 
 // The claims of a verified token. Immutable; shared between the cache and its users.
