@@ -1,6 +1,7 @@
 // The registry: filter types by name, and the builders that read each type's keys.
 
 #include "filters/filter.h"
+#include "filters/jwt/jwt_filter.h"
 #include "filters/message_limits/message_limits.h"
 #include "filters/options.h"
 #include "filters/origin/origin.h"
@@ -72,13 +73,17 @@ FilterPtr buildFilter(const conf::FilterConfig& config, conf::Diagnostics& diagn
   if (config.type == "message_limits") {
     return MessageLimitsFilter::build(config, diagnostics);
   }
+  if (config.type == "jwt") {
+    return jwt::JwtFilter::build(config, diagnostics);
+  }
 #ifdef SLUICE_TEST_FILTERS
   if (config.type == "test") {
     return TestFilter::build(config, diagnostics);
   }
 #endif
   Options o(config, diagnostics);
-  o.error("type", "unknown filter type '" + config.type + "' (known: origin, message_limits)");
+  o.error("type", "unknown filter type '" + config.type +
+                      "' (known: origin, message_limits, jwt)");
   return nullptr;
 }
 
