@@ -1,5 +1,6 @@
 // The registry: filter types by name, and the builders that read each type's keys.
 
+#include "filters/api_key/api_key_filter.h"
 #include "filters/filter.h"
 #include "filters/jwt/jwt_filter.h"
 #include "filters/message_limits/message_limits.h"
@@ -76,6 +77,9 @@ FilterPtr buildFilter(const conf::FilterConfig& config, conf::Diagnostics& diagn
   if (config.type == "jwt") {
     return jwt::JwtFilter::build(config, diagnostics);
   }
+  if (config.type == "api_key") {
+    return api_key::ApiKeyFilter::build(config, diagnostics);
+  }
 #ifdef SLUICE_TEST_FILTERS
   if (config.type == "test") {
     return TestFilter::build(config, diagnostics);
@@ -83,7 +87,7 @@ FilterPtr buildFilter(const conf::FilterConfig& config, conf::Diagnostics& diagn
 #endif
   Options o(config, diagnostics);
   o.error("type", "unknown filter type '" + config.type +
-                      "' (known: origin, message_limits, jwt)");
+                      "' (known: origin, message_limits, jwt, api_key)");
   return nullptr;
 }
 
