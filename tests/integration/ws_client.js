@@ -1,15 +1,19 @@
 #!/usr/bin/env node
 // A Node `ws` client for sluice's integration tests (driven by test_websocket_node.py).
 //
-//   node ws_client.js URL [--protocol P] [--origin O] [--close-code N] [--close-reason R]
-//                         [--oversize N] [--timeout MS]
+//   node ws_client.js URL [--protocol P]... [--header "Name: value"]... [--origin O]
+//                         [--close-code N] [--close-reason R] [--oversize N] [--hold]
+//                         [--timeout MS]
 //
-// Default script: connect (offering permessage-deflate, as ws does by default, and P when
-// given), send a non-ASCII text, a binary message, a text in two fragments, a ping, a 256 KiB
-// binary message, checking every echo and the pong; then close with the code and reason given
-// (default 1000) and wait for the closing handshake.
+// Default script: connect (offering permessage-deflate, as ws does by default, and the
+// protocols P in order when given; with the extra request headers given), send a non-ASCII
+// text, a binary message, a text in two fragments, a ping, a 256 KiB binary message, checking
+// every echo and the pong; then close with the code and reason given (default 1000) and wait
+// for the closing handshake.
 // --oversize N: after connecting, send one N-byte binary message and report the close that
 // follows (sluice's 1009).
+// --hold: after the exchange, keep the connection open until the other side closes it, and
+// report that close (and "open_ms": how long the session lasted).
 //
 // Prints one JSON line: {"ok": bool, "steps": [...], "protocol": ..., "extensions": ...,
 // "close_code": ..., "close_reason": ..., "error": ...}; exits 0 when ok.
@@ -27,10 +31,16 @@ try {
 }
 
 function parseArgs(argv) {
-  const out = { url: argv[0], closeCode: 1000, closeReason: "", timeout: 15000 };
+  const out = { url: argv[0], closeCode: 1000, closeReason: "", timeout: 15000, protocols: [],
+                 headers: {} };
   for (let i = 1; i < argv.length; i += 2) {
     const k = argv[i], v = argv[i + 1];
-    if (k === "--protocol") out.protocol = v;
+    if (k === "--hold") { out.hold = true; i--; continue; }
+    if (k === "--protocol") out.protocols.push(v);
+    else if (k === "--header") {
+      const colon = v.indexOf(":");
+      out.headers[v.slice(0, colon).trim()] = v.slice(colon + 1).trim();
+    }
     else if (k === "--origin") out.origin = v;
     else if (k === "--close-code") out.closeCode = parseInt(v, 10);
     else if (k === "--close-reason") out.closeReason = v;
@@ -59,7 +69,9 @@ const timer = setTimeout(() => finish(false, "timeout after " + args.timeout + "
 
 const opts = { handshakeTimeout: 5000, maxPayload: 64 * 1024 * 1024 };
 if (args.origin) opts.origin = args.origin;
-const ws = new WebSocket(args.url, args.protocol ? [args.protocol] : [], opts);
+if (Object.keys(args.headers).length) opts.headers = args.headers;
+const ws = new WebSocket(args.url, args.protocols, opts);
+let openedAt = null;
 
 // Each step: send something, then the predicate on what comes back.
 const text = "h\u00e9llo \u2713 \ud83d\ude80 from node";
@@ -87,11 +99,16 @@ function next() {
     steps[current].send();
     return;
   }
+  if (args.hold) {
+    result.steps.push("holding");
+    return;
+  }
   result.steps.push("closing");
   ws.close(args.closeCode, args.closeReason);
 }
 
 ws.on("open", () => {
+  openedAt = Date.now();
   result.protocol = ws.protocol;
   result.extensions = ws.extensions;
   result.steps.push("open");
@@ -137,6 +154,7 @@ ws.on("close", (code, reason) => {
   clearTimeout(timer);
   result.close_code = code;
   result.close_reason = reason.toString("utf8");
+  if (openedAt !== null) result.open_ms = Date.now() - openedAt;
   if (args.oversize) {
     finish(true);
   } else {
