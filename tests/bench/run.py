@@ -22,6 +22,13 @@ later: A B C D, B C D A, ...; medians reported):
                 N = min(10000, (hard nofile limit - 200) / 2), said so when below 10,000.
     filters     sluice alone: ws_small with each filter configuration (origin, message_limits,
                 both) against sluice without filters, as a ratio.
+    auth        sluice alone, a `jwt` route (ES256 and RS256, each with its verification cache
+                off, "cold": every request checks the signature, and on, "warm": the same token
+                every time) against sluice without filters, as ratios: new WebSocket
+                connections/s (ws_connect's load) and HTTP keep-alive requests/s (http's load),
+                every request and upgrade carrying `Authorization: Bearer` (the same bytes for
+                the target without filters). Tokens are signed with the openssl command line and
+                the test keys of tests/unit/data/jwt/.
     instructions
                 each proxy (sluice, nginx with master_process off, haproxy) under valgrind's
                 callgrind: user-space instructions per HTTP request (wrk -c4), per 64 B text echo
@@ -73,6 +80,7 @@ Only the Python 3 standard library is used.
 """
 
 import argparse
+import base64
 import ctypes
 import datetime
 import json
@@ -99,7 +107,8 @@ SATURATED = 0.95
 ORIGIN = "https://app.example.com"
 
 ALL_TARGETS = ["direct", "sluice", "nginx", "haproxy"]
-ALL_SCENARIOS = ["http", "ws_small", "ws_large", "ws_connect", "ws_idle", "filters", "instructions"]
+ALL_SCENARIOS = ["http", "ws_small", "ws_large", "ws_connect", "ws_idle", "filters", "auth",
+                 "instructions"]
 # `instructions`: (id, operation, what the load generator counts)
 INSTR_OPS = [("http", "request", "requests"), ("ws_small", "message", "messages"),
              ("ws_connect", "connection", "connections")]
@@ -124,6 +133,51 @@ FILTER_SETS = [
     ("message_limits", ["message_limits"]),
     ("origin+message_limits", ["origin", "message_limits"]),
 ]
+
+# The `auth` scenario: target name -> (algorithm, cache_entries); None: no filter.
+JWT_KEYS = os.path.join(ROOT, "tests", "unit", "data", "jwt")
+AUTH_SETS = [
+    ("sluice (no filters)", None, None),
+    ("sluice+jwt ES256 cold", "ES256", 0),
+    ("sluice+jwt ES256 warm", "ES256", 4096),
+    ("sluice+jwt RS256 cold", "RS256", 0),
+    ("sluice+jwt RS256 warm", "RS256", 4096),
+]
+
+
+def jwt_filter_toml(alg, cache_entries):
+    pub = os.path.join(JWT_KEYS, "ec256.pub" if alg == "ES256" else "rsa.pub")
+    return '''[[filters]]
+name = "jwt"
+type = "jwt"
+keys = ["%s"]
+algorithms = ["%s"]
+cache_entries = %d
+''' % (pub, alg, cache_entries)
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def jwt_token(alg):
+    # A token valid for a day, signed with the openssl command line (ECDSA's DER signature
+    # turned into JWS's r || s).
+    header = b64url(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    claims = b64url(json.dumps({"sub": "bench", "exp": int(time.time()) + 86400}).encode())
+    data = (header + "." + claims).encode()
+    key = os.path.join(JWT_KEYS, "ec256.key" if alg == "ES256" else "rsa.key")
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=data,
+                         capture_output=True, check=True).stdout
+    if alg == "ES256":
+        pos, raw = 2 if sig[1] < 0x80 else 3, b""
+        for _ in range(2):
+            n = sig[pos + 1]
+            raw += sig[pos + 2:pos + 2 + n].lstrip(b"\0").rjust(32, b"\0")
+            pos += 2 + n
+        sig = raw
+    return data.decode() + "." + b64url(sig)
+
 
 # Durations per mode. rounds: repetitions of each scenario (idle_rounds for ws_idle).
 MODES = {
@@ -419,11 +473,12 @@ def free_port():
     raise HarnessError("no free port found on 127.0.0.1")
 
 
-def http_get(port, path="/", timeout=2.0):
+def http_get(port, path="/", timeout=2.0, headers=()):
     """(status, body) of a GET over a fresh connection; raises OSError on failure."""
+    extra = "".join(h + "\r\n" for h in headers)
     with socket.create_connection((LOCALHOST, port), timeout=timeout) as s:
-        s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n"
-                   % (path, port)).encode())
+        s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%sConnection: close\r\n\r\n"
+                   % (path, port, extra)).encode())
         data = b""
         while True:
             chunk = s.recv(65536)
@@ -435,15 +490,15 @@ def http_get(port, path="/", timeout=2.0):
     return status, body
 
 
-def wait_http_ok(p, port, timeout, name):
-    """Wait until GET / through `port` answers 200 "hello, world"."""
+def wait_http_ok(p, port, timeout, name, headers=()):
+    """Wait until GET / through `port` (with `headers`) answers 200 "hello, world"."""
     deadline = time.monotonic() + timeout
     last = None
     while True:
         if p is not None and p.poll() is not None:
             raise HarnessError("%s exited at start (status %s)\n%s" % (name, p.returncode, tail(p)))
         try:
-            status, body = http_get(port)
+            status, body = http_get(port, headers=headers)
             if status == 200 and body == b"hello, world\n":
                 return
             last = "status %d, body %r" % (status, body[:80])
@@ -544,9 +599,11 @@ class Backend(Target):
 class Sluice(Target):
     kind = "sluice"
 
-    def __init__(self, h, name="sluice", filters=()):
+    def __init__(self, h, name="sluice", filters=(), filter_toml=None):
         super().__init__(name, h)
         self.filters = list(filters)
+        self.filter_toml = filter_toml or {}  # name -> [[filters]] TOML, beside FILTER_TOML
+        self.bearer = None  # an Authorization header line for every request (`auth`)
 
     def config(self, admin_port):
         names = ", ".join('"%s"' % f for f in self.filters)
@@ -581,7 +638,7 @@ backends = [ { address = "127.0.0.1:%d" } ]
 keepalive_connections = 256
 ''' % (admin_port, self.port, names, self.h.backend.port)
         for f in self.filters:
-            toml += "\n" + FILTER_TOML[f]
+            toml += "\n" + (self.filter_toml.get(f) or FILTER_TOML[f])
         return toml
 
     def _start(self):
@@ -593,7 +650,8 @@ keepalive_connections = 256
             f.write(self.config(admin))
         self.proc = spawn(self.wrap + [self.h.args.sluice, "--config", conf], d, "sluice",
                           cpus=self.h.proxy_cpus)
-        wait_http_ok(self.proc, self.port, self.start_timeout(), self.name)
+        wait_http_ok(self.proc, self.port, self.start_timeout(), self.name,
+                     [self.bearer] if self.bearer else ())
         self.pid = self.proc.pid
 
 
@@ -820,9 +878,9 @@ class Harness:
 
     # -- one run of each kind -----------------------------------------------------------------
 
-    def wrk(self, t, secs):
-        argv = [self.args.wrk, "-t1", "-c64", "-d%ds" % secs, "--latency", "-s", self.wrk_script,
-                "http://127.0.0.1:%d/" % t.port]
+    def wrk(self, t, secs, extra=()):
+        argv = [self.args.wrk, "-t1", "-c64", "-d%ds" % secs, "--latency", "-s", self.wrk_script]
+        argv += list(extra) + ["http://127.0.0.1:%d/" % t.port]
 
         def parse(p):
             j = last_json_line(p)
@@ -908,6 +966,38 @@ class Harness:
                 log("  round %d %-24s %s" % (r + 1, t.name, fmt_run(res, unit)))
         self.results[sid] = summarize(sid, title, unit, runs, baseline)
         print_table(self.results[sid])
+
+    def auth_scenarios(self):
+        P = self.p
+        tokens = {alg: jwt_token(alg) for alg in ("ES256", "RS256")}
+        atargets = []
+        for name, alg, cache in AUTH_SETS:
+            t = Sluice(self, name, ["jwt"] if alg else [],
+                       {"jwt": jwt_filter_toml(alg, cache)} if alg else None)
+            # The token of the target's algorithm; the target without filters gets an ES256 one
+            # (the same bytes on the wire, unchecked).
+            t.bearer = "Authorization: Bearer " + tokens[alg or "ES256"]
+            try:
+                atargets.append(t.start())
+            except HarnessError as e:
+                self.error("%s failed to start: %s" % (name, e))
+        base = ("sluice (no filters)",)
+        try:
+            self.throughput_scenario(
+                "auth_connect", "6b. jwt: new WebSocket connections with a Bearer token "
+                "(concurrency 16, %.1f s): connections/s, ratio to sluice without filters"
+                % P["connect_s"], "conn/s", atargets,
+                lambda t: self.connect(t, P["connect_s"], ["--header", t.bearer]), baseline=base)
+            if self.args.wrk:
+                self.throughput_scenario(
+                    "auth_http", "6c. jwt: HTTP keep-alive GET with a Bearer token (wrk -t1 -c64, "
+                    "%d s): requests/s, ratio to sluice without filters" % P["http_s"], "req/s",
+                    atargets, lambda t: self.wrk(t, P["http_s"], ["-H", t.bearer]), baseline=base)
+            else:
+                self.notes.append("scenario auth_http skipped: wrk is not installed")
+        finally:
+            for t in atargets:
+                t.stop()
 
     def idle_scenario(self, kinds):
         n = self.idle_n
@@ -1199,6 +1289,9 @@ class Harness:
                 for t in ftargets:
                     t.stop()
 
+        if "auth" in sc and "sluice" in a.targets:
+            self.auth_scenarios()
+
         if "instructions" in sc:
             self.instructions_scenario([n for n in a.targets if n != "direct" and n in self.targets])
 
@@ -1384,7 +1477,7 @@ def print_table(res, out=sys.stderr):
                 w, n, fmt_num(m["value"], unit), fmt_x(m.get("x_nginx")), fmt_x(m.get("x_haproxy")),
                 fmt_kib(m.get("operations")), m["errors"] or "0"))
     else:
-        filt = res["id"] == "filters"
+        filt = res["id"] in ("filters", "auth_connect", "auth_http")
         lat = any("p99_ms" in m for m in med.values())
         hdr = "  %-*s %11s %11s" % (w, "target", unit, "per core")
         if filt:
@@ -1511,9 +1604,8 @@ def parse_args(argv):
                 log("note: %s is not installed: target left out" % tool)
                 a.targets.remove(tool)
             setattr(a, tool, path)
-        a.wrk = find_tool(a.wrk, "wrk", ("http" in a.scenarios or "instructions" in a.scenarios)
-                          and not a.skip_missing) \
-            if "http" in a.scenarios or "instructions" in a.scenarios else None
+        uses_wrk = any(s in a.scenarios for s in ("http", "auth", "instructions"))
+        a.wrk = find_tool(a.wrk, "wrk", uses_wrk and not a.skip_missing) if uses_wrk else None
         if "instructions" in a.scenarios:
             a.valgrind = find_tool(a.valgrind, "valgrind", True)
             a.callgrind_control = find_tool(None, "callgrind_control", True)
