@@ -272,11 +272,13 @@ class JwtStream : public StreamFilter {
     for (const TokenSource& src : s_.token_from) {
       Found found;
       switch (src.kind) {
-        case TokenSource::Kind::kHeader:
+        case TokenSource::Kind::kHeader: {
+          size_t lines = 0;
           for (const Header& h : head.headers) {
             if (!iequals(h.name, src.name)) {
               continue;
             }
+            ++lines;
             std::string_view v = trim(h.value);
             if (v.size() > 7 && iequals(v.substr(0, 7), "bearer ")) {
               v = trim(v.substr(7));
@@ -287,7 +289,12 @@ class JwtStream : public StreamFilter {
               found.value = v;
             }
           }
+          // A token beside another line of the same header is as ambiguous as two tokens.
+          if (found.count > 0) {
+            found.count = lines;
+          }
           break;
+        }
         case TokenSource::Kind::kCookie:
           found = first(cookieValues(head, src.name));
           break;

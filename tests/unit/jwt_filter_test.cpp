@@ -263,6 +263,10 @@ TEST(JwtFilter, SourcesInOrderAndTwoTokensAreRefused) {
     EXPECT_EQ(r.cb.log_auth, "j:deny:malformed");
   }
   {
+    Pass r(f, {{"Authorization", "Basic dXNlcjpwYXNz"}, {"Authorization", "Bearer " + good}});
+    EXPECT_EQ(r.cb.log_auth, "j:deny:malformed");
+  }
+  {
     Pass r(f, {}, "/app?access_token=" + good + "&access_token=" + expired);
     EXPECT_EQ(r.cb.reply_status, 401);
     EXPECT_EQ(r.cb.log_path, "/app?access_token=REDACTED&access_token=REDACTED");
