@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -207,6 +208,13 @@ class StreamCallbacks {
   // Fills a field of the stream's access-log entry (see LogField), at any time before the
   // stream ends (a WebSocket session's entry is written when the session ends).
   virtual void setLogField(LogField field, std::string_view value) = 0;
+
+  // Attributes of the stream: what one filter learned for the filters after it to read, for the
+  // stream's whole life (a WebSocket session's too). By convention "claim:NAME" holds the value
+  // of claim NAME of a token a filter verified. Setting a name again replaces its value.
+  virtual void setAttribute(std::string_view name, std::string_view value) = 0;
+  // The value, or nullopt when no filter set it. The view is valid until the name is set again.
+  virtual std::optional<std::string_view> attribute(std::string_view name) const = 0;
 };
 
 // Per request or per WebSocket session. A phase is only called when the Filter declares it

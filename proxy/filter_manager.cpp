@@ -51,6 +51,12 @@ struct FilterManager::Slot : filters::StreamCallbacks {
   void setLogField(filters::LogField field, std::string_view value) override {
     fm->setLogField(field, value);
   }
+  void setAttribute(std::string_view name, std::string_view value) override {
+    fm->setAttribute(name, value);
+  }
+  std::optional<std::string_view> attribute(std::string_view name) const override {
+    return fm->attribute(name);
+  }
 };
 
 FilterManager::FilterManager(FilterOwner& owner, filters::Dispatcher& dispatcher,
@@ -94,6 +100,25 @@ void FilterManager::destroy() {
           d == 0 ? Direction::kDownstreamToUpstream : Direction::kUpstreamToDownstream, false);
     }
   }
+}
+
+void FilterManager::setAttribute(std::string_view name, std::string_view value) {
+  for (auto& [n, v] : attributes_) {
+    if (n == name) {
+      v = value;
+      return;
+    }
+  }
+  attributes_.emplace_back(name, value);
+}
+
+std::optional<std::string_view> FilterManager::attribute(std::string_view name) const {
+  for (const auto& [n, v] : attributes_) {
+    if (n == name) {
+      return std::string_view(v);
+    }
+  }
+  return std::nullopt;
 }
 
 void FilterManager::count(Slot& slot, metrics::FilterDecision decision) {

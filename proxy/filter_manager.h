@@ -12,8 +12,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "filters/filter.h"
@@ -63,6 +65,9 @@ class FilterManager {
   FilterManager& operator=(const FilterManager&) = delete;
 
   filters::StreamInfo& info() { return info_; }
+  // The stream's attributes (StreamCallbacks::setAttribute), shared by its filters.
+  void setAttribute(std::string_view name, std::string_view value);
+  std::optional<std::string_view> attribute(std::string_view name) const;
   // After a 101 the WebSocket relay takes the filters over.
   void setOwner(FilterOwner& owner) { owner_ = &owner; }
   // The union of the filters' phases (Filter::Phase bits).
@@ -141,6 +146,8 @@ class FilterManager {
   filters::Direction judging_ = filters::Direction::kDownstreamToUpstream;
   bool dropped_ = false;
   Waiting waiting_[2];
+  // Few per stream (a verified token's claims): a vector beats a map.
+  std::vector<std::pair<std::string, std::string>> attributes_;
   uint16_t read_disabled_[2] = {0, 0};  // all filters' pauses per direction
   std::string log_auth_;
   std::string log_path_;

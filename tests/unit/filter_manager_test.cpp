@@ -378,5 +378,25 @@ TEST(FilterManager, OnlyDeclaredPhasesRun) {
   EXPECT_FALSE(f.fm->has(Filter::kMessage));
 }
 
+TEST(FilterManager, AttributesAreSharedByTheStreamsFilters) {
+  Script a, b;
+  Fixture f({&a, &b});
+  EXPECT_EQ(f.fm->requestHead(f.head, false), R::kContinue);
+  // What the first filter learned (a verified claim), the second reads, for the stream's life.
+  a.cb->setAttribute("claim:sub", "alice");
+  a.cb->setAttribute("claim:tier", "gold");
+  EXPECT_EQ(f.fm->attribute("claim:sub"), "alice");
+  a.cb->setAttribute("claim:sub", "bob");  // set again: replaced
+  EXPECT_EQ(a.cb->attribute("claim:sub"), "bob");
+  EXPECT_EQ(a.cb->attribute("claim:tier"), "gold");
+  EXPECT_EQ(a.cb->attribute("claim:none"), std::nullopt);
+  std::string payload = "x";
+  filters::Message msg(kUp, filters::MessageType::kText, &payload);
+  b.cb = nullptr;
+  f.fm->message(msg);  // after the 101 the same stream still knows them
+  ASSERT_NE(b.cb, nullptr);
+  EXPECT_EQ(b.cb->attribute("claim:sub"), "bob");
+}
+
 }  // namespace
 }  // namespace sluice

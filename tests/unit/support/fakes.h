@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -113,6 +114,13 @@ class FakeCallbacks : public filters::StreamCallbacks {
       log_auth += (log_auth.empty() ? "" : " ") + std::string(value);
     }
   }
+  void setAttribute(std::string_view name, std::string_view value) override {
+    attributes[std::string(name)] = value;
+  }
+  std::optional<std::string_view> attribute(std::string_view name) const override {
+    auto it = attributes.find(std::string(name));
+    return it == attributes.end() ? std::nullopt : std::optional<std::string_view>(it->second);
+  }
 
   filters::StreamInfo info_;
   FakeDispatcher dispatcher_;
@@ -128,6 +136,7 @@ class FakeCallbacks : public filters::StreamCallbacks {
   int read_disabled = 0;
   std::string log_auth;
   std::string log_path;
+  std::map<std::string, std::string> attributes;
 };
 
 }  // namespace sluice::testing
