@@ -52,6 +52,11 @@ struct StreamInfo {
   std::string_view request_id;  // X-Request-Id (the client's, or one sluice made)
   bool tls = false;             // the client connection is TLS
   bool websocket = false;       // a valid WebSocket upgrade request
+  // The client connection, unique within the process (0: unknown), and this request's number on
+  // it (1: the connection's first request). Limits on connections count a connection at its
+  // first request, and per-connection limits key on the id.
+  uint64_t connection_id = 0;
+  uint32_t connection_request = 0;
 };
 
 enum class MessageType : uint8_t { kText, kBinary };
@@ -191,8 +196,10 @@ class StreamCallbacks {
   // Before the response has started: answers the request with `status` (and `reason` as the
   // small body and log detail; `headers` are extra lines such as "Retry-After: 3\r\n") and ends
   // the stream's filter phases. On a WebSocket upgrade this happens before any 101.
+  // `close_connection`: the client connection ends after the answer (a refused connection must
+  // not go on with its next request).
   virtual void sendLocalReply(uint16_t status, std::string_view reason,
-                              std::string_view headers = {}) = 0;
+                              std::string_view headers = {}, bool close_connection = false) = 0;
   // WebSocket: ends the session with `code` toward the sender of the message (or frame) being
   // judged, or toward the client outside a message phase; the other side gets 1001.
   virtual void closeWebSocket(uint16_t code, std::string_view reason) = 0;

@@ -35,8 +35,9 @@ struct FilterManager::Slot : filters::StreamCallbacks {
   filters::Dispatcher& dispatcher() override { return fm->dispatcher_; }
   filters::WorkerState* workerState() override { return state.get(); }
   void resume() override { fm->resume(*this); }
-  void sendLocalReply(uint16_t status, std::string_view reason, std::string_view headers) override {
-    fm->localReply(*this, status, reason, headers);
+  void sendLocalReply(uint16_t status, std::string_view reason, std::string_view headers,
+                      bool close_connection) override {
+    fm->localReply(*this, status, reason, headers, close_connection);
   }
   void closeWebSocket(uint16_t code, std::string_view reason) override {
     fm->closeWebSocket(*this, fm->closeDirection(*this), code, reason);
@@ -195,7 +196,7 @@ FilterManager::Result FilterManager::requestBody(std::string_view data, bool end
   }
   Slot& s = *slots_[static_cast<size_t>(buffering_)];
   if (body_.size() + data.size() > body_limit_) {
-    localReply(s, 413, "request body larger than the filter's buffer (max_body_bytes)", {});
+    localReply(s, 413, "request body larger than the filter's buffer (max_body_bytes)", {}, false);
     return Result::kEnded;
   }
   body_.append(data);
@@ -294,7 +295,7 @@ void FilterManager::resume(Slot& slot) {
 }
 
 void FilterManager::localReply(Slot& slot, uint16_t status, std::string_view reason,
-                               std::string_view headers) {
+                               std::string_view headers, bool close_connection) {
   if (destroyed_ || ended_) {
     return;
   }
@@ -302,7 +303,7 @@ void FilterManager::localReply(Slot& slot, uint16_t status, std::string_view rea
   count(slot, metrics::kDecisionReject);
   LOG_DEBUG("filter '%s' answered %u: %.*s", slot.filter->name().c_str(),
             static_cast<unsigned>(status), static_cast<int>(reason.size()), reason.data());
-  owner_->filterLocalReply(status, reason, headers);
+  owner_->filterLocalReply(status, reason, headers, close_connection);
 }
 
 // ---- WebSocket -----------------------------------------------------------------------------

@@ -29,9 +29,10 @@ class FilterOwner {
   enum class Phase : uint8_t { kRequestHead, kResponseHead };
 
   virtual ~FilterOwner() = default;
-  // HTTP, before the response started: answer locally. The filter phases are over.
-  virtual void filterLocalReply(uint16_t status, std::string_view reason,
-                                std::string_view headers) = 0;
+  // HTTP, before the response started: answer locally (and close the connection after it when
+  // asked). The filter phases are over.
+  virtual void filterLocalReply(uint16_t status, std::string_view reason, std::string_view headers,
+                                bool close_connection) = 0;
   // WebSocket: end the session, `code` toward the side that sent `from` (the other side gets
   // 1001); `from` is the client's direction outside a message phase.
   virtual void filterCloseWebSocket(filters::Direction from, uint16_t code,
@@ -119,7 +120,8 @@ class FilterManager {
   void count(Slot& slot, metrics::FilterDecision decision);
   void resume(Slot& slot);
   void finishBuffering(size_t filter);
-  void localReply(Slot& slot, uint16_t status, std::string_view reason, std::string_view headers);
+  void localReply(Slot& slot, uint16_t status, std::string_view reason, std::string_view headers,
+                  bool close_connection);
   void closeWebSocket(Slot& slot, filters::Direction from, uint16_t code, std::string_view reason);
   filters::Direction closeDirection(const Slot& slot) const;
   void drop(Slot& slot, std::string_view reason);

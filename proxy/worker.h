@@ -85,7 +85,12 @@ class Worker {
   std::shared_ptr<filters::WorkerState> filterState(const filters::ConstFilterPtr& filter);
   void newRequestId(std::string* out);
   // A number for this worker's next connection, for debug logs ("c3.17": worker 3, the 17th).
-  uint64_t nextConnectionId() { return ++connection_ids_; }
+  // Unique within the process (per-connection rate limits key on it), touched once per
+  // connection.
+  static uint64_t nextConnectionId() {
+    static std::atomic<uint64_t> ids{0};
+    return ids.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
   // A backend of `pool` by the pool's balancer (`key` for consistent_hash), if any may take it.
   std::optional<size_t> pickBackend(const Snapshot& snap, size_t pool, std::string_view key,
                                     std::optional<size_t> exclude);
@@ -144,7 +149,6 @@ class Worker {
     const char* cause;
   };
   std::vector<Draining> draining_;
-  uint64_t connection_ids_ = 0;
   std::thread thread_;
   SnapshotPtr snapshot_;
   std::vector<std::pair<size_t, int>> listen_fds_;

@@ -341,6 +341,8 @@ bool Exchange::setUpFilters() {
   info.request_id = request_id_;
   info.tls = down_.tls();
   info.websocket = websocket_;
+  info.connection_id = down_.connectionId();
+  info.connection_request = down_.requestsBegun();
   FilterManager::Result res = filters_->requestHead(*request_, hasBody(request_framing_));
   if (res == FilterManager::Result::kStopped && !filters_->buffering()) {
     head_stopped_ = true;
@@ -1079,12 +1081,12 @@ void Exchange::onUpstreamUpgraded(std::string_view early_upstream) {
 
 // ---- filters -------------------------------------------------------------------------------
 
-void Exchange::filterLocalReply(uint16_t status, std::string_view reason,
-                                std::string_view headers) {
+void Exchange::filterLocalReply(uint16_t status, std::string_view reason, std::string_view headers,
+                                bool close_connection) {
   // The body is not read (the parser stopped after the head) or only in part: the connection
   // cannot be resynchronised.
   bool unread_body = !request_complete_ && request_framing_.kind != Framing::kNone;
-  respondLocal(status, reason, unread_body || head_stopped_, headers);
+  respondLocal(status, reason, unread_body || head_stopped_ || close_connection, headers);
 }
 
 void Exchange::filterCloseWebSocket(filters::Direction, uint16_t, std::string_view reason) {

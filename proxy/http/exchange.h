@@ -52,6 +52,9 @@ class Downstream {
   // For debug logs: "c<worker>.<n>".
   virtual uint64_t connectionId() const = 0;
   virtual std::string_view clientSubject() const = 0;
+  // The connection, unique in the process, and how many requests it has begun (this one too).
+  virtual uint64_t connectionId() const = 0;
+  virtual uint32_t requestsBegun() const = 0;
   virtual metrics::ListenerSlot* listenerSlot() = 0;
   virtual net::Transport& transport() = 0;
 
@@ -142,8 +145,8 @@ class Exchange : public UpstreamCallbacks, public FilterOwner {
   net::Transport& downstreamTransport() override { return down_.transport(); }
 
   // FilterOwner
-  void filterLocalReply(uint16_t status, std::string_view reason,
-                        std::string_view headers) override;
+  void filterLocalReply(uint16_t status, std::string_view reason, std::string_view headers,
+                        bool close_connection) override;
   void filterCloseWebSocket(filters::Direction from, uint16_t code,
                             std::string_view reason) override;
   void filterReadDisable(filters::Direction direction, bool disable) override;

@@ -305,6 +305,7 @@ void ServerConnection::processPendingInput() {
 }
 
 void ServerConnection::onMessageBegin() {
+  ++requests_begun_;
   adoptCurrentSnapshot();  // each request sees the latest config, also on old connections
   exchange_.begin();
 }

@@ -65,8 +65,9 @@ class ServerConnection : public ClientSession,
   bool tls() const override { return tls_; }
   const char* tlsVersion() const override;
   const char* tlsCipher() const override;
-  uint64_t connectionId() const override { return connection_id_; }
   std::string_view clientSubject() const override { return client_subject_; }
+  uint64_t connectionId() const override { return connection_id_; }
+  uint32_t requestsBegun() const override { return requests_begun_; }
   metrics::ListenerSlot* listenerSlot() override { return listener_slot_; }
   net::Transport& transport() override { return stream_; }
   void sendInformational(const ResponseHead& head) override;
@@ -163,9 +164,10 @@ class ServerConnection : public ClientSession,
   bool tls_ = false;
   bool served_ = false;        // a request has been answered on this connection
   uint8_t read_disabled_ = 0;  // ReadReason bits
-  uint64_t connection_id_ = 0;
   std::unique_ptr<net::ProxyProtocolParser> proxy_header_;  // until the PROXY header is read
   Framing response_framing_ = Framing::kNone;
+  uint64_t connection_id_ = 0;
+  uint32_t requests_begun_ = 0;
   std::string client_ip_;
   std::string client_subject_;  // verified client certificate's subject
   std::string head_buffer_;     // scratch for building heads

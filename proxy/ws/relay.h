@@ -98,7 +98,7 @@ class Relay : public FilterOwner {
   static const char* closedByName(ClosedBy by);
 
   // FilterOwner
-  void filterLocalReply(uint16_t, std::string_view, std::string_view) override {}
+  void filterLocalReply(uint16_t, std::string_view, std::string_view, bool) override {}
   void filterCloseWebSocket(filters::Direction from, uint16_t code,
                             std::string_view reason) override;
   void filterReadDisable(filters::Direction direction, bool disable) override;

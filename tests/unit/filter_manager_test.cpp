@@ -96,7 +96,7 @@ class ScriptFilter : public Filter {
 
 class Owner : public FilterOwner {
  public:
-  void filterLocalReply(uint16_t status, std::string_view reason, std::string_view) override {
+  void filterLocalReply(uint16_t status, std::string_view reason, std::string_view, bool) override {
     replies.push_back(status);
     last_reason = reason;
   }

@@ -157,7 +157,7 @@ class Fixture : public Relay::Owner {
   std::vector<Decoded> toClient() { return decode(client.out, false); }
 
   class NoOwner : public FilterOwner {
-    void filterLocalReply(uint16_t, std::string_view, std::string_view) override {}
+    void filterLocalReply(uint16_t, std::string_view, std::string_view, bool) override {}
     void filterCloseWebSocket(Direction, uint16_t, std::string_view) override {}
     void filterReadDisable(Direction, bool) override {}
     void onPhaseResumed(Phase) override {}

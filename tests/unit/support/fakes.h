@@ -92,7 +92,9 @@ class FakeCallbacks : public filters::StreamCallbacks {
   filters::Dispatcher& dispatcher() override { return dispatcher_; }
   filters::WorkerState* workerState() override { return state_; }
   void resume() override { ++resumes; }
-  void sendLocalReply(uint16_t status, std::string_view reason, std::string_view headers) override {
+  void sendLocalReply(uint16_t status, std::string_view reason, std::string_view headers,
+                      bool close_connection) override {
+    reply_close = close_connection;
     reply_status = status;
     reply_reason = reason;
     reply_headers = headers;
@@ -129,6 +131,7 @@ class FakeCallbacks : public filters::StreamCallbacks {
   uint16_t reply_status = 0;
   std::string reply_reason;
   std::string reply_headers;
+  bool reply_close = false;
   uint16_t close_code = 0;
   std::string close_reason;
   std::string drop_reason;
