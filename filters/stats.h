@@ -39,6 +39,23 @@ class Counter {
   StatCell* cells_ = nullptr;  // one per worker
 };
 
+// A value that goes up and down (a table's size): each worker adds its own changes to its cell;
+// the scrape sums them.
+class Gauge {
+ public:
+  Gauge() = default;
+  explicit Gauge(StatCell* cells) : cells_(cells) {}
+  void add(unsigned worker, int64_t n) const {
+    if (cells_ != nullptr) {
+      cells_[worker].add(static_cast<uint64_t>(n));  // two's complement: the sum comes out signed
+    }
+  }
+  bool bound() const { return cells_ != nullptr; }
+
+ private:
+  StatCell* cells_ = nullptr;  // one per worker
+};
+
 // Upper bounds (seconds) of the histograms filters may declare: 100 µs to 10 s.
 inline constexpr std::array<double, 12> kFilterLatencyBounds = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1, 10};
@@ -72,6 +89,7 @@ class Stats {
   virtual Counter counter(std::string_view family, std::string_view help, const Labels& labels) = 0;
   virtual LatencyHistogram histogram(std::string_view family, std::string_view help,
                                      const Labels& labels) = 0;
+  virtual Gauge gauge(std::string_view family, std::string_view help, const Labels& labels) = 0;
 };
 
 inline void LatencyHistogram::observe(unsigned worker, double seconds) const {

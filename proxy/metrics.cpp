@@ -171,12 +171,14 @@ void appendNumber(std::string* out, double value) {
 
 }  // namespace
 
-Registry::Family& Registry::family(std::string_view name, std::string_view help, bool histogram) {
+Registry::Family& Registry::family(std::string_view name, std::string_view help, bool histogram,
+                                   bool gauge) {
   auto it = families_.find(name);
   if (it == families_.end()) {
     it = families_.emplace(std::string(name), Family{}).first;
     it->second.help = help;
     it->second.histogram = histogram;
+    it->second.gauge = gauge;
   }
   return it->second;
 }
@@ -184,9 +186,9 @@ Registry::Family& Registry::family(std::string_view name, std::string_view help,
 filters::Counter Registry::counter(std::string_view name, std::string_view help,
                                    const filters::Labels& labels) {
   std::lock_guard lock(families_mutex_);
-  Family& f = family(name, help, false);
-  if (f.histogram) {
-    return {};  // declared as the other kind before: count nothing rather than mix them
+  Family& f = family(name, help, false, false);
+  if (f.histogram || f.gauge) {
+    return {};  // declared as another kind before: count nothing rather than mix them
   }
   auto& cells = f.counters[renderLabels(labels)];
   if (!cells) {
@@ -195,10 +197,24 @@ filters::Counter Registry::counter(std::string_view name, std::string_view help,
   return filters::Counter(cells.get());
 }
 
+filters::Gauge Registry::gauge(std::string_view name, std::string_view help,
+                               const filters::Labels& labels) {
+  std::lock_guard lock(families_mutex_);
+  Family& f = family(name, help, false, true);
+  if (!f.gauge) {
+    return {};
+  }
+  auto& cells = f.counters[renderLabels(labels)];
+  if (!cells) {
+    cells.reset(new filters::StatCell[workers_]);
+  }
+  return filters::Gauge(cells.get());
+}
+
 filters::LatencyHistogram Registry::histogram(std::string_view name, std::string_view help,
                                               const filters::Labels& labels) {
   std::lock_guard lock(families_mutex_);
-  Family& f = family(name, help, true);
+  Family& f = family(name, help, true, false);
   if (!f.histogram) {
     return {};
   }
@@ -226,13 +242,18 @@ void Registry::renderFamilies(std::string* out) const {
   };
   for (const auto& [name, f] : families_) {
     out->append("# HELP ").append(name).append(" ").append(f.help).append("\n");
-    out->append("# TYPE ").append(name).append(f.histogram ? " histogram\n" : " counter\n");
+    out->append("# TYPE ").append(name).append(f.histogram ? " histogram\n"
+                                               : f.gauge   ? " gauge\n"
+                                                           : " counter\n");
     for (const auto& [labels, cells] : f.counters) {
       uint64_t total = 0;
       for (unsigned w = 0; w < workers_; ++w) {
         total += cells[w].get();
       }
-      series(name, labels, {}, static_cast<double>(total));
+      // A gauge's cells hold each worker's changes, which sum (modulo 2^64) to its value.
+      series(
+          name, labels, {},
+          f.gauge ? static_cast<double>(static_cast<int64_t>(total)) : static_cast<double>(total));
     }
     for (const auto& [labels, cells] : f.histograms) {
       uint64_t cumulative = 0;

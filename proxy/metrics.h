@@ -167,6 +167,8 @@ class Registry : public filters::Stats {
                            const filters::Labels& labels) override;
   filters::LatencyHistogram histogram(std::string_view family, std::string_view help,
                                       const filters::Labels& labels) override;
+  filters::Gauge gauge(std::string_view family, std::string_view help,
+                       const filters::Labels& labels) override;
 
   // Process-wide values, written on the main thread.
   Counter reloads_success;
@@ -207,11 +209,12 @@ class Registry : public filters::Stats {
   struct Family {
     std::string help;
     bool histogram = false;
+    bool gauge = false;  // its `counters` cells hold changes, summed signed
     // rendered label pairs (`a="x",b="y"`) -> one cell per worker
     std::map<std::string, std::unique_ptr<filters::StatCell[]>> counters;
     std::map<std::string, std::unique_ptr<filters::HistogramCells[]>> histograms;
   };
-  Family& family(std::string_view name, std::string_view help, bool histogram);
+  Family& family(std::string_view name, std::string_view help, bool histogram, bool gauge);
   void renderFamilies(std::string* out) const;
   void renderProcess(std::string* out) const;
   mutable std::mutex families_mutex_;
