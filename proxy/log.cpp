@@ -11,6 +11,8 @@
 #include <ctime>
 #include <map>
 
+#include "filters/log.h"
+
 namespace sluice::log {
 namespace {
 
@@ -47,6 +49,28 @@ int openAppend(const std::string& path) {
   return ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 }
 
+Level fromFilter(filters::LogLevel level) {
+  switch (level) {
+    case filters::LogLevel::kDebug:
+      return Level::kDebug;
+    case filters::LogLevel::kInfo:
+      return Level::kInfo;
+    case filters::LogLevel::kWarn:
+      return Level::kWarn;
+    case filters::LogLevel::kError:
+      break;
+  }
+  return Level::kError;
+}
+
+// Filters' lines go to this log, with its level; installed before main() runs.
+[[maybe_unused]] const bool g_filter_sink = [] {
+  filters::setLogSink({[](filters::LogLevel l) { return enabled(fromFilter(l)); },
+                       [](filters::LogLevel l, std::string_view line) {
+                         write(fromFilter(l), "%.*s", static_cast<int>(line.size()), line.data());
+                       }});
+  return true;
+}();
 }  // namespace
 
 std::shared_ptr<LogFile> LogFile::open(const std::string& target, std::string* error) {
