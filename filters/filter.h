@@ -25,6 +25,7 @@
 
 #include "conf/config.h"
 #include "filters/http_head.h"
+#include "filters/redis.h"
 #include "filters/stats.h"
 
 namespace sluice::filters {
@@ -132,6 +133,10 @@ class Dispatcher {
   virtual void post(std::function<void()> task) = 0;
   // This worker's index: the cell a filter's Counter increments.
   virtual unsigned workerId() const = 0;
+  // A Redis client whose calls complete on this worker (filters/redis.h). Call it on the worker
+  // (from createWorkerState, say); the client connects at once and reconnects by itself. Null
+  // where the process has none (unit tests' dispatchers, unless they provide one).
+  virtual std::unique_ptr<RedisClient> connectRedis(const RedisOptions& options) { return nullptr; }
 };
 
 // An HTTP(S) GET that sluice makes itself (a remote JWKS, say), through its own upstream code:

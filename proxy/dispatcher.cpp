@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "proxy/redis/client.h"
+
 namespace sluice {
 
 namespace {
@@ -53,6 +55,11 @@ class LoopTimer : public filters::Timer {
 };
 
 }  // namespace
+
+std::unique_ptr<filters::RedisClient> LoopDispatcher::connectRedis(
+    const filters::RedisOptions& options) {
+  return redis::connect(loop_, *this, options);
+}
 
 std::unique_ptr<filters::Timer> LoopDispatcher::createTimer(std::function<void()> callback) {
   return std::make_unique<LoopTimer>(loop_, std::move(callback));

@@ -1,7 +1,7 @@
 #pragma once
 
-// A worker's filters::Dispatcher: its loop's clock, libuv timers, and posting work onto it from
-// any thread.
+// A worker's filters::Dispatcher: its loop's clock, libuv timers, posting work onto it from any
+// thread, and Redis clients on its loop.
 
 #include <functional>
 #include <memory>
@@ -23,6 +23,7 @@ class LoopDispatcher : public filters::Dispatcher {
   std::unique_ptr<filters::Timer> createTimer(std::function<void()> callback) override;
   void post(std::function<void()> task) override { post_(std::move(task)); }
   unsigned workerId() const override { return worker_id_; }
+  std::unique_ptr<filters::RedisClient> connectRedis(const filters::RedisOptions& options) override;
 
  private:
   uv_loop_t* loop_;

@@ -510,6 +510,9 @@ void Worker::maybeFinishShutdown() {
   }
   closing_handles_ = true;
   idle_upstreams_.closeIf();
+  // No stream is left to use the filters' worker states: their timers and connections (a rate
+  // limiter's Redis client) close now, or the loop would never run out of handles.
+  filter_states_.clear();
   auto close = [](auto* h) { uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr); };
   close(&async_);
   close(&resume_timer_);

@@ -18,7 +18,7 @@ ROOT = os.environ.get("SLUICE_SOURCE_DIR") or os.path.abspath(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]')
 TOP_LEVEL_FILTER_HEADERS = {"filters/filter.h", "filters/http_head.h", "filters/stats.h",
-                            "filters/request_key.h", "filters/log.h"}
+                            "filters/request_key.h", "filters/log.h", "filters/redis.h"}
 
 
 def sources(folder):
