@@ -6,6 +6,7 @@
 #include "filters/message_limits/message_limits.h"
 #include "filters/options.h"
 #include "filters/origin/origin.h"
+#include "filters/ratelimit/ratelimit.h"
 #ifdef SLUICE_TEST_FILTERS
 #include "filters/testing/test_filter.h"
 #endif
@@ -80,6 +81,9 @@ FilterPtr buildFilter(const conf::FilterConfig& config, conf::Diagnostics& diagn
   if (config.type == "api_key") {
     return api_key::ApiKeyFilter::build(config, diagnostics);
   }
+  if (config.type == "ratelimit") {
+    return ratelimit::RateLimitFilter::build(config, diagnostics);
+  }
 #ifdef SLUICE_TEST_FILTERS
   if (config.type == "test") {
     return TestFilter::build(config, diagnostics);
@@ -87,7 +91,7 @@ FilterPtr buildFilter(const conf::FilterConfig& config, conf::Diagnostics& diagn
 #endif
   Options o(config, diagnostics);
   o.error("type", "unknown filter type '" + config.type +
-                      "' (known: origin, message_limits, jwt, api_key)");
+                      "' (known: origin, message_limits, jwt, api_key, ratelimit)");
   return nullptr;
 }
 

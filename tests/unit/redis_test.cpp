@@ -1,6 +1,6 @@
 // Redis: the RESP parser on split and hostile input, the async client against a real
 // `redis-server` (pipelining, AUTH, TLS, timeouts, failing fast while down, reconnecting, calls
-// dropped with the client).
+// dropped with the client), and the rate limiter's GCRA script and leases on it.
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "filters/ratelimit/redis_store.h"
 #include "proxy/dispatcher.h"
 #include "proxy/net/stream.h"
 #include "proxy/redis/client.h"
@@ -423,6 +424,161 @@ TEST_F(RedisClientTest, Tls) {
   });
   EXPECT_EQ(answers, 2);
   std::filesystem::remove_all(d);
+}
+
+// ---- the rate limiter's script and leases --------------------------------------------------
+
+using filters::ratelimit::Gcra;
+using filters::ratelimit::kGcraScript;
+using filters::ratelimit::kRequests;
+using filters::ratelimit::RedisStore;
+using filters::ratelimit::Scope;
+
+TEST_F(RedisClientTest, GcraScript) {
+  RedisServer server;
+  RedisOptions o;
+  o.address = server.address();
+  auto c = client(o);
+  // 10 tokens a second (100 000 µs each), a bucket of 5.
+  auto eval = [&](const char* key, int want, std::function<void(RedisReply)> then) {
+    c->command({"EVAL", kGcraScript, "1", key, "100000", "500000", std::to_string(want)},
+               std::move(then));
+  };
+  eval("a", 3, [&](RedisReply r) {
+    ASSERT_EQ(r.type, Type::kArray) << r.str;
+    EXPECT_EQ(r.elements[0].integer, 3);  // granted
+    EXPECT_EQ(r.elements[2].integer, 2);  // left
+    eval("a", 5, [&](RedisReply r2) {
+      EXPECT_EQ(r2.elements[0].integer, 2);  // only what is left
+      eval("a", 1, [&](RedisReply r3) {
+        EXPECT_EQ(r3.elements[0].integer, 0);
+        EXPECT_GT(r3.elements[1].integer, 0);  // wait
+        EXPECT_LE(r3.elements[1].integer, 100000);
+        EXPECT_GT(r3.elements[3].integer, 400000);  // full again in about half a second
+        c->command({"PTTL", "sluice-test-none"}, [&](RedisReply) {});
+        c->command({"PTTL", "a"}, [&](RedisReply ttl) {
+          EXPECT_GT(ttl.integer, 0);  // one key per bucket, with an expiry
+          EXPECT_LE(ttl.integer, 1600);
+          // More than the whole bucket passes only when it is full.
+          eval("b", 50, [&](RedisReply big) {
+            EXPECT_EQ(big.elements[0].integer, 50);
+            done();
+          });
+        });
+      });
+    });
+  });
+  run([&] { c.reset(); });
+}
+
+struct Recorder : RedisStore::Waiter {
+  void onStoreAnswer(Scope, const RedisStore::Result& r) override { answers.push_back(r); }
+  std::vector<RedisStore::Result> answers;
+};
+
+TEST_F(RedisClientTest, StoreLeasesBoundWhatAClusterSpends) {
+  RedisServer server;
+  RedisOptions o;
+  o.address = server.address();
+  // Two stores are two instances (or workers) sharing one bucket of 20 at 10 a second, leases of
+  // 5: together they never spend more than the bucket plus one lease each.
+  Gcra rates[4] = {Gcra(10, 20), Gcra(), Gcra(), Gcra()};
+  double budget[4] = {5, 0, 0, 0};
+  filters::Counter none;
+  auto a = std::make_unique<RedisStore>(client(o), *dispatcher_, "test:", rates, budget, 100,
+                                        RedisStore::Counters{none, none});
+  auto b = std::make_unique<RedisStore>(client(o), *dispatcher_, "test:", rates, budget, 100,
+                                        RedisStore::Counters{none, none});
+  Recorder wa, wb;
+  int allowed = 0;
+  int denied = 0;
+  // HTTP-like takes (they may wait for a lease), as fast as answers come, for 300 ms.
+  std::function<void(RedisStore&, Recorder&)> step = [&](RedisStore& s, Recorder& w) {
+    for (;;) {
+      RedisStore::Result r = s.take(kRequests, "user1", 1, &w, false);
+      if (r.answer == RedisStore::Answer::kPending) {
+        return;  // the recorder hears; the poller below goes on
+      }
+      (r.answer == RedisStore::Answer::kAllow ? allowed : denied)++;
+      if (r.answer != RedisStore::Answer::kAllow) {
+        return;
+      }
+    }
+  };
+  std::function<void()> poll = [&] {
+    for (Recorder* w : {&wa, &wb}) {
+      for (auto& r : w->answers) {
+        (r.answer == RedisStore::Answer::kAllow ? allowed : denied)++;
+      }
+      w->answers.clear();
+    }
+    step(*a, wa);
+    step(*b, wb);
+    if (now() < start_ + 300) {
+      after(5, poll);
+    } else {
+      done();
+    }
+  };
+  uv_update_time(&loop_);
+  start_ = now();
+  after(0, poll);
+  run([&] {
+    a.reset();
+    b.reset();
+  });
+  // 300 ms at 10/s is 3 tokens beyond the bucket: 20 + 3, plus at most one lease (5) per store.
+  EXPECT_GE(allowed, 20);
+  EXPECT_LE(allowed, 20 + 3 + 2 * 5);
+  EXPECT_GT(denied, 0);
+}
+
+TEST_F(RedisClientTest, StoreLoadsItsScriptAndFallsBackWhileRedisIsDown) {
+  RedisServer server;
+  RedisOptions o;
+  o.address = server.address();
+  Gcra rates[4] = {Gcra(100, 100), Gcra(), Gcra(), Gcra()};
+  double budget[4] = {10, 0, 0, 0};
+  filters::Counter none;
+  auto store = std::make_unique<RedisStore>(client(o), *dispatcher_, "test:", rates, budget, 100,
+                                            RedisStore::Counters{none, none});
+  RedisStore& s = *store;
+  Recorder w;
+  // The fresh server has no script: NOSCRIPT, SCRIPT LOAD, then the call again.
+  EXPECT_EQ(s.take(kRequests, "k", 1, &w, false).answer, RedisStore::Answer::kPending);
+  std::function<void()> wait_answer, drain, until_fallback;
+  wait_answer = [&] {
+    if (w.answers.empty()) {
+      after(5, wait_answer);
+      return;
+    }
+    EXPECT_EQ(w.answers[0].answer, RedisStore::Answer::kAllow);
+    w.answers.clear();
+    // Spent locally from the lease: no round trip.
+    EXPECT_EQ(s.take(kRequests, "k", 1, &w, false).answer, RedisStore::Answer::kAllow);
+    server.stop();
+    drain();
+  };
+  // Spend the lease down until a refill is needed: it fails, and the store says so.
+  drain = [&] {
+    RedisStore::Result r = s.take(kRequests, "k", 1, &w, false);
+    if (r.answer == RedisStore::Answer::kAllow) {
+      after(0, drain);
+      return;
+    }
+    until_fallback();
+  };
+  until_fallback = [&] {
+    if (!s.down()) {
+      after(5, until_fallback);
+      return;
+    }
+    EXPECT_EQ(s.take(kRequests, "k", 1, &w, false).answer, RedisStore::Answer::kFallback);
+    EXPECT_FALSE(s.downReason().empty());
+    done();
+  };
+  after(5, wait_answer);
+  run([&] { store.reset(); });
 }
 
 }  // namespace
