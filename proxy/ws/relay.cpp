@@ -138,6 +138,9 @@ void Relay::Leg::pause(uint8_t why, bool on) {
     in->readStop();
   } else if (before != 0 && paused == 0) {
     in->readStart();
+    if (!backlog.empty()) {
+      relay->scheduleReplay();  // what was read before the pause, on the loop's next turn
+    }
   }
 }
 
@@ -145,8 +148,8 @@ void Relay::Leg::feed(const char* data, size_t len) {
   if (relay->finished_) {
     return;
   }
-  if ((paused & kAwaitVerdict) != 0) {
-    backlog.append(data, len);  // read before the pause took effect
+  if ((paused & (kAwaitVerdict | kFilterPause)) != 0 || !backlog.empty()) {
+    backlog.append(data, len);  // read before the pause took effect, or after what waits
     return;
   }
   const auto* p = reinterpret_cast<const uint8_t*>(data);
@@ -162,8 +165,8 @@ void Relay::Leg::feed(const char* data, size_t len) {
     relay->fail(*this, kProtocolError, frameErrorName(parser.error()));
     return;
   }
-  if (used < len && (paused & kAwaitVerdict) != 0) {
-    backlog.append(data + used, len - used);  // parsed once the verdict comes
+  if (used < len && (paused & (kAwaitVerdict | kFilterPause)) != 0) {
+    backlog.append(data + used, len - used);  // parsed once the verdict (or the filter) allows
   }
 }
 
@@ -386,7 +389,9 @@ bool Relay::Leg::onFrameEnd(const FrameHeader& h) {
       o.owe_pong = false;
       o.sendControl(kPong, o.pong_owed);
     }
-    return true;
+    // A filter that paused this leg (a rate limit shaping it) stops it at this frame: the rest
+    // of the read waits, as if it had not been read yet.
+    return (paused & kFilterPause) == 0;
   }
   // Held (or validated in place) data frame.
   if (compressed && h.fin) {
@@ -400,7 +405,8 @@ bool Relay::Leg::onFrameEnd(const FrameHeader& h) {
     return false;
   }
   if (assembling) {
-    return !h.fin || judgeMessage();  // keep holding until the message is whole
+    // Keep holding until the message is whole; after it, stop where a filter paused the leg.
+    return !h.fin || (judgeMessage() && (paused & kFilterPause) == 0);
   }
   r.countMessage(dir, h.length, h.fin, message_bytes);
   if (r.other(*this).close_sent) {
@@ -412,7 +418,7 @@ bool Relay::Leg::onFrameEnd(const FrameHeader& h) {
   }
   held.clear();
   releaseLargeBuffers();
-  return true;
+  return (paused & kFilterPause) == 0;
 }
 
 bool Relay::Leg::judgeMessage() {
@@ -626,6 +632,29 @@ void Relay::filterCloseWebSocket(filters::Direction from, uint16_t code, std::st
 
 void Relay::filterReadDisable(filters::Direction direction, bool disable) {
   leg(direction).pause(kFilterPause, disable);
+}
+
+void Relay::scheduleReplay() {
+  if (!replay_timer_) {
+    replay_timer_ = dispatcher_.createTimer([this] { replayBacklogs(); });
+  }
+  if (!replay_timer_->armed()) {
+    replay_timer_->arm(std::chrono::milliseconds(0));
+  }
+}
+
+void Relay::replayBacklogs() {
+  for (Leg* l : {&up_, &down_}) {
+    if (finished_) {
+      return;
+    }
+    if (l->paused == 0 && !l->backlog.empty()) {
+      std::string backlog = std::move(l->backlog);
+      l->backlog.clear();
+      l->feed(backlog.data(), backlog.size());
+      afterInput(*l);
+    }
+  }
 }
 
 // ---- closing -------------------------------------------------------------------------------

@@ -196,7 +196,8 @@ class Relay : public FilterOwner {
     const uint8_t* fwd_begin = nullptr;
     const uint8_t* fwd_end = nullptr;
     const uint8_t* in_place = nullptr;  // the kInPlace frame's first byte
-    // Input read while a message awaits a filter's verdict, parsed once it comes.
+    // Input read while a message awaits a filter's verdict, or after a filter paused the leg,
+    // parsed once it may go on.
     std::string backlog;
     // The assembled message the payload filters judge (it may wait for an asynchronous verdict).
     std::optional<filters::Message> message;
@@ -214,6 +215,10 @@ class Relay : public FilterOwner {
   // Returns false when the session ended.
   bool heartbeat(Leg& toward, uint64_t now);
   bool pings(const Leg& leg) const;
+  // Input kept while a leg was paused is parsed once it reads again, from the loop (never inside
+  // the call that resumed it, which may come from a filter in the middle of a frame).
+  void scheduleReplay();
+  void replayBacklogs();
   void countMessage(size_t dir, uint64_t bytes, bool end_of_message, uint64_t message_bytes);
   Leg& leg(filters::Direction d) {
     return d == filters::Direction::kDownstreamToUpstream ? up_ : down_;
@@ -222,6 +227,7 @@ class Relay : public FilterOwner {
 
   filters::Dispatcher& dispatcher_;
   std::unique_ptr<filters::Timer> timer_;
+  std::unique_ptr<filters::Timer> replay_timer_;
   const conf::WebSocketConfig& config_;
   std::unique_ptr<FilterManager> filters_;
   bool needs_payload_;

@@ -425,6 +425,29 @@ TEST(Relay, BackpressureAndFilterPauseOverlap) {
   EXPECT_TRUE(f.client.reading);
 }
 
+TEST(Relay, AFilterPauseStopsTheReadAtTheNextFrame) {
+  // A rate limit shaping the client pauses its reading in the middle of a read that holds three
+  // messages: the other two wait, as if not read yet, until the filter lets the client go on.
+  Judge j;
+  j.pause_reads = true;
+  Fixture f(&j);
+  f.fromClient(frame(kText, "one", true) + frame(kText, "two", true) + frame(kText, "three", true));
+  ASSERT_EQ(f.toBackend().size(), 1u);
+  EXPECT_FALSE(f.client.reading);
+  f.fromClient(frame(kText, "four", true));  // read before the pause took effect: after the rest
+  EXPECT_EQ(f.toBackend().size(), 1u);
+  j.pause_reads = false;
+  j.cb->readDisable(Direction::kDownstreamToUpstream, false);
+  EXPECT_TRUE(f.client.reading);
+  EXPECT_EQ(f.toBackend().size(), 1u);  // not from inside the filter's call
+  f.dispatcher.advance(0);
+  auto out = f.toBackend();
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(out[1].payload, "two");
+  EXPECT_EQ(out[3].payload, "four");
+  EXPECT_EQ(j.messages, 4);
+}
+
 TEST(Relay, FilterCloseDuringSessionEndsItOnce) {
   Judge j;
   Fixture f(&j);
