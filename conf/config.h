@@ -243,7 +243,7 @@ struct PoolConfig {
   Balance balance = Balance::kRoundRobin;
   std::string balance_name = "round_robin";
   KeySource hash_key;
-  double hash_balance_factor = 0.25;
+  double hash_balance_factor = 0;  // bounded load for consistent_hash; 0 = off
   std::string sticky_cookie;  // empty = off
   // Secure: nullopt = when the request came over TLS.
   std::optional<bool> sticky_cookie_secure;

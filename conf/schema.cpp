@@ -1,6 +1,7 @@
 #include "conf/schema.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <map>
 #include <utility>
@@ -566,7 +567,16 @@ void ConfigBuilder::readPool(Section& s) {
   if (std::string key; s.string("hash_key", key, checkHashKey)) {
     pool.hash_key = *KeySource::parse(key);
   }
-  s.positiveNumber("hash_balance_factor", pool.hash_balance_factor);
+  s.read("hash_balance_factor", pool.hash_balance_factor,
+         [&](const toml::node& node, std::string& message) -> std::optional<double> {
+           std::optional<double> v = node.is_number() ? node.value<double>() : std::nullopt;
+           if (!v || !std::isfinite(*v) || *v < 0) {
+             message = node.is_number() ? "'hash_balance_factor' must be 0 (off) or more"
+                                        : s.mustBe("hash_balance_factor", "a number", node);
+             return std::nullopt;
+           }
+           return v;
+         });
   s.string("sticky_cookie", pool.sticky_cookie, checkCookieName);
   if (bool secure = false; s.boolean("sticky_cookie_secure", secure)) {
     pool.sticky_cookie_secure = secure;

@@ -202,6 +202,7 @@ int Balancer::consistent(PickState& st, std::string_view key, int exclude, uint6
   if (table_.empty()) {
     return -1;
   }
+  const bool bounded = balance_factor_ > 0;
   // Bounded load: capacity_i = ceil((1 + c) * (total + 1) * w_i / W) over eligible backends.
   int64_t total = 0;
   uint64_t weight_sum = 0;
@@ -236,13 +237,16 @@ int Balancer::consistent(PickState& st, std::string_view key, int exclude, uint6
     }
     if (first_eligible < 0) {
       first_eligible = b;
+      if (!bounded) {
+        return b;
+      }
     }
     int64_t active = states_.empty() || states_[static_cast<size_t>(b)] == nullptr
                          ? 0
                          : states_[static_cast<size_t>(b)]->active.load(std::memory_order_relaxed);
     double capacity = std::ceil((1.0 + balance_factor_) * static_cast<double>(total + 1) *
                                 weights_[static_cast<size_t>(b)] / static_cast<double>(weight_sum));
-    if (static_cast<double>(active) < capacity) {
+    if (active < kBoundedLoadFloor || static_cast<double>(active) < capacity) {
       return b;
     }
   }

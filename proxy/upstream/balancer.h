@@ -8,9 +8,13 @@
 // - least_conn: power of two choices on open connections / weight, from counts shared by all
 //   workers, so one worker's view includes the others' connections.
 // - consistent_hash: a Maglev lookup table (weights respected) on the hash of the request's key;
-//   adding or removing one of N backends moves about 1/N of the keys. Bounded load: a backend
-//   above (1 + hash_balance_factor) x the average is skipped for the next entry of the key's
-//   probe sequence, so one hot key cannot sink a backend.
+//   adding or removing one of N backends moves about 1/N of the keys. A key stays on its backend
+//   whatever the load unless bounded load is asked for (hash_balance_factor > 0, off by default
+//   as in HAProxy and Envoy): then a backend above (1 + factor) x its share of the connections
+//   in flight, and above kBoundedLoadFloor, is skipped for the next entry of the key's probe
+//   sequence, so one hot key cannot sink a backend. The floor keeps light load from breaking
+//   affinity: with one request in flight over three backends the share is below one, and a key
+//   whose previous request was still being released on its backend would hop to another.
 
 #include <cstdint>
 #include <optional>
@@ -30,6 +34,9 @@ struct PickState {
 
 class Balancer {
  public:
+  // Bounded load never skips a backend with fewer connections in flight than this.
+  static constexpr int64_t kBoundedLoadFloor = 4;
+
   // `states[i]` is backend i's shared state.
   Balancer(const conf::PoolConfig& pool, std::vector<BackendState*> states);
 

@@ -255,9 +255,8 @@ class ConsistentHash(PoolCase):
         port_index = {b.port: i for i, b in enumerate(bs)}
         kinds = {"hdr": "header:X-User", "ck": "cookie:sid", "qs": "query:room", "ip": "source_ip"}
 
-        # Bounded load is taken out of the picture here (a large factor): with 3 backends and
-        # the default 0.25, one other request still in flight on a key's backend (e.g. the
-        # previous one, not yet released by the other worker) already moves the key.
+        # Bounded load is taken out of the picture here (a large factor), although it is off by
+        # default and never moves a key off a backend with fewer than 4 requests in flight.
         def pools(members):
             return [pool(n, members, balance="consistent_hash", hash_key=k, hash_balance_factor=10)
                     for n, k in kinds.items()]

@@ -602,8 +602,8 @@ TEST(ConfLoader, ReportsEachBadValueAtItsPosition) {
       {"[[pools]]\nname = \"p\"\nbackends = [{ address = \"a:1\" }]\nhash_key = \"ip\"",
        {"t.toml:4:12: error: 'hash_key' must be \"source_ip\", \"header:NAME\", \"cookie:NAME\" or "
         "\"query:NAME\", got \"ip\""}},
-      {"[[pools]]\nname = \"p\"\nbackends = [{ address = \"a:1\" }]\nhash_balance_factor = 0",
-       {"t.toml:4:23: error: 'hash_balance_factor' must be greater than 0"}},
+      {"[[pools]]\nname = \"p\"\nbackends = [{ address = \"a:1\" }]\nhash_balance_factor = -1",
+       {"t.toml:4:23: error: 'hash_balance_factor' must be 0 (off) or more"}},
       {"[[pools]]\nname = \"p\"\nbackends = [{ address = \"a:1\" }]\nhash_balance_factor = "
        "\"0.25\"",
        {"t.toml:4:23: error: 'hash_balance_factor' must be a number, got string"}},
