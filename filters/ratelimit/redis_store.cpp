@@ -158,7 +158,7 @@ RedisStore::Result RedisStore::take(Scope scope, std::string_view key, double co
   if (l.tokens >= cost) {
     l.tokens -= cost;
     // Ask for more before it runs out, so that traffic under the limit never waits.
-    if (l.tokens < budget / 2 && !l.pending && !down()) {
+    if (l.tokens < budget / 2 && !l.pending && t >= l.denied_until_ms && !down()) {
       refill(l, 0);
     }
     return r;

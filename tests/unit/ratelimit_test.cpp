@@ -285,6 +285,55 @@ class Callbacks : public testing::FakeCallbacks {
   testing::FakeDispatcher* d_;
 };
 
+// A Redis client whose calls the test answers.
+struct FakeRedis {
+  struct Call {
+    std::vector<std::string> args;
+    RedisClient::Callback done;
+  };
+  class Client : public RedisClient {
+   public:
+    explicit Client(FakeRedis* r) : r_(r) {}
+    void command(std::vector<std::string> args, Callback done) override {
+      r_->calls.push_back({std::move(args), std::move(done)});
+    }
+    bool connected() const override { return r_->up; }
+
+   private:
+    FakeRedis* r_;
+  };
+  // Answers the oldest call with the script's reply, or fails it.
+  void grant(int64_t granted, int64_t wait_us = 0) {
+    Call c = std::move(calls.front());
+    calls.erase(calls.begin());
+    RedisReply r;
+    r.type = RedisReply::Type::kArray;
+    for (int64_t v : {granted, wait_us, int64_t{0}, int64_t{0}}) {
+      RedisReply e;
+      e.type = RedisReply::Type::kInteger;
+      e.integer = v;
+      r.elements.push_back(e);
+    }
+    c.done(std::move(r));
+  }
+  void fail() {
+    Call c = std::move(calls.front());
+    calls.erase(calls.begin());
+    c.done(RedisReply::failure("connection refused"));
+  }
+  std::vector<Call> calls;
+  bool up = true;
+};
+
+// The shared clock; it offers the fake Redis to filters that ask.
+class Clock : public testing::FakeDispatcher {
+ public:
+  std::unique_ptr<RedisClient> connectRedis(const RedisOptions&) override {
+    return std::make_unique<FakeRedis::Client>(&redis);
+  }
+  FakeRedis redis;
+};
+
 // One filter, its metrics, and streams made on a shared hand-driven clock.
 struct Harness {
   explicit Harness(const std::string& keys, const std::string& name = "") {
@@ -297,6 +346,7 @@ struct Harness {
     EXPECT_TRUE(filter) << (d.empty() ? "" : d[0].format());
     if (filter) {
       filter->bindStats(stats);
+      state = filter->createWorkerState(clock);
     }
   }
   struct S {
@@ -309,6 +359,7 @@ struct Harness {
     s.cb->info_.route = "r";
     s.cb->info_.connection_id = conn;
     s.cb->info_.connection_request = nth;
+    s.cb->state_ = state.get();
     s.f->setCallbacks(*s.cb);
     return s;
   }
@@ -338,9 +389,10 @@ struct Harness {
         Direction::kDownstreamToUpstream, MessageType::kBinary, first, fin, bytes, bytes};
   }
 
-  testing::FakeDispatcher clock;
+  Clock clock;
   TestStats stats;
   FilterPtr filter;
+  std::shared_ptr<WorkerState> state;
   std::deque<std::string> ips;
 };
 
@@ -588,6 +640,71 @@ TEST(RateLimitFilter, LimitsSurviveAReload) {
   EXPECT_EQ(a.request(), 0);
   Harness b("requests_per_second = 1\nburst = 1\n", "reloaded");  // the next config's filter
   EXPECT_EQ(b.request(), 429);
+}
+
+constexpr const char* kRedisKeys =
+    "requests_per_second = 10\nburst = 10\nstore = \"redis\"\n"
+    "redis = { address = \"127.0.0.1:6379\", budget = 4, instances = 2 }\n";
+
+TEST(RateLimitFilter, RedisLeasesSpareRoundTrips) {
+  Harness h(kRedisKeys);
+  FakeRedis& redis = h.clock.redis;
+  Harness::S a = h.stream();
+  EXPECT_EQ(h.request(a), 1);  // waits for its lease
+  ASSERT_EQ(redis.calls.size(), 1u);
+  EXPECT_EQ(redis.calls[0].args[0], "EVALSHA");
+  EXPECT_EQ(redis.calls[0].args[6], "5");  // the budget, and what this request lacks
+  redis.grant(5);
+  EXPECT_EQ(a.cb->resumes, 1);
+  // Spent locally; more is asked for once half the lease is gone, before it runs out.
+  EXPECT_EQ(h.request(), 0);
+  EXPECT_EQ(h.request(), 0);
+  EXPECT_EQ(redis.calls.size(), 0u);
+  EXPECT_EQ(h.request(), 0);
+  ASSERT_EQ(redis.calls.size(), 1u);
+  redis.grant(0, 250000);     // Redis says: over the limit for 250 ms
+  EXPECT_EQ(h.request(), 0);  // the lease's last token
+  Harness::S b = h.stream();
+  EXPECT_EQ(h.request(b), 429);
+  EXPECT_EQ(header(b.cb->reply_headers, "Retry-After"), "1");
+  EXPECT_EQ(redis.calls.size(), 0u);  // refused locally until Redis's retry time
+  EXPECT_EQ(h.decisions("requests_per_second", "reject"), 1);
+}
+
+TEST(RateLimitFilter, OnStoreError) {
+  for (const char* behaviour : {"allow", "deny", "local"}) {
+    SCOPED_TRACE(behaviour);
+    Harness h(std::string(kRedisKeys) + "on_store_error = \"" + behaviour + "\"\n");
+    FakeRedis& redis = h.clock.redis;
+    redis.up = false;
+    Harness::S a = h.stream();
+    EXPECT_EQ(h.request(a), 1);
+    redis.fail();  // the call fails: the waiting request gets on_store_error's answer
+    int expect = std::string(behaviour) == "deny" ? 429 : 0;
+    EXPECT_EQ(a.cb->reply_status, expect == 0 ? 0 : 429);
+    EXPECT_EQ(a.cb->resumes, expect == 0 ? 1 : 0);
+    // Known down: decided at once, without asking Redis.
+    int statuses[8];
+    for (int& st : statuses) {
+      st = h.request();
+    }
+    EXPECT_TRUE(redis.calls.empty());
+    int allowed = 0;
+    for (int st : statuses) {
+      allowed += st == 0;
+    }
+    // local: rate / instances, burst / instances (5), one spent by the first request.
+    EXPECT_EQ(allowed, std::string(behaviour) == "allow"  ? 8
+                       : std::string(behaviour) == "deny" ? 0
+                                                          : 4);
+    EXPECT_EQ(h.stats.get("sluice_ratelimit_store_errors_total", {{"filter", h.filter->name()}}),
+              9);
+    // Redis is back: the next request asks it again.
+    redis.up = true;
+    h.clock.advance(10000);
+    EXPECT_EQ(h.request(), 1);
+    EXPECT_EQ(redis.calls.size(), 1u);
+  }
 }
 
 TEST(RateLimitFilter, ConfigErrors) {
