@@ -10,8 +10,9 @@ build_pkgs=(build-essential cmake ninja-build pkg-config libuv1-dev node-llhttp 
   libtomlplusplus-dev zlib1g-dev libbrotli-dev libre2-dev libmodsecurity-dev modsecurity-crs
   nlohmann-json3-dev libgtest-dev googletest python3 curl)
 # nginx, haproxy, wrk and valgrind: the benchmark harness, whose smoke run is part of the tests.
+# redis-server: the rate limiter's Redis store; iproute2: the scale-out test's network namespaces.
 test_pkgs=(python3-websockets python3-prometheus-client openssl procps chromium clang
-  libclang-rt-14-dev nginx-light haproxy wrk valgrind)
+  libclang-rt-14-dev nginx-light haproxy wrk valgrind redis-server iproute2)
 
 want=("${build_pkgs[@]}")
 case "$mode" in
