@@ -29,6 +29,13 @@ later: A B C D, B C D A, ...; medians reported):
                 every request and upgrade carrying `Authorization: Bearer` (the same bytes for
                 the target without filters). Tokens are signed with the openssl command line and
                 the test keys of tests/unit/data/jwt/.
+    ratelimit   the cost of a rate limit that never triggers: HTTP (wrk) through sluice without
+                filters, with a local ratelimit filter (key source_ip) and with the Redis store
+                (a redis-server of the harness's own; leases of 5000 tokens per round trip),
+                nginx with and without limit_req, haproxy with and without a stick table
+                tracking http_req_rate per source address; then the 64 B WebSocket echo through
+                the three sluice configurations. Redis round trips per second are read from
+                sluice's metrics around each Redis run.
     instructions
                 each proxy (sluice, nginx with master_process off, haproxy) under valgrind's
                 callgrind: user-space instructions per HTTP request (wrk -c4), per 64 B text echo
@@ -108,7 +115,7 @@ ORIGIN = "https://app.example.com"
 
 ALL_TARGETS = ["direct", "sluice", "nginx", "haproxy"]
 ALL_SCENARIOS = ["http", "ws_small", "ws_large", "ws_connect", "ws_idle", "filters", "auth",
-                 "instructions"]
+                 "ratelimit", "instructions"]
 # `instructions`: (id, operation, what the load generator counts)
 INSTR_OPS = [("http", "request", "requests"), ("ws_small", "message", "messages"),
              ("ws_connect", "connection", "connections")]
@@ -127,6 +134,18 @@ max_message_bytes = "64KiB"
 allow_types = ["text", "binary"]
 ''',
 }
+# A limit that never triggers (a million a second per client address): what the filter costs when
+# it only counts. `store` is empty (local) or the Redis store's keys.
+RATELIMIT_TOML = '''[[filters]]
+name = "%(name)s"
+type = "ratelimit"
+key = "source_ip"
+requests_per_second = 1000000
+messages_per_second = 1000000
+burst = 1000000
+%(store)s'''
+FILTER_TOML["ratelimit"] = RATELIMIT_TOML % dict(name="ratelimit", store="")
+
 FILTER_SETS = [
     ("none", []),
     ("origin", ["origin"]),
@@ -604,6 +623,7 @@ class Sluice(Target):
         self.filters = list(filters)
         self.filter_toml = filter_toml or {}  # name -> [[filters]] TOML, beside FILTER_TOML
         self.bearer = None  # an Authorization header line for every request (`auth`)
+        self.admin = None
 
     def config(self, admin_port):
         names = ", ".join('"%s"' % f for f in self.filters)
@@ -641,9 +661,28 @@ keepalive_connections = 256
             toml += "\n" + (self.filter_toml.get(f) or FILTER_TOML[f])
         return toml
 
+    def metric(self, name):
+        """The sum of a metric's series, from the admin listener (0 when absent)."""
+        data = b""
+        try:
+            with socket.create_connection((LOCALHOST, self.admin), timeout=5) as s:
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                while True:
+                    b = s.recv(65536)
+                    if not b:
+                        break
+                    data += b
+        except OSError:
+            return 0
+        total = 0.0
+        for line in data.decode("utf-8", "replace").splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
     def _start(self):
         self.port = free_port()
-        admin = free_port()
+        admin = self.admin = free_port()
         d = self._workdir()
         conf = os.path.join(d, "sluice.toml")
         with open(conf, "w") as f:
@@ -658,8 +697,10 @@ keepalive_connections = 256
 class Nginx(Target):
     kind = "nginx"
 
-    def __init__(self, h):
-        super().__init__("nginx", h)
+    def __init__(self, h, name="nginx", limit=False):
+        super().__init__(name, h)
+        # limit_req per client address, at a rate it never reaches (the cost of counting)
+        self.limit = limit
 
     def config(self, d):
         user = "user root;\n" if os.geteuid() == 0 else ""
@@ -689,6 +730,7 @@ http {
         ''      '';
     }
 
+    %(limit_zone)s
     upstream backend {
         server 127.0.0.1:%(backend)d;
         keepalive 256;
@@ -698,6 +740,7 @@ http {
     server {
         listen 127.0.0.1:%(port)d;
         location / {
+            %(limit_req)s
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Upgrade $http_upgrade;
@@ -710,6 +753,9 @@ http {
 }
 ''' % dict(user=user, d=d, backend=self.h.backend.port, port=self.port,
            master="off" if self.wrap else "on",
+           limit_zone="limit_req_zone $binary_remote_addr zone=rl:10m rate=1000000r/s;"
+           if self.limit else "",
+           limit_req="limit_req zone=rl burst=1000000 nodelay;" if self.limit else "",
            nofile=self.h.limits["nginx_rlimit_nofile"],
            wconn=self.h.limits["nginx_worker_connections"])
 
@@ -739,8 +785,11 @@ http {
 class Haproxy(Target):
     kind = "haproxy"
 
-    def __init__(self, h):
-        super().__init__("haproxy", h)
+    def __init__(self, h, name="haproxy", limit=False):
+        super().__init__(name, h)
+        # a stick table tracking each client address's request rate, with a deny rule it never
+        # meets (the cost of counting)
+        self.limit = limit
 
     def config(self):
         return '''# generated by tests/bench/run.py
@@ -758,11 +807,15 @@ defaults
 
 frontend bench
     bind 127.0.0.1:%d
-    default_backend app
+%s    default_backend app
 
 backend app
     server s1 127.0.0.1:%d
-''' % (self.h.limits["haproxy_maxconn"], self.port, self.h.backend.port)
+''' % (self.h.limits["haproxy_maxconn"], self.port,
+       "    stick-table type ip size 100k expire 30s store http_req_rate(10s)\n"
+       "    http-request track-sc0 src\n"
+       "    http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100000000 }\n"
+       if self.limit else "", self.h.backend.port)
 
     def _start(self):
         self.port = free_port()
@@ -998,6 +1051,145 @@ class Harness:
         finally:
             for t in atargets:
                 t.stop()
+
+    def ratelimit_scenario(self):
+        """A rate limit that never triggers, against no limit: sluice (local and Redis), nginx's
+        limit_req, haproxy's stick table, on the same HTTP load; then WebSocket messages."""
+        P = self.p
+        a = self.args
+        redis = None
+        redis_toml = None
+        if shutil.which("redis-server"):
+            rport = free_port()
+            redis = spawn(["redis-server", "--bind", LOCALHOST, "--port", str(rport), "--save", "",
+                           "--appendonly", "no", "--dir", self.tmp], self.tmp, "redis",
+                          cpus=self.load_cpus, tool=True)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection((LOCALHOST, rport), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            store = 'store = "redis"\n[filters.redis]\naddress = "127.0.0.1:%d"\nbudget = 5000\n' % rport
+            redis_toml = RATELIMIT_TOML % dict(name="ratelimit_redis", store=store)
+        else:
+            self.notes.append("ratelimit: redis-server is not installed; the Redis store is not "
+                              "measured")
+        targets = []
+
+        def add(t):
+            try:
+                targets.append(t.start())
+            except HarnessError as e:
+                self.error("%s failed to start: %s" % (t.name, e))
+        add(Sluice(self, "sluice (no filters)"))
+        add(Sluice(self, "sluice+ratelimit", ["ratelimit"]))
+        if redis_toml:
+            add(Sluice(self, "sluice+ratelimit redis", ["ratelimit_redis"],
+                       {"ratelimit_redis": redis_toml}))
+        if a.nginx and "nginx" in a.targets:
+            add(Nginx(self))
+            add(Nginx(self, "nginx+limit_req", limit=True))
+        if a.haproxy and "haproxy" in a.targets:
+            add(Haproxy(self))
+            add(Haproxy(self, "haproxy+stick_table", limit=True))
+        trips = {}
+
+        def measured(t, fn):
+            redis_run = "redis" in t.name
+            before = t.metric("sluice_ratelimit_redis_calls_total") if redis_run else 0
+            t0 = time.monotonic()
+            res = fn(t)
+            if redis_run:
+                n = t.metric("sluice_ratelimit_redis_calls_total") - before
+                trips.setdefault(t.name, []).append(n / max(time.monotonic() - t0, 1e-3))
+            return res
+        try:
+            if a.wrk:
+                self.throughput_scenario(
+                    "ratelimit_http", "7. rate limit that never triggers, HTTP keep-alive GET "
+                    "(wrk -t1 -c64, %d s): requests/s" % P["http_s"], "req/s", targets,
+                    lambda t: measured(t, lambda u: self.wrk(u, P["http_s"])),
+                    baseline=("sluice (no filters)", "nginx", "haproxy"))
+            else:
+                self.notes.append("ratelimit: wrk is not installed; HTTP not measured")
+            sl = [t for t in targets if t.kind == "sluice"]
+            self.throughput_scenario(
+                "ratelimit_ws", "8. rate limit that never triggers, WebSocket echo 64 x 64 B text "
+                "(%.1f s): messages/s" % P["ws_s"], "msg/s", sl,
+                lambda t: measured(t, lambda u: self.echo(u, 64, 64, P["ws_s"])),
+                baseline=("sluice (no filters)",))
+            self.ratelimit_instructions(redis_toml)
+        finally:
+            for t in targets:
+                t.stop()
+            if redis is not None:
+                stop(redis)
+        for name, rates in trips.items():
+            note = "%s: %.0f Redis round trips/s (median of %d runs)" % (name, median(rates),
+                                                                         len(rates))
+            self.notes.append(note)
+            log("  " + note)
+
+    def ratelimit_instructions(self, redis_toml):
+        """The same configurations under callgrind: instructions per request and per message,
+        exact where rates on a shared machine are not."""
+        a = self.args
+        valgrind = getattr(a, "valgrind", None) or shutil.which("valgrind")
+        control = getattr(a, "callgrind_control", None) or shutil.which("callgrind_control")
+        if not valgrind or not control or binary_has_asan(a.sluice):
+            self.notes.append("ratelimit: no instruction counts (valgrind missing, or an ASan "
+                              "build of sluice)")
+            return
+        a.callgrind_control = control
+        factories = [("sluice (no filters)", lambda: Sluice(self, "sluice (no filters)")),
+                     ("sluice+ratelimit", lambda: Sluice(self, "sluice+ratelimit", ["ratelimit"]))]
+        if redis_toml:
+            factories.append(("sluice+ratelimit redis", lambda: Sluice(
+                self, "sluice+ratelimit redis", ["ratelimit_redis"],
+                {"ratelimit_redis": redis_toml})))
+        if a.wrk and a.nginx and "nginx" in a.targets:
+            factories += [("nginx", lambda: Nginx(self)),
+                          ("nginx+limit_req", lambda: Nginx(self, "nginx+limit_req", limit=True))]
+        if a.wrk and a.haproxy and "haproxy" in a.targets:
+            factories += [("haproxy", lambda: Haproxy(self)),
+                          ("haproxy+stick_table",
+                           lambda: Haproxy(self, "haproxy+stick_table", limit=True))]
+        log("\n== rate limits: instructions per operation (callgrind, %d s per load)"
+            % self.p["instr_s"])
+        runs = {"http": {}, "ws_small": {}}
+        for name, make in factories:
+            t = make()
+            t.starts = 200
+            out = os.path.join(self.tmp, "callgrind-rl-%d.out" % len(runs["http"]))
+            t.wrap = [valgrind, "--tool=callgrind", "--callgrind-out-file=" + out]
+            sids = (["http"] if a.wrk else []) + (["ws_small"] if t.kind == "sluice" else [])
+            try:
+                self.ensure(self.targets["direct"])
+                t.start()
+                for sid in sids:
+                    res = {"round": 0, "errors": 0, "error_kinds": {}, "value": None}
+                    try:
+                        res.update(self.instructions_once(t, sid, out))
+                    except HarnessError as e:
+                        self.error("ratelimit instructions / %s / %s: %s" % (name, sid, e))
+                        res["errors"] += 1
+                    runs[sid][name] = [res]
+                    self.runs.append(dict(scenario="ratelimit_instr_" + sid, target=name, **res))
+                    log("  %-24s %-9s %s" % (name, sid, fmt_run(res, "instr/op")))
+            except HarnessError as e:
+                self.error("ratelimit instructions / %s: %s" % (name, e))
+            finally:
+                t.stop()
+        for sid, op in (("http", "request"), ("ws_small", "message")):
+            if runs[sid]:
+                rid = "ratelimit_instr_" + sid
+                self.results[rid] = summarize(
+                    rid, "7/8%s. rate limits: user-space instructions per %s (callgrind)"
+                    % ("a" if sid == "http" else "b", op), "instr/" + op, runs[sid],
+                    ("sluice (no filters)", "nginx", "haproxy"), lower_is_better=True)
+                print_table(self.results[rid])
 
     def idle_scenario(self, kinds):
         n = self.idle_n
@@ -1291,6 +1483,9 @@ class Harness:
 
         if "auth" in sc and "sluice" in a.targets:
             self.auth_scenarios()
+
+        if "ratelimit" in sc:
+            self.ratelimit_scenario()
 
         if "instructions" in sc:
             self.instructions_scenario([n for n in a.targets if n != "direct" and n in self.targets])
@@ -1604,7 +1799,7 @@ def parse_args(argv):
                 log("note: %s is not installed: target left out" % tool)
                 a.targets.remove(tool)
             setattr(a, tool, path)
-        uses_wrk = any(s in a.scenarios for s in ("http", "auth", "instructions"))
+        uses_wrk = any(s in a.scenarios for s in ("http", "auth", "instructions", "ratelimit"))
         a.wrk = find_tool(a.wrk, "wrk", uses_wrk and not a.skip_missing) if uses_wrk else None
         if "instructions" in a.scenarios:
             a.valgrind = find_tool(a.valgrind, "valgrind", True)
