@@ -32,13 +32,12 @@ class Gcra {
 
   // How far the bucket's TAT is ahead of `now` (0: full).
   static int64_t backlog(int64_t tat, int64_t now) { return tat > now ? tat - now : 0; }
-  int64_t costNs(double cost) const {
-    return static_cast<int64_t>(std::llround(cost * interval_ns_));
-  }
+  // (Rounded by hand: std::llround is a libm call, and this runs for every message.)
+  int64_t costNs(double cost) const { return static_cast<int64_t>(cost * interval_ns_ + 0.5); }
 
   bool conforms(int64_t tat, int64_t now, double cost) const {
     int64_t b = backlog(tat, now);
-    return b == 0 || static_cast<double>(b + costNs(cost)) <= capacity_ns_;
+    return b == 0 || static_cast<double>(b) + cost * interval_ns_ <= capacity_ns_;
   }
   // The TAT after taking `cost` tokens (whether or not the take conformed).
   int64_t take(int64_t tat, int64_t now, double cost) const {

@@ -416,6 +416,9 @@ Status Stream::onFrame(const FrameInfo& frame) {
   if (dir == kUp ? !s_.limit_client_messages : !s_.limit_backend_messages) {
     return Status::kContinue;
   }
+  if (!keyed_ && !s_.per_connection) {
+    return Status::kContinue;  // the upgrade request had no key: not limited by this filter
+  }
   // With `drop`, a message is judged whole at its first frame; its later frames are charged.
   bool judged_before = !frame.first && s_.action == Action::kDrop;
   if (s_.rates[kMessageBytes] && frame.frame_bytes > 0 &&
@@ -434,8 +437,8 @@ bool Stream::frameCheck(Scope scope, double cost, size_t dir, bool charge_only) 
   bool force = shape || charge_only;  // what passes anyway is paid for
   int64_t within = force ? KeyTable::kAlways : KeyTable::kOnlyConforming;
   int64_t now = nowNs();
-  if (s_.per_connection || !keyed_) {
-    // The connection's own bucket (also when the request had no key: each session alone).
+  if (s_.per_connection) {
+    // The connection's own bucket.
     int64_t& tat = own_tat_[dir][scope == kMessages ? 0 : 1];
     BucketTake t = takeBucket(tat, g, now, cost, within);
     return frameVerdict(scope, dir, t.conformed, t.charged, g.debtNs(tat, now), charge_only);

@@ -40,7 +40,7 @@ std::string hexDigest(const EVP_MD* md, std::string_view data) {
   EVP_Digest(data.data(), data.size(), out, &len, md, nullptr);
   static constexpr char kHex[] = "0123456789abcdef";
   std::string hex;
-  hex.reserve(len * 2);
+  hex.reserve(size_t{len} * 2);
   for (unsigned int i = 0; i < len; ++i) {
     hex.push_back(kHex[out[i] >> 4]);
     hex.push_back(kHex[out[i] & 15]);
@@ -115,10 +115,7 @@ RedisStore::Lease& RedisStore::lease(Scope scope, std::string_view key) {
   if (it != leases_.end()) {
     return it->second;
   }
-  if (leases_.size() >= max_leases_) {
-    evictIdle();
-  }
-  Lease& l = leases_[k];
+  Lease& l = leases_[k];  // (take() made room first)
   l.key = std::string(key);
   l.scope = scope;
   return l;
@@ -140,9 +137,15 @@ void RedisStore::evictIdle() {
 RedisStore::Result RedisStore::take(Scope scope, std::string_view key, double cost, Waiter* waiter,
                                     bool force) {
   if (leases_.size() >= max_leases_ && leases_.find(mapKey(scope, key)) == leases_.end()) {
-    evictIdle();
+    // A sweep is O(leases): at most one per millisecond, whatever a flood of new keys asks.
+    if (now() != last_sweep_ms_) {
+      last_sweep_ms_ = now();
+      evictIdle();
+    }
     if (leases_.size() >= max_leases_) {
-      return Result{Answer::kFallback};  // every lease is busy: no room to track another key
+      // Every lease is busy (a flood of new keys, each waiting for Redis): no room for another.
+      down_reason_ = "more keys waiting for Redis than max_keys";
+      return Result{Answer::kFallback};
     }
   }
   Lease& l = lease(scope, key);
@@ -227,7 +230,7 @@ void RedisStore::call(std::string map_key, std::vector<std::string> args, bool r
         !again.empty()) {
       // Redis lost the script (restarted, flushed): load it, then send the call again once.
       client_->command({"SCRIPT", "LOAD", kGcraScript},
-                       [this, map_key, again = std::move(again)](RedisReply loaded) mutable {
+                       [this, map_key, again = std::move(again)](const RedisReply& loaded) mutable {
                          if (loaded.type != RedisReply::Type::kString) {
                            onFailure(map_key, "SCRIPT LOAD: " + loaded.str);
                            return;

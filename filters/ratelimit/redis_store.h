@@ -128,6 +128,7 @@ class RedisStore {
   std::unordered_map<std::string, Lease> leases_;  // scope byte + key
   bool down_ = false;
   std::string down_reason_;
+  uint64_t last_sweep_ms_ = 0;
 };
 
 }  // namespace sluice::filters::ratelimit

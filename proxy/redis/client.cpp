@@ -50,7 +50,7 @@ struct Resolve {
 class Core {
  public:
   Core(uv_loop_t* loop, filters::Dispatcher& dispatcher, const filters::RedisOptions& options);
-  void command(std::vector<std::string> args, Callback done);
+  void command(const std::vector<std::string>& args, Callback done);
   bool ready() const { return state_ == State::kReady; }
   // The handle is gone: drop every call and go once nothing of ours runs.
   void release();
@@ -353,7 +353,7 @@ void Core::becomeReady() {
   armCallTimer();
 }
 
-void Core::command(std::vector<std::string> args, Callback done) {
+void Core::command(const std::vector<std::string>& args, Callback done) {
   if (released_) {
     return;
   }
@@ -556,7 +556,7 @@ class Handle : public filters::RedisClient {
   Handle(const Handle&) = delete;
   Handle& operator=(const Handle&) = delete;
   void command(std::vector<std::string> args, Callback done) override {
-    core_->command(std::move(args), std::move(done));
+    core_->command(args, std::move(done));
   }
   bool connected() const override { return core_->ready(); }
 

@@ -52,7 +52,7 @@ bool ReplyParser::feed(const char* data, size_t len, std::vector<RedisReply>* ou
     pos_ = 0;
   }
   // A reply that cannot fit the bounds is refused before it is buffered whole.
-  if (buffer_.size() > kMaxBulk + 64 * 1024) {
+  if (buffer_.size() > kMaxBulk + kMaxLine) {
     error_ = "reply larger than the client accepts";
     return false;
   }
@@ -63,7 +63,7 @@ ReplyParser::Step ReplyParser::line(size_t& at, std::string_view* out) {
   size_t cr = buffer_.find("\r\n", at);
   if (cr == std::string::npos) {
     // A line longer than any RESP header or simple reply could be is not RESP.
-    if (buffer_.size() - at > 64 * 1024) {
+    if (buffer_.size() - at > kMaxLine) {
       error_ = "line too long";
       return Step::kBad;
     }

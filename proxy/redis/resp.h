@@ -20,9 +20,10 @@ void appendCommand(std::string* out, const std::vector<std::string>& args);
 
 class ReplyParser {
  public:
-  static constexpr size_t kMaxBulk = size_t{8} << 20;  // bytes in one string
-  static constexpr int64_t kMaxElements = 1 << 20;     // in one array
-  static constexpr int kMaxDepth = 8;                  // arrays within arrays
+  static constexpr size_t kMaxBulk = size_t{8} << 20;   // bytes in one string
+  static constexpr int64_t kMaxElements = 1 << 20;      // in one array
+  static constexpr int kMaxDepth = 8;                   // arrays within arrays
+  static constexpr size_t kMaxLine = size_t{64} << 10;  // a header or simple reply line
 
   // Appends what arrives; returns false once the input is not RESP (error() says why). Whole
   // replies go to `out`, in order.
