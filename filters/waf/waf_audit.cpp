@@ -113,6 +113,18 @@ std::string wafAuditLine(const WafVerdict& v, const WafAuditContext& c) {
   field("request_id", c.request_id);
   field("subject", c.subject);
   field("action", c.action);
+  const auto optional = [&](std::string_view name, std::string_view value) {
+    if (!value.empty()) {
+      field(name, value);
+    }
+  };
+  optional("time", c.time);
+  optional("client_ip", c.client_ip);
+  optional("route", c.route);
+  optional("direction", c.direction);
+  if (c.message != 0) {
+    out += "\"message\":" + std::to_string(c.message) + ",";
+  }
   out += "\"intervention\":";
   out += v.intervention ? "true" : "false";
   out += ",\"status\":" + std::to_string(v.status);

@@ -194,9 +194,15 @@ WafVerdict runHttp(const WafRules& rules, const HttpRequest& r, AfterPhase1&& af
     return collect(t, status);
   }
   after_phase1(t);
+  if (!r.inspect_body) {
+    // No body processor for a body that is not given (libmodsecurity 3.0 skips the whole of phase
+    // 2 when SecRequestBodyAccess is off, and the query's arguments are judged there).
+    t.m_requestBodyType = modsecurity::Transaction::UnknownFormat;
+    t.m_requestBodyProcessor = modsecurity::Transaction::UnknownFormat;
+  }
   // The body phase runs for a request without a body too (as nginx's connector does): the CRS
   // checks there, among others, what phase 1 could not decide alone.
-  if (!r.body.empty()) {
+  if (!r.body.empty() && r.inspect_body) {
     t.appendRequestBody(bytes(r.body), r.body.size());
     if (int status = interventionStatus(t)) {  // over SecRequestBodyLimit
       return collect(t, status);
@@ -233,6 +239,26 @@ WafVerdict evaluateHttp(const WafRules& rules, const HttpRequest& request) {
   return runHttp(rules, request, [](modsecurity::Transaction&) {});
 }
 
+namespace {
+
+void keepHandshake(WafWsContext& c, std::shared_ptr<const WafRules> rules, const HttpRequest& r) {
+  c.rules = std::move(rules);
+  c.client_ip = r.client_ip;
+  c.client_port = r.client_port;
+  c.server_ip = r.server_ip;
+  c.server_port = r.server_port;
+  c.method = r.method;
+  c.path = r.uri.substr(0, r.uri.find('?'));
+  c.http_version = r.http_version;
+  for (const Header& hd : r.headers) {
+    if (!leftOutOfMessages(hd.name)) {
+      c.headers.emplace_back(hd.name, hd.value);
+    }
+  }
+}
+
+}  // namespace
+
 WafHandshake evaluateHandshake(std::shared_ptr<const WafRules> rules, const HttpRequest& r,
                                WsPhase1 phase1) {
   auto c = std::make_shared<WafWsContext>();
@@ -246,21 +272,16 @@ WafHandshake evaluateHandshake(std::shared_ptr<const WafRules> rules, const Http
   if (h.verdict.intervention) {
     return h;
   }
-  c->rules = std::move(rules);
-  c->client_ip = r.client_ip;
-  c->client_port = r.client_port;
-  c->server_ip = r.server_ip;
-  c->server_port = r.server_port;
-  c->method = r.method;
-  c->path = r.uri.substr(0, r.uri.find('?'));
-  c->http_version = r.http_version;
-  for (const Header& hd : r.headers) {
-    if (!leftOutOfMessages(hd.name)) {
-      c->headers.emplace_back(hd.name, hd.value);
-    }
-  }
+  keepHandshake(*c, std::move(rules), r);
   h.context = std::move(c);
   return h;
+}
+
+std::shared_ptr<const WafWsContext> unjudgedHandshake(std::shared_ptr<const WafRules> rules,
+                                                      const HttpRequest& upgrade) {
+  auto c = std::make_shared<WafWsContext>();
+  keepHandshake(*c, std::move(rules), upgrade);
+  return c;
 }
 
 WafVerdict evaluateMessage(const WafWsContext& c, std::string_view payload, WsPayload kind,

@@ -32,6 +32,10 @@ struct HttpRequest {
   std::string_view http_version = "1.1";
   std::span<const Header> headers;
   std::string_view body;  // the whole (buffered) body; empty when there is none
+  // False: the body is not inspected (not read, or not wanted). Phase 2 still runs, on the query's
+  // arguments and the headers, with no body processor: a request that has a body is judged as if
+  // it had none, instead of failing a JSON or multipart parse of nothing.
+  bool inspect_body = true;
 };
 
 // Matched data is cut to this many bytes: enough to see the attack, never the whole payload.
@@ -87,6 +91,11 @@ enum class WsPhase1 : uint8_t {
 // Judges the upgrade request like any request (evaluateHttp) and keeps its context for messages.
 WafHandshake evaluateHandshake(std::shared_ptr<const WafRules> rules, const HttpRequest& upgrade,
                                WsPhase1 phase1 = WsPhase1::kOnce);
+
+// The context of a handshake that was not evaluated (the pool was overloaded and on_overload
+// let it through): its messages evaluate phase 1 again each, on the handshake's headers.
+std::shared_ptr<const WafWsContext> unjudgedHandshake(std::shared_ptr<const WafRules> rules,
+                                                      const HttpRequest& upgrade);
 
 // One message as the body of a transaction carrying the handshake's context: its connection, its
 // path (not its query: the handshake's arguments were judged with it) and the outcome of phase 1

@@ -1,11 +1,14 @@
 #include "filters/waf/waf_pool.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
 
 namespace sluice::filters::waf {
 
-WafPool::WafPool(size_t threads, size_t queue_capacity)
-    : capacity_(std::max<size_t>(1, queue_capacity)) {
+WafPool::WafPool(size_t threads, size_t queue_capacity, int nice)
+    : capacity_(std::max<size_t>(1, queue_capacity)), nice_(nice) {
   threads = std::max<size_t>(1, threads);
   threads_.reserve(threads);
   for (size_t i = 0; i < threads; ++i) {
@@ -64,6 +67,10 @@ WafPool::Stats WafPool::stats() const {
 }
 
 void WafPool::loop() {
+  if (nice_ > 0) {
+    // On Linux a nice value belongs to a thread; failing to lower it is harmless.
+    setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), nice_);
+  }
   for (;;) {
     Job job;
     Outcome outcome;

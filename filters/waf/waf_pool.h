@@ -41,8 +41,11 @@ class WafPool {
     uint64_t cancelled = 0;
   };
 
-  // `threads` >= 1; `queue_capacity` >= 1 jobs waiting (running ones do not count).
-  WafPool(size_t threads, size_t queue_capacity);
+  // `threads` >= 1; `queue_capacity` >= 1 jobs waiting (running ones do not count). `nice` > 0
+  // lowers the threads' scheduling priority (Linux: per thread), so that event loops sharing the
+  // CPUs with a saturated pool keep theirs: the WAF's cost becomes its own queueing, not latency
+  // for every other connection.
+  WafPool(size_t threads, size_t queue_capacity, int nice = 0);
   ~WafPool();  // shutdown()
   WafPool(const WafPool&) = delete;
   WafPool& operator=(const WafPool&) = delete;
@@ -62,6 +65,7 @@ class WafPool {
   void loop();
 
   const size_t capacity_;
+  const int nice_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<Job> queue_;

@@ -94,6 +94,10 @@ std::string WafRules::configText(const WafSettings& s) {
        ",setvar:tx.inbound_anomaly_score_threshold=" + std::to_string(s.inbound_threshold) +
        ",setvar:tx.outbound_anomaly_score_threshold=" + std::to_string(s.outbound_threshold) +
        "\"\n";
+  if (!s.allowed_methods.empty()) {
+    t += "SecAction \"id:99003,phase:1,pass,nolog,t:none,setvar:'tx.allowed_methods=" +
+         s.allowed_methods + "'\"\n";
+  }
   // Rule 901321 opens the IP and GLOBAL collections (shared, unbounded, racy across threads);
   // it is removed below, and this sets the one variable the rest of the CRS takes from it.
   t += "SecAction \"id:99002,phase:1,pass,nolog,t:none,setvar:'tx.real_ip=%{remote_addr}'\"\n";
@@ -184,6 +188,11 @@ void warmUp(const WafRules& rules) {
 WafLoadResult WafRules::load(const WafSettings& settings) {
   if (settings.paranoia_level < 1 || settings.paranoia_level > 4) {
     return {nullptr, "paranoia_level must be between 1 and 4"};
+  }
+  for (char c : settings.allowed_methods) {
+    if (!((c >= 'A' && c <= 'Z') || c == '-' || c == '_' || c == ' ')) {
+      return {nullptr, "allowed_methods: methods are upper-case tokens separated by spaces"};
+    }
   }
   for (const std::string& file : settings.rules) {
     // SecLang's Include takes the rest of the line as it is: no quoting, so no blanks.

@@ -42,6 +42,9 @@ struct WafSettings {
   // JSON body processors, deny on a body that fails to parse, ...). Turn off when `rules`
   // includes a modsecurity.conf of its own (the ids would be duplicated).
   bool base_rules = true;
+  // CRS tx.allowed_methods (rule 911100 refuses the others): empty keeps the CRS's default,
+  // "GET HEAD POST OPTIONS". Methods separated by single spaces.
+  std::string allowed_methods;
   // SecLang appended after the files (inline exclusions; tests).
   std::string extra;
 };
