@@ -7,6 +7,8 @@
 #include "filters/options.h"
 #include "filters/origin/origin.h"
 #include "filters/ratelimit/ratelimit.h"
+#include "filters/rules/rules_filter.h"
+#include "filters/waf/waf_filter.h"
 #ifdef SLUICE_TEST_FILTERS
 #include "filters/testing/test_filter.h"
 #endif
@@ -84,6 +86,12 @@ FilterPtr buildFilter(const conf::FilterConfig& config, conf::Diagnostics& diagn
   if (config.type == "ratelimit") {
     return ratelimit::RateLimitFilter::build(config, diagnostics);
   }
+  if (config.type == "waf") {
+    return waf::WafFilter::build(config, diagnostics);
+  }
+  if (config.type == "rules") {
+    return rules::RulesFilter::build(config, diagnostics);
+  }
 #ifdef SLUICE_TEST_FILTERS
   if (config.type == "test") {
     return TestFilter::build(config, diagnostics);
@@ -91,7 +99,7 @@ FilterPtr buildFilter(const conf::FilterConfig& config, conf::Diagnostics& diagn
 #endif
   Options o(config, diagnostics);
   o.error("type", "unknown filter type '" + config.type +
-                      "' (known: origin, message_limits, jwt, api_key, ratelimit)");
+                      "' (known: origin, message_limits, jwt, api_key, ratelimit, waf, rules)");
   return nullptr;
 }
 
