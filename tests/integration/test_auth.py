@@ -41,8 +41,9 @@ import websockets  # noqa: E402
 from harness import RawConn, wait_until  # noqa: E402
 from jwks_server import JwksServer  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-from tlsutil import PageServer, Pki  # noqa: E402
-from wsutil import WsTestCase, ws_route  # noqa: E402
+from servers import PageServer  # noqa: E402
+from tlsutil import Pki  # noqa: E402
+from harness import SluiceTestCase, ws_route  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KEYS = os.path.join(harness.SOURCE_DIR, "tests", "unit", "data", "jwt")
@@ -193,7 +194,7 @@ def ws_status(url, **kw):
 # ---------------------------------------------------------------------------------------------
 
 
-class JwtHttp(WsTestCase):
+class JwtHttp(SluiceTestCase):
     def start(self, **keys):
         extra = jwt_filter(**keys)
         self.backend, self.sluice = self.start_proxy(route={"filters": ["auth"]}, extra=extra)
@@ -279,7 +280,7 @@ class JwtHttp(WsTestCase):
         self.assertNotIn(t.split(".")[2], "\n".join(self.sluice.access_log_lines()))
 
 
-class JwtWebSocket(WsTestCase):
+class JwtWebSocket(SluiceTestCase):
     def setUp(self):
         super().setUp()
         self.secret = os.path.join(self.tmpdir, "secret")
@@ -383,7 +384,7 @@ class JwtWebSocket(WsTestCase):
 
 
 @unittest.skipUnless(os.path.isfile(CHROMIUM), "chromium is not installed")
-class JwtBrowser(WsTestCase):
+class JwtBrowser(SluiceTestCase):
     PAGE = r"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>auth</title></head><body><script>
 (function () {
@@ -471,7 +472,7 @@ class JwtBrowser(WsTestCase):
             self.fail("no report from the page: %s" % f.read().decode("utf-8", "replace")[-3000:])
 
 
-class RemoteJwks(WsTestCase):
+class RemoteJwks(SluiceTestCase):
     def setUp(self):
         super().setUp()
         self.pki = Pki()
@@ -570,7 +571,7 @@ class RemoteJwks(WsTestCase):
                          ("chat", "hello"))
 
 
-class ApiKeys(WsTestCase):
+class ApiKeys(SluiceTestCase):
     def write_keys(self, **keys):
         with open(self.keys_file, "w") as f:
             f.write("# name: sha256 of the key\n")

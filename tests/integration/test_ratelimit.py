@@ -12,7 +12,9 @@ import unittest
 
 from harness import LOCALHOST, RawConn, SluiceTestCase, binary_has_asan, sluice_bin, wait_until
 from prometheus_client.parser import text_string_to_metric_families
-from wsutil import BINARY, CLOSE, TEXT, WsClient, WsTestCase, build_frame, ws_route
+from harness import ws_route
+from test_auth import SECRET, claims, jwt_filter, token
+from wsutil import BINARY, CLOSE, TEXT, WsClient, build_frame
 
 
 def rl_toml(name="rl", **keys):
@@ -113,7 +115,7 @@ class HttpLimits(SluiceTestCase):
         self.assertEqual(decisions(s, "connections_per_second", "reject"), 1)
 
 
-class WsLimits(WsTestCase):
+class WsLimits(SluiceTestCase):
     def start(self, env=None, server=None, **keys):
         b, s = self.start_ws_proxy(routes=[ws_route(filters=["rl"])], extra=rl_toml(**keys),
                                    server=server)
@@ -268,6 +270,34 @@ class KeyFlood(SluiceTestCase):
         self.assertGreater(evicted, 20000)
         self.assertLess(rss_after - rss_warm, 4 * 1024, "RSS grew by %d KiB" % (rss_after - rss_warm))
         self.assertEqual(decisions(s, "requests_per_second", "allow"), 25000)
+
+
+class ClaimKeys(SluiceTestCase):
+    """A limit keyed on a claim the jwt filter before it verified: each user has their own
+    bucket, whatever address or connection they come from."""
+
+    def test_each_user_has_their_own_bucket(self):
+        secret = os.path.join(self.tmpdir, "secret")
+        with open(secret, "wb") as f:
+            f.write(SECRET)
+        b = self.start_backend()
+        extra = jwt_filter(secrets=[secret], algorithms=["HS256"]) + rl_toml(
+            requests_per_second=0.5, burst=2, key="claim:sub")
+        s = self.start_sluice({"pools": [{"name": "app", "backends": [{"address": b.address}]}],
+                               "routes": [{"pool": "app", "filters": ["auth", "rl"]}],
+                               "extra": extra})
+        s.wait_admin()
+
+        def get(user):
+            c = self.connect(s)
+            auth = "Bearer " + token(claims(sub=user))
+            return c.request("GET", "/echo/" + user, headers=[("Authorization", auth)]).status
+
+        # alice spends her burst from three connections; bob's bucket is untouched.
+        self.assertEqual([get("alice") for _ in range(3)], [200, 200, 429])
+        self.assertEqual([get("bob") for _ in range(2)], [200, 200])
+        self.assertEqual(get("bob"), 429)
+        self.assertEqual(decisions(s, "requests_per_second", "reject"), 2)
 
 
 if __name__ == "__main__":

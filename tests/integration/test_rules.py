@@ -10,7 +10,7 @@ import unittest
 
 from harness import RawConn, SluiceTestCase, Table
 from prometheus_client.parser import text_string_to_metric_families
-from wsutil import WsTestCase, ws_route
+from harness import ws_route
 
 RULES = r'''
 [[rules]]
@@ -145,7 +145,7 @@ class RulesHttp(SluiceTestCase):
         self.assertEqual(c.request("GET", "/admin").status, 404)  # the old rules still run
 
 
-class RulesWebSocket(WsTestCase):
+class RulesWebSocket(SluiceTestCase):
     def test_message_rules(self):
         rules = os.path.join(self.tmpdir, "app.rules.toml")
         with open(rules, "w") as f:

@@ -14,7 +14,8 @@ import urllib.parse
 
 from harness import RawConn, SluiceTestCase, Table, wait_until
 from prometheus_client.parser import text_string_to_metric_families
-from wsutil import CLOSE, WsClient, WsTestCase, ws_route
+from harness import ws_route
+from wsutil import CLOSE, WsClient
 
 BROWSER = [("User-Agent", "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"),
            ("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")]
@@ -239,7 +240,7 @@ class WafOverload(SluiceTestCase):
         return c.request("GET", target, headers=BROWSER, timeout=10)
 
 
-class WafWebSocket(WsTestCase):
+class WafWebSocket(SluiceTestCase):
     def start(self, **keys):
         self.audit = os.path.join(self.tmpdir, "waf-audit.log")
         keys.setdefault("audit_log", self.audit)
@@ -339,7 +340,7 @@ class WafWebSocket(WsTestCase):
                                 reason="budget", action="deny"), 1)
 
 
-class WafReload(WsTestCase):
+class WafReload(SluiceTestCase):
     def write_rules(self, path, word, rule_id):
         with open(path, "w") as f:
             f.write('SecRule ARGS|REQUEST_BODY "@contains %s" '
