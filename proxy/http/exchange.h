@@ -49,8 +49,6 @@ class Downstream {
   // OpenSSL's names of the protocol version and cipher ("TLSv1.3"); "" on plain connections.
   virtual const char* tlsVersion() const = 0;
   virtual const char* tlsCipher() const = 0;
-  // For debug logs: "c<worker>.<n>".
-  virtual uint64_t connectionId() const = 0;
   virtual std::string_view clientSubject() const = 0;
   // The connection, unique in the process, and how many requests it has begun (this one too).
   virtual uint64_t connectionId() const = 0;

@@ -32,6 +32,7 @@ class RecordingStats : public Stats {
   LatencyHistogram histogram(std::string_view, std::string_view, const Labels&) override {
     return {};
   }
+  Gauge gauge(std::string_view, std::string_view, const Labels&) override { return {}; }
   uint64_t value(const std::string& key) {
     auto it = cells_.find(key);
     return it == cells_.end() ? 0 : it->second[0].get();

@@ -86,6 +86,7 @@ class RecordingStats : public Stats {
   LatencyHistogram histogram(std::string_view, std::string_view, const Labels&) override {
     return {};
   }
+  Gauge gauge(std::string_view, std::string_view, const Labels&) override { return {}; }
   uint64_t value(const std::string& key) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = cells_.find(key);
