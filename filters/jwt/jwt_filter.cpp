@@ -388,6 +388,10 @@ class JwtStream : public StreamFilter {
 
   Status allow(const Claims& claims, bool cached) {
     RequestHead& head = *head_;
+    // The verified claims, for the filters after this one (a rate limit keyed on "claim:sub").
+    for (const auto& [name, value] : claims.values()) {
+      callbacks().setAttribute("claim:" + name, value);
+    }
     for (const auto& [claim, header] : s_.forward_claims) {
       std::optional<std::string_view> v = claims.get(claim);
       if (!v) {

@@ -176,6 +176,10 @@ TEST(JwtFilter, BearerTokenPassesAndClaimsAreForwarded) {
   EXPECT_EQ(r.header("X-Role"), R"(["a","b"])");
   EXPECT_NE(r.header("Authorization"), "<none>");  // strip_token is off
   EXPECT_EQ(r.cb.log_auth, "j:allow:verified");
+  // Every verified claim is an attribute for the filters after this one.
+  EXPECT_EQ(r.cb.attribute("claim:sub"), "alice");
+  EXPECT_EQ(r.cb.attribute("claim:role"), R"(["a","b"])");
+  EXPECT_EQ(r.cb.attribute("claim:nope"), std::nullopt);
 }
 
 TEST(JwtFilter, ClientHeadersOfForwardedClaimsGoEvenWhenTheClaimIsAbsent) {
