@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import LOCALHOST, RawConn, SluiceTestCase, Table, build_request, wait_until  # noqa: E402
 import tlsutil  # noqa: E402
+from http1 import Stream  # noqa: E402
 from tlsutil import TlsConn, client_context  # noqa: E402
 
 PKI = None
@@ -181,11 +182,13 @@ class ProxyProtocol(ClientAddressCase):
         raw = socket.create_connection((LOCALHOST, s.port), timeout=5)
         tlvs = tlv(0x05, b"unique-id-123") + tlv(0x20, b"\x01\x00\x00\x00\x00")  # skipped
         raw.sendall(proxy_v2("198.51.100.7", tlvs=tlvs))
+        # A TlsConn over the socket that carried the PROXY header.
         c = TlsConn.__new__(TlsConn)
-        c.port, c.timeout = s.port, 5.0
-        c.sock = client_context(PKI[1]).wrap_socket(raw, server_hostname="a.test")
-        c.sock.settimeout(5)
-        c.buf, c.eof, c.ragged_eof, c.scratch = bytearray(), False, False, bytearray(65536)
+        tls = client_context(PKI[1]).wrap_socket(raw, server_hostname="a.test",
+                                                 suppress_ragged_eofs=False)
+        tls.settimeout(5)
+        Stream.__init__(c, tls, timeout=5.0)
+        c.port = s.port
         self.conns.append(c)
         r = c.request("GET", "/echo", host="a.test")
         self.assertEqual(r.status, 200, r)
