@@ -87,19 +87,8 @@ class NsSluice(Sluice):
 
     def __init__(self, tmpdir, spec, name, netns, ip):
         self.netns, self.ip = netns, ip
-        super().__init__(tmpdir, spec, name=name, start=False)
-
-    def _spawn(self):
-        env = dict(os.environ)
-        self._out = open(self.stdout_path, "ab")
-        self._err = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.netns, sluice_bin(), "--config",
-                                      self.config_path], stdout=self._out, stderr=self._err,
-                                     stdin=subprocess.DEVNULL, start_new_session=True, env=env,
-                                     cwd=self.tmpdir)
-        self.pid = self.proc.pid
-        self.stopped_by_test = False
-        self.returncode = None
+        super().__init__(tmpdir, spec, name=name)
+        self.argv = ["ip", "netns", "exec", netns] + self.argv
 
     def wait_ready(self, timeout=15.0):
         deadline = time.monotonic() + timeout
@@ -263,8 +252,8 @@ class ScaleOut(SluiceTestCase):
             self.sluices.append(s)
             s._render()
             s.admin_port = admin_port
-            s.port = listen_port
-            s._spawn()
+            s.ports = {"public": listen_port}
+            s.spawn()
             s.wait_ready()
             self.instances.append(s)
 
