@@ -159,15 +159,11 @@ struct FetchResult {
 // URL, say). Main thread only, except mainDispatcher().post(), which any thread may call.
 class Services {
  public:
-  enum class LogLevel : uint8_t { kInfo, kWarn };
-
   virtual ~Services() = default;
   // The main thread's clock and timers.
   virtual Dispatcher& mainDispatcher() = 0;
   // Starts a fetch; `done` runs later on the main thread, exactly once (also on failure).
   virtual void fetch(const FetchRequest& request, std::function<void(FetchResult)> done) = 0;
-  // A line in the process's error log (a refresh that failed, say).
-  virtual void log(LogLevel level, std::string_view message) = 0;
 };
 
 // A filter's state shared by all its streams on one worker (a rate limiter's shard of buckets):

@@ -415,14 +415,6 @@ void ProcessServices::onAsync(uv_async_t* async) {
   }
 }
 
-void ProcessServices::log(LogLevel level, std::string_view message) {
-  if (level == LogLevel::kWarn) {
-    LOG_WARN("%.*s", static_cast<int>(message.size()), message.data());
-  } else {
-    LOG_INFO("%.*s", static_cast<int>(message.size()), message.data());
-  }
-}
-
 std::shared_ptr<const net::ClientTls> ProcessServices::clientTls(
     const filters::FetchRequest& request, std::string* error) {
   auto key = std::make_pair(request.ca_file, request.verify);

@@ -1,7 +1,7 @@
 #pragma once
 
 // filters::Services for the running process, on the main thread's loop: a dispatcher whose
-// post() queue any thread may feed, the error log, and fetch(), a small one-shot HTTP/1.1 GET
+// post() queue any thread may feed, and fetch(), a small one-shot HTTP/1.1 GET
 // client (a remote JWKS, say) over net::Stream, with net::ClientTls for https: name resolution
 // through libuv, every address tried in turn, the response read by the same strict parser as a
 // backend's, the body bounded, the whole fetch under one timeout, `Connection: close`, no
@@ -50,7 +50,6 @@ class ProcessServices : public filters::Services {
   filters::Dispatcher& mainDispatcher() override { return dispatcher_; }
   void fetch(const filters::FetchRequest& request,
              std::function<void(filters::FetchResult)> done) override;
-  void log(LogLevel level, std::string_view message) override;
 
   // Main thread, at shutdown: fetches under way end (their callbacks run with an error), later
   // fetches fail at once, posts are dropped, and the loop's handles of this object are closed.

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "filters/jwt/alg.h"
+#include "filters/log.h"
 #include "filters/options.h"
 #include "filters/request_key.h"
 
@@ -637,7 +638,7 @@ void JwtFilter::onFetched(const FetchResult& result) {
   if (!fetched) {
     counters_.refresh_error.inc(cell);
     if (!failing_) {
-      services_->log(Services::LogLevel::kWarn,
+      logLine(LogLevel::kWarn,
                      "filter '" + name() + "': JWKS fetch from " + settings_.jwks_url +
                          " failed: " + error +
                          (remoteLoaded() ? "; the last good key set stays in force"
@@ -651,7 +652,7 @@ void JwtFilter::onFetched(const FetchResult& result) {
   std::optional<VerificationCache::Digest> digest = VerificationCache::digest(result.body);
   bool unchanged = digest && remoteLoaded() && *digest == remote_digest_;
   if (failing_) {
-    services_->log(Services::LogLevel::kInfo, "filter '" + name() + "': JWKS fetch from " +
+    logLine(LogLevel::kInfo, "filter '" + name() + "': JWKS fetch from " +
                                                   settings_.jwks_url + " works again");
   }
   failing_ = false;
@@ -666,7 +667,7 @@ void JwtFilter::onFetched(const FetchResult& result) {
       lastGood()[settings_.jwks_url] = RemoteSet{remote, remote_digest_};
     }
     publish(remote);
-    services_->log(Services::LogLevel::kInfo,
+    logLine(LogLevel::kInfo,
                    "filter '" + name() + "': " + std::to_string(keys()->size()) +
                        " keys in force after a JWKS fetch from " + settings_.jwks_url);
   }

@@ -13,6 +13,7 @@
 
 #include "filters/jwt/base64url.h"
 #include "filters/jwt/jwt_filter.h"
+#include "filters/log.h"
 #include "tests/unit/support/fakes.h"
 
 namespace sluice::filters::jwt {
@@ -439,7 +440,6 @@ class FakeServices : public Services {
   void fetch(const FetchRequest& request, std::function<void(FetchResult)> done) override {
     pending.push_back({request, std::move(done)});
   }
-  void log(LogLevel level, std::string_view message) override { logs.emplace_back(message); }
   // Answers the oldest fetch.
   void answer(uint16_t status, const std::string& body, const std::string& error = "") {
     ASSERT_FALSE(pending.empty());
@@ -454,7 +454,23 @@ class FakeServices : public Services {
 
   testing::FakeDispatcher main;
   std::vector<Pending> pending;
-  std::vector<std::string> logs;
+};
+
+// The filters' log lines while one lives (filters/log.h's sink is process-wide).
+class CapturedLog {
+ public:
+  CapturedLog() {
+    lines().clear();
+    setLogSink({[](LogLevel) { return true; },
+                [](LogLevel, std::string_view line) { lines().emplace_back(line); }});
+  }
+  ~CapturedLog() {
+    setLogSink({[](LogLevel) { return false; }, [](LogLevel, std::string_view) {}});
+  }
+  static std::vector<std::string>& lines() {
+    static std::vector<std::string> captured;
+    return captured;
+  }
 };
 
 std::string octJwks(const std::vector<std::pair<std::string, std::string>>& keys) {
@@ -498,6 +514,7 @@ TEST(JwtFilterRemote, UnknownKidRefreshesOnceAndAFailedFetchKeepsTheLastGoodSet)
   auto f = build(
       "jwks_url = \"https://auth.example.test/rotate/jwks.json\"\njwks_min_refresh = \"10s\"\n"
       "jwks_refresh = \"5m\"\n");
+  CapturedLog logs;
   FakeServices services;
   testing::FakeDispatcher worker;
   std::shared_ptr<WorkerState> state = f->createWorkerState(worker);
@@ -535,15 +552,15 @@ TEST(JwtFilterRemote, UnknownKidRefreshesOnceAndAFailedFetchKeepsTheLastGoodSet)
   services.main.advance(uint64_t{5} * 60 * 1000);
   ASSERT_EQ(services.pending.size(), 1u);
   services.answer(0, "", "connection refused");
-  ASSERT_EQ(services.logs.size(), 3u);  // after two lines for the sets that were loaded
-  EXPECT_NE(services.logs.back().find("the last good key set stays in force"), std::string::npos);
+  ASSERT_EQ(logs.lines().size(), 3u);  // after two lines for the sets that were loaded
+  EXPECT_NE(logs.lines().back().find("the last good key set stays in force"), std::string::npos);
   Pass still(f, {{"Authorization", "Bearer " + rotated}}, "/", state.get());
   EXPECT_TRUE(still.allowed());
   // A retry comes sooner than the interval (1 s), fails again, and is not logged again.
   services.main.advance(1000);
   ASSERT_EQ(services.pending.size(), 1u);
   services.answer(503, "down");
-  EXPECT_EQ(services.logs.size(), 3u);
+  EXPECT_EQ(logs.lines().size(), 3u);
   services.main.advance(2000);
   services.answer(200, "{\"keys\": [{\"kty\": \"oct\"}]}");  // malformed: still the old set
   Pass again(f, {{"Authorization", "Bearer " + rotated}}, "/", state.get());
