@@ -1,7 +1,12 @@
 #include "proxy/ws/codec.h"
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include <openssl/evp.h>
 #include <openssl/sha.h>
@@ -27,6 +32,89 @@ namespace {
 constexpr uint32_t pack(uint32_t need, uint32_t lo, uint32_t hi) {
   return need | lo << 8 | hi << 16;
 }
+
+constexpr uint64_t kHighBits = 0x8080808080808080ull;
+
+// The index of the first byte of p[0..len) with its top bit set (len when none): 32 bytes a step
+// with SSE2 (part of x86-64, so no run-time check), then words, then bytes. Text is mostly ASCII,
+// and this is where a validated message spends its time.
+size_t asciiPrefix(const uint8_t* p, size_t len) {
+  size_t i = 0;
+#if defined(__SSE2__)
+  for (; i + 32 <= len; i += 32) {
+    __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+    __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i + 16));
+    if (_mm_movemask_epi8(_mm_or_si128(a, b)) != 0) {
+      break;  // the 16-byte step below finds the byte
+    }
+  }
+  for (; i + 16 <= len; i += 16) {
+    int bits = _mm_movemask_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i)));
+    if (bits != 0) {
+      return i + static_cast<size_t>(__builtin_ctz(static_cast<unsigned>(bits)));
+    }
+  }
+#endif
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    memcpy(&w, p + i, 8);
+    if ((w & kHighBits) != 0) {
+      break;
+    }
+  }
+  while (i < len && p[i] < 0x80) {
+    ++i;
+  }
+  return i;
+}
+
+// The four mask bytes as they fall on data starting at mask offset `offset`, as a 32-bit word.
+uint32_t rotatedMask(const uint8_t mask[4], size_t offset) {
+  uint8_t m[4];
+  for (size_t k = 0; k < 4; ++k) {
+    m[k] = mask[(offset + k) & 3];
+  }
+  uint32_t m32;
+  memcpy(&m32, m, 4);
+  return m32;
+}
+
+// How many leading bytes of p[0..len) are known to be ASCII once unmasked with `mask` from mask
+// offset `offset`: a multiple of 8, or len when all are. Reads only.
+size_t maskedAsciiPrefix(const uint8_t* p, size_t len, const uint8_t mask[4], size_t offset) {
+  size_t i = 0;
+  uint32_t m32 = rotatedMask(mask, offset);
+  uint64_t m64 = m32 | static_cast<uint64_t>(m32) << 32;
+#if defined(__SSE2__)
+  __m128i m = _mm_set1_epi32(static_cast<int>(m32));
+  for (; i + 32 <= len; i += 32) {
+    __m128i a = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i)), m);
+    __m128i b = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i + 16)), m);
+    if (_mm_movemask_epi8(_mm_or_si128(a, b)) != 0) {
+      break;
+    }
+  }
+  for (; i + 16 <= len; i += 16) {
+    __m128i a = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i)), m);
+    if (_mm_movemask_epi8(a) != 0) {
+      return i;
+    }
+  }
+#endif
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    memcpy(&w, p + i, 8);
+    if (((w ^ m64) & kHighBits) != 0) {
+      return i;
+    }
+  }
+  for (size_t j = i; j < len; ++j) {
+    if (((p[j] ^ mask[(offset + j) & 3]) & 0x80) != 0) {
+      return i;
+    }
+  }
+  return len;
+}
 }  // namespace
 
 bool Utf8Validator::feed(const uint8_t* data, size_t len) {
@@ -37,22 +125,11 @@ bool Utf8Validator::feed(const uint8_t* data, size_t len) {
   size_t i = 0;
   while (i < len) {
     if (st == 0) {
-      // Fast path: skip ASCII eight bytes at a time.
-      while (i + 8 <= len) {
-        uint64_t w;
-        memcpy(&w, data + i, 8);
-        if ((w & 0x8080808080808080ull) != 0) {
-          break;
-        }
-        i += 8;
-      }
+      i += asciiPrefix(data + i, len - i);
       if (i >= len) {
         break;
       }
       uint8_t b = data[i++];
-      if (b < 0x80) {
-        continue;
-      }
       if (b >= 0xC2 && b <= 0xDF) {
         st = pack(1, 0x80, 0xBF);
       } else if (b == 0xE0) {
@@ -87,6 +164,25 @@ bool Utf8Validator::feed(const uint8_t* data, size_t len) {
   return true;
 }
 
+bool Utf8Validator::feedMasked(const uint8_t* data, size_t len, const uint8_t mask[4],
+                               size_t offset) {
+  if (state_ == kReject) {
+    return false;
+  }
+  size_t i = state_ == 0 ? maskedAsciiPrefix(data, len, mask, offset) : 0;
+  uint8_t chunk[2048];
+  while (i < len) {
+    size_t n = std::min(sizeof chunk, len - i);
+    memcpy(chunk, data + i, n);
+    applyMask(chunk, n, mask, offset + i);
+    if (!feed(chunk, n)) {
+      return false;
+    }
+    i += n;
+  }
+  return true;
+}
+
 bool validUtf8(std::string_view s) {
   Utf8Validator v;
   return v.feed(reinterpret_cast<const uint8_t*>(s.data()), s.size()) && v.complete();
@@ -97,13 +193,24 @@ bool validUtf8(std::string_view s) {
 size_t applyMask(uint8_t* data, size_t len, const uint8_t mask[4], size_t offset) {
   size_t i = 0;
   offset &= 3;
-  // Align the mask phase to the start of `data`, then go a word at a time.
-  uint8_t m[8];
-  for (size_t k = 0; k < 8; ++k) {
-    m[k] = mask[(offset + k) & 3];
+  // The mask turned to the phase of data[0]; every step below is a multiple of 4 bytes long, so
+  // the phase stays put.
+  uint32_t m32 = rotatedMask(mask, offset);
+  uint64_t m64 = m32 | static_cast<uint64_t>(m32) << 32;
+#if defined(__SSE2__)
+  __m128i m = _mm_set1_epi32(static_cast<int>(m32));
+  for (; i + 32 <= len; i += 32) {
+    auto* a = reinterpret_cast<__m128i*>(data + i);
+    auto* b = reinterpret_cast<__m128i*>(data + i + 16);
+    _mm_storeu_si128(a, _mm_xor_si128(_mm_loadu_si128(a), m));
+    _mm_storeu_si128(b, _mm_xor_si128(_mm_loadu_si128(b), m));
   }
-  uint64_t m64;
-  memcpy(&m64, m, 8);
+  if (i + 16 <= len) {
+    auto* a = reinterpret_cast<__m128i*>(data + i);
+    _mm_storeu_si128(a, _mm_xor_si128(_mm_loadu_si128(a), m));
+    i += 16;
+  }
+#endif
   for (; i + 8 <= len; i += 8) {
     uint64_t w;
     memcpy(&w, data + i, 8);
@@ -111,7 +218,7 @@ size_t applyMask(uint8_t* data, size_t len, const uint8_t mask[4], size_t offset
     memcpy(data + i, &w, 8);
   }
   for (; i < len; ++i) {
-    data[i] ^= m[i & 7];
+    data[i] ^= mask[(offset + i) & 3];
   }
   return (offset + len) & 3;
 }
