@@ -1,6 +1,7 @@
 #include "proxy/ws/codec.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <memory>
 
@@ -68,15 +69,20 @@ size_t asciiPrefix(const uint8_t* p, size_t len) {
   return i;
 }
 
-// The four mask bytes as they fall on data starting at mask offset `offset`, as a 32-bit word.
+// The four mask bytes as they fall on data starting at mask offset `offset`, as a 32-bit word
+// in memory order: a rotation of the mask read as a word.
 uint32_t rotatedMask(const uint8_t mask[4], size_t offset) {
-  uint8_t m[4];
-  for (size_t k = 0; k < 4; ++k) {
-    m[k] = mask[(offset + k) & 3];
-  }
   uint32_t m32;
-  memcpy(&m32, m, 4);
-  return m32;
+  memcpy(&m32, mask, 4);
+  unsigned shift = 8 * static_cast<unsigned>(offset & 3);
+  if (shift == 0) {
+    return m32;
+  }
+  if constexpr (std::endian::native == std::endian::little) {
+    return m32 >> shift | m32 << (32 - shift);
+  } else {
+    return m32 << shift | m32 >> (32 - shift);
+  }
 }
 
 // How many leading bytes of p[0..len) are known to be ASCII once unmasked with `mask` from mask

@@ -606,11 +606,9 @@ void Relay::countMessage(size_t dir, uint64_t bytes, bool end_of_message, uint64
 }
 
 size_t Relay::heldBytes() const {
-  size_t n = 0;
-  for (const Leg* l : {&up_, &down_}) {
-    n += l->held.capacity() + l->payload.capacity() + l->backlog.capacity();
-  }
-  return n;
+  // Asked after every read: written out rather than as a loop over the legs, which costs twice.
+  return up_.held.capacity() + up_.payload.capacity() + up_.backlog.capacity() +
+         down_.held.capacity() + down_.payload.capacity() + down_.backlog.capacity();
 }
 
 void Relay::shed() {
