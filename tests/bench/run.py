@@ -36,6 +36,15 @@ later: A B C D, B C D A, ...; medians reported):
                 tracking http_req_rate per source address; then the 64 B WebSocket echo through
                 the three sluice configurations. Redis round trips per second are read from
                 sluice's metrics around each Redis run.
+    tls         new TLS 1.3 connections/s through sluice and nginx (ECDSA P-256 certificate made with
+                the openssl command line; both with a session cache and session tickets, groups
+                X25519, P-256, P-384), measured with `openssl s_time -tls1_3 -www /` (one GET per
+                connection, one connection at a time): `tls_full` with -new (a client that never
+                resumes: every handshake signs), `tls_resumed` with -reuse (every connection
+                resumes the first one's session from a ticket). Per core is what matters here:
+                the client verifies a signature for every full handshake and is the slower side.
+                `openssl speed ecdsap256` is run once on the proxies' CPU, for the CPU's limit
+                (signs/s per core, the most full handshakes a core could do).
     instructions
                 each proxy (sluice, nginx with master_process off, haproxy) under valgrind's
                 callgrind: user-space instructions per HTTP request (wrk -c4), per 64 B text echo
@@ -115,7 +124,7 @@ ORIGIN = "https://app.example.com"
 
 ALL_TARGETS = ["direct", "sluice", "nginx", "haproxy"]
 ALL_SCENARIOS = ["http", "ws_small", "ws_large", "ws_connect", "ws_idle", "filters", "auth",
-                 "ratelimit", "instructions"]
+                 "ratelimit", "tls", "instructions"]
 # `instructions`: (id, operation, what the load generator counts)
 INSTR_OPS = [("http", "request", "requests"), ("ws_small", "message", "messages"),
              ("ws_connect", "connection", "connections")]
@@ -201,11 +210,11 @@ def jwt_token(alg):
 # Durations per mode. rounds: repetitions of each scenario (idle_rounds for ws_idle).
 MODES = {
     "smoke": dict(rounds=1, idle_rounds=1, http_s=1, ws_s=0.5, warmup_s=0.0, connect_s=0.5,
-                  idle_conns=100, idle_hold_s=0.6, large_s=0.5, instr_s=1),
+                  idle_conns=100, idle_hold_s=0.6, large_s=0.5, instr_s=1, tls_s=1),
     "quick": dict(rounds=2, idle_rounds=1, http_s=2, ws_s=2.0, warmup_s=0.5, connect_s=2.0,
-                  idle_conns=None, idle_hold_s=2.5, large_s=2.0, instr_s=1),
+                  idle_conns=None, idle_hold_s=2.5, large_s=2.0, instr_s=1, tls_s=2),
     "full": dict(rounds=3, idle_rounds=2, http_s=10, ws_s=10.0, warmup_s=1.0, connect_s=10.0,
-                 idle_conns=None, idle_hold_s=4.0, large_s=10.0, instr_s=3),
+                 idle_conns=None, idle_hold_s=4.0, large_s=10.0, instr_s=3, tls_s=10),
 }
 
 
@@ -618,8 +627,10 @@ class Backend(Target):
 class Sluice(Target):
     kind = "sluice"
 
-    def __init__(self, h, name="sluice", filters=(), filter_toml=None):
+    def __init__(self, h, name="sluice", filters=(), filter_toml=None, tls=None):
         super().__init__(name, h)
+        self.tls = tls  # (cert, key): a second listener on tls_port with that certificate
+        self.tls_port = None
         self.filters = list(filters)
         self.filter_toml = filter_toml or {}  # name -> [[filters]] TOML, beside FILTER_TOML
         self.bearer = None  # an Authorization header line for every request (`auth`)
@@ -657,6 +668,21 @@ name = "backend"
 backends = [ { address = "127.0.0.1:%d" } ]
 keepalive_connections = 256
 ''' % (admin_port, self.port, names, self.h.backend.port)
+        if self.tls:
+            # OpenSSL's defaults otherwise (as nginx): a session cache and tickets, which
+            # sluice always has.
+            toml += '''
+[[listeners]]
+name = "bench_tls"
+listen = "127.0.0.1:%d"
+tls = { cert = "%s", key = "%s" }
+
+[[routes]]
+listener = "bench_tls"
+host = "*"
+path_prefix = "/"
+pool = "backend"
+''' % (self.tls_port, self.tls[0], self.tls[1])
         for f in self.filters:
             toml += "\n" + (self.filter_toml.get(f) or FILTER_TOML[f])
         return toml
@@ -682,6 +708,7 @@ keepalive_connections = 256
 
     def _start(self):
         self.port = free_port()
+        self.tls_port = free_port() if self.tls else None
         admin = self.admin = free_port()
         d = self._workdir()
         conf = os.path.join(d, "sluice.toml")
@@ -697,8 +724,10 @@ keepalive_connections = 256
 class Nginx(Target):
     kind = "nginx"
 
-    def __init__(self, h, name="nginx", limit=False):
+    def __init__(self, h, name="nginx", limit=False, tls=None):
         super().__init__(name, h)
+        self.tls = tls  # (cert, key): a second server on tls_port, settings as sluice's
+        self.tls_port = None
         # limit_req per client address, at a rate it never reaches (the cost of counting)
         self.limit = limit
 
@@ -750,8 +779,9 @@ http {
             proxy_send_timeout 3600s;
         }
     }
-}
+%(tls_server)s}
 ''' % dict(user=user, d=d, backend=self.h.backend.port, port=self.port,
+           tls_server=self.tls_server() if self.tls else "",
            master="off" if self.wrap else "on",
            limit_zone="limit_req_zone $binary_remote_addr zone=rl:10m rate=1000000r/s;"
            if self.limit else "",
@@ -759,8 +789,30 @@ http {
            nofile=self.h.limits["nginx_rlimit_nofile"],
            wconn=self.h.limits["nginx_worker_connections"])
 
+    def tls_server(self):
+        # What sluice does: TLS 1.2 and 1.3, OpenSSL's TLS 1.3 suites, the same groups, a session
+        # cache (sluice: 20,000 sessions in the process) and tickets (nginx's default, on).
+        return '''
+    server {
+        listen 127.0.0.1:%d ssl;
+        ssl_certificate %s;
+        ssl_certificate_key %s;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ecdh_curve X25519:prime256v1:secp384r1;
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_tickets on;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+        }
+    }
+''' % (self.tls_port, self.tls[0], self.tls[1])
+
     def _start(self):
         self.port = free_port()
+        self.tls_port = free_port() if self.tls else None
         d = self._workdir()
         conf = os.path.join(d, "nginx.conf")
         with open(conf, "w") as f:
@@ -858,6 +910,7 @@ class Harness:
             for k in ("ws_s", "connect_s", "large_s"):
                 self.p[k] = args.duration
             self.p["http_s"] = max(1, int(round(args.duration)))
+            self.p["tls_s"] = max(1, int(round(args.duration)))
         if args.work_dir:
             os.makedirs(args.work_dir, exist_ok=True)
             self.tmp = tempfile.mkdtemp(prefix="sluice-bench-", dir=args.work_dir)
@@ -1274,6 +1327,86 @@ class Harness:
             res["error_kinds"]["no_result"] = 1
         return res
 
+    # -- TLS handshakes ------------------------------------------------------------------------
+
+    def s_time(self, t, mode, secs):
+        """One `openssl s_time` run against t's TLS listener: connections per second."""
+        argv = [self.args.openssl, "s_time", "-connect", "127.0.0.1:%d" % t.tls_port, "-tls1_3",
+                "-" + mode, "-time", str(secs), "-www", "/"]
+        t0 = time.monotonic()
+
+        def parse(p):
+            # Over the process's whole life, from just before the launch to its exit (s_time's
+            # own "real seconds" are whole seconds); its start costs a few milliseconds.
+            wall = time.monotonic() - t0
+            m = re.findall(r"(\d+) connections in \d+ real seconds", read_text(p.out_path))
+            if p.returncode != 0 or not m:
+                return {"value": None, "errors": 1, "exit": p.returncode,
+                        "error_kinds": {"s_time_exit_%d" % p.returncode: 1}}
+            n = int(m[-1])
+            return {"value": n / wall, "connections": n, "errors": 0, "error_kinds": {},
+                    "exit": p.returncode}
+        return self.run_load(argv, "s_time-" + mode, t, 0.2, max(0.3, secs - 0.4), secs + 30, parse)
+
+    def tls_cert(self):
+        """An ECDSA P-256 key and a self-signed certificate for 127.0.0.1, in the work dir."""
+        d = os.path.join(self.tmp, "tls")
+        os.makedirs(d, exist_ok=True)
+        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        p = subprocess.run([self.args.openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+                            "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                            "-keyout", key, "-out", cert], capture_output=True, text=True,
+                           timeout=30)
+        if p.returncode != 0:
+            raise HarnessError("openssl req failed: " + p.stderr)
+        return cert, key
+
+    def ecdsa_signs_per_s(self):
+        """`openssl speed ecdsap256` on the proxies' CPU: ECDSA P-256 signs/s on one core."""
+        p = spawn([self.args.openssl, "speed", "-seconds", "3", "ecdsap256"],
+                  os.path.join(self.tmp, "tls"), "speed", cpus=self.proxy_cpus, tool=True)
+        wait_exit(p, 60)
+        m = re.search(r"^\s*256 bits ecdsa \(nistp256\)\s+\S+s\s+\S+s\s+([\d.]+)\s+([\d.]+)",
+                      read_text(p.out_path), re.M)
+        return (float(m.group(1)), float(m.group(2))) if m else (None, None)
+
+    def tls_scenario(self, kinds):
+        secs = self.p["tls_s"]
+        try:
+            pair = self.tls_cert()
+        except (HarnessError, OSError, subprocess.SubprocessError) as e:
+            self.error("tls: %s" % e)
+            return
+        targets = []
+        for k in kinds:
+            t = {"sluice": Sluice, "nginx": Nginx}[k](self, k, tls=pair)
+            t.starts = 300  # a work directory of its own beside the plain target's
+            try:
+                targets.append(t.start())
+            except HarnessError as e:
+                self.error("%s (TLS) failed to start: %s" % (k, e))
+        try:
+            self.throughput_scenario(
+                "tls_full", "9a. new TLS 1.3 connections, full handshakes, ECDSA P-256 "
+                "(openssl s_time -new, %d s): connections/s" % secs, "conn/s", targets,
+                lambda t: self.s_time(t, "new", secs), baseline=("nginx",))
+            self.throughput_scenario(
+                "tls_resumed", "9b. new TLS 1.3 connections, resumed from a ticket "
+                "(openssl s_time -reuse, %d s): connections/s" % secs, "conn/s", targets,
+                lambda t: self.s_time(t, "reuse", secs), baseline=("nginx",))
+        finally:
+            for t in targets:
+                t.stop()
+        try:
+            sign, verify = self.ecdsa_signs_per_s()
+        except (HarnessError, OSError) as e:
+            sign = verify = None
+            self.error("openssl speed: %s" % e)
+        self.info["ecdsap256"] = {"sign_per_s": sign, "verify_per_s": verify}
+        log("openssl speed ecdsap256 on the proxies' CPU: %s signs/s, %s verifies/s (one core)"
+            % (fmt_num(sign), fmt_num(verify)))
+
     # -- instructions per operation ----------------------------------------------------------
 
     def instructions_scenario(self, kinds):
@@ -1486,6 +1619,14 @@ class Harness:
 
         if "ratelimit" in sc:
             self.ratelimit_scenario()
+
+        if "tls" in sc:
+            kinds = [n for n in a.targets if n in ("sluice", "nginx") and n in self.targets]
+            if a.openssl:
+                self.tls_scenario(kinds)
+            else:
+                self.notes.append("scenario tls skipped: the openssl command is not installed")
+                log("\n== 9. TLS: skipped (the openssl command is not installed)")
 
         if "instructions" in sc:
             self.instructions_scenario([n for n in a.targets if n != "direct" and n in self.targets])
@@ -1752,6 +1893,7 @@ def parse_args(argv):
     ap.add_argument("--haproxy", help="haproxy binary (default from PATH or /usr/sbin)")
     ap.add_argument("--wrk", help="wrk binary (default from PATH)")
     ap.add_argument("--valgrind", help="valgrind binary, for `instructions` (default from PATH)")
+    ap.add_argument("--openssl", help="openssl command, for `tls` (default from PATH)")
     ap.add_argument("--targets", default=",".join(ALL_TARGETS),
                     help="comma-separated subset of %s" % ",".join(ALL_TARGETS))
     ap.add_argument("--scenarios", default=",".join(ALL_SCENARIOS),
@@ -1801,6 +1943,9 @@ def parse_args(argv):
             setattr(a, tool, path)
         uses_wrk = any(s in a.scenarios for s in ("http", "auth", "instructions", "ratelimit"))
         a.wrk = find_tool(a.wrk, "wrk", uses_wrk and not a.skip_missing) if uses_wrk else None
+        uses_openssl = "tls" in a.scenarios
+        a.openssl = find_tool(a.openssl, "openssl", uses_openssl and not a.skip_missing) \
+            if uses_openssl else None
         if "instructions" in a.scenarios:
             a.valgrind = find_tool(a.valgrind, "valgrind", True)
             a.callgrind_control = find_tool(None, "callgrind_control", True)
