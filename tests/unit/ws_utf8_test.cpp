@@ -9,6 +9,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "proxy/ws/codec.h"
@@ -124,7 +125,9 @@ std::vector<std::string> texts() {
       out.push_back(ascii.substr(0, pre) + p + ascii.substr(0, 37));
     }
     for (const std::string& q : pieces()) {
-      out.push_back(p + ascii.substr(0, 17) + q + ascii.substr(0, 5));
+      std::string t = p;
+      t.append(ascii, 0, 17).append(q).append(ascii, 0, 5);
+      out.push_back(std::move(t));
     }
   }
   return out;
@@ -153,14 +156,13 @@ void expectSameOnSplit(const std::string& s, size_t at, bool use_masked, size_t 
   std::string in = use_masked ? masked(s, offset) : s;
   std::vector<uint8_t> a(in.begin(), in.begin() + static_cast<std::ptrdiff_t>(at));
   std::vector<uint8_t> b(in.begin() + static_cast<std::ptrdiff_t>(at), in.end());
-  std::string plain = s;
-  bool r1 = ref.feed(bytes(plain), at);
+  bool r1 = ref.feed(bytes(s), at);
   bool v1 =
       use_masked ? v.feedMasked(a.data(), a.size(), kMask, offset) : v.feed(a.data(), a.size());
   ASSERT_EQ(r1, v1);
   ASSERT_EQ(ref.failed(), v.failed());
   ASSERT_EQ(ref.complete(), v.complete());
-  bool r2 = ref.feed(bytes(plain) + at, plain.size() - at);
+  bool r2 = ref.feed(bytes(s) + at, s.size() - at);
   bool v2 = use_masked ? v.feedMasked(b.data(), b.size(), kMask, offset + at)
                        : v.feed(b.data(), b.size());
   ASSERT_EQ(r2, v2);
