@@ -83,7 +83,7 @@ class Soak:
             self.counts[kind] = self.counts.get(kind, 0) + n
 
     def write_config(self):
-        text = config(self.admin, self.port, [b.address for b in self.http], self.ws.address)
+        text = config(self.admin_port, self.port, [b.address for b in self.http], self.ws.address)
         with open(self.config_path, "w") as f:
             f.write(text)
 
@@ -159,7 +159,7 @@ class Soak:
 
     def sample(self):
         st = proc_status(self.proc.pid)
-        rss = int(st.get("VmRSS", "0 kB").split()[0])
+        rss = st.get("VmRSS", 0)  # KiB
         fds = len(os.listdir("/proc/%d/fd" % self.proc.pid))
         self.samples.append((round(time.monotonic() - self.t0), rss, fds))
 
@@ -167,7 +167,6 @@ class Soak:
         self.http = [Backend(self.tmp, name="b%d" % i) for i in range(3)]
         self.ws = WsBackend(self.tmp)
         self.port, self.admin_port = free_port(), free_port()
-        self.admin = self.admin_port
         self.config_path = os.path.join(self.tmp, "soak.toml")
         self.write_config()
         err = open(os.path.join(self.tmp, "sluice.stderr"), "wb")
