@@ -139,6 +139,9 @@ class KeepAliveAndPipelining(SluiceTestCase):
         self.assertFalse(c.eof)
 
     def test_upstream_connection_is_reused(self):
+        # Idle upstream connections are kept per worker: one worker here, whatever
+        # SLUICE_TEST_WORKERS says, so that every client lands on the same pool.
+        self.backend, self.sluice = self.start_proxy(server={"workers": 1})
         c = self.connect(self.sluice)
         ids = [c.request("GET", "/echo/%d" % i).json()["connection_id"] for i in range(5)]
         self.assertEqual(len(set(ids)), 1, "sluice opened a new upstream connection per request: %s" % ids)
