@@ -28,7 +28,11 @@ later: A B C D, B C D A, ...; medians reported):
                 connections/s (ws_connect's load) and HTTP keep-alive requests/s (http's load),
                 every request and upgrade carrying `Authorization: Bearer` (the same bytes for
                 the target without filters). Tokens are signed with the openssl command line and
-                the test keys of tests/unit/data/jwt/.
+                the test keys of tests/unit/data/jwt/. The HTTP load also runs through nginx
+                without and with auth_request to a local verifier (tests/bench/jwt_verifier.js,
+                Node: one process, node:crypto, on the proxy's CPU; its CPU is not in "per
+                core"), ES256 and RS256, and ES256 with the verifier's answers cached per token
+                (proxy_cache), the closest open-source equivalent.
     ratelimit   the cost of a rate limit that never triggers: HTTP (wrk) through sluice without
                 filters, with a local ratelimit filter (key source_ip) and with the Redis store
                 (a redis-server of the harness's own; leases of 5000 tokens per round trip),
@@ -314,6 +318,14 @@ def read_text(path, limit=None):
     if limit and len(data) > limit:
         data = data[-limit:]
     return data.decode("utf-8", "replace")
+
+
+def read_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 def tail(p, n=15):
@@ -819,19 +831,58 @@ http {
             f.write(self.config(d))
         self.proc = spawn(self.wrap + [self.h.args.nginx, "-p", d + "/", "-c", conf, "-e", "stderr"],
                           d, "nginx", cpus=self.h.proxy_cpus)
-        wait_http_ok(self.proc, self.port, self.start_timeout(), "nginx")
+        bearer = getattr(self, "bearer", None)
+        wait_http_ok(self.proc, self.port, self.start_timeout(), "nginx", [bearer] if bearer else ())
         if self.wrap:  # master_process off: the one process does the work
             self.pid = self.proc.pid
             return
         deadline = time.monotonic() + 5
         while True:
-            workers = child_pids(self.proc.pid)
+            # only the worker: proxy_cache_path (NginxAuth's cache) adds a cache manager and loader
+            workers = [c for c in child_pids(self.proc.pid)
+                       if b"worker process" in read_bytes("/proc/%d/cmdline" % c)]
             if len(workers) == 1:
                 self.pid = workers[0]
                 return
             if time.monotonic() > deadline:
                 raise HarnessError("nginx: expected one worker process, found %r" % workers)
             time.sleep(0.05)
+
+
+class NginxAuth(Nginx):
+    """nginx asking a local JWT verifier (tests/bench/jwt_verifier.js) with auth_request before
+    every request: the closest open-source equivalent of sluice's `jwt` filter. `cache`: the
+    verifier's answers cached per Authorization header (proxy_cache on the subrequest), the
+    counterpart of the jwt filter's warm cache."""
+
+    def __init__(self, h, name, verifier_port, cache=False):
+        super().__init__(h, name)
+        self.verifier_port = verifier_port
+        self.cache = cache
+
+    def config(self, d):
+        conf = super().config(d)
+        upstream = '''upstream verifier {
+        server 127.0.0.1:%d;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    %s
+    upstream backend {''' % (self.verifier_port,
+                            "proxy_cache_path %s/authcache keys_zone=auth:1m;" % d if self.cache else "")
+        auth = '''location = /_auth {
+            internal;
+            proxy_pass http://verifier;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            %s
+        }
+        location / {
+            auth_request /_auth;''' % ("proxy_cache auth; proxy_cache_key $http_authorization; "
+                                       "proxy_cache_valid 204 60s;" if self.cache else "")
+        return conf.replace("upstream backend {", upstream, 1).replace("location / {", auth, 1)
 
 
 class Haproxy(Target):
@@ -1088,6 +1139,32 @@ class Harness:
             except HarnessError as e:
                 self.error("%s failed to start: %s" % (name, e))
         base = ("sluice (no filters)",)
+        # nginx + auth_request to a local verifier, for the HTTP figure (when nginx and node are
+        # installed). The verifier shares the proxy's CPU: sluice's one worker verifies tokens
+        # itself, so nginx and its verifier get one core between them too.
+        ntargets, verifiers = [], []
+        if self.args.nginx and "nginx" in self.args.targets and shutil.which("node"):
+            vport = {}
+            for alg in ("ES256", "RS256"):
+                vport[alg] = free_port()
+                pub = os.path.join(JWT_KEYS, "ec256.pub" if alg == "ES256" else "rsa.pub")
+                v = spawn(["node", os.path.join(HERE, "jwt_verifier.js"), "--port", str(vport[alg]),
+                           "--key", pub, "--alg", alg], self.tmp, "verifier-" + alg,
+                          cpus=self.proxy_cpus, tool=True)
+                verifiers.append(v)
+                wait_output(v, r"^ready", 10)
+            for t, alg in ((Nginx(self), "ES256"),
+                           (NginxAuth(self, "nginx+auth_request ES256", vport["ES256"]), "ES256"),
+                           (NginxAuth(self, "nginx+auth_request ES256 cached", vport["ES256"], True),
+                            "ES256"),
+                           (NginxAuth(self, "nginx+auth_request RS256", vport["RS256"]), "RS256")):
+                t.bearer = "Authorization: Bearer " + tokens[alg]
+                try:
+                    ntargets.append(t.start())
+                except HarnessError as e:
+                    self.error("%s failed to start: %s" % (t.name, e))
+        else:
+            self.notes.append("auth: no nginx + auth_request comparison (nginx or node missing)")
         try:
             self.throughput_scenario(
                 "auth_connect", "6b. jwt: new WebSocket connections with a Bearer token "
@@ -1097,13 +1174,17 @@ class Harness:
             if self.args.wrk:
                 self.throughput_scenario(
                     "auth_http", "6c. jwt: HTTP keep-alive GET with a Bearer token (wrk -t1 -c64, "
-                    "%d s): requests/s, ratio to sluice without filters" % P["http_s"], "req/s",
-                    atargets, lambda t: self.wrk(t, P["http_s"], ["-H", t.bearer]), baseline=base)
+                    "%d s): requests/s, ratio to sluice without filters and to nginx" % P["http_s"],
+                    "req/s", atargets + ntargets,
+                    lambda t: self.wrk(t, P["http_s"], ["-H", t.bearer]),
+                    baseline=base + (("nginx",) if ntargets else ()))
             else:
                 self.notes.append("scenario auth_http skipped: wrk is not installed")
         finally:
-            for t in atargets:
+            for t in atargets + ntargets:
                 t.stop()
+            for v in verifiers:
+                stop(v)
 
     def ratelimit_scenario(self):
         """A rate limit that never triggers, against no limit: sluice (local and Redis), nginx's
