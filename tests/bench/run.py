@@ -704,7 +704,9 @@ pool = "backend"
         data = b""
         try:
             with socket.create_connection((LOCALHOST, self.admin), timeout=5) as s:
-                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                # the admin listener answers only requests naming its own address (DNS rebinding)
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n"
+                          % self.admin)
                 while True:
                     b = s.recv(65536)
                     if not b:
@@ -712,6 +714,8 @@ pool = "backend"
                     data += b
         except OSError:
             return 0
+        if not data.startswith(b"HTTP/1.1 200"):
+            raise HarnessError("%s: GET /metrics answered %r" % (self.name, data[:60]))
         total = 0.0
         for line in data.decode("utf-8", "replace").splitlines():
             if line.startswith(name + "{") or line.startswith(name + " "):
