@@ -58,10 +58,17 @@ SIZES = [64, 16384]
 
 
 def cpu_s(pid):
-    """CPU seconds the process has run, from /proc/PID/schedstat (nanoseconds: at a few percent
-    of a core, /proc/PID/stat's 10 ms ticks are too coarse)."""
-    with open("/proc/%d/schedstat" % pid) as f:
-        return int(f.read().split()[0]) / 1e9
+    """CPU seconds the process's live threads have run (sluice's worker is a thread of its own),
+    from /proc/PID/task/*/schedstat: nanoseconds, where /proc/PID/stat's 10 ms ticks are too
+    coarse at a few percent of a core."""
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass
+    return total / 1e9
 
 
 def node_path():
