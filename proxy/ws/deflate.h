@@ -242,10 +242,11 @@ class Deflater {
     uint8_t mem_level = 8;                 // 1..9: the hash table and the block buffer
     int level = 6;                         // zlib's 0..9
     bool no_context_takeover = true;       // start every message afresh
-    // Without context takeover: free the zlib state after every message (a deflater per
-    // connection: idle costs nothing, each message pays the allocation and a ~2^(mem_level+8)
-    // byte hash clear) or keep it (one deflater shared by a worker's connections, each call a
-    // whole message). Ignored with context takeover, whose state must live on.
+    // Without context takeover: let go of the zlib state after every message (a deflater per
+    // connection: idle costs nothing; the reset state goes to a small per-thread set of idle
+    // streams that the thread's next message takes, so a message pays a reset, not a new
+    // stream) or keep it (one deflater shared by a worker's connections, each call a whole
+    // message). Ignored with context takeover, whose state must live on.
     bool release_after_message = true;
     // Messages shorter than this are better sent uncompressed (see shouldCompress()).
     size_t threshold = 256;
@@ -277,6 +278,7 @@ class Deflater {
 
   // Frees the zlib state now; the next compress() starts a fresh stream (context is lost).
   void release();
+  int idleKey() const;  // which idle streams fit this deflater
   // Bytes zlib holds now.
   size_t memoryBytes() const;
   const Options& options() const { return options_; }

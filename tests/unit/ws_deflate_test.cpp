@@ -611,6 +611,43 @@ TEST(WsDeflateCodec, MemoryIsFreedBetweenMessagesWithoutTakeover) {
   EXPECT_GT(keep.memoryBytes(), 32u * 1024);
 }
 
+// Without context takeover a finished stream is reset and kept for the thread's next message:
+// deflaters and inflaters of different parameters, interleaved, each get a stream that fits
+// and produce what fresh ones produce.
+TEST(WsDeflateCodec, StreamsKeptBetweenMessagesFitTheirUser) {
+  const std::string m = text(5000, 3);
+  std::vector<Deflater::Options> kinds = {
+      {}, {.window_bits = 9}, {.mem_level = 1}, {.level = 1}, {.window_bits = 10, .level = 9}};
+  std::vector<std::string> expected;
+  for (const auto& k : kinds) {
+    Deflater fresh(k);
+    expected.push_back(deflateAll(fresh, m));
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (size_t i = 0; i < kinds.size(); ++i) {
+      Deflater d(kinds[i]);
+      std::string c = deflateAll(d, m);
+      EXPECT_EQ(c, expected[i]) << "kind " << i << " round " << round;
+      EXPECT_EQ(d.memoryBytes(), 0u);  // nothing held by the connection between messages
+      Inflater in(Inflater::Options{.window_bits = kinds[i].window_bits,
+                                    .no_context_takeover = true});
+      EXPECT_EQ(inflateAll(in, c), m);
+      EXPECT_EQ(in.memoryBytes(), 0u);
+    }
+  }
+  // A stream that failed mid-message is never kept: the next message inflates cleanly.
+  Inflater bad(Inflater::Options{.no_context_takeover = true});
+  std::string out;
+  std::string garbage = "\xff\xff\xff\xff garbage";
+  Status s = bad.feed(garbage, &out);
+  if (s == Status::kOk) {
+    s = bad.finishMessage(&out);
+  }
+  EXPECT_NE(s, Status::kOk);
+  Inflater good(Inflater::Options{.no_context_takeover = true});
+  EXPECT_EQ(inflateAll(good, expected[0]), m);
+}
+
 TEST(WsDeflateCodec, Threshold) {
   Deflater def(Deflater::Options{.threshold = 100});
   EXPECT_FALSE(def.shouldCompress(99));
