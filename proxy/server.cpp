@@ -19,6 +19,7 @@
 #include "proxy/log.h"
 #include "proxy/net/listen.h"
 #include "proxy/net/stream.h"
+#include "proxy/notify.h"
 #include "proxy/privileges.h"
 
 namespace sluice {
@@ -660,6 +661,9 @@ int Server::run() {
   LOG_INFO("sluice %s started: %u worker%s, config %s, admin on %s, pid %d", SLUICE_VERSION,
            workers, workers == 1 ? "" : "s", cfg.path.c_str(), cfg.admin.listen.text.c_str(),
            static_cast<int>(getpid()));
+  notify::ready("generation " + std::to_string(snapshot_->generation) + " serving " +
+                std::to_string(cfg.listeners.size()) + " listener(s), admin on " +
+                cfg.admin.listen.text);
   net::runLoop(&loop_);
   net::closeEventSet(&loop_);  // the admin connections' epoll set
   if (joiner_.joinable()) {
@@ -676,6 +680,7 @@ Server::ReloadResult Server::reload(const char* trigger) {
   ReloadResult result;
   const conf::Config& cur = *snapshot_->config;
   uint64_t generation = snapshot_->generation + 1;
+  notify::reloading(std::string("reloading (") + trigger + ")");
   conf::Diagnostics diagnostics;
   std::shared_ptr<Snapshot> next = std::const_pointer_cast<Snapshot>(
       loadSnapshot(cur.path, generation, &diagnostics, registry_.get(), &backend_states_));
@@ -725,6 +730,8 @@ Server::ReloadResult Server::reload(const char* trigger) {
     }
     result.errors = std::move(errors);
     result.generation = snapshot_->generation;
+    notify::ready("reload (" + std::string(trigger) + ") failed; generation " +
+                  std::to_string(snapshot_->generation) + " keeps running");
     return result;
   }
   if (next->config->admin.listen.text != cur.admin.listen.text) {
@@ -767,6 +774,7 @@ Server::ReloadResult Server::reload(const char* trigger) {
   watchFiles();
   LOG_INFO("reload (%s): generation %llu is live", trigger,
            static_cast<unsigned long long>(generation));
+  notify::ready("generation " + std::to_string(generation) + " is live (" + trigger + ")");
   result.ok = true;
   result.generation = generation;
   return result;
@@ -1224,6 +1232,7 @@ void Server::beginShutdown(int signum) {
   }
   shutting_down_ = true;
   shared_.stopping = true;  // health answers fail from now on
+  notify::stopping(std::string("stopping (") + strsignal(signum) + ")");
   conf::Duration delay = snapshot_->config->server.drain_delay;
   if (delay.count() > 0) {
     LOG_INFO(
@@ -1273,6 +1282,7 @@ void Server::handOver(pid_t new_pid) {
   // The new process accepts on the same sockets (and serves the admin API): this one stops
   // accepting and drains as on SIGTERM, without a lame duck (nothing in front needs to move).
   handed_over_ = true;
+  notify::stopping("handed over to pid " + std::to_string(new_pid));
   uv_timer_stop(&lame_duck_);
   admin_->close();
   closeRememberedSockets();
