@@ -68,16 +68,20 @@ std::string stoppingMessage(std::string_view status) {
   return "STOPPING=1\n" + statusLine(status);
 }
 
-void ready(std::string_view status) { send(readyMessage(status)); }
+void ready(std::string_view status) {
+  send(readyMessage(status));
+}
 
 void reloading(std::string_view status) {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  uint64_t usec = static_cast<uint64_t>(ts.tv_sec) * 1000000u +
-                  static_cast<uint64_t>(ts.tv_nsec) / 1000u;
+  uint64_t usec =
+      static_cast<uint64_t>(ts.tv_sec) * 1000000u + static_cast<uint64_t>(ts.tv_nsec) / 1000u;
   send(reloadingMessage(status, usec));
 }
 
-void stopping(std::string_view status) { send(stoppingMessage(status)); }
+void stopping(std::string_view status) {
+  send(stoppingMessage(status));
+}
 
 }  // namespace sluice::notify
