@@ -7,7 +7,11 @@
 
 set(SLUICE_PKG_DIR ${CMAKE_SOURCE_DIR}/packaging)
 set(SLUICE_GEN_DIR ${CMAKE_BINARY_DIR}/packaging)
-find_package(Python3 REQUIRED COMPONENTS Interpreter)
+# Debian's python3 first (the script needs only the standard library).
+find_program(SLUICE_PKG_PYTHON NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
+if(NOT SLUICE_PKG_PYTHON)
+  find_program(SLUICE_PKG_PYTHON NAMES python3 REQUIRED)
+endif()
 
 # Man pages sluice(8) and sluice.toml(5), generated from the docs (docs/sluice.8.md and
 # docs/configuration.md) so that the two never disagree; gzip -n for reproducible packages.
@@ -16,7 +20,7 @@ set(SLUICE_MAN_SOURCES ${CMAKE_SOURCE_DIR}/docs/sluice.8.md ${CMAKE_SOURCE_DIR}/
 add_custom_command(
   OUTPUT ${SLUICE_GEN_DIR}/sluice.8 ${SLUICE_GEN_DIR}/sluice.toml.5
          ${SLUICE_GEN_DIR}/sluice.8.gz ${SLUICE_GEN_DIR}/sluice.toml.5.gz
-  COMMAND ${Python3_EXECUTABLE} ${SLUICE_PKG_DIR}/manpages.py --version ${PROJECT_VERSION}
+  COMMAND ${SLUICE_PKG_PYTHON} ${SLUICE_PKG_DIR}/manpages.py --version ${PROJECT_VERSION}
           --out ${SLUICE_GEN_DIR} ${CMAKE_SOURCE_DIR}/docs
   COMMAND gzip -9nkf ${SLUICE_GEN_DIR}/sluice.8 ${SLUICE_GEN_DIR}/sluice.toml.5
   DEPENDS ${SLUICE_MAN_SOURCES}
