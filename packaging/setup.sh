@@ -11,8 +11,9 @@ build_pkgs=(build-essential cmake ninja-build pkg-config libuv1-dev node-llhttp 
   nlohmann-json3-dev libgtest-dev googletest python3 curl)
 # nginx, haproxy, wrk and valgrind: the benchmark harness, whose smoke run is part of the tests.
 # redis-server: the rate limiter's Redis store; iproute2: the scale-out test's network namespaces.
+# lintian: packaging/deb.sh checks the .deb; man-db: test_package renders the man pages.
 test_pkgs=(python3-websockets python3-prometheus-client openssl procps chromium clang
-  libclang-rt-14-dev nginx-light haproxy wrk valgrind redis-server iproute2)
+  libclang-rt-14-dev nginx-light haproxy wrk valgrind redis-server iproute2 lintian man-db)
 
 want=("${build_pkgs[@]}")
 case "$mode" in
