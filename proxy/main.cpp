@@ -102,12 +102,7 @@ void version() {
   line("OpenSSL", OpenSSL_version(OPENSSL_VERSION), OPENSSL_VERSION_TEXT);
   line("zlib", zlibVersion(), ZLIB_VERSION);
   line("brotli", brotliVersion(BrotliEncoderVersion()), "");
-  ModSecurity* msc = msc_init();
-  std::string modsec = msc != nullptr ? msc_who_am_i(msc) : "unknown";
-  if (msc != nullptr) {
-    msc_cleanup(msc);
-  }
-  line("libmodsecurity", modsec, MODSECURITY_VERSION);
+  line("libmodsecurity", modsecurity::ModSecurity().whoAmI(), MODSECURITY_VERSION);
   line("llhttp",
        std::to_string(LLHTTP_VERSION_MAJOR) + "." + std::to_string(LLHTTP_VERSION_MINOR) + "." +
            std::to_string(LLHTTP_VERSION_PATCH) + " (compiled in)",
