@@ -45,6 +45,11 @@ def run(argv, timeout=120, **kw):
                           stdin=subprocess.DEVNULL, **kw)
 
 
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
 def unit_lines(path):
     """The [Service] section's settings: name -> list of values (Exec* lines repeat)."""
     out = {}
@@ -221,7 +226,7 @@ class Package(unittest.TestCase):
         self.assertEqual(unit[(svc, "ProtectSystem")], ["strict"])
         self.assertGreaterEqual(int(unit[(svc, "LimitNOFILE")][0]), 1 << 20)
         # The stop timeout outlasts the drain of the packaged config.
-        packaged = open(self.path(PACKAGED_CONFIG)).read()
+        packaged = read(self.path(PACKAGED_CONFIG))
         shutdown = int(re.search(r'^shutdown_timeout = "(\d+)s"', packaged, re.M).group(1))
         self.assertGreater(int(unit[(svc, "TimeoutStopSec")][0].rstrip("s")), shutdown)
 
@@ -295,7 +300,7 @@ class Package(unittest.TestCase):
         access_log = os.path.join(logs, "access.log")
         self.assertEqual(get("/before-rotation"), (200, b"/before-rotation"))
         self.assertTrue(wait_until(lambda: os.path.exists(access_log) and
-                                   "/before-rotation" in open(access_log).read(), 5), log())
+                                   "/before-rotation" in read(access_log), 5), log())
 
         # systemctl reload: the check, then SIGHUP; RELOADING=1 (with MONOTONIC_USEC), READY=1.
         for line in unit[(svc, "ExecReload")]:
@@ -325,8 +330,8 @@ class Package(unittest.TestCase):
         self.assertTrue(wait_until(lambda: "log files reopened" in log(), 5), log())
         self.assertEqual(get("/after-rotation"), (200, b"/after-rotation"))
         self.assertTrue(wait_until(lambda: os.path.exists(access_log) and
-                                   "/after-rotation" in open(access_log).read(), 5), log())
-        self.assertNotIn("/after-rotation", open(access_log + ".1").read())
+                                   "/after-rotation" in read(access_log), 5), log())
+        self.assertNotIn("/after-rotation", read(access_log + ".1"))
 
         # systemctl stop: SIGTERM to the main process (KillMode=mixed); STOPPING=1, exit 0.
         proc.send_signal(signal.SIGTERM)
@@ -334,7 +339,7 @@ class Package(unittest.TestCase):
         self.assertEqual(proc.wait(30), 0, log())
 
     def postrotate_command(self):
-        text = open(self.path("/etc/logrotate.d/sluice")).read()
+        text = read(self.path("/etc/logrotate.d/sluice"))
         m = re.search(r"postrotate\n(.*?)\n\s*endscript", text, re.S)
         self.assertIsNotNone(m, text)
         return m.group(1).strip()
