@@ -59,18 +59,19 @@ set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_PACKAGING_INSTALL_PREFIX /)
 set(CPACK_PACKAGE_CONTACT "sluice maintainers <maintainers@users.noreply.h-seed-be20973b.example>")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "reverse proxy and WebSocket-aware edge gateway")
-set(CPACK_DEBIAN_PACKAGE_DESCRIPTION "reverse proxy and WebSocket-aware edge gateway
- sluice terminates TLS, proxies HTTP/1.1 and WebSockets to pools of backends, and keeps
- reading a WebSocket after the upgrade: every frame is checked against RFC 6455 and every
- message passes a filter chain (origin checks, limits, JWT, rate limits, a WAF) before it
- reaches the other side. Reloads, binary upgrades and drains lose no connection.")
+# The extended description (CPack puts the summary above it as the synopsis).
+set(CPACK_DEBIAN_PACKAGE_DESCRIPTION "sluice terminates TLS, proxies HTTP/1.1 and WebSockets to pools of
+backends, and keeps reading a WebSocket after the upgrade: every frame is
+checked against RFC 6455 and every message passes a filter chain (origin
+checks, limits, JWT, rate limits, a WAF) before it reaches the other side.
+Reloads, binary upgrades and drains lose no connection.")
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 # dpkg-shlibdeps turns the binary's shared libraries into Depends (libuv1, libssl3,
 # libmodsecurity3, libbrotli1, libre2-9, zlib1g, ...); adduser for the postinst.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser")
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser, init-system-helpers (>= 1.52)")
 set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "logrotate")
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "modsecurity-crs")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
