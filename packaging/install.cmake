@@ -47,11 +47,11 @@ install(FILES ${SLUICE_PKG_DIR}/copyright ${SLUICE_GEN_DIR}/changelog.gz
 install(DIRECTORY ${CMAKE_SOURCE_DIR}/docs/ DESTINATION usr/share/doc/sluice
   FILES_MATCHING PATTERN "*.md")
 install(FILES ${CMAKE_SOURCE_DIR}/README.md DESTINATION usr/share/doc/sluice)
-# The examples: every key (full.toml), the smallest setup (demo.toml), includes (conf.d/).
-install(FILES ${CMAKE_SOURCE_DIR}/conf/examples/full.toml ${CMAKE_SOURCE_DIR}/conf/examples/demo.toml
-  ${CMAKE_SOURCE_DIR}/conf/examples/api-keys.txt ${CMAKE_SOURCE_DIR}/conf/examples/make-certs.sh
-  DESTINATION usr/share/doc/sluice/examples)
-install(DIRECTORY ${CMAKE_SOURCE_DIR}/conf/examples/conf.d DESTINATION usr/share/doc/sluice/examples)
+# The examples: every key (full.toml, with the files it names), the smallest setup (demo.toml),
+# includes (conf.d/). Not the certificates and secrets a local run generates beside them.
+install(DIRECTORY ${CMAKE_SOURCE_DIR}/conf/examples/ DESTINATION usr/share/doc/sluice/examples
+  FILES_MATCHING PATTERN "*.toml" PATTERN "*.txt" PATTERN "*.sh"
+  PATTERN "certs" EXCLUDE PATTERN "secrets" EXCLUDE)
 
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME sluice)

@@ -130,7 +130,8 @@ class Package(unittest.TestCase):
                   "/usr/share/doc/sluice/copyright", "/usr/share/doc/sluice/changelog.gz",
                   "/usr/share/doc/sluice/packaging.md", "/usr/share/doc/sluice/configuration.md",
                   "/usr/share/doc/sluice/examples/full.toml",
-                  "/usr/share/doc/sluice/examples/demo.toml"):
+                  "/usr/share/doc/sluice/examples/demo.toml",
+                  "/usr/share/doc/sluice/examples/edge-rules.toml"):
             self.assertTrue(os.path.isfile(self.path(f)), f)
         self.assertTrue(os.stat(self.path(PACKAGED_BINARY)).st_mode & stat.S_IXUSR)
         # The examples check (full.toml names certificates make-certs.sh would create).
