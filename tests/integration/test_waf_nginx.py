@@ -10,9 +10,9 @@ Then the corpus' WebSocket cases (each attack as a text and a JSON message, each
 go through both: nginx+ModSecurity sees only the handshake and lets every message through (0%),
 sluice refuses them (1008). The rates are printed for the report.
 
-nginx's ModSecurity rules file is written from sluice's own: the fixed directives and the base
-rules are read out of filters/waf/waf_rules.cpp, so that a change there that this file does not
-mirror fails here instead of comparing two different configurations."""
+nginx's ModSecurity rules file is written from sluice's own (wafconf.py: the fixed directives and
+the base rules are read out of filters/waf/waf_rules.cpp, so that a change there that is not
+mirrored fails here instead of comparing two different configurations)."""
 
 import json
 import os
@@ -26,12 +26,11 @@ import urllib.parse
 from harness import (LOCALHOST, SOURCE_DIR, RawConn, SluiceTestCase, Table, free_port,
                      wait_until, ws_route)
 from procs import Proc
+from wafconf import MODULE, modsecurity_conf, nginx_conf
 from wsutil import CLOSE, TEXT, WsClient
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-MODULE = "/usr/lib/nginx/modules/ngx_http_modsecurity_module.so"
 CORPUS = os.path.join(SOURCE_DIR, "tests", "waf", "corpus")
-WAF_RULES_CPP = os.path.join(SOURCE_DIR, "filters", "waf", "waf_rules.cpp")
 
 # Both proxies answer from the same rules, so every difference is the connector's. None is known
 # at PL1 on this corpus; an entry is "case id": "why the verdicts differ".
@@ -63,7 +62,8 @@ def http_cases():
         cases.append((cid + "-form", "POST", "/submit",
                       BROWSER + [("Content-Type", "application/x-www-form-urlencoded")],
                       ("q=" + quote(payload)).encode()))
-        cases.append((cid + "-json", "POST", "/api", BROWSER + [("Content-Type", "application/json")],
+        cases.append((cid + "-json", "POST", "/api",
+                      BROWSER + [("Content-Type", "application/json")],
                       json.dumps({"q": payload}, separators=(",", ":")).encode()))
         cases.append((cid + "-cookie", "GET", "/", BROWSER + [("Cookie", "sid=" + quote(payload))],
                       None))
@@ -86,90 +86,6 @@ def ws_cases():
     for n, m in enumerate(corpus_lines("benign_messages.txt"), 1):
         cases.append(("m%02d" % n, m, False))
     return cases
-
-
-# -- the ModSecurity configuration sluice generates (WafRules::configText), for nginx
-
-def sluice_directives():
-    """The fixed directives and the base rules of WafRules::configText, read from its source."""
-    with open(WAF_RULES_CPP, encoding="utf-8") as f:
-        src = f.read()
-    base = re.search(r'kBaseRules = R"\((.*?)\)";', src, re.S).group(1)
-    body = src[src.index("std::string WafRules::configText"):]
-    body = body[:body.index("\n}\n")]
-    fixed = re.findall(r't \+= "(Sec[A-Za-z]+ [^"%]*?)\\n";', body)
-    return fixed, base
-
-
-def modsecurity_conf(paranoia=1, inbound=5, outbound=4):
-    """What configText() generates for the filter's defaults and the Debian CRS."""
-    fixed, base = sluice_directives()
-    # The fixed lines as configText has them today; a new one there must be mirrored here.
-    head = ["SecRequestBodyAccess On", "SecResponseBodyAccess Off",
-            "SecRequestBodyLimitAction Reject", "SecRequestBodyJsonDepthLimit 512",
-            "SecArgumentsLimit 1000", "SecPcreMatchLimit 1000", "SecPcreMatchLimitRecursion 1000",
-            "SecArgumentSeparator &", "SecCookieFormat 0", "SecAuditEngine Off"]
-    tail = ["SecRuleRemoveById 901321"]
-    assert fixed == head + tail, "WafRules::configText changed: mirror it here (%r)" % fixed
-    crs = ["/etc/modsecurity/crs/crs-setup.conf"]
-    for opt in ("/etc/modsecurity/crs/REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf",):
-        if os.path.exists(opt):
-            crs.append(opt)
-    crs.append("/usr/share/modsecurity-crs/rules/*.conf")
-    if os.path.exists("/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf"):
-        crs.append("/etc/modsecurity/crs/RESPONSE-999-EXCLUSION-RULES-AFTER-CRS.conf")
-    lines = head + [base,
-                    'SecAction "id:99001,phase:1,pass,nolog,t:none,setvar:tx.paranoia_level=%d,'
-                    'setvar:tx.inbound_anomaly_score_threshold=%d,'
-                    'setvar:tx.outbound_anomaly_score_threshold=%d"' % (paranoia, inbound,
-                                                                         outbound),
-                    "SecAction \"id:99002,phase:1,pass,nolog,t:none,"
-                    "setvar:'tx.real_ip=%{remote_addr}'\""]
-    lines += ["Include " + f for f in crs]
-    lines += tail + ["SecRuleEngine On", "SecRequestBodyLimit 13107200",
-                     "SecRequestBodyNoFilesLimit 131072"]
-    return "\n".join(lines) + "\n"
-
-
-def nginx_conf(tmpdir, port, http_backend, ws_backend, rules_file, error_level="warn",
-               access_log=None, workers=1):
-    """nginx with ModSecurity on every location; /ws/ proxies WebSockets to ws_backend."""
-    return """
-worker_processes %(workers)d;
-daemon off;
-user root;
-pid %(tmp)s/nginx.pid;
-error_log %(tmp)s/nginx-error.log %(level)s;
-load_module %(module)s;
-events { worker_connections 1024; }
-http {
-    access_log %(access)s;
-    client_body_temp_path %(tmp)s/client_body;
-    proxy_temp_path %(tmp)s/proxy;
-    client_max_body_size 16m;
-    upstream app { server %(http)s; keepalive 16; }
-    upstream ws { server %(ws)s; }
-    server {
-        listen %(localhost)s:%(port)d;
-        modsecurity on;
-        modsecurity_rules_file %(rules)s;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-        location /ws/ {
-            proxy_pass http://ws;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection "upgrade";
-            proxy_read_timeout 60s;
-        }
-    }
-}
-""" % {"workers": workers, "tmp": tmpdir, "level": error_level, "module": MODULE,
-       "access": access_log or "off", "http": http_backend, "ws": ws_backend,
-       "localhost": LOCALHOST, "port": port, "rules": rules_file}
 
 
 def start_nginx(tmpdir, name, conf_text):
@@ -253,9 +169,10 @@ class WafVersusNginx(SluiceTestCase):
             "extra": '[[filters]]\nname = "waf"\ntype = "waf"\naudit_log = "off"\n'})
         rules = os.path.join(self.tmpdir, "modsecurity-main.conf")
         with open(rules, "w") as f:
-            f.write(modsecurity_conf())
+            f.write(modsecurity_conf(paranoia=1))
+        listen = "%s:%d" % (LOCALHOST, free_port())
         self.nginx, self.nginx_port = start_nginx(
-            self.tmpdir, "nginx", nginx_conf(self.tmpdir, free_port(), self.backend.address,
+            self.tmpdir, "nginx", nginx_conf(self.tmpdir, listen, self.backend.address,
                                              self.wsb.address, rules))
         self.backends.append(self.nginx)
 
