@@ -49,6 +49,18 @@ later: A B C D, B C D A, ...; medians reported):
                 the client verifies a signature for every full handshake and is the slower side.
                 `openssl speed ecdsap256` is run once on the proxies' CPU, for the CPU's limit
                 (signs/s per core, the most full handshakes a core could do).
+    waf         the `waf` filter (Debian's OWASP CRS at paranoia level 1, pool_threads = 1, its
+                audit log to a file) against nginx + libnginx-mod-http-modsecurity with the same
+                rules and settings (tests/integration/wafconf.py; worker_processes 1, ModSecurity's
+                line per refused request in the error log): HTTP keep-alive GET (wrk -t1 -c64) of a
+                benign browser request and of an SQL injection (refused with 403 by both; wrk's
+                status errors are the expected answers and are checked to be all of them),
+                requests/s per core. Then WebSocket echo 64 x 64 B text through sluice without
+                filters, with the `waf` filter (messages judged on its pool) and with a 50-rule
+                `rules` filter, messages/s per core. Then the p99 latency of a route without the
+                WAF (wrk -t1 -c8) alone and while a WAF route of the same proxy is saturated
+                (wrk -t1 -c64 of benign requests), sluice and nginx + ModSecurity (a location with
+                `modsecurity off`).
     instructions
                 each proxy (sluice, nginx with master_process off, haproxy) under valgrind's
                 callgrind: user-space instructions per HTTP request (wrk -c4), per 64 B text echo
@@ -120,6 +132,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+import wafconf  # noqa: E402  (nginx + ModSecurity configured like the waf filter)
 LOCALHOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -128,7 +142,7 @@ ORIGIN = "https://app.example.com"
 
 ALL_TARGETS = ["direct", "sluice", "nginx", "haproxy"]
 ALL_SCENARIOS = ["http", "ws_small", "ws_large", "ws_connect", "ws_idle", "filters", "auth",
-                 "ratelimit", "tls", "instructions"]
+                 "ratelimit", "tls", "waf", "instructions"]
 # `instructions`: (id, operation, what the load generator counts)
 INSTR_OPS = [("http", "request", "requests"), ("ws_small", "message", "messages"),
              ("ws_connect", "connection", "connections")]
@@ -165,6 +179,62 @@ FILTER_SETS = [
     ("message_limits", ["message_limits"]),
     ("origin+message_limits", ["origin", "message_limits"]),
 ]
+
+# The `waf` scenario. The same browser-like head for every request; the attack is an SQL injection
+# in a query argument (refused by the CRS at PL1, 942100 and others). The WAF's time budget is
+# raised from 500 ms to 10 s: 64 connections queue behind one pool thread, and the benchmark measures
+# how many requests are judged, not how many are refused for being late (nginx has no budget).
+WAF_HEADERS = [
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
+    "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    "Accept-Language: en-US,en;q=0.5",
+    "Referer: https://shop.example.com/products",
+    "Cookie: session_id=7f3a9c2e41b84d6f; cart=3",
+]
+WAF_BENIGN = "/products?category=shoes&sort=price_asc&page=2"
+WAF_ATTACK = "/search?q=1%27%20UNION%20SELECT%20username%2C%20password%20FROM%20users--"
+WAF_TOML = '''[[filters]]
+name = "waf"
+type = "waf"
+paranoia_level = 1
+pool_threads = 1
+time_budget = "10s"
+audit_log = "%(audit)s"
+'''
+RULES_TOML = '''[[filters]]
+name = "rules"
+type = "rules"
+files = ["%(file)s"]
+audit_log = "off"
+'''
+
+
+def fifty_rules():
+    """A rule file of 50 message rules that the benchmark's random text never matches: 25 plain,
+    25 after lowercasing (two RE2 sets), as an operator's list of words and shapes would be."""
+    words = ["drop table", "union select", "<script", "javascript:", "onerror=", "../..",
+             "/etc/passwd", "${jndi:", "cmd.exe", "powershell", "eval(", "document.cookie",
+             "base64,", "<iframe", "sleep(", "benchmark(", "xp_cmdshell", "information_schema",
+             "wget http", "curl http", "nc -e", "/bin/sh", "php://", "file://", "data:text/html"]
+    out = []
+    for i, w in enumerate(words):
+        pat = re.escape(w).replace("\\ ", "\\s+")
+        out.append('''[[rules]]
+id = "word-%d"
+target = "message"
+transforms = ["lowercase"]
+pattern = '%s'
+action = "close"
+close_code = 1008
+''' % (i, pat))
+        out.append('''[[rules]]
+id = "shape-%d"
+target = "message"
+pattern = '(?:^|[^A-Za-z])Forbidden%02d[#$%%&]{2,}'
+action = "drop"
+''' % (i, i))
+    return "\n".join(out)
+
 
 # The `auth` scenario: target name -> (algorithm, cache_entries); None: no filter.
 JWT_KEYS = os.path.join(ROOT, "tests", "unit", "data", "jwt")
@@ -936,6 +1006,40 @@ backend app
         self.pid = self.proc.pid
 
 
+class NginxWaf(Nginx):
+    """nginx + libnginx-mod-http-modsecurity configured like sluice's `waf` filter
+    (tests/integration/wafconf.py); /plain/ is a location with ModSecurity off."""
+
+    def __init__(self, h, name="nginx+modsecurity"):
+        super().__init__(h, name)
+
+    def config(self, d):
+        rules = os.path.join(d, "modsecurity-main.conf")
+        with open(rules, "w") as f:
+            f.write(wafconf.modsecurity_conf(paranoia=1))
+        backend = "127.0.0.1:%d" % self.h.backend.port
+        plain = ("location /plain/ { modsecurity off; proxy_pass http://app; "
+                 'proxy_http_version 1.1; proxy_set_header Connection ""; }')
+        return wafconf.nginx_conf(d, "127.0.0.1:%d" % self.port, backend, backend, rules,
+                                  error_log=os.path.join(d, "nginx-error.log"),
+                                  extra_server=plain)
+
+
+class SluiceWafRoutes(Sluice):
+    """sluice with the `waf` filter on every route but /plain/ (for the p99 of a route without the
+    WAF beside a saturated one)."""
+
+    def config(self, admin_port):
+        toml = super().config(admin_port)
+        return toml.replace('''[[pools]]''', '''[[routes]]
+listener = "bench"
+host = "*"
+path_prefix = "/plain/"
+pool = "backend"
+
+[[pools]]''', 1)
+
+
 # ---------------------------------------------------------------------------------------------
 # load generators
 
@@ -1039,13 +1143,22 @@ class Harness:
 
     # -- one run of each kind -----------------------------------------------------------------
 
-    def wrk(self, t, secs, extra=()):
-        argv = [self.args.wrk, "-t1", "-c64", "-d%ds" % secs, "--latency", "-s", self.wrk_script]
-        argv += list(extra) + ["http://127.0.0.1:%d/" % t.port]
+    def wrk(self, t, secs, extra=(), path="/", conns=64, refused=False):
+        """wrk against target t. refused: every answer is expected to be a 4xx (an attack that
+        the WAF refuses): wrk's status errors are then the result, and any answer that was not
+        one is counted as the error not_refused."""
+        argv = [self.args.wrk, "-t1", "-c%d" % conns, "-d%ds" % secs, "--latency", "-s",
+                self.wrk_script]
+        argv += list(extra) + ["http://127.0.0.1:%d%s" % (t.port, path)]
 
         def parse(p):
             j = last_json_line(p)
             errs = {k: v for k, v in j["errors"].items() if v}
+            if refused:
+                # wrk counts the requests that got an answer, refused ones included
+                passed = j["requests"] - errs.pop("status", 0)
+                if passed > 0:
+                    errs["not_refused"] = passed
             dur = j["duration_us"] / 1e6
             return {"value": j["requests"] / dur if dur > 0 else None,
                     "p50_ms": j["latency_us"]["p50"] / 1000.0,
@@ -1189,6 +1302,135 @@ class Harness:
                 t.stop()
             for v in verifiers:
                 stop(v)
+
+    def waf_scenarios(self):
+        """The `waf` filter against nginx + ModSecurity with the same CRS (HTTP), the WAF and a
+        50-rule `rules` filter on WebSocket messages, and the latency of a route without the WAF
+        beside a saturated WAF route."""
+        P = self.p
+        a = self.args
+        d = os.path.join(self.tmp, "waf")
+        os.makedirs(d, exist_ok=True)
+        waf = {"waf": WAF_TOML % {"audit": os.path.join(d, "waf-audit.log")}}
+        rules_file = os.path.join(d, "fifty.toml")
+        with open(rules_file, "w") as f:
+            f.write(fifty_rules())
+        rules = {"rules": RULES_TOML % {"file": rules_file}}
+        headers = [x for h in WAF_HEADERS for x in ("-H", h)]
+        targets = []
+
+        def add(t):
+            try:
+                targets.append(t.start())
+            except HarnessError as e:
+                self.error("%s failed to start: %s" % (t.name, e))
+            return t
+        sw = add(SluiceWafRoutes(self, "sluice+waf", ["waf"], waf))
+        nw = None
+        if a.nginx and "nginx" in a.targets and os.path.exists(wafconf.MODULE):
+            nw = add(NginxWaf(self))
+        else:
+            self.notes.append("waf: nginx or %s is missing; sluice alone" % wafconf.MODULE)
+        base = ("nginx+modsecurity",)
+        try:
+            http = [t for t in targets if t in (sw, nw)]
+            self.throughput_scenario(
+                "waf_benign", "10a. CRS PL1, benign HTTP keep-alive GET with a browser's head "
+                "(wrk -t1 -c64, %d s): requests/s" % P["http_s"], "req/s", http,
+                lambda t: self.wrk(t, P["http_s"], headers, path=WAF_BENIGN), baseline=base)
+            self.throughput_scenario(
+                "waf_attack", "10b. CRS PL1, SQL injection in the query, every request refused "
+                "(wrk -t1 -c64, %d s): requests/s" % P["http_s"], "req/s", http,
+                lambda t: self.wrk(t, P["http_s"], headers, path=WAF_ATTACK, refused=True),
+                baseline=base)
+            self.waf_latency([t for t in (sw, nw) if t in targets], headers)
+        finally:
+            for t in targets:
+                t.stop()
+        wtargets = []
+        for t in (Sluice(self, "sluice (no filters)"), Sluice(self, "sluice+waf", ["waf"], waf),
+                  Sluice(self, "sluice+rules (50)", ["rules"], rules)):
+            try:
+                wtargets.append(t.start())
+            except HarnessError as e:
+                self.error("%s failed to start: %s" % (t.name, e))
+        ws_headers = [x for h in WAF_HEADERS[:3] for x in ("--header", h)]
+        try:
+            self.throughput_scenario(
+                "waf_ws", "10d. WebSocket echo 64 x 64 B text (%.1f s), every client message "
+                "judged: messages/s, ratio to sluice without filters" % P["ws_s"], "msg/s",
+                wtargets, lambda t: self.echo(t, 64, 64, P["ws_s"], ws_headers),
+                baseline=("sluice (no filters)",))
+        finally:
+            for t in wtargets:
+                t.stop()
+
+    def waf_latency(self, targets, headers):
+        """p99 of GET /plain/ (no WAF; wrk -t1 -c8) alone, then while wrk -t1 -c64 saturates the
+        WAF route of the same proxy with benign requests."""
+        secs = self.p["http_s"]
+        title = ("10c. p99 latency of a route without the WAF (wrk -t1 -c8, %d s), alone and "
+                 "while a WAF route of the same proxy is saturated (wrk -t1 -c64)" % secs)
+        log("\n== " + title)
+        d = os.path.join(self.tmp, "runs")
+        os.makedirs(d, exist_ok=True)
+        out = {}
+
+        def wrk_proc(t, conns, path, tag):
+            argv = [self.args.wrk, "-t1", "-c%d" % conns, "-d%ds" % secs, "--latency", "-s",
+                    self.wrk_script] + headers + ["http://127.0.0.1:%d%s" % (t.port, path)]
+            return spawn(argv, d, "%s-%03d" % (tag, len(self.runs)), cpus=self.load_cpus,
+                         tool=True)
+
+        def result(p):
+            wait_exit(p, secs + 20)
+            j = last_json_line(p)
+            dur = j["duration_us"] / 1e6
+            return {"rps": j["requests"] / dur if dur > 0 else None,
+                    "p50_ms": j["latency_us"]["p50"] / 1000.0,
+                    "p99_ms": j["latency_us"]["p99"] / 1000.0,
+                    "errors": sum(v for v in j["errors"].values())}
+        for r in range(self.p["rounds"]):
+            for t in targets:
+                if not self.ensure(t):
+                    continue
+                try:
+                    alone = result(wrk_proc(t, 8, "/plain/x", "wrk-plain"))
+                    loadp = wrk_proc(t, 64, WAF_BENIGN, "wrk-waf")
+                    time.sleep(0.3)  # the WAF route saturated first
+                    plain = result(wrk_proc(t, 8, "/plain/x", "wrk-plain"))
+                    loaded = result(loadp)
+                except (HarnessError, KeyError, TypeError, ValueError) as e:
+                    self.error("waf_latency / %s round %d: %s" % (t.name, r + 1, e))
+                    continue
+                run = {"round": r, "alone": alone, "beside_waf": plain, "waf_route": loaded}
+                out.setdefault(t.name, []).append(run)
+                self.runs.append(dict(scenario="waf_latency", target=t.name, **run))
+                log("  round %d %-24s /plain/ alone: %s req/s, p99 %.2f ms; beside a saturated "
+                    "WAF route: %s req/s, p99 %.2f ms (WAF route %s req/s, p99 %.1f ms)%s"
+                    % (r + 1, t.name, fmt_num(alone["rps"]), alone["p99_ms"],
+                       fmt_num(plain["rps"]), plain["p99_ms"], fmt_num(loaded["rps"]),
+                       loaded["p99_ms"],
+                       ", ERRORS" if alone["errors"] or plain["errors"] or loaded["errors"]
+                       else ""))
+        summary = {}
+        for name, runs in out.items():
+            summary[name] = {k: {f: median([x[k][f] for x in runs]) for f in
+                                 ("rps", "p50_ms", "p99_ms", "errors")}
+                             for k in ("alone", "beside_waf", "waf_route")}
+        self.results["waf_latency"] = {"id": "waf_latency", "title": title, "unit": "ms",
+                                       "latency": summary}
+        for name, m in summary.items():
+            if m["beside_waf"]["rps"]:
+                beside = "%.2f ms (%.1fx)" % (m["beside_waf"]["p99_ms"], m["beside_waf"]["p99_ms"]
+                                              / max(m["alone"]["p99_ms"], 1e-6))
+            else:
+                beside = "none completed"
+            line = ("  %-20s /plain/ p99 alone %.2f ms, beside a saturated WAF route %s; /plain/ "
+                    "req/s %s -> %s" % (name, m["alone"]["p99_ms"], beside,
+                                        fmt_num(m["alone"]["rps"]), fmt_num(m["beside_waf"]["rps"])))
+            self.notes.append("waf_latency: " + line.strip())
+            log(line)
 
     def ratelimit_scenario(self):
         """A rate limit that never triggers, against no limit: sluice (local and Redis), nginx's
@@ -1713,6 +1955,9 @@ class Harness:
                 self.notes.append("scenario tls skipped: the openssl command is not installed")
                 log("\n== 9. TLS: skipped (the openssl command is not installed)")
 
+        if "waf" in sc and "sluice" in a.targets:
+            self.waf_scenarios()
+
         if "instructions" in sc:
             self.instructions_scenario([n for n in a.targets if n != "direct" and n in self.targets])
 
@@ -1729,7 +1974,8 @@ class Harness:
             print("pinning: proxies on CPU %s; backend and load generators on CPU %s"
                   % (",".join(map(str, sorted(self.proxy_cpus))), ",".join(map(str, sorted(self.load_cpus)))))
         for sid in self.results:
-            print_table(self.results[sid], out=sys.stdout)
+            if "medians" in self.results[sid]:  # waf_latency is in the notes
+                print_table(self.results[sid], out=sys.stdout)
         for n in self.notes:
             print("note: " + n)
         if self.errors:
@@ -1898,11 +2144,12 @@ def print_table(res, out=sys.stderr):
                 w, n, fmt_num(m["value"], unit), fmt_x(m.get("x_nginx")), fmt_x(m.get("x_haproxy")),
                 fmt_kib(m.get("operations")), m["errors"] or "0"))
     else:
-        filt = res["id"] in ("filters", "auth_connect", "auth_http")
+        filt = res["id"] in ("filters", "auth_connect", "auth_http", "waf_benign", "waf_attack",
+                             "waf_ws")
         lat = any("p99_ms" in m for m in med.values())
         hdr = "  %-*s %11s %11s" % (w, "target", unit, "per core")
         if filt:
-            hdr += " %8s %8s" % ("x none", "core x")
+            hdr += " %8s %8s" % ("x base" if res["id"].startswith("waf_") else "x none", "core x")
         else:
             hdr += " %8s %8s %9s" % ("x nginx", "core x", "core x")
         if lat:
@@ -2026,7 +2273,8 @@ def parse_args(argv):
                 log("note: %s is not installed: target left out" % tool)
                 a.targets.remove(tool)
             setattr(a, tool, path)
-        uses_wrk = any(s in a.scenarios for s in ("http", "auth", "instructions", "ratelimit"))
+        uses_wrk = any(s in a.scenarios for s in ("http", "auth", "instructions", "ratelimit",
+                                                  "waf"))
         a.wrk = find_tool(a.wrk, "wrk", uses_wrk and not a.skip_missing) if uses_wrk else None
         uses_openssl = "tls" in a.scenarios
         a.openssl = find_tool(a.openssl, "openssl", uses_openssl and not a.skip_missing) \
