@@ -190,6 +190,9 @@ WAF_HEADERS = [
     "Accept-Language: en-US,en;q=0.5",
     "Referer: https://shop.example.com/products",
     "Cookie: session_id=7f3a9c2e41b84d6f; cart=3",
+    # by name: a numeric Host scores 3 (rule 920350), which sluice's audit log would record
+    # for every request and nginx's error log (at warn) would not
+    "Host: shop.example.com",
 ]
 WAF_BENIGN = "/products?category=shoes&sort=price_asc&page=2"
 WAF_ATTACK = "/search?q=1%27%20UNION%20SELECT%20username%2C%20password%20FROM%20users--"
