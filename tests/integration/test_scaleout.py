@@ -211,7 +211,6 @@ class AffinityTwoWorkers(SluiceTestCase):
                              % (user, set(results)))
 
 
-@unittest.skipUnless(os.path.exists(REDIS), "redis-server is not installed")
 @unittest.skipUnless(netns_possible(), "network namespaces need root and iproute2")
 class ScaleOut(SluiceTestCase):
     RATE = 10

@@ -1014,7 +1014,6 @@ class WebSocketsOverTls(TlsCase):
         self.assertEqual((ev["code"], ev["reason"]), (4000, "tls bye"))
         self.assertEqual(len(wsb.messages(cid)), 202)
 
-    @unittest.skipUnless(os.path.isfile(CHROMIUM), "chromium is not installed")
     def test_chromium_https_page_and_wss(self):
         page = PageServer(CHROMIUM_PAGE)
         self.backends.append(page)
