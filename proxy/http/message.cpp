@@ -223,8 +223,8 @@ void writeDownstreamResponse(const ResponseHead& resp, BodyFraming framing, bool
   out->append("\r\n");
   bool informational = resp.status >= 100 && resp.status < 200;
   // A response without a body (to HEAD, 304) keeps its Content-Length as information about the
-  // representation: it frames nothing.
-  bool length_is_metadata = framing.kind == Framing::kNone && !informational;
+  // representation: it frames nothing. A 204 never has one (RFC 9110 8.6).
+  bool length_is_metadata = framing.kind == Framing::kNone && !informational && resp.status != 204;
   for (const Header& h : resp.headers) {
     if (isFramingHeader(h.name)) {
       if (length_is_metadata && iequals(h.name, "content-length")) {

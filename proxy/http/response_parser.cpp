@@ -148,7 +148,10 @@ int ResponseParser::cbHeadersComplete(llhttp_t* p) {
     r->stopped_ = true;
     return -1;
   }
-  return r->head_request_ ? 1 : 0;  // 1: a HEAD answer has no body, whatever it declares
+  // 1: no body, whatever the head declares. llhttp would read a Content-Length body after a 204
+  // or 304 (it only skips it for HEAD answers): those bytes are not this response's, and what
+  // follows the response leaves the connection in doubt (never pooled).
+  return framing.kind == Framing::kNone ? 1 : 0;
 }
 
 int ResponseParser::cbBody(llhttp_t* p, const char* at, size_t len) {

@@ -158,6 +158,27 @@ class ResponseFraming(SluiceTestCase):
         self.assertEqual(len(self.backend.connections), 2)
 
 
+    def test_no_body_after_204_or_304_whatever_they_declare(self):
+        # A 204 or 304 has no body even with a Content-Length: what follows its head is not
+        # delivered to the client, and the connection it came on is not reused.
+        def respond(req, conn):
+            if req.target in ("/204", "/304"):
+                status = b"204 No Content" if req.target == "/204" else b"304 Not Modified"
+                return b"HTTP/1.1 " + status + b"\r\nContent-Length: 38\r\n\r\n" + ok(b"poison")
+            return ok(req.target.encode())
+        c = self.start(respond)
+        for path, status in (("/204", 204), ("/304", 304)):
+            r = c.request("GET", path)
+            self.assertEqual(r.status, status, r)
+            self.assertEqual(r.body, b"", r)
+            if status == 204:  # never a Content-Length (RFC 9110 8.6); a 304's is metadata
+                self.assertIsNone(r.header("Content-Length"), r)
+            r = c.request("GET", "/after" + path)  # the same client connection goes on
+            self.assertEqual(r.body, ("/after" + path).encode(), r)
+        # /204 and /304 each leave their connection in doubt: 3 connections for 4 requests.
+        self.assertEqual(len(self.backend.connections), 3)
+
+
 class ResponsePoisoning(SluiceTestCase):
     """The attack end to end, against the regular test backend: a request whose body is a second
     request, sent with its Content-Length nominated in Connection. Were the length dropped, the
