@@ -11,6 +11,18 @@
 
 namespace sluice::filters {
 
+std::string AuditLog::where(const std::optional<std::string>& value,
+                            const std::filesystem::path& config_dir) {
+  if (!value) {
+    return "stderr";
+  }
+  const std::string& v = *value;
+  if (v == "stderr" || v == "off" || v.empty() || v[0] == '/') {
+    return v;
+  }
+  return (config_dir / v).lexically_normal().string();
+}
+
 std::shared_ptr<const AuditLog> AuditLog::open(const std::string& where, std::string* error) {
   if (where == "off") {
     return std::shared_ptr<const AuditLog>(new AuditLog(-1, false));

@@ -7,7 +7,9 @@
 // A file is opened when the filter's config is loaded: a reload reopens it (after rotation).
 
 #include <cstdint>
+#include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -18,6 +20,10 @@ class AuditLog {
   // `where`: "stderr", "off", or an absolute path. Null with `error` set when the file cannot
   // be opened.
   static std::shared_ptr<const AuditLog> open(const std::string& where, std::string* error);
+  // What a filter's `audit_log` key names, for open(): "stderr" when unset, "stderr" and "off"
+  // as they are, a path relative to `config_dir` made absolute.
+  static std::string where(const std::optional<std::string>& value,
+                           const std::filesystem::path& config_dir);
 
   ~AuditLog();
   AuditLog(const AuditLog&) = delete;

@@ -203,12 +203,7 @@ FilterPtr RulesFilter::build(const conf::FilterConfig& config, conf::Diagnostics
     o.error("files", "filter '" + config.name + "' (rules) has no rule files: set 'files'");
   }
   bool detect = o.oneOf("mode", {"block", "detect"}).value_or("block") == "detect";
-  std::string audit_where = "stderr";
-  if (auto a = o.string("audit_log")) {
-    audit_where = *a == "stderr" || *a == "off" || a->empty() || (*a)[0] == '/'
-                      ? *a
-                      : (dir / *a).lexically_normal().string();
-  }
+  std::string audit_where = AuditLog::where(o.string("audit_log"), dir);
   o.finish();
   if (!o.ok()) {
     return nullptr;

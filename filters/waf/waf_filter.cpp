@@ -628,12 +628,7 @@ FilterPtr WafFilter::build(const conf::FilterConfig& config, conf::Diagnostics& 
   s.pool_threads = o.integer<size_t>("pool_threads", 0, 256).value_or(0);
   s.queue_size = o.integer<size_t>("queue_size", 1, 1000000).value_or(1024);
   s.pool_nice = o.integer<int>("pool_nice", 0, 19).value_or(10);
-  std::string audit_where = "stderr";
-  if (auto a = o.string("audit_log")) {
-    audit_where = *a == "stderr" || *a == "off" || a->empty() || (*a)[0] == '/'
-                      ? *a
-                      : (dir / *a).lexically_normal().string();
-  }
+  std::string audit_where = AuditLog::where(o.string("audit_log"), dir);
   o.finish();
   if (!o.ok()) {
     return nullptr;

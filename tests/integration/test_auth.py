@@ -40,7 +40,6 @@ import harness  # noqa: E402
 import websockets  # noqa: E402
 from harness import RawConn, wait_until  # noqa: E402
 from jwks_server import JwksServer  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from servers import PageServer  # noqa: E402
 from tlsutil import Pki  # noqa: E402
 from harness import SluiceTestCase, ws_route  # noqa: E402
@@ -131,27 +130,15 @@ def jwt_filter(name="auth", **keys):
     return "\n".join(lines) + "\n"
 
 
-def metrics(sluice):
-    c = RawConn(sluice.admin_port)
-    try:
-        r = c.request("GET", "/metrics", headers=[("Connection", "close")])
-    finally:
-        c.close()
-    out = {}
-    for fam in text_string_to_metric_families(r.body.decode()):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
 
 def decisions(sluice, filter_name, result, reason):
-    return metrics(sluice).get(("sluice_auth_decisions_total",
-                                (("filter", filter_name), ("reason", reason), ("result", result))), 0)
+    return sluice.admin.metrics().get("sluice_auth_decisions_total", filter=filter_name,
+                                      reason=reason, result=result)
 
 
 def refreshes(sluice, filter_name, result):
-    return metrics(sluice).get(("sluice_filter_jwks_refreshes_total",
-                                (("filter", filter_name), ("result", result))), 0)
+    return sluice.admin.metrics().get("sluice_filter_jwks_refreshes_total", filter=filter_name,
+                                      result=result)
 
 
 def log_entries(sluice):
@@ -240,9 +227,9 @@ class JwtHttp(SluiceTestCase):
         self.assertIn('error="insufficient_scope"', r.header("WWW-Authenticate"))
         self.assertEqual(self.backend.count()["paths"], ["/echo/ok", "/echo/es", "/echo/es"])
 
-        m = metrics(self.sluice)
-        get = lambda result, reason: m.get(("sluice_auth_decisions_total", (  # noqa: E731
-            ("filter", "auth"), ("reason", reason), ("result", result))), 0)
+        m = self.sluice.admin.metrics()
+        get = lambda result, reason: m.get("sluice_auth_decisions_total",  # noqa: E731
+                                           filter="auth", reason=reason, result=result)
         self.assertEqual(get("allow", "verified"), 2)
         self.assertEqual(get("allow", "cached"), 1)
         self.assertEqual(get("deny", "missing_token"), 1)

@@ -11,7 +11,6 @@ import time
 import unittest
 
 from harness import LOCALHOST, RawConn, SluiceTestCase, binary_has_asan, sluice_bin, wait_until
-from prometheus_client.parser import text_string_to_metric_families
 from harness import ws_route
 from test_auth import SECRET, claims, jwt_filter, token
 from wsutil import BINARY, CLOSE, TEXT, WsClient, build_frame
@@ -30,23 +29,10 @@ def rl_toml(name="rl", **keys):
     return "\n".join(lines) + "\n"
 
 
-def metrics(sluice):
-    c = RawConn(sluice.admin_port)
-    try:
-        r = c.request("GET", "/metrics", headers=[("Connection", "close")])
-    finally:
-        c.close()
-    out = {}
-    for fam in text_string_to_metric_families(r.body.decode()):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
 
 def decisions(sluice, scope, decision, name="rl"):
-    key = ("sluice_ratelimit_decisions_total",
-           (("decision", decision), ("filter", name), ("scope", scope)))
-    return metrics(sluice).get(key, 0)
+    return sluice.admin.metrics().get("sluice_ratelimit_decisions_total", decision=decision,
+                                      filter=name, scope=scope)
 
 
 def asan_env():
@@ -261,9 +247,9 @@ class KeyFlood(SluiceTestCase):
         rss_warm = s.rss()["VmRSS"]
         flood(5000, 20000)
         rss_after = s.rss()["VmRSS"]
-        m = metrics(s)
-        keys = m[("sluice_ratelimit_table_keys", (("filter", "rl"),))]
-        evicted = m[("sluice_ratelimit_evictions_total", (("filter", "rl"),))]
+        m = s.admin.metrics()
+        keys = m.get("sluice_ratelimit_table_keys", None, filter="rl")
+        evicted = m.get("sluice_ratelimit_evictions_total", None, filter="rl")
         print("key flood: RSS %.1f MiB after 5000 keys, %.1f MiB after 25000; table %d slots, "
               "%d evictions" % (rss_warm / 1024, rss_after / 1024, keys, evicted))
         self.assertLessEqual(keys, 1024)

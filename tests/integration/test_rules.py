@@ -9,7 +9,6 @@ import os
 import unittest
 
 from harness import RawConn, SluiceTestCase, Table
-from prometheus_client.parser import text_string_to_metric_families
 from harness import ws_route
 
 RULES = r'''
@@ -63,23 +62,10 @@ def rules_toml(path, audit, **keys):
     return "\n".join(lines) + "\n"
 
 
-def metrics(sluice):
-    c = RawConn(sluice.admin_port)
-    try:
-        r = c.request("GET", "/metrics", headers=[("Connection", "close")])
-    finally:
-        c.close()
-    out = {}
-    for fam in text_string_to_metric_families(r.body.decode()):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
 
 def matches(sluice, rule, action):
-    key = ("sluice_rules_matches_total",
-           tuple(sorted({"filter": "mine", "rule": rule, "action": action}.items())))
-    return metrics(sluice).get(key, 0)
+    return sluice.admin.metrics().get("sluice_rules_matches_total", filter="mine", rule=rule,
+                                      action=action)
 
 
 def audit_lines(path):

@@ -13,7 +13,6 @@ import unittest
 import urllib.parse
 
 from harness import RawConn, SluiceTestCase, Table, wait_until
-from prometheus_client.parser import text_string_to_metric_families
 from harness import ws_route
 from wsutil import CLOSE, WsClient
 
@@ -39,21 +38,9 @@ def waf_toml(name="waf", **keys):
     return "\n".join(lines) + "\n"
 
 
-def metrics(sluice):
-    c = RawConn(sluice.admin_port)
-    try:
-        r = c.request("GET", "/metrics", headers=[("Connection", "close")])
-    finally:
-        c.close()
-    out = {}
-    for fam in text_string_to_metric_families(r.body.decode()):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
 
 def metric(sluice, name, **labels):
-    return metrics(sluice).get((name, tuple(sorted(labels.items()))), 0)
+    return sluice.admin.metrics().get(name, **labels)
 
 
 def audit_lines(path):

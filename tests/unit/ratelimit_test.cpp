@@ -224,57 +224,6 @@ conf::FilterConfig filterConfig(const std::string& toml) {
   return c;
 }
 
-// Counts what the filter declares (one cell: worker 0).
-class TestStats : public Stats {
- public:
-  Counter counter(std::string_view family, std::string_view, const Labels& labels) override {
-    return Counter(cell(family, labels));
-  }
-  LatencyHistogram histogram(std::string_view family, std::string_view,
-                             const Labels& labels) override {
-    auto& h = histograms_[std::string(family) + render(labels)];
-    if (!h) {
-      h = std::make_unique<HistogramCells>();
-    }
-    return LatencyHistogram(h.get());
-  }
-  Gauge gauge(std::string_view family, std::string_view, const Labels& labels) override {
-    return Gauge(cell(family, labels));
-  }
-  int64_t get(const std::string& family, const Labels& labels) {
-    auto it = cells_.find(family + render(labels));
-    return it == cells_.end() ? -1 : static_cast<int64_t>(it->second->get());
-  }
-  uint64_t histogramCount(const std::string& family, const Labels& labels) {
-    auto it = histograms_.find(family + render(labels));
-    uint64_t n = 0;
-    if (it != histograms_.end()) {
-      for (auto& b : it->second->buckets) {
-        n += b.load();
-      }
-    }
-    return n;
-  }
-
- private:
-  static std::string render(const Labels& labels) {
-    std::string s;
-    for (const auto& [k, v] : labels) {
-      s += "|" + k + "=" + v;
-    }
-    return s;
-  }
-  StatCell* cell(std::string_view family, const Labels& labels) {
-    auto& c = cells_[std::string(family) + render(labels)];
-    if (!c) {
-      c = std::make_unique<StatCell>();
-    }
-    return c.get();
-  }
-  std::map<std::string, std::unique_ptr<StatCell>> cells_;
-  std::map<std::string, std::unique_ptr<HistogramCells>> histograms_;
-};
-
 // Stream callbacks on one shared clock.
 class Callbacks : public testing::FakeCallbacks {
  public:
@@ -390,7 +339,7 @@ struct Harness {
   }
 
   Clock clock;
-  TestStats stats;
+  testing::RecordingStats stats;
   FilterPtr filter;
   std::shared_ptr<WorkerState> state;
   std::deque<std::string> ips;

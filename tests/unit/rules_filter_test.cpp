@@ -16,32 +16,6 @@
 namespace sluice::filters::rules {
 namespace {
 
-class RecordingStats : public Stats {
- public:
-  Counter counter(std::string_view family, std::string_view, const Labels& labels) override {
-    std::string key(family);
-    for (const auto& [k, v] : labels) {
-      key += "," + k + "=" + v;
-    }
-    auto& cells = cells_[key];
-    if (!cells) {
-      cells = std::make_unique<StatCell[]>(1);
-    }
-    return Counter(cells.get());
-  }
-  LatencyHistogram histogram(std::string_view, std::string_view, const Labels&) override {
-    return {};
-  }
-  Gauge gauge(std::string_view, std::string_view, const Labels&) override { return {}; }
-  uint64_t value(const std::string& key) {
-    auto it = cells_.find(key);
-    return it == cells_.end() ? 0 : it->second[0].get();
-  }
-
- private:
-  std::map<std::string, std::unique_ptr<StatCell[]>> cells_;
-};
-
 class RulesFilterTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -129,7 +103,7 @@ RequestHead head(std::string url) {
 
 TEST_F(RulesFilterTest, RequestRulesOnTheHead) {
   FilterPtr f = build(kRules);
-  RecordingStats stats;
+  testing::RecordingStats stats;
   f->bindStats(stats);
   EXPECT_EQ(f->phases(), Filter::kRequestHead | Filter::kMessage);  // no body rule: no buffering
   testing::FakeCallbacks cb;
@@ -179,7 +153,7 @@ action = "deny"
 
 TEST_F(RulesFilterTest, MessageRulesCloseDropAndLog) {
   FilterPtr f = build(kRules);
-  RecordingStats stats;
+  testing::RecordingStats stats;
   f->bindStats(stats);
   auto judge = [&](std::string payload, testing::FakeCallbacks& cb) {
     auto s = f->create();
@@ -214,7 +188,7 @@ TEST_F(RulesFilterTest, MessageRulesCloseDropAndLog) {
 
 TEST_F(RulesFilterTest, DetectModeRefusesNothing) {
   FilterPtr f = build(kRules, "mode = \"detect\"");
-  RecordingStats stats;
+  testing::RecordingStats stats;
   f->bindStats(stats);
   testing::FakeCallbacks cb;
   auto s = f->create();

@@ -68,36 +68,6 @@ class Callbacks : public testing::FakeCallbacks {
   PoolDispatcher d;
 };
 
-// Counters by "family{label=value,...}".
-class RecordingStats : public Stats {
- public:
-  Counter counter(std::string_view family, std::string_view, const Labels& labels) override {
-    std::string key(family);
-    for (const auto& [k, v] : labels) {
-      key += "," + k + "=" + v;
-    }
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto& cells = cells_[key];
-    if (!cells) {
-      cells = std::make_unique<StatCell[]>(1);
-    }
-    return Counter(cells.get());
-  }
-  LatencyHistogram histogram(std::string_view, std::string_view, const Labels&) override {
-    return {};
-  }
-  Gauge gauge(std::string_view, std::string_view, const Labels&) override { return {}; }
-  uint64_t value(const std::string& key) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    auto it = cells_.find(key);
-    return it == cells_.end() ? 0 : it->second[0].get();
-  }
-
- private:
-  std::mutex mutex_;
-  std::map<std::string, std::unique_ptr<StatCell[]>> cells_;
-};
-
 conf::FilterConfig filterConfig(const std::string& toml) {
   auto table = std::make_shared<toml::table>(
       toml::parse(std::string_view(toml), std::string_view("test.toml")));
@@ -215,7 +185,7 @@ TEST(WafFilter, ConfigErrorsNameTheKey) {
 
 TEST(WafFilter, RequestsAreJudgedOnThePool) {
   auto f = build("pool_threads = 1");
-  RecordingStats stats;
+  testing::RecordingStats stats;
   f->bindStats(stats);
   EXPECT_EQ(f->phases(), Filter::kRequestHead | Filter::kRequestBody | Filter::kMessage);
   {
@@ -279,7 +249,7 @@ TEST(WafFilter, HeadersOnlyJudgesTheQueryButNotTheBody) {
 
 TEST(WafFilter, HandshakeContextJudgesMessages) {
   auto f = build("pool_threads = 2");
-  RecordingStats stats;
+  testing::RecordingStats stats;
   f->bindStats(stats);
   Stream st(*f, true);
   handshake(st);
@@ -331,7 +301,7 @@ TEST(WafFilter, DropAndBackendMessages) {
 
 TEST(WafFilter, DetectModeCountsAndLetsThrough) {
   auto f = build("mode = \"detect\"\npool_threads = 1");
-  RecordingStats stats;
+  testing::RecordingStats stats;
   f->bindStats(stats);
   Stream st(*f, true);
   RequestHead h = upgrade();
@@ -348,7 +318,7 @@ TEST(WafFilter, DetectModeCountsAndLetsThrough) {
 TEST(WafFilter, FullQueueFollowsOnOverload) {
   for (const char* on : {"deny", "allow"}) {
     auto f = build(std::string("pool_threads = 1\nqueue_size = 1\non_overload = \"") + on + "\"");
-    RecordingStats stats;
+    testing::RecordingStats stats;
     f->bindStats(stats);
     Blocker running, queued;
     ASSERT_TRUE(running.submitTo(f->pool()));
@@ -377,7 +347,7 @@ TEST(WafFilter, FullQueueFollowsOnOverload) {
 TEST(WafFilter, PassedBudgetDecidesAndTheLateVerdictChangesNothing) {
   // A long budget in real time (the pool's deadline), passed on the hand-driven clock.
   auto f = build("pool_threads = 1\ntime_budget = \"60s\"\non_overload = \"deny\"");
-  RecordingStats stats;
+  testing::RecordingStats stats;
   f->bindStats(stats);
   Stream st(*f, true);
   handshake(st);

@@ -7,10 +7,12 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "filters/filter.h"
+#include "filters/stats.h"
 
 namespace sluice::testing {
 
@@ -140,6 +142,74 @@ class FakeCallbacks : public filters::StreamCallbacks {
   std::string log_auth;
   std::string log_path;
   std::map<std::string, std::string> attributes;
+};
+
+// Records what a filter declares in its Stats (one cell per series: worker 0), for tests to
+// read back. Series are named "family,label=value,..." with the labels in declaration order.
+// Thread-safe: a filter may declare series from its pool threads.
+class RecordingStats : public filters::Stats {
+ public:
+  filters::Counter counter(std::string_view family, std::string_view,
+                           const filters::Labels& labels) override {
+    return filters::Counter(cell(family, labels));
+  }
+  filters::LatencyHistogram histogram(std::string_view family, std::string_view,
+                                      const filters::Labels& labels) override {
+    std::lock_guard lock(mutex_);
+    auto& h = histograms_[key(family, labels)];
+    if (!h) {
+      h = std::make_unique<filters::HistogramCells>();
+    }
+    return filters::LatencyHistogram(h.get());
+  }
+  filters::Gauge gauge(std::string_view family, std::string_view,
+                       const filters::Labels& labels) override {
+    return filters::Gauge(cell(family, labels));
+  }
+  // A series' value: 0 when it was never declared.
+  uint64_t value(const std::string& series) {
+    std::lock_guard lock(mutex_);
+    auto it = cells_.find(series);
+    return it == cells_.end() ? 0 : it->second->get();
+  }
+  // The same by family and labels: -1 when it was never declared.
+  int64_t get(std::string_view family, const filters::Labels& labels) {
+    std::lock_guard lock(mutex_);
+    auto it = cells_.find(key(family, labels));
+    return it == cells_.end() ? -1 : static_cast<int64_t>(it->second->get());
+  }
+  uint64_t histogramCount(std::string_view family, const filters::Labels& labels) {
+    std::lock_guard lock(mutex_);
+    auto it = histograms_.find(key(family, labels));
+    uint64_t n = 0;
+    if (it != histograms_.end()) {
+      for (auto& b : it->second->buckets) {
+        n += b.load();
+      }
+    }
+    return n;
+  }
+
+ private:
+  static std::string key(std::string_view family, const filters::Labels& labels) {
+    std::string s(family);
+    for (const auto& [k, v] : labels) {
+      s += "," + k + "=" + v;
+    }
+    return s;
+  }
+  filters::StatCell* cell(std::string_view family, const filters::Labels& labels) {
+    std::lock_guard lock(mutex_);
+    auto& c = cells_[key(family, labels)];
+    if (!c) {
+      c = std::make_unique<filters::StatCell>();
+    }
+    return c.get();
+  }
+
+  std::mutex mutex_;
+  std::map<std::string, std::unique_ptr<filters::StatCell>> cells_;
+  std::map<std::string, std::unique_ptr<filters::HistogramCells>> histograms_;
 };
 
 }  // namespace sluice::testing
