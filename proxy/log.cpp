@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <map>
 
 #include "filters/log.h"
@@ -166,6 +167,24 @@ std::shared_ptr<LogFile> errorLog() {
   return errorLogSlot();
 }
 
+namespace {
+std::mutex g_problems_mutex;
+std::deque<Problem> g_problems;
+
+void remember(std::string_view time, const char* level, std::string_view message) {
+  std::lock_guard lock(g_problems_mutex);
+  if (g_problems.size() == kRecentProblems) {
+    g_problems.pop_front();
+  }
+  g_problems.push_back({std::string(time), level, std::string(message)});
+}
+}  // namespace
+
+std::vector<Problem> recentProblems() {
+  std::lock_guard lock(g_problems_mutex);
+  return {g_problems.begin(), g_problems.end()};
+}
+
 void write(Level level, const char* fmt, ...) {
   char line[2112];
   char* msg = line + 32;  // the time and level go in front
@@ -191,6 +210,10 @@ void write(Level level, const char* fmt, ...) {
   p = std::min<size_t>(p, 32);
   memcpy(msg - p, prefix, p);
   std::string_view out(msg - p, len + p);
+  if (level >= Level::kWarn) {
+    remember(std::string_view(prefix, p - strlen(levelName(level)) - 2), levelName(level),
+             std::string_view(msg, len - 1));
+  }
   if (file) {
     file->write(out);
   } else {

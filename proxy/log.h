@@ -12,6 +12,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sluice::log {
 
@@ -51,6 +52,16 @@ bool enabled(Level level);
 // "debug", "info", "warn", "error".
 bool parseLevel(std::string_view text, Level* level);
 void write(Level level, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// The last warnings and errors written (at most kRecentProblems, oldest first), for the status
+// page: an operator looking at it wants to see what went wrong without reading the log file.
+inline constexpr size_t kRecentProblems = 20;
+struct Problem {
+  std::string time;   // RFC 3339, UTC, milliseconds
+  const char* level;  // "warn" or "error"
+  std::string message;
+};
+std::vector<Problem> recentProblems();
 
 // Where error-log lines go (stderr until set).
 void setErrorLog(std::shared_ptr<LogFile> file);

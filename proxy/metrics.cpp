@@ -286,6 +286,30 @@ int64_t Registry::listenerConnections(const std::string& name) const {
                }));
 }
 
+Registry::RouteTotals Registry::routeTotals(const std::string& name) const {
+  RouteTotals t;
+  auto it = routes_.find(name);
+  if (it == routes_.end()) {
+    return t;
+  }
+  for (unsigned i = 0; i < workers_; ++i) {
+    const RouteSlot& s = it->second[i];
+    for (const Counter& c : s.requests_by_class) {
+      t.requests += c.get();
+    }
+    t.websockets += s.ws_open.get();
+    t.messages[0] += s.ws_messages[0].get();
+    t.messages[1] += s.ws_messages[1].get();
+    for (const RouteSlot::Close& c : s.closes) {
+      uint32_t key = c.key.load(std::memory_order_relaxed);
+      if (key != 0) {
+        t.closes[static_cast<uint16_t>(key >> 2)] += c.count.get();
+      }
+    }
+  }
+  return t;
+}
+
 std::pair<int64_t, int64_t> Registry::backendConnections(const std::string& pool,
                                                          const std::string& address) const {
   auto it = backends_.find(pool + "\n" + address);

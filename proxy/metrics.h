@@ -177,6 +177,14 @@ class Registry : public filters::Stats {
 
   // Sums for /api/status (main thread).
   int64_t listenerConnections(const std::string& name) const;
+  // A route's counters since start, from which the status page computes rates.
+  struct RouteTotals {
+    uint64_t requests = 0;
+    int64_t websockets = 0;               // open now
+    uint64_t messages[2] = {};            // by filters::Direction
+    std::map<uint16_t, uint64_t> closes;  // by close code, whoever closed
+  };
+  RouteTotals routeTotals(const std::string& name) const;
   std::pair<int64_t, int64_t> backendConnections(const std::string& pool,
                                                  const std::string& address) const;
 
