@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include "filters/filter.h"
+#include "proxy/admin_page.h"
 #include "proxy/http/server_connection.h"
 #include "proxy/log.h"
 #include "proxy/net/listen.h"
@@ -550,6 +551,7 @@ int Server::run() {
 
   admin_ = std::make_unique<AdminServer>(
       &loop_, [this](const http::RequestHead& req) { return handleAdmin(req); });
+  admin_->setLiveSource([this] { return statusJson(); });
   bool admin_ok = false;
   for (control::Socket& s : inherited) {
     if (s.kind == 'A' && s.fd >= 0 && sameAddress(cfg.admin.listen, s.address)) {
@@ -718,6 +720,11 @@ Server::ReloadResult Server::reload(const char* trigger) {
     }
   }
   last_reload_.time = rfc3339Now();
+  if (reload_history_.size() == 10) {
+    reload_history_.pop_front();
+  }
+  reload_history_.push_back({last_reload_.time, trigger, next != nullptr,
+                             next ? generation : snapshot_->generation, errors});
   if (!next) {
     registry_->reloads_failure.inc();
     last_reload_.ok = false;
@@ -1004,6 +1011,20 @@ AdminResponse Server::handleAdmin(const http::RequestHead& req) {
     }
     return json(200, statusJson());
   }
+  if (const AdminAsset* asset = findAdminAsset(path); asset != nullptr) {
+    // The page holds no data (it reads it through /api/live with its token): anyone the Host
+    // check lets in may load it.
+    return get ? adminAssetResponse(*asset) : text(405, "method not allowed");
+  }
+  if (path == "/api/live") {
+    std::string_view offered = liveOfferedToken(req);
+    bool offered_ok = !offered.empty() && ((!read_token_.empty() && offered == read_token_) ||
+                                           (!token_.empty() && offered == token_));
+    if (!may_read() && !offered_ok) {
+      return unauthorized();
+    }
+    return AdminServer::liveHandshake(req, liveProtocolOffered(req) ? kLiveProtocol : "");
+  }
   if (path == "/api/reload") {
     if (!post) {
       return text(405, "method not allowed: use POST");
@@ -1167,7 +1188,8 @@ std::string Server::statusJson() const {
          ",\"listener\":" + jsonString(r.listener) + ",\"host\":" + jsonString(r.host) +
          ",\"path_prefix\":" + jsonString(r.path_prefix) + ",\"pool\":" + jsonString(r.pool) +
          ",\"filters\":" + jsonErrors(r.filters) +
-         ",\"websocket\":" + (r.websocket.enabled ? "true" : "false") + "}";
+         ",\"websocket\":" + (r.websocket.enabled ? "true" : "false") + "," +
+         routeTotalsJson(registry_->routeTotals(r.name)) + "}";
   }
   o += "],\"pools\":[";
   for (size_t i = 0; i < cfg.pools.size(); ++i) {
@@ -1185,7 +1207,17 @@ std::string Server::statusJson() const {
     }
     o += "]}";
   }
-  o += "]}";
+  o += "],\"uptime_ms\":" + std::to_string(uv_now(&loop_) - started_ms_);
+  o += ",\"reload_history\":[";
+  for (size_t i = 0; i < reload_history_.size(); ++i) {
+    const ReloadRecord& h = reload_history_[i];
+    o += (i ? "," : "") + std::string("{\"time\":") + jsonString(h.time) +
+         ",\"trigger\":" + jsonString(h.trigger) +
+         ",\"result\":" + jsonString(h.ok ? "success" : "failure") +
+         ",\"generation\":" + std::to_string(h.generation) + ",\"errors\":" + jsonErrors(h.errors) +
+         "}";
+  }
+  o += "]," + problemsJson(log::recentProblems()) + "}";
   return o;
 }
 

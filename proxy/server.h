@@ -4,6 +4,7 @@
 // it replaces), drops privileges, runs the workers, and handles signals, reloads, the admin API
 // and the control socket on the main thread.
 
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -143,6 +144,15 @@ class Server {
     std::string time;
     std::vector<std::string> errors;
   } last_reload_;
+  // The last reloads (at most 10, oldest first), for the status page.
+  struct ReloadRecord {
+    std::string time;
+    std::string trigger;
+    bool ok = false;
+    uint64_t generation = 0;  // the one live after it
+    std::vector<std::string> errors;
+  };
+  std::deque<ReloadRecord> reload_history_;
 };
 
 }  // namespace sluice
