@@ -95,8 +95,11 @@ async function post(path, what) {
 }
 
 function backendAction(pool, address, action) {
-  const path = "/api/pools/" + encodeURIComponent(pool) + "/backends/" +
-      encodeURIComponent(address) + "/" + action;
+  // The API matches names as they are (no percent-decoding): keep the address's ':' (and an
+  // IPv6 address's brackets) as they are.
+  const keep = (s) => encodeURIComponent(s).replace(/%3A/gi, ":").replace(/%5B/gi, "[")
+      .replace(/%5D/gi, "]");
+  const path = "/api/pools/" + keep(pool) + "/backends/" + keep(address) + "/" + action;
   return post(path, action + " " + address);
 }
 

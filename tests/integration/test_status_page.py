@@ -237,14 +237,26 @@ class DevTools:
                 "--remote-allow-origins=*", "--user-data-dir=" + self.profile, "about:blank"]
         self.browser = Proc(tmpdir, "chromium", argv, env=env_without_proxy(HOME=tmpdir)).spawn()
         port_file = os.path.join(self.profile, "DevToolsActivePort")
-        if not wait_until(lambda: os.path.exists(port_file) and open(port_file).read().strip(),
-                          30.0):
+
+        def read_port():
+            try:
+                with open(port_file) as f:
+                    return int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                return None
+        port = wait_until(read_port, 30.0)
+        if not port:
             raise AssertionError("chromium wrote no DevToolsActivePort:\n" +
                                  self.browser.stderr()[-2000:])
-        port = int(open(port_file).read().split()[0])
-        targets = RawConn(port, timeout=10.0).request("GET", "/json/list", host="127.0.0.1").json()
+        conn = RawConn(port, timeout=10.0)
+        try:
+            # (Chromium builds the targets' URLs from the Host header.)
+            targets = conn.request("GET", "/json/list", host="127.0.0.1:%d" % port).json()
+        finally:
+            conn.close()
         page = [t for t in targets if t["type"] == "page"][0]
         self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)  # websockets 10 looks the loop up
         self.ws = self.loop.run_until_complete(
             websockets.connect(page["webSocketDebuggerUrl"], max_size=None, ping_interval=None))
         self.next_id = 0
@@ -277,7 +289,11 @@ class DevTools:
         last = [None]
 
         def check():
-            last[0] = self.eval(expression)
+            try:
+                last[0] = self.eval(expression)
+            except AssertionError as e:  # the page not loaded yet, say
+                last[0] = None
+                self.last_error = e
             return last[0]
         wait_until(check, timeout, interval=0.1)
         return last[0]
@@ -288,6 +304,7 @@ class DevTools:
         except Exception:
             pass
         self.loop.close()
+        asyncio.set_event_loop(None)
         self.browser.stop(timeout=10, group=True)
 
 
@@ -319,7 +336,7 @@ class PageInChromium(StatusPageCase):
         dt.call("Page.navigate", url="http://127.0.0.1:%d/" % s.admin.port)
 
         # It renders, and updates come and move.
-        self.assertTrue(dt.wait("Number(document.body.dataset.updates || 0) >= 2", 10.0),
+        self.assertTrue(dt.wait("document.body && Number(document.body.dataset.updates || 0) >= 2", 10.0),
                         "no live updates in the page")
         self.assertEqual(dt.eval("document.getElementById('live').textContent"), "live")
         self.assertEqual(dt.eval("document.querySelectorAll('#pools tr[data-backend]').length"), 2)
@@ -345,7 +362,8 @@ class PageInChromium(StatusPageCase):
         self.assertEqual(dt.eval("sessionStorage.getItem('sluice-admin-token')"), TOKEN)
         self.assertNotIn(TOKEN, dt.eval("location.href"))
         self.assertTrue(dt.wait("document.getElementById('live').textContent === 'live'", 5.0))
-        dt.eval(row + ".querySelector('button.drain').click()")
+        dt.eval("document.getElementById('message').textContent = '';" +
+                row + ".querySelector('button.drain').click()")
         msg = dt.wait("(m => m.startsWith('drain') && m)"
                       "(document.getElementById('message').textContent)", 5.0)
         self.assertIn("draining", msg or "")
