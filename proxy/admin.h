@@ -39,8 +39,8 @@ class AdminServer {
 
   static constexpr uint64_t kLiveIntervalMs = 1000;
   static constexpr size_t kLiveMaxQueued = size_t{256} * 1024;
-  static constexpr size_t kLiveMaxClientFrame = 1024;      // one data frame's payload
-  static constexpr size_t kLiveMaxClientData = 16 * 1024;  // all data frames of a page
+  static constexpr size_t kLiveMaxClientFrame = 1024;              // one data frame's payload
+  static constexpr size_t kLiveMaxClientData = size_t{16} * 1024;  // all data frames of a page
 
   AdminServer(uv_loop_t* loop, Handler handler);
   ~AdminServer();

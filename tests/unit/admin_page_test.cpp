@@ -23,10 +23,10 @@ http::RequestHead upgradeRequest() {
   return r;
 }
 
-void setHeader(http::RequestHead* r, std::string_view name, std::string value) {
+void setHeader(http::RequestHead* r, std::string_view name, const std::string& value) {
   for (http::Header& h : r->headers) {
     if (http::iequals(h.name, name)) {
-      h.value = std::move(value);
+      h.value = value;
     }
   }
 }
