@@ -250,7 +250,8 @@ class MetricsMatchTraffic(AdminCase):
 class Status(AdminCase):
     def test_status_fields(self):
         self.setup_proxy()
-        version = run_sluice(["--version"], timeout=10).stdout.decode().split()[-1]
+        # The first line is "sluice X.Y.Z (commit ...)"; compiler and libraries follow.
+        version = run_sluice(["--version"], timeout=10).stdout.decode().split()[1]
         r = self.admin.get("/api/status")
         self.assertEqual(r.status, 200)
         self.assertIn("json", r.header("Content-Type", ""))
