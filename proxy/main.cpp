@@ -55,6 +55,8 @@ void usage(FILE* out) {
       "  GET  /healthz                                  200 ok, 503 while shutting down\n"
       "  GET  /metrics                                  Prometheus text (read token)\n"
       "  GET  /api/status                               listeners, pools, backends (read token)\n"
+      "  GET  /                                         the live status page (a browser)\n"
+      "  GET  /api/live                                 WebSocket: /api/status every second (read token)\n"
       "  POST /api/reload                               reload now (token)\n"
       "  POST /api/pools/POOL/backends/ADDRESS/drain    drain a backend (token)\n"
       "  POST /api/pools/POOL/backends/ADDRESS/undrain  undo it (token)\n"
