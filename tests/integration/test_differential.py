@@ -32,7 +32,9 @@ def handmade():
     yield post + b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n" + SMUGGLED
     yield post + b"Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n" + SMUGGLED
     yield post + b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n" + SMUGGLED
-    yield post + b"Transfer-Encoding:\tchunked\r\n\r\n0\r\n\r\n" + SMUGGLED
+    # A tab is whitespace before a field value (RFC 9110 5.6.3): this one is chunked, and what
+    # follows its last chunk is a second request in its own right, which sluice may forward.
+    yield post + b"Transfer-Encoding:\tchunked\r\n\r\n0\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n"
     yield post + b"X: a\r\n Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED
     yield post + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n" + SMUGGLED
     yield post + b"Transfer-Encoding: chunked\r\n\r\n5\r\rhello\r\n0\r\n\r\n" + SMUGGLED
