@@ -183,9 +183,9 @@ struct RouteConfig {
   // Routing always uses the normalised target; the backend gets the target as the client sent it
   // (true) or normalised (false, the default).
   bool forward_original_target = false;
-  bool access_log = true;                           // false: this route's requests are not logged
-  std::optional<Duration> response_timeout;         // overrides the pool's
-  std::optional<Duration> idle_timeout;             // overrides the listener's (within a request)
+  bool access_log = true;                    // false: this route's requests are not logged
+  std::optional<Duration> response_timeout;  // overrides the pool's
+  std::optional<Duration> idle_timeout;      // overrides the listener's (within a request)
   HeaderRules request_headers;
   HeaderRules response_headers;
   WebSocketConfig websocket;
@@ -244,7 +244,7 @@ struct PoolConfig {
   std::string balance_name = "round_robin";
   KeySource hash_key;
   double hash_balance_factor = 0;  // bounded load for consistent_hash; 0 = off
-  std::string sticky_cookie;  // empty = off
+  std::string sticky_cookie;       // empty = off
   // Secure: nullopt = when the request came over TLS.
   std::optional<bool> sticky_cookie_secure;
   std::string sticky_cookie_samesite = "Lax";  // "Lax", "Strict" or "None"

@@ -68,8 +68,7 @@ void Worker::start() {
   for (Listener* l : listeners_) {
     startListening(l);
   }
-  uv_timer_start(&publish_timer_, &Worker::onPublishTimer, kPublishIntervalMs,
-                 kPublishIntervalMs);
+  uv_timer_start(&publish_timer_, &Worker::onPublishTimer, kPublishIntervalMs, kPublishIntervalMs);
   thread_ = std::thread([this] { run(); });
 }
 

@@ -638,11 +638,10 @@ void JwtFilter::onFetched(const FetchResult& result) {
   if (!fetched) {
     counters_.refresh_error.inc(cell);
     if (!failing_) {
-      logLine(LogLevel::kWarn,
-                     "filter '" + name() + "': JWKS fetch from " + settings_.jwks_url +
-                         " failed: " + error +
-                         (remoteLoaded() ? "; the last good key set stays in force"
-                                         : "; no key set yet: tokens are refused"));
+      logLine(LogLevel::kWarn, "filter '" + name() + "': JWKS fetch from " + settings_.jwks_url +
+                                   " failed: " + error +
+                                   (remoteLoaded() ? "; the last good key set stays in force"
+                                                   : "; no key set yet: tokens are refused"));
     }
     failing_ = true;
     scheduleNext(false);
@@ -652,8 +651,8 @@ void JwtFilter::onFetched(const FetchResult& result) {
   std::optional<VerificationCache::Digest> digest = VerificationCache::digest(result.body);
   bool unchanged = digest && remoteLoaded() && *digest == remote_digest_;
   if (failing_) {
-    logLine(LogLevel::kInfo, "filter '" + name() + "': JWKS fetch from " +
-                                                  settings_.jwks_url + " works again");
+    logLine(LogLevel::kInfo,
+            "filter '" + name() + "': JWKS fetch from " + settings_.jwks_url + " works again");
   }
   failing_ = false;
   if (unchanged) {
@@ -667,9 +666,8 @@ void JwtFilter::onFetched(const FetchResult& result) {
       lastGood()[settings_.jwks_url] = RemoteSet{remote, remote_digest_};
     }
     publish(remote);
-    logLine(LogLevel::kInfo,
-                   "filter '" + name() + "': " + std::to_string(keys()->size()) +
-                       " keys in force after a JWKS fetch from " + settings_.jwks_url);
+    logLine(LogLevel::kInfo, "filter '" + name() + "': " + std::to_string(keys()->size()) +
+                                 " keys in force after a JWKS fetch from " + settings_.jwks_url);
   }
   scheduleNext(true);
   notifyWorkers();

@@ -629,8 +629,8 @@ TEST(WsDeflateCodec, StreamsKeptBetweenMessagesFitTheirUser) {
       std::string c = deflateAll(d, m);
       EXPECT_EQ(c, expected[i]) << "kind " << i << " round " << round;
       EXPECT_EQ(d.memoryBytes(), 0u);  // nothing held by the connection between messages
-      Inflater in(Inflater::Options{.window_bits = kinds[i].window_bits,
-                                    .no_context_takeover = true});
+      Inflater in(
+          Inflater::Options{.window_bits = kinds[i].window_bits, .no_context_takeover = true});
       EXPECT_EQ(inflateAll(in, c), m);
       EXPECT_EQ(in.memoryBytes(), 0u);
     }
