@@ -184,7 +184,10 @@ def ws_status(url, **kw):
 class JwtHttp(SluiceTestCase):
     def start(self, **keys):
         extra = jwt_filter(**keys)
-        self.backend, self.sluice = self.start_proxy(route={"filters": ["auth"]}, extra=extra)
+        # One worker whatever SLUICE_TEST_WORKERS says: the verification cache is per worker,
+        # and the tests count cached verifications.
+        self.backend, self.sluice = self.start_proxy(route={"filters": ["auth"]}, extra=extra,
+                                                     server={"workers": 1})
         self.sluice.wait_admin()
 
     def test_header_token_claims_and_refusals(self):
