@@ -393,8 +393,8 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14 and 15)
 
 
-@unittest.skipUnless(os.environ.get("SLUICE_STATUS_PAGE_MEASURE"),
-                     "set SLUICE_STATUS_PAGE_MEASURE=1 to measure the page's cost (about 70 s)")
+# A measurement, not a check: it runs only when asked (SLUICE_STATUS_PAGE_MEASURE=1, about 70 s)
+# and is otherwise not part of the suite at all.
 class Cost(StatusPageCase):
     WINDOW = 30.0
 
@@ -437,6 +437,9 @@ class Cost(StatusPageCase):
                (ten - none) * 1000 / 10 / (self.WINDOW / 60)))
         self.assertGreaterEqual(received, 10 * (self.WINDOW - 2))
 
+
+if not os.environ.get("SLUICE_STATUS_PAGE_MEASURE"):
+    del Cost
 
 if __name__ == "__main__":
     harness.main()
