@@ -4,20 +4,10 @@
 #include "filters/message_limits/message_limits.h"
 #include "filters/origin/origin.h"
 #include "tests/unit/support/fakes.h"
+#include "tests/unit/support/filter_config.h"
 
 namespace sluice::filters {
 namespace {
-
-conf::FilterConfig filterConfig(const std::string& toml) {
-  auto table = std::make_shared<toml::table>(
-      toml::parse(std::string_view(toml), std::string_view("test.toml")));
-  conf::FilterConfig c;
-  c.name = table->get("name")->as_string()->get();
-  c.type = table->get("type")->as_string()->get();
-  c.options = table;
-  c.pos = {"test.toml", 1, 1};
-  return c;
-}
 
 // What the origin filter did with a request: 0 when it let it pass, else the status it answered.
 uint16_t judge(const FilterPtr& f, std::optional<std::string> origin, bool upgrade = true) {
@@ -39,7 +29,7 @@ uint16_t judge(const FilterPtr& f, std::optional<std::string> origin, bool upgra
 
 TEST(OriginFilter, ExactAndWildcard) {
   conf::Diagnostics d;
-  FilterPtr f = buildFilter(filterConfig(R"(
+  FilterPtr f = buildFilter(testing::filterConfig(R"(
 name = "o"
 type = "origin"
 allow = ["https://app.example.com", "https://*.example.org", "http://localhost:8080"]
@@ -64,7 +54,7 @@ allow = ["https://app.example.com", "https://*.example.org", "http://localhost:8
 
 TEST(OriginFilter, AllowMissing) {
   conf::Diagnostics d;
-  FilterPtr f = buildFilter(filterConfig(R"(
+  FilterPtr f = buildFilter(testing::filterConfig(R"(
 name = "o"
 type = "origin"
 allow = ["https://app.example.com"]
@@ -79,17 +69,18 @@ allow_missing = true
 TEST(OriginFilter, BadConfigNamesTheKey) {
   conf::Diagnostics d;
   EXPECT_FALSE(buildFilter(
-      filterConfig("name = \"o\"\ntype = \"origin\"\nallow = [\"app.example.com\"]\n"), d));
+      testing::filterConfig("name = \"o\"\ntype = \"origin\"\nallow = [\"app.example.com\"]\n"),
+      d));
   ASSERT_EQ(d.size(), 1u);
   EXPECT_EQ(d[0].pos.line, 3u);
   EXPECT_NE(d[0].message.find("not an origin"), std::string::npos);
   d.clear();
-  EXPECT_FALSE(
-      buildFilter(filterConfig("name = \"o\"\ntype = \"origin\"\nalow = [\"https://a\"]\n"), d));
+  EXPECT_FALSE(buildFilter(
+      testing::filterConfig("name = \"o\"\ntype = \"origin\"\nalow = [\"https://a\"]\n"), d));
   ASSERT_FALSE(d.empty());
   EXPECT_NE(d[0].message.find("unknown key 'alow'"), std::string::npos);
   d.clear();
-  EXPECT_FALSE(buildFilter(filterConfig("name = \"o\"\ntype = \"orign\"\n"), d));
+  EXPECT_FALSE(buildFilter(testing::filterConfig("name = \"o\"\ntype = \"orign\"\n"), d));
   ASSERT_EQ(d.size(), 1u);
   EXPECT_NE(d[0].message.find("unknown filter type 'orign'"), std::string::npos);
   EXPECT_EQ(d[0].pos.line, 2u);
@@ -101,7 +92,7 @@ FrameInfo frame(MessageType type, bool first, uint64_t message_bytes) {
 
 TEST(MessageLimitsFilter, SizeAndTypes) {
   conf::Diagnostics d;
-  FilterPtr f = buildFilter(filterConfig(R"(
+  FilterPtr f = buildFilter(testing::filterConfig(R"(
 name = "m"
 type = "message_limits"
 max_message_bytes = "1KiB"
@@ -125,12 +116,14 @@ allow_types = ["text"]
 TEST(MessageLimitsFilter, BadTypesAndSizes) {
   conf::Diagnostics d;
   EXPECT_FALSE(buildFilter(
-      filterConfig("name = \"m\"\ntype = \"message_limits\"\nallow_types = [\"txt\"]\n"), d));
+      testing::filterConfig("name = \"m\"\ntype = \"message_limits\"\nallow_types = [\"txt\"]\n"),
+      d));
   ASSERT_EQ(d.size(), 1u);
   EXPECT_NE(d[0].message.find("unknown message type 'txt'"), std::string::npos);
   d.clear();
   EXPECT_FALSE(buildFilter(
-      filterConfig("name = \"m\"\ntype = \"message_limits\"\nmax_message_bytes = \"12 parsecs\"\n"),
+      testing::filterConfig(
+          "name = \"m\"\ntype = \"message_limits\"\nmax_message_bytes = \"12 parsecs\"\n"),
       d));
   ASSERT_EQ(d.size(), 1u);
   EXPECT_EQ(d[0].pos.line, 3u);

@@ -15,6 +15,7 @@
 #include "filters/jwt/jwt_filter.h"
 #include "filters/log.h"
 #include "tests/unit/support/fakes.h"
+#include "tests/unit/support/filter_config.h"
 
 namespace sluice::filters::jwt {
 namespace {
@@ -62,20 +63,10 @@ class Files {
   std::filesystem::path dir_;
 };
 
-conf::FilterConfig filterConfig(const std::string& toml) {
-  auto table = std::make_shared<toml::table>(
-      toml::parse(std::string_view(toml), std::string_view("/etc/sluice/test.toml")));
-  conf::FilterConfig c;
-  c.name = table->get("name")->as_string()->get();
-  c.type = table->get("type")->as_string()->get();
-  c.options = table;
-  c.pos = {"/etc/sluice/test.toml", 1, 1};
-  return c;
-}
-
 std::shared_ptr<JwtFilter> build(const std::string& toml, conf::Diagnostics* out = nullptr) {
   conf::Diagnostics d;
-  FilterPtr f = buildFilter(filterConfig("name = \"j\"\ntype = \"jwt\"\n" + toml), d);
+  FilterPtr f = buildFilter(
+      testing::filterConfig("name = \"j\"\ntype = \"jwt\"\n" + toml, "/etc/sluice/test.toml"), d);
   if (out != nullptr) {
     *out = d;
   } else {

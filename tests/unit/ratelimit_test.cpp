@@ -15,6 +15,7 @@
 #include "filters/ratelimit/key_table.h"
 #include "filters/ratelimit/ratelimit.h"
 #include "tests/unit/support/fakes.h"
+#include "tests/unit/support/filter_config.h"
 
 namespace sluice::filters::ratelimit {
 namespace {
@@ -213,17 +214,6 @@ TEST(RateLimitTable, DISABLED_Throughput) {
 
 // ---- the filter ----------------------------------------------------------------------------
 
-conf::FilterConfig filterConfig(const std::string& toml) {
-  auto table = std::make_shared<toml::table>(
-      toml::parse(std::string_view(toml), std::string_view("test.toml")));
-  conf::FilterConfig c;
-  c.name = table->get("name")->as_string()->get();
-  c.type = table->get("type")->as_string()->get();
-  c.options = table;
-  c.pos = {"test.toml", 1, 1};
-  return c;
-}
-
 // Stream callbacks on one shared clock.
 class Callbacks : public testing::FakeCallbacks {
  public:
@@ -291,7 +281,7 @@ struct Harness {
     std::string filter_name = name.empty() ? "rl" + std::to_string(++n) : name;
     conf::Diagnostics d;
     filter = buildFilter(
-        filterConfig("name = \"" + filter_name + "\"\ntype = \"ratelimit\"\n" + keys), d);
+        testing::filterConfig("name = \"" + filter_name + "\"\ntype = \"ratelimit\"\n" + keys), d);
     EXPECT_TRUE(filter) << (d.empty() ? "" : d[0].format());
     if (filter) {
       filter->bindStats(stats);
@@ -659,7 +649,7 @@ TEST(RateLimitFilter, OnStoreError) {
 TEST(RateLimitFilter, ConfigErrors) {
   auto errors = [](const std::string& keys) {
     conf::Diagnostics d;
-    buildFilter(filterConfig("name = \"x\"\ntype = \"ratelimit\"\n" + keys), d);
+    buildFilter(testing::filterConfig("name = \"x\"\ntype = \"ratelimit\"\n" + keys), d);
     std::string all;
     for (const auto& e : d) {
       all += e.message + "\n";

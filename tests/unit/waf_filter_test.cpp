@@ -13,6 +13,7 @@
 #include "filters/filter.h"
 #include "filters/waf/waf_filter.h"
 #include "tests/unit/support/fakes.h"
+#include "tests/unit/support/filter_config.h"
 
 namespace sluice::filters::waf {
 namespace {
@@ -68,24 +69,14 @@ class Callbacks : public testing::FakeCallbacks {
   PoolDispatcher d;
 };
 
-conf::FilterConfig filterConfig(const std::string& toml) {
-  auto table = std::make_shared<toml::table>(
-      toml::parse(std::string_view(toml), std::string_view("test.toml")));
-  conf::FilterConfig c;
-  c.name = table->get("name")->as_string()->get();
-  c.type = table->get("type")->as_string()->get();
-  c.options = table;
-  c.pos = {"test.toml", 1, 1};
-  return c;
-}
-
 std::shared_ptr<WafFilter> build(const std::string& keys, conf::Diagnostics* d = nullptr) {
   conf::Diagnostics local;
   conf::Diagnostics& diags = d != nullptr ? *d : local;
   const bool audit = keys.find("audit_log") != std::string::npos;
-  FilterPtr f = buildFilter(filterConfig("name = \"w\"\ntype = \"waf\"\n" +
-                                         std::string(audit ? "" : "audit_log = \"off\"\n") + keys),
-                            diags);
+  FilterPtr f =
+      buildFilter(testing::filterConfig("name = \"w\"\ntype = \"waf\"\n" +
+                                        std::string(audit ? "" : "audit_log = \"off\"\n") + keys),
+                  diags);
   if (d == nullptr) {
     EXPECT_TRUE(f) << (diags.empty() ? "" : diags[0].format());
   }
