@@ -496,7 +496,9 @@ void keepIdleStream(int key, std::unique_ptr<http::ZStream> z) {
 
 // ---- Inflater ----
 
-Inflater::Inflater(const Options& options) : options_(options) {}
+Inflater::Inflater(const Options& options) : options_(options) {
+  options_.window_bits = clampWindow(options_.window_bits);  // zlib inflates a 2^8 window as 2^9
+}
 
 Inflater::~Inflater() = default;
 
@@ -529,13 +531,12 @@ Inflater::Status Inflater::feed(const uint8_t* data, size_t len, std::string* ou
     return Status::kOk;
   }
   if (!z_) {
-    int bits = std::clamp<int>(options_.window_bits, kMinDeflateWindowBits, kMaxWindowBits);
     if (options_.no_context_takeover) {
-      z_ = takeIdleStream(bits);
+      z_ = takeIdleStream(options_.window_bits);
     }
     if (!z_) {
       z_ = std::make_unique<ZStream>();
-      if (!z_->initInflate(-bits)) {
+      if (!z_->initInflate(-options_.window_bits)) {
         return fail(Status::kNoMemory);
       }
     }
@@ -616,8 +617,7 @@ Inflater::Status Inflater::finishMessage(std::string* out) {
     // Nothing outlives the message: an idle connection holds no zlib memory. The stream serves
     // the thread's next message.
     if (z_ && inflateReset(&z_->s) == Z_OK) {
-      keepIdleStream(std::clamp<int>(options_.window_bits, kMinDeflateWindowBits, kMaxWindowBits),
-                     std::move(z_));
+      keepIdleStream(options_.window_bits, std::move(z_));
     }
     z_.reset();
   } else if (ended_ && z_) {
