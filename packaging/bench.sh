@@ -18,7 +18,7 @@ if ! packaging/setup.sh bench; then
   echo "bench: 'packaging/setup.sh bench' failed; installing only the benchmark's packages" >&2
   packaging/setup.sh build
   need=()
-  for p in nginx-light haproxy wrk valgrind; do
+  for p in nginx-light haproxy wrk valgrind linux-perf liburing-dev; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
   done
   if ((${#need[@]})); then
@@ -29,5 +29,8 @@ if ! packaging/setup.sh bench; then
 fi
 
 cmake -S . -B build-bench -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSLUICE_TESTS=OFF >/dev/null
-ninja -C build-bench -j"$(nproc)" sluice sluice_bench_backend sluice_wsload
+tools=(sluice sluice_bench_backend sluice_wsload)
+# The io_uring relay probe of the `syscalls` scenario exists only where liburing-dev is installed.
+ninja -C build-bench -t targets all | grep -q '^sluice_relay_probe:' && tools+=(sluice_relay_probe)
+ninja -C build-bench -j"$(nproc)" "${tools[@]}"
 exec /usr/bin/python3 tests/bench/run.py --build-dir build-bench "$@"

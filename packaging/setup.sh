@@ -14,9 +14,10 @@ build_pkgs=(build-essential cmake ninja-build pkg-config libuv1-dev node-llhttp 
 # lintian: packaging/deb.sh checks the .deb; man-db: test_package renders the man pages.
 # libnginx-mod-http-modsecurity: test_waf_nginx compares the waf filter's verdicts with nginx's.
 # systemd: test_package checks the unit with systemd-analyze verify.
+# linux-perf, liburing-dev: the harness's `syscalls` scenario (perf stat, and the io_uring relay probe).
 test_pkgs=(python3-websockets python3-prometheus-client openssl procps chromium clang
   libclang-rt-14-dev nginx-light haproxy wrk valgrind redis-server iproute2 lintian man-db
-  libnginx-mod-http-modsecurity systemd)
+  libnginx-mod-http-modsecurity systemd linux-perf liburing-dev)
 
 want=("${build_pkgs[@]}")
 case "$mode" in

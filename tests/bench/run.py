@@ -68,6 +68,15 @@ later: A B C D, B C D A, ...; medians reported):
                 callgrind_control -z to -d around one load run. Exact and repeatable, so the
                 numbers to compare between commits; blind to the kernel's share. An
                 AddressSanitizer build of sluice cannot run under valgrind (refused).
+    syscalls
+                each proxy process under `perf stat` during one echo load (64 connections x 64 B
+                text): system calls, CPU time (user and kernel) and, where the machine exposes
+                them, cycles and instructions per message. Beside the proxies, three bare TCP
+                relays (tests/bench/relay_probe.cpp, built when liburing-dev is installed) show
+                what the socket layer alone costs per message with epoll (what sluice does) and
+                with io_uring (one recv in flight per direction, or multishot recv with a
+                provided-buffer ring), one submit per loop turn: the most an io_uring back end
+                could save.
 Text messages are used on purpose: sluice validates UTF-8 in text messages (nginx and haproxy
 inspect nothing after the upgrade).
 
@@ -142,7 +151,7 @@ ORIGIN = "https://app.example.com"
 
 ALL_TARGETS = ["direct", "sluice", "nginx", "haproxy"]
 ALL_SCENARIOS = ["http", "ws_small", "ws_large", "ws_connect", "ws_idle", "filters", "auth",
-                 "ratelimit", "tls", "waf", "instructions"]
+                 "ratelimit", "tls", "waf", "instructions", "syscalls"]
 # `instructions`: (id, operation, what the load generator counts)
 INSTR_OPS = [("http", "request", "requests"), ("ws_small", "message", "messages"),
              ("ws_connect", "connection", "connections")]
@@ -707,6 +716,24 @@ class Backend(Target):
         wait_output(self.proc, r"^ready", 10)
         self.pid = self.proc.pid
         wait_http_ok(self.proc, self.port, 5, "backend")
+
+
+class RelayProbe(Target):
+    """tests/bench/relay_probe.cpp: a bare TCP relay (no parsing) with one socket back end,
+    epoll, uring or uring-ms, for the `syscalls` scenario."""
+    kind = "relay"
+
+    def __init__(self, h, mode):
+        super().__init__("relay-" + mode, h)
+        self.mode = mode
+
+    def _start(self):
+        self.port = free_port()
+        self.proc = spawn([self.h.args.relay_probe, "--mode", self.mode, "--listen", str(self.port),
+                           "--backend", str(self.h.backend.port)], self._workdir(), "relay",
+                          cpus=self.h.proxy_cpus)
+        wait_output(self.proc, r"^ready", 10)
+        self.pid = self.proc.pid
 
 
 class Sluice(Target):
@@ -1836,6 +1863,88 @@ class Harness:
             res["error_kinds"] = {"exit_status_%d" % p.returncode: 1}
         return res
 
+    # -- system calls per message ------------------------------------------------------------
+
+    def syscalls_scenario(self, kinds):
+        """perf stat on each proxy process during one 64 x 64 B echo load: system calls and CPU
+        time per message, user and kernel together, plus cycles and instructions where the
+        machine exposes them (virtual machines often do not). The relay probes are bare TCP
+        relays, one per socket back end: what the socket layer alone costs per message with
+        epoll and with io_uring, and so the most an io_uring back end could save sluice."""
+        secs = self.p["ws_s"]
+        log("\n== 10. system calls and CPU per 64 B echo message (perf stat, %.1f s per load)" % secs)
+        makers = {"sluice": lambda: Sluice(self, "sluice-perf"), "nginx": lambda: Nginx(self),
+                  "haproxy": lambda: Haproxy(self)}
+        names = list(kinds)
+        if self.args.relay_probe:
+            names += ["relay-epoll", "relay-uring", "relay-uring-ms"]
+        else:
+            self.notes.append("syscalls: the relay probes are left out (sluice_relay_probe is built "
+                              "only when liburing-dev is installed)")
+        runs = {n: [] for n in names}
+        for rnd in range(self.p["rounds"]):
+            for n in names:
+                t = makers[n]() if n in makers else RelayProbe(self, n.split("-", 1)[1])
+                t.name = n
+                t.starts = 400 + rnd
+                res = {"round": rnd, "errors": 0, "error_kinds": {}, "value": None}
+                try:
+                    t.start()
+                    res.update(self.perf_echo_once(t, secs))
+                except HarnessError as e:
+                    self.error("syscalls / %s: %s" % (n, e))
+                    res["errors"] += 1
+                    res["error_kinds"]["harness"] = 1
+                finally:
+                    t.stop()
+                runs[n].append(res)
+                self.runs.append(dict(scenario="syscalls", target=n, **res))
+                log("  round %d %-16s %s" % (rnd + 1, n, fmt_run(res, "cpu-us/msg")))
+        self.results["syscalls"] = summarize(
+            "syscalls", "10. per 64 B echo message, user and kernel (perf stat), 64 connections",
+            "cpu-us/msg", runs, ("nginx", "haproxy"), lower_is_better=True)
+        print_table(self.results["syscalls"])
+
+    PERF_EVENTS = {"task-clock": "cpu_ms", "raw_syscalls:sys_enter": "syscalls",
+                   "cycles": "cycles", "instructions": "instructions"}
+
+    def perf_echo_once(self, t, secs):
+        d = os.path.join(self.tmp, "runs")
+        os.makedirs(d, exist_ok=True)
+        out = os.path.join(d, "perf-%s-%d.csv" % (t.name, len(self.runs)))
+        perf = spawn([self.args.perf, "stat", "-x", ",", "-o", out, "-e",
+                      ",".join(self.PERF_EVENTS), "-p", str(t.pid)], d,
+                     "perf-%s-%d" % (t.name, len(self.runs)), tool=True)
+        time.sleep(0.3)  # perf attaches before the first connection
+        argv = [self.args.wsload, "echo", "--url", "ws://127.0.0.1:%d/" % t.port, "--json",
+                "--connections", "64", "--size", "64", "--text", "--duration", str(secs),
+                "--warmup", "0", "--max-time", str(secs + 30)]
+        p = spawn(argv, d, "perf-load-%s-%d" % (t.name, len(self.runs)), cpus=self.load_cpus,
+                  tool=True)
+        try:
+            wait_exit(p, secs + 60)
+        finally:
+            stop(p)
+            time.sleep(0.3)  # the closes belong to the load too
+            perf.send_signal(signal.SIGINT)
+            wait_exit(perf, 10)
+        j = last_json_line(p)
+        msgs = j.get("messages") or 0
+        counts = {}
+        for line in read_text(out).splitlines():
+            f = line.split(",")
+            if len(f) > 2 and f[2] in self.PERF_EVENTS and f[0].replace(".", "", 1).isdigit():
+                counts[self.PERF_EVENTS[f[2]]] = float(f[0])
+        if "cpu_ms" not in counts or "syscalls" not in counts:
+            raise HarnessError("perf stat counted nothing (%s): %s" % (out, tail(perf)))
+        errs = j.get("errors", 0)
+        res = {"operations": msgs, "errors": errs, "error_kinds": {"load": errs} if errs else {},
+               "value": counts["cpu_ms"] * 1000 / msgs if msgs else None}
+        for k in ("syscalls", "cycles", "instructions"):
+            if k in counts and msgs:
+                res[k + "_per_op"] = counts[k] / msgs
+        return res
+
     # -- the whole run ------------------------------------------------------------------------
 
     def machine(self):
@@ -1967,6 +2076,9 @@ class Harness:
         if "instructions" in sc:
             self.instructions_scenario([n for n in a.targets if n != "direct" and n in self.targets])
 
+        if "syscalls" in sc:
+            self.syscalls_scenario([n for n in a.targets if n != "direct" and n in self.targets])
+
         self.info["loadavg_end"] = loadavg()
         finished = datetime.datetime.now(datetime.timezone.utc)
         # the summary
@@ -2051,7 +2163,7 @@ def summarize(sid, title, unit, runs, baseline, lower_is_better=False):
              "errors": sum(r.get("errors") or 0 for r in all_rs),
              "values": [None if r.get("value") is None else round(r["value"], 3) for r in all_rs]}
         for k in ("p50_ms", "p99_ms", "rss_before_kib", "rss_established_kib", "connections",
-                  "operations"):
+                  "operations", "syscalls_per_op", "cycles_per_op", "instructions_per_op"):
             if any(k in r for r in rs):
                 m[k] = median([r.get(k) for r in rs])
         cpu = {}
@@ -2141,6 +2253,16 @@ def print_table(res, out=sys.stderr):
                 w, n, fmt_num(m["value"], unit), fmt_x(m.get("x_nginx")), fmt_x(m.get("x_haproxy")),
                 fmt_kib(m.get("rss_before_kib")), fmt_kib(m.get("rss_established_kib")),
                 m["errors"] or "0"))
+    elif res["id"] == "syscalls":
+        hdr = "  %-*s %11s %9s %9s %13s %11s %11s %6s" % (
+            w, "target", unit, "x nginx", "x haproxy", "syscalls/msg", "cycles/msg", "instr/msg",
+            "errors")
+        lines.append(hdr)
+        for n, m in med.items():
+            lines.append("  %-*s %11s %9s %9s %13s %11s %11s %6s" % (
+                w, n, fmt_num(m["value"], unit), fmt_x(m.get("x_nginx")), fmt_x(m.get("x_haproxy")),
+                fmt_num(m.get("syscalls_per_op"), "x"), fmt_num(m.get("cycles_per_op"), "x"),
+                fmt_num(m.get("instructions_per_op"), "x"), m["errors"] or "0"))
     elif res["id"].startswith("instr_"):
         hdr = "  %-*s %16s %9s %9s %12s %6s" % (w, "target", unit, "x nginx", "x haproxy",
                                                "operations", "errors")
@@ -2231,6 +2353,9 @@ def parse_args(argv):
     ap.add_argument("--haproxy", help="haproxy binary (default from PATH or /usr/sbin)")
     ap.add_argument("--wrk", help="wrk binary (default from PATH)")
     ap.add_argument("--valgrind", help="valgrind binary, for `instructions` (default from PATH)")
+    ap.add_argument("--perf", help="perf binary, for `syscalls` (default from PATH)")
+    ap.add_argument("--relay-probe", help="sluice_relay_probe binary, for `syscalls` (default "
+                    "BUILD_DIR/sluice_relay_probe; built when liburing-dev is installed)")
     ap.add_argument("--openssl", help="openssl command, for `tls` (default from PATH)")
     ap.add_argument("--targets", default=",".join(ALL_TARGETS),
                     help="comma-separated subset of %s" % ",".join(ALL_TARGETS))
@@ -2285,6 +2410,10 @@ def parse_args(argv):
         uses_openssl = "tls" in a.scenarios
         a.openssl = find_tool(a.openssl, "openssl", uses_openssl and not a.skip_missing) \
             if uses_openssl else None
+        if "syscalls" in a.scenarios:
+            a.perf = find_tool(a.perf, "perf", True)
+            probe = a.relay_probe or os.path.join(bd, "sluice_relay_probe")
+            a.relay_probe = probe if os.access(probe, os.X_OK) else None
         if "instructions" in a.scenarios:
             a.valgrind = find_tool(a.valgrind, "valgrind", True)
             a.callgrind_control = find_tool(None, "callgrind_control", True)

@@ -46,6 +46,9 @@ class BenchSmoke(unittest.TestCase):
                 "--wsload", self.tools["sluice_wsload"],
                 "--targets", ",".join(targets), "--scenarios", ",".join(scenarios),
                 "--out", out, "--work-dir", self.work]
+        probe = os.path.join(os.path.dirname(self.tools["sluice_wsload"]), "sluice_relay_probe")
+        if os.access(probe, os.X_OK):
+            argv += ["--relay-probe", probe]
         p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=TIMEOUT)
         text = p.stdout.decode("utf-8", "replace")
         print(text[-6000:])
@@ -109,6 +112,22 @@ class BenchSmoke(unittest.TestCase):
         res = self.run_smoke(targets, ["instructions"])
         for sid in ("instr_http", "instr_ws_small", "instr_ws_connect"):
             self.assertNumbers(res, sid, targets)
+
+    def test_syscalls(self):
+        # perf stat on sluice, nginx and the three bare relays (epoll and io_uring back ends):
+        # each gives CPU time and system calls per message; io_uring's relays make far fewer
+        # system calls than epoll's (one submit per loop turn instead of one per recv and send).
+        probe = os.path.join(os.path.dirname(os.path.abspath(self.sluice)), "sluice_relay_probe")
+        self.assertTrue(os.access(probe, os.X_OK), "sluice_relay_probe not built (liburing-dev?)")
+        self.assertTrue(installed("perf"), "perf not installed (packaging/setup.sh test)")
+        targets = ["sluice", "nginx", "relay-epoll", "relay-uring", "relay-uring-ms"]
+        res = self.run_smoke(["sluice", "nginx"], ["syscalls"])
+        self.assertNumbers(res, "syscalls", targets)
+        med = res["scenarios"]["syscalls"]["medians"]
+        for t in targets:
+            self.assertGreater(med[t]["syscalls_per_op"], 0, t)
+        self.assertLess(med["relay-uring-ms"]["syscalls_per_op"],
+                        med["relay-epoll"]["syscalls_per_op"] / 2)
 
 
 if __name__ == "__main__":
