@@ -1,5 +1,7 @@
 #include "proxy/http/syntax.h"
 
+#include <cstring>
+
 namespace sluice::http {
 
 void MessageSyntax::begin(Region region) {
@@ -48,11 +50,17 @@ MessageSyntax::Scan MessageSyntax::scan(const char* data, size_t len) {
         state_ = kRequestStart;
         break;
       case kMethod:
-        if (c == ' ') {
-          state_ = kTargetStart;
-        } else if (!isTchar(c)) {
+        // A run of token bytes in a tight loop, not one trip through the switch per byte.
+        while (i < len && isTchar(p[i])) {
+          ++i;
+        }
+        if (i == len) {
+          return {len, false, nullptr};
+        }
+        if (p[i] != ' ') {
           return fail("invalid character in method");
         }
+        state_ = kTargetStart;
         break;
       case kTargetStart:
       case kTarget:
@@ -72,6 +80,12 @@ MessageSyntax::Scan MessageSyntax::scan(const char* data, size_t len) {
         version_pos_ = 0;
         break;
       case kVersion: {
+        // The usual "HTTP/1.1" and its CR in one comparison; anything else byte by byte below.
+        if (version_pos_ == 0 && len - i >= 9 && std::memcmp(p + i, "HTTP/1.1\r", 9) == 0) {
+          i += 8;
+          state_ = kRequestLineLf;
+          break;
+        }
         static constexpr char kPattern[] = "HTTP/0.0";
         if (version_pos_ == 8) {
           if (c != '\r') {
@@ -111,6 +125,13 @@ MessageSyntax::Scan MessageSyntax::scan(const char* data, size_t len) {
         }
         break;
       case kFieldName:
+        while (i < len && isTchar(p[i])) {
+          ++i;
+        }
+        if (i == len) {
+          return {len, false, nullptr};
+        }
+        c = p[i];
         if (c == ':') {
           state_ = kFieldValue;
         } else if (c == ' ' || c == '\t') {

@@ -20,7 +20,8 @@ enum : uint8_t {
   kVchar = 2,    // visible ASCII, 0x21-0x7E
   kObsText = 4,  // 0x80-0xFF
   kHexDig = 8,
-  kQdText = 16,  // quoted-string text without the backslash (RFC 9110 5.6.4)
+  kQdText = 16,      // quoted-string text without the backslash (RFC 9110 5.6.4)
+  kFieldVchar = 32,  // a byte of a field value: VCHAR, obs-text, SP or HTAB (RFC 9110 5.5)
 };
 
 constexpr std::array<uint8_t, 256> buildTable() {
@@ -36,6 +37,11 @@ constexpr std::array<uint8_t, 256> buildTable() {
   }
   t[' '] |= kQdText;
   t['\t'] |= kQdText;
+  for (int c = 0; c < 256; ++c) {
+    if ((t[c] & (kVchar | kObsText)) != 0 || c == ' ' || c == '\t') {
+      t[c] |= kFieldVchar;
+    }
+  }
   for (int c = '0'; c <= '9'; ++c) {
     t[c] |= kTchar | kHexDig;
   }
@@ -66,7 +72,7 @@ inline bool isHexDigit(unsigned char c) {
 }
 // A byte of a field value: VCHAR, obs-text, SP or HTAB (RFC 9110 5.5).
 inline bool isFieldValueChar(unsigned char c) {
-  return (chars::kTable[c] & (chars::kVchar | chars::kObsText)) != 0 || c == ' ' || c == '\t';
+  return (chars::kTable[c] & chars::kFieldVchar) != 0;  // one lookup: values are most of a head
 }
 
 class MessageSyntax {
