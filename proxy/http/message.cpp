@@ -1,7 +1,9 @@
 #include "proxy/http/message.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 
 namespace sluice::http {
 
@@ -16,24 +18,59 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-void appendHeader(std::string* out, std::string_view name, std::string_view value) {
-  out->append(name);
-  out->append(": ");
-  out->append(value);
-  out->append("\r\n");
-}
-
-void appendFraming(std::string* out, BodyFraming framing) {
-  if (framing.kind == Framing::kChunked) {
-    out->append("Transfer-Encoding: chunked\r\n");
-  } else if (framing.kind == Framing::kContentLength) {
-    char line[40] = "Content-Length: ";
-    char* end = std::to_chars(line + 16, line + sizeof line - 2, framing.length).ptr;
-    *end++ = '\r';
-    *end++ = '\n';
-    out->append(line, static_cast<size_t>(end - line));
+// Writes a head straight into the string's buffer: one bounds check per line, where appending
+// the name, ": ", the value and CRLF checked the capacity four times and called memcpy for each.
+class HeadWriter {
+ public:
+  // `expected` is a good guess of the head's size: the buffer grows past it if needed.
+  HeadWriter(std::string* out, size_t expected) : out_(out), pos_(out->size()) {
+    out_->resize(pos_ + expected);
   }
-}
+  ~HeadWriter() { out_->resize(pos_); }
+  HeadWriter(const HeadWriter&) = delete;
+  HeadWriter& operator=(const HeadWriter&) = delete;
+
+  void append(std::string_view s) { copy(room(s.size()), s); }
+  void header(std::string_view name, std::string_view value) {
+    char* p = copy(room(name.size() + value.size() + 4), name);
+    *p++ = ':';
+    *p++ = ' ';
+    p = copy(p, value);
+    *p++ = '\r';
+    *p = '\n';
+  }
+  void framing(BodyFraming framing) {
+    if (framing.kind == Framing::kChunked) {
+      append("Transfer-Encoding: chunked\r\n");
+    } else if (framing.kind == Framing::kContentLength) {
+      char line[40] = "Content-Length: ";
+      char* end = std::to_chars(line + 16, line + sizeof line - 2, framing.length).ptr;
+      *end++ = '\r';
+      *end++ = '\n';
+      append(std::string_view(line, static_cast<size_t>(end - line)));
+    }
+  }
+
+ private:
+  // `n` bytes to write at the end of what is written so far.
+  char* room(size_t n) {
+    if (out_->size() - pos_ < n) {
+      out_->resize(std::max(pos_ + n, 2 * out_->size()));
+    }
+    char* p = out_->data() + pos_;
+    pos_ += n;
+    return p;
+  }
+  static char* copy(char* p, std::string_view s) {
+    if (!s.empty()) {  // an empty view may hold a null pointer, which memcpy must not get
+      std::memcpy(p, s.data(), s.size());
+    }
+    return p + s.size();
+  }
+
+  std::string* out_;
+  size_t pos_;  // the end of what is written
+};
 
 // The headers that carry a message's framing: never copied, always written by sluice.
 bool isFramingHeader(std::string_view name) {
@@ -44,15 +81,15 @@ bool isWebSocketHeader(std::string_view name) {
   return name.size() > 14 && iequalsBytes(name.data(), "sec-websocket-", 14);
 }
 
-// Room for a rewritten head of `head`'s headers and `extra` more bytes, so that building it does
-// not grow the string step by step.
+// The size of a rewritten head of `head`'s headers and `extra` more bytes, so that building it
+// does not grow the string step by step.
 template <typename Head>
-void reserveHead(std::string* out, const Head& head, size_t extra) {
+size_t headSize(const Head& head, size_t extra) {
   size_t n = extra;
   for (const Header& h : head.headers) {
     n += h.name.size() + h.value.size() + 4;
   }
-  out->reserve(out->size() + n);
+  return n;
 }
 
 }  // namespace
@@ -136,15 +173,16 @@ bool isHopByHop(std::string_view name, const ConnectionOptions& connection) {
 
 void writeUpstreamRequest(const RequestHead& req, const ForwardInfo& info, BodyFraming framing,
                           std::string* out) {
-  // + the request line and the X-Forwarded-* headers
-  reserveHead(out, req,
-              req.method.size() + req.url.size() + info.x_forwarded_for.size() +
-                  info.x_forwarded_host.size() + info.forwarded.size() + 160);
+  // + the request line, the headers sluice adds and the framing
+  HeadWriter w(out, headSize(req, req.method.size() + req.url.size() + info.x_forwarded_for.size() +
+                                      info.x_forwarded_host.size() + info.forwarded.size() +
+                                      info.request_id.size() + info.client_subject.size() +
+                                      info.ws_extensions.size() + 240));
   const ConnectionOptions connection(req.headers);
-  out->append(req.method);
-  out->push_back(' ');
-  out->append(req.url);
-  out->append(" HTTP/1.1\r\n");
+  w.append(req.method);
+  w.append(" ");
+  w.append(req.url);
+  w.append(" HTTP/1.1\r\n");
 
   bool has_request_id = false;
   for (const Header& h : req.headers) {
@@ -178,49 +216,50 @@ void writeUpstreamRequest(const RequestHead& req, const ForwardInfo& info, BodyF
     if (!kept && isHopByHop(h.name, connection)) {
       continue;
     }
-    appendHeader(out, h.name, h.value);
+    w.header(h.name, h.value);
   }
   if (info.upgrade) {
     const Header* upgrade = req.find("upgrade");
-    appendHeader(out, "Connection", "Upgrade");
-    appendHeader(out, "Upgrade", upgrade ? std::string_view(upgrade->value) : "websocket");
+    w.header("Connection", "Upgrade");
+    w.header("Upgrade", upgrade ? std::string_view(upgrade->value) : "websocket");
     if (!info.ws_extensions.empty()) {
-      appendHeader(out, "Sec-WebSocket-Extensions", info.ws_extensions);
+      w.header("Sec-WebSocket-Extensions", info.ws_extensions);
     }
   }
   if (!info.x_forwarded_for.empty()) {
-    appendHeader(out, "X-Forwarded-For", info.x_forwarded_for);
+    w.header("X-Forwarded-For", info.x_forwarded_for);
   }
   if (!info.x_forwarded_proto.empty()) {
-    appendHeader(out, "X-Forwarded-Proto", info.x_forwarded_proto);
+    w.header("X-Forwarded-Proto", info.x_forwarded_proto);
   }
   if (!info.x_forwarded_host.empty()) {
-    appendHeader(out, "X-Forwarded-Host", info.x_forwarded_host);
+    w.header("X-Forwarded-Host", info.x_forwarded_host);
   }
   if (!info.forwarded.empty()) {
-    appendHeader(out, "Forwarded", info.forwarded);
+    w.header("Forwarded", info.forwarded);
   }
   if (!info.client_subject.empty()) {
-    appendHeader(out, "X-Client-Cert-Subject", info.client_subject);
+    w.header("X-Client-Cert-Subject", info.client_subject);
   }
   if (!has_request_id && !info.request_id.empty()) {
-    appendHeader(out, "X-Request-Id", info.request_id);
+    w.header("X-Request-Id", info.request_id);
   }
-  appendFraming(out, framing);
-  out->append("\r\n");
+  w.framing(framing);
+  w.append("\r\n");
 }
 
 void writeDownstreamResponse(const ResponseHead& resp, BodyFraming framing, bool keep_alive,
                              std::string_view extra_headers, std::string* out) {
-  reserveHead(out, resp, resp.reason.size() + extra_headers.size() + 96);  // + status line, framing
+  // + the status line, the framing and Connection: close
+  HeadWriter w(out, headSize(resp, resp.reason.size() + extra_headers.size() + 128));
   const ConnectionOptions connection(resp.headers);
   char line[16] = "HTTP/1.1 ";
   char* end = std::to_chars(line + 9, line + sizeof line - 1, resp.status).ptr;
   *end++ = ' ';
-  out->append(line, static_cast<size_t>(end - line));
-  out->append(resp.reason.empty() ? std::string_view(reasonPhrase(resp.status))
-                                  : std::string_view(resp.reason));
-  out->append("\r\n");
+  w.append(std::string_view(line, static_cast<size_t>(end - line)));
+  w.append(resp.reason.empty() ? std::string_view(reasonPhrase(resp.status))
+                               : std::string_view(resp.reason));
+  w.append("\r\n");
   bool informational = resp.status >= 100 && resp.status < 200;
   // A response without a body (to HEAD, 304) keeps its Content-Length as information about the
   // representation: it frames nothing. A 204 never has one (RFC 9110 8.6).
@@ -228,23 +267,23 @@ void writeDownstreamResponse(const ResponseHead& resp, BodyFraming framing, bool
   for (const Header& h : resp.headers) {
     if (isFramingHeader(h.name)) {
       if (length_is_metadata && iequals(h.name, "content-length")) {
-        appendHeader(out, h.name, h.value);
+        w.header(h.name, h.value);
       }
       continue;
     }
     if (!(resp.status == 101 && isWebSocketHeader(h.name)) && isHopByHop(h.name, connection)) {
       continue;
     }
-    appendHeader(out, h.name, h.value);
+    w.header(h.name, h.value);
   }
-  out->append(extra_headers);
+  w.append(extra_headers);
   if (!informational) {
-    appendFraming(out, framing);
+    w.framing(framing);
     if (!keep_alive) {
-      out->append("Connection: close\r\n");
+      w.append("Connection: close\r\n");
     }
   }
-  out->append("\r\n");
+  w.append("\r\n");
 }
 
 void writeLocalResponse(uint16_t status, std::string_view detail, bool keep_alive,

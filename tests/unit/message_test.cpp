@@ -261,6 +261,30 @@ TEST(DownstreamResponse, ConnectionCannotRemoveFraming) {
   EXPECT_TRUE(hasLine(out, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")) << out;
 }
 
+// The heads are written in place into a buffer that may already hold bytes (pipelined replies,
+// a request queued behind another): they go after those bytes, and the buffer ends where the
+// head ends.
+TEST(DownstreamResponse, AppendsAfterWhatTheBufferHolds) {
+  ResponseHead h;
+  h.status = 431;  // no reason received: the phrase sluice knows, longer than most
+  h.headers = {{"Server", std::string(3000, 's')}, {"X-Empty", ""}};
+  std::string out = "previous bytes";
+  writeDownstreamResponse(h, {Framing::kContentLength, 7}, false, "X-Extra: 1\r\n", &out);
+  EXPECT_EQ(out, "previous bytesHTTP/1.1 431 Request Header Fields Too Large\r\nServer: " +
+                     std::string(3000, 's') +
+                     "\r\nX-Empty: \r\nX-Extra: 1\r\nContent-Length: 7\r\n"
+                     "Connection: close\r\n\r\n");
+
+  RequestHead r = request({{"Host", "a"}, {"Connection", "close"}});
+  ForwardInfo info;
+  info.request_id = "id-1";
+  writeUpstreamRequest(r, info, {Framing::kChunked}, &out);
+  EXPECT_TRUE(
+      out.ends_with("\r\n\r\nPOST /upload?x=1 HTTP/1.1\r\nHost: a\r\nX-Request-Id: id-1\r\n"
+                    "Transfer-Encoding: chunked\r\n\r\n"))
+      << out;
+}
+
 TEST(LocalResponse, SmallHonestBody) {
   std::string out;
   writeLocalResponse(502, "cannot connect to backend", false, "Retry-After: 1\r\n", false, &out);
