@@ -90,6 +90,9 @@ int ResponseParser::cbStatus(llhttp_t* p, const char* at, size_t len) {
 int ResponseParser::cbHeaderField(llhttp_t* p, const char* at, size_t len) {
   ResponseParser* r = self(p);
   if (r->last_was_value_ || r->head_.headers.empty()) {
+    if (r->head_.headers.capacity() == 0) {
+      r->head_.headers.reserve(kInitialHeaders);  // not 1, 2, 4, 8, each moving the strings
+    }
     r->head_.headers.emplace_back();
     r->last_was_value_ = false;
   }

@@ -17,6 +17,9 @@ namespace sluice::http {
 
 class ResponseParser {
  public:
+  // Room for this many headers is made at the first one: a backend sends 3 to 15.
+  static constexpr size_t kInitialHeaders = 16;
+
   class Handler {
    public:
     virtual ~Handler() = default;
