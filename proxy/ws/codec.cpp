@@ -1,6 +1,7 @@
 #include "proxy/ws/codec.h"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstring>
 #include <memory>
@@ -482,24 +483,41 @@ std::string acceptKey(std::string_view key) {
       EVP_DigestFinal_ex(ctx.get(), digest, &len) != 1 || len != SHA_DIGEST_LENGTH) {
     return {};  // matches no Sec-WebSocket-Accept: the handshake fails
   }
-  unsigned char out[32];
-  int n = EVP_EncodeBlock(out, digest, SHA_DIGEST_LENGTH);
-  return std::string(reinterpret_cast<char*>(out), static_cast<size_t>(n));
+  // Base64 of the 20 bytes by hand: EVP_EncodeBlock's general loop cost a tenth of the SHA-1.
+  static constexpr char kBase64[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  char out[28];
+  char* o = out;
+  for (size_t i = 0; i < SHA_DIGEST_LENGTH; i += 3) {
+    // The last group has two bytes: three characters and one "=".
+    uint32_t v = uint32_t{digest[i]} << 16 | uint32_t{digest[i + 1]} << 8 |
+                 (i + 2 < SHA_DIGEST_LENGTH ? digest[i + 2] : 0U);
+    *o++ = kBase64[v >> 18];
+    *o++ = kBase64[(v >> 12) & 63];
+    *o++ = kBase64[(v >> 6) & 63];
+    *o++ = i + 2 < SHA_DIGEST_LENGTH ? kBase64[v & 63] : '=';
+  }
+  return std::string(out, sizeof out);
 }
 
 bool validClientKey(std::string_view key) {
   if (key.size() != 24 || key[22] != '=' || key[23] != '=') {
     return false;
   }
-  for (size_t i = 0; i < 22; ++i) {
-    char c = key[i];
-    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '+' || c == '/';
-    if (!ok) {
-      return false;
+  // One table lookup per character, where the ranges took up to eight compares.
+  static constexpr std::array<bool, 256> kIsBase64 = [] {
+    std::array<bool, 256> t{};
+    for (char c :
+         std::string_view("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")) {
+      t[static_cast<unsigned char>(c)] = true;
     }
+    return t;
+  }();
+  bool ok = true;
+  for (size_t i = 0; i < 22; ++i) {
+    ok &= kIsBase64[static_cast<unsigned char>(key[i])];
   }
-  return true;
+  return ok;
 }
 
 }  // namespace sluice::ws

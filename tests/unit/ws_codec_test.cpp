@@ -1,6 +1,8 @@
 #include "proxy/ws/codec.h"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
 
 #include <random>
 #include <vector>
@@ -231,6 +233,39 @@ TEST(Handshake, AcceptKeyFromRfc) {
   EXPECT_FALSE(validClientKey("dGhlIHNhbXBsZSBub25jZSE="));  // 17 bytes
   EXPECT_FALSE(validClientKey("dGhlIHNhbXBsZSBub25j*Q=="));
   EXPECT_FALSE(validClientKey(""));
+}
+
+// acceptKey's hand-written base64 against OpenSSL's one-shot SHA-1 and EVP_EncodeBlock.
+TEST(Handshake, AcceptKeyAgreesWithOpenSsl) {
+  std::mt19937 rng(6455);
+  for (int round = 0; round < 2000; ++round) {
+    std::string key(rng() % 40, '\0');
+    for (char& c : key) {
+      c = static_cast<char>(rng());
+    }
+    std::string text = key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    unsigned char digest[SHA_DIGEST_LENGTH];
+    SHA1(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
+    unsigned char b64[32];
+    int n = EVP_EncodeBlock(b64, digest, SHA_DIGEST_LENGTH);
+    ASSERT_EQ(acceptKey(key), std::string(reinterpret_cast<char*>(b64), static_cast<size_t>(n)));
+  }
+}
+
+// validClientKey's table against the plain ranges, for every byte at every position.
+TEST(Handshake, ClientKeyEveryByteAtEveryPosition) {
+  auto plain = [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
+  };
+  for (size_t pos = 0; pos < 24; ++pos) {
+    for (int b = 0; b < 256; ++b) {
+      std::string key = "dGhlIHNhbXBsZSBub25jZQ==";
+      key[pos] = static_cast<char>(b);
+      bool want = pos < 22 ? plain(key[pos]) : b == '=';
+      EXPECT_EQ(validClientKey(key), want) << pos << " " << b;
+    }
+  }
 }
 
 TEST(CloseCodes, Validity) {
