@@ -626,6 +626,17 @@ void Stream::write(const uv_buf_t* bufs, unsigned count) {
   if (state_ != State::kOpen || shutdown_sent_) {
     return;
   }
+  // The common case (one buffer, a plain socket, not corked, nothing queued: a relayed frame)
+  // goes straight to send(2), past the layers below; what the socket does not take is queued as
+  // writeNow() would.
+  if (count == 1 && cork_depth_ == 0 && ssl_ == nullptr && error_ == 0 && queued() == 0 &&
+      !connecting_ && fd_ >= 0) {
+    ssize_t n = sendNow(bufs, 1);
+    if (n != static_cast<ssize_t>(bufs[0].len)) {
+      afterSend(bufs, 1, n);
+    }
+    return;
+  }
   if (cork_depth_ > 0) {
     size_t total = 0;
     for (unsigned i = 0; i < count; ++i) {
@@ -703,23 +714,32 @@ void Stream::writeNow(const uv_buf_t* bufs, unsigned count) {
   if (error_ != 0) {
     return;  // the stream failed; its handler hears of it on the next turn
   }
-  unsigned first = 0;
-  size_t offset = 0;
   if (queued() == 0 && !connecting_ && fd_ >= 0 && count > 0) {
-    ssize_t n = sendNow(bufs, count);
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-      // Reported on the next turn, so that the handler is never re-entered from write().
-      error_ = -errno;
-      events_->post(this);
-      return;
-    }
-    size_t written = n > 0 ? static_cast<size_t>(n) : 0;
-    while (first < count && written >= bufs[first].len) {
-      written -= bufs[first].len;
-      ++first;
-    }
-    offset = written;
+    afterSend(bufs, count, sendNow(bufs, count));
+    return;
   }
+  enqueue(bufs, count, 0, 0);
+}
+
+void Stream::afterSend(const uv_buf_t* bufs, unsigned count, ssize_t n) {
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+    // Reported on the next turn, so that the handler is never re-entered from write().
+    error_ = -errno;
+    events_->post(this);
+    return;
+  }
+  unsigned first = 0;
+  size_t written = n > 0 ? static_cast<size_t>(n) : 0;
+  while (first < count && written >= bufs[first].len) {
+    written -= bufs[first].len;
+    ++first;
+  }
+  if (first < count) {
+    enqueue(bufs, count, first, written);
+  }
+}
+
+void Stream::enqueue(const uv_buf_t* bufs, unsigned count, unsigned first, size_t offset) {
   if (first == count) {
     return;
   }

@@ -118,6 +118,11 @@ class Stream final : public Transport {
   // One non-blocking send of `bufs`: bytes sent, or -1 with errno set.
   ssize_t sendNow(const uv_buf_t* bufs, unsigned count);
   void writeNow(const uv_buf_t* bufs, unsigned count);
+  // After a send of `bufs` that returned `n`: an error is reported on the next turn, what did
+  // not go out is queued.
+  void afterSend(const uv_buf_t* bufs, unsigned count, ssize_t n);
+  // Copies bufs[first] from `offset` on, and the buffers after it, into the write queue.
+  void enqueue(const uv_buf_t* bufs, unsigned count, unsigned first, size_t offset);
   void uncorkNow();
   // Plaintext out: encrypted first on a TLS stream.
   void sendPlain(const uv_buf_t* bufs, unsigned count);
