@@ -19,7 +19,7 @@ void MemoryBudget::set(Holder& h, size_t bytes) {
   h.held_ = bytes;
 }
 
-void MemoryBudget::update(Holder& holder, size_t bytes) {
+void MemoryBudget::updateSlow(Holder& holder, size_t bytes) {
   set(holder, bytes);
   if (cap_ == 0 || total_ <= cap_ || shedding_) {
     return;

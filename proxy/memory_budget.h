@@ -35,7 +35,13 @@ class MemoryBudget {
   void setCap(uint64_t cap) { cap_ = cap; }
   // `holder` holds `bytes` now (instead of what it held before). May shed holders, this one
   // included, before it returns.
-  void update(Holder& holder, size_t bytes);
+  void update(Holder& holder, size_t bytes) {
+    // Inline for the common case, asked after every read: nothing changed and nothing to shed.
+    if (bytes == holder.held_ && (cap_ == 0 || total_ <= cap_)) {
+      return;
+    }
+    updateSlow(holder, bytes);
+  }
   // The holder goes away: forget it.
   void release(Holder& holder) { set(holder, 0); }
 
@@ -44,6 +50,7 @@ class MemoryBudget {
 
  private:
   void set(Holder& holder, size_t bytes);
+  void updateSlow(Holder& holder, size_t bytes);
 
   std::vector<Holder*> holders_;  // those holding anything
   uint64_t total_ = 0;

@@ -57,6 +57,17 @@ class Histogram {
     buckets_[i].inc();
     sum_micro_.inc(static_cast<uint64_t>(v * 1e6));
   }
+  // observe(v) for a whole number below 2^43, given `bounds` as integers: integer compares and
+  // an integer sum (no conversions to and from double), since it runs once per WebSocket message.
+  // Same buckets and sum as observe(static_cast<double>(v)).
+  void observeWhole(uint64_t v, const std::array<uint64_t, N>& bounds) {
+    size_t i = 0;
+    while (i < N && v > bounds[i]) {
+      ++i;
+    }
+    buckets_[i].inc();
+    sum_micro_.inc(v * 1000000);
+  }
   const std::array<double, N>& bounds() const { return *bounds_; }
   uint64_t bucket(size_t i) const { return buckets_[i].get(); }  // i == N: +Inf
   double sum() const { return static_cast<double>(sum_micro_.get()) / 1e6; }
@@ -71,6 +82,17 @@ inline constexpr std::array<double, 12> kLatencyBounds = {0.001, 0.0025, 0.005, 
                                                           0.1,   0.25,   0.5,   1,    2.5,   10};
 inline constexpr std::array<double, 10> kSizeBounds = {64,    256,    1024,    4096,    16384,
                                                        65536, 262144, 1048576, 4194304, 16777216};
+// kSizeBounds as integers, for SizeHistogram::observeWhole().
+inline constexpr std::array<uint64_t, 10> kSizeBoundsWhole = {
+    64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216};
+static_assert([] {
+  for (size_t i = 0; i < kSizeBounds.size(); ++i) {
+    if (static_cast<double>(kSizeBoundsWhole[i]) != kSizeBounds[i]) {
+      return false;
+    }
+  }
+  return true;
+}());
 using LatencyHistogram = Histogram<kLatencyBounds.size()>;
 using SizeHistogram = Histogram<kSizeBounds.size()>;
 

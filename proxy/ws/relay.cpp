@@ -607,16 +607,16 @@ void Relay::Leg::releaseLargeBuffers() {
 
 void Relay::countMessage(size_t dir, uint64_t bytes, bool end_of_message, uint64_t message_bytes) {
   stats_.bytes[dir] += bytes;
-  if (route_slot_ != nullptr) {
-    route_slot_->ws_bytes[dir].inc(bytes);
+  if (end_of_message) {
+    ++stats_.messages[dir];
   }
-  if (!end_of_message) {
+  if (route_slot_ == nullptr) {
     return;
   }
-  ++stats_.messages[dir];
-  if (route_slot_ != nullptr) {
+  route_slot_->ws_bytes[dir].inc(bytes);
+  if (end_of_message) {
     route_slot_->ws_messages[dir].inc();
-    route_slot_->ws_message_bytes[dir].observe(static_cast<double>(message_bytes));
+    route_slot_->ws_message_bytes[dir].observeWhole(message_bytes, metrics::kSizeBoundsWhole);
   }
 }
 

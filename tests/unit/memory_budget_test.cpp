@@ -54,5 +54,18 @@ TEST(MemoryBudget, ReleaseAndNoCap) {
   EXPECT_EQ(b.total(), 0u);
 }
 
+TEST(MemoryBudget, AnUnchangedHolderIsShedOnceTheCapIsLowered) {
+  // The inline fast path of update() skips only when nothing changed and nothing is over.
+  MemoryBudget b(0);
+  H a(&b);
+  b.update(a, 100);
+  b.update(a, 100);
+  EXPECT_EQ(a.sheds, 0);
+  b.setCap(50);
+  b.update(a, 100);
+  EXPECT_EQ(a.sheds, 1);
+  EXPECT_EQ(b.total(), 0u);
+}
+
 }  // namespace
 }  // namespace sluice
