@@ -165,6 +165,7 @@ void Relay::Leg::feed(const char* data, size_t len) {
   }
   if ((paused & (kAwaitVerdict | kFilterPause)) != 0 || !backlog.empty()) {
     backlog.append(data, len);  // read before the pause took effect, or after what waits
+    relay->held_changed_ = true;
     return;
   }
   const auto* p = reinterpret_cast<const uint8_t*>(data);
@@ -182,6 +183,7 @@ void Relay::Leg::feed(const char* data, size_t len) {
   }
   if (used < len && (paused & (kAwaitVerdict | kFilterPause)) != 0) {
     backlog.append(data + used, len - used);  // parsed once the verdict (or the filter) allows
+    relay->held_changed_ = true;
   }
 }
 
@@ -216,6 +218,7 @@ bool Relay::Leg::onFrameHeader(const FrameHeader& h, const uint8_t* raw) {
     // Between two frames of a message, whose held bytes stay before the control frame's.
     flushRange();
     mode = Mode::kHold;
+    relay->held_changed_ = true;
     control_held_from = held.size();
     control_payload_from = payload.size();
     held.append(reinterpret_cast<const char*>(raw), h.header_size);
@@ -259,6 +262,8 @@ bool Relay::Leg::onFrameHeader(const FrameHeader& h, const uint8_t* raw) {
         flushRange();  // nothing of this message goes out
         held.clear();
         payload.clear();
+        releaseLargeBuffers();
+        relay->held_changed_ = true;
         dropping = true;
         mode = Mode::kSkip;
         return true;
@@ -272,6 +277,7 @@ bool Relay::Leg::onFrameHeader(const FrameHeader& h, const uint8_t* raw) {
   } else if (validate || assembling) {
     flushRange();
     mode = Mode::kHold;
+    relay->held_changed_ = true;
     if (!reframe) {
       held.append(reinterpret_cast<const char*>(raw), h.header_size);
     }
@@ -297,6 +303,9 @@ bool Relay::Leg::onFramePayload(const FrameHeader& h, const uint8_t* data, size_
   if (mode == Mode::kStream) {
     forward(data, len);
     return true;
+  }
+  if (mode == Mode::kHold) {
+    relay->held_changed_ = true;  // held or payload grows
   }
   bool control = isControl(h.opcode);
   if (mode == Mode::kHold && (control || !reframe)) {
@@ -381,6 +390,7 @@ bool Relay::Leg::onFrameEnd(const FrameHeader& h) {
   }
   size_t dir = dirIndex(direction());
   if (isControl(h.opcode)) {
+    r.held_changed_ = true;
     std::string_view frame = std::string_view(held).substr(control_held_from);
     std::string_view body = std::string_view(payload).substr(control_payload_from);
     bool go_on = onControlFrame(h, frame, body);
@@ -401,7 +411,21 @@ bool Relay::Leg::onFrameEnd(const FrameHeader& h) {
     // of the read waits, as if it had not been read yet.
     return (paused & kFilterPause) == 0;
   }
-  // Held (or validated in place) data frame.
+  if (mode == Mode::kInPlace) {
+    // Validated where it lies: nothing was copied aside, so no buffer to clear or release (a
+    // dropped message releases its buffers when it is dropped).
+    if (validate && h.fin && !utf8.complete()) {
+      r.fail(*this, kInvalidPayload, "text message ends inside a UTF-8 sequence");
+      return false;
+    }
+    r.countMessage(dir, h.length, h.fin, message_bytes);
+    if (!r.other(*this).close_sent) {
+      forward(in_place, h.header_size + static_cast<size_t>(h.length));
+    }
+    return (paused & kFilterPause) == 0;
+  }
+  // Held data frame.
+  r.held_changed_ = true;
   if (compressed && h.fin) {
     size_t before = payload.size();
     if (!inflated(inflater->finishMessage(&payload)) || (validate && !validateFrom(before))) {
@@ -417,11 +441,7 @@ bool Relay::Leg::onFrameEnd(const FrameHeader& h) {
     return !h.fin || (judgeMessage() && (paused & kFilterPause) == 0);
   }
   r.countMessage(dir, h.length, h.fin, message_bytes);
-  if (r.other(*this).close_sent) {
-    // nothing more goes that way
-  } else if (mode == Mode::kInPlace) {
-    forward(in_place, h.header_size + static_cast<size_t>(h.length));
-  } else {
+  if (!r.other(*this).close_sent) {
     out->write(held);
   }
   held.clear();
@@ -467,6 +487,7 @@ void Relay::onMessageVerdict(filters::Direction direction, const filters::Messag
   l.messageDone();
   l.pause(kAwaitVerdict, false);
   if (!l.backlog.empty()) {
+    held_changed_ = true;
     std::string backlog = std::move(l.backlog);
     l.backlog.clear();
     l.feed(backlog.data(), backlog.size());
@@ -511,6 +532,7 @@ void Relay::Leg::sendMessage(bool rewritten) {
 }
 
 void Relay::Leg::messageDone() {
+  relay->held_changed_ = true;
   message.reset();
   held.clear();
   payload.clear();
@@ -621,9 +643,15 @@ void Relay::countMessage(size_t dir, uint64_t bytes, bool end_of_message, uint64
 }
 
 size_t Relay::heldBytes() const {
-  // Asked after every read: written out rather than as a loop over the legs, which costs twice.
-  return up_.held.capacity() + up_.payload.capacity() + up_.backlog.capacity() +
-         down_.held.capacity() + down_.payload.capacity() + down_.backlog.capacity();
+  // Asked after every read: recounted only when a buffer may have changed since the last time
+  // (frames relayed as they come, or validated in place, leave every buffer alone). A message
+  // out with a filter is recounted always: the filter may rewrite it at any time.
+  if (held_changed_ || up_.message || down_.message) {
+    held_changed_ = false;
+    held_bytes_ = up_.held.capacity() + up_.payload.capacity() + up_.backlog.capacity() +
+                  down_.held.capacity() + down_.payload.capacity() + down_.backlog.capacity();
+  }
+  return held_bytes_;
 }
 
 void Relay::shed() {
@@ -655,6 +683,7 @@ void Relay::replayBacklogs() {
       return;
     }
     if (l->paused == 0 && !l->backlog.empty()) {
+      held_changed_ = true;
       std::string backlog = std::move(l->backlog);
       l->backlog.clear();
       l->feed(backlog.data(), backlog.size());

@@ -241,6 +241,10 @@ class Relay : public FilterOwner {
   // it is and forwarded from there, instead of being copied aside first.
   const uint8_t* feed_begin_ = nullptr;
   const uint8_t* feed_end_ = nullptr;
+  // A leg's held, payload or backlog buffer may have changed size since heldBytes() last
+  // counted them (held_bytes_).
+  mutable bool held_changed_ = true;
+  mutable size_t held_bytes_ = 0;
   bool closing_ = false;  // a close handshake (relayed or sluice's own) is under way
   bool finished_ = false;
   bool lingering_ = false;

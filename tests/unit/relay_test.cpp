@@ -399,6 +399,35 @@ TEST(Relay, MessageWaitsForAnAsyncVerdictAndKeepsOrder) {
   EXPECT_EQ(f.toClient()[0].payload, "other way");
 }
 
+// heldBytes() is recounted only after a buffer may have changed: it must still follow a text
+// frame held across reads, its release, a message out with a filter, and the backlog behind it.
+TEST(Relay, HeldBytesFollowsTheBuffers) {
+  {
+    Fixture f;
+    EXPECT_LT(f.relay->heldBytes(), 1024u);
+    std::string big = frame(kText, std::string(20000, 'a'), true);
+    f.fromClient(big.substr(0, 10000));  // not whole in this read: held for validation
+    EXPECT_GE(f.relay->heldBytes(), 10000u);
+    f.fromClient(big.substr(10000));
+    EXPECT_EQ(f.backend.out, big);
+    EXPECT_LT(f.relay->heldBytes(), 1024u);     // released once forwarded
+    f.fromClient(frame(kText, "small", true));  // validated in place
+    EXPECT_LT(f.relay->heldBytes(), 1024u);
+  }
+  {
+    Judge j;
+    j.status = Status::kStop;
+    Fixture f(&j);
+    f.fromClient(frame(kText, std::string(8000, 'x'), true) +
+                 frame(kText, std::string(9000, 'y'), true));
+    EXPECT_GE(f.relay->heldBytes(), 17000u);  // the first message and the second one's bytes
+    j.status = Status::kContinue;
+    j.cb->resumeMessage(Direction::kDownstreamToUpstream, filters::MessageVerdict::forward());
+    EXPECT_LT(f.relay->heldBytes(), 1024u);  // both forwarded, the backlog gone
+    EXPECT_EQ(f.toBackend().size(), 2u);
+  }
+}
+
 TEST(Relay, AsyncCloseVerdict) {
   Judge j;
   j.status = Status::kStop;
