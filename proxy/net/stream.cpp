@@ -165,19 +165,31 @@ class EventSet {
     for (;;) {
       uv_update_time(loop_);
       bool uv_alive = uv_loop_alive(loop_) != 0;
+      int uv_timeout = uv_alive ? uv_backend_timeout(loop_) : -1;
       // libuv's turn (timers, its handles' events, closing handles), only when it has work:
       // uv_run polls its own epoll fd once more, a system call wasted when it has none.
-      if (uv_ready || (uv_alive && uv_backend_timeout(loop_) == 0)) {
+      bool changed = false;  // libuv's handles or timers may have changed since uv_timeout
+      if (uv_ready || uv_timeout == 0) {
         uv_ready = false;
         uv_run(loop_, UV_RUN_NOWAIT);
+        changed = true;
       }
-      runDeferred();
-      uv_alive = uv_loop_alive(loop_) != 0;  // onClosed() handlers may close or start handles
+      if (!posted_.empty() || !retired_.empty()) {
+        runDeferred();
+        changed = true;
+      }
+      if (changed) {
+        // Handlers (onClosed() above all) may have closed or started handles, or armed timers.
+        uv_alive = uv_loop_alive(loop_) != 0;
+        uv_timeout = uv_alive ? uv_backend_timeout(loop_) : -1;
+      }
+      // Otherwise nothing ran since uv_timeout was taken: it stands (asked once per turn, not
+      // twice, in the turns that only relay data).
       bool deferred = !posted_.empty() || !retired_.empty();
       if (!uv_alive && registered_ == 0 && !deferred) {
         break;
       }
-      int timeout = deferred ? 0 : uv_alive ? uv_backend_timeout(loop_) : -1;
+      int timeout = deferred ? 0 : uv_timeout;
       batch_size_ = std::max(0, sysEpollWait(epfd_, events_, kMaxEvents, timeout));
       uv_update_time(loop_);  // the batch's deadlines start from now, not from before the wait
       // A stream closed while this batch runs is only retired: its memory stays valid until
