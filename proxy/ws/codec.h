@@ -123,6 +123,8 @@ class FrameParser {
 
  private:
   bool parseHeader(const uint8_t* p, size_t avail, size_t* used);
+  // The common small data frame's header, decoded and known valid; false for any other.
+  bool parseCommonHeader(const uint8_t* p, size_t avail, size_t* used);
   FrameError validate(const FrameHeader& h);
 
   bool from_client_;

@@ -4,6 +4,7 @@
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -172,6 +173,66 @@ TEST(WsParser, Rsv1AllowedWithExtensionOnFirstFrameOnly) {
   std::string bad = frame(false, kText, "a", true, 4) + frame(true, kContinuation, "b", true, 4);
   p2.feed(u8(bad), bad.size(), c);
   EXPECT_EQ(p2.error(), FrameError::kReservedBits);
+}
+
+// Fed whole, a common frame's header takes the parser's fast path (parseCommonHeader); fed a
+// byte at a time, every header goes through the spill and the general parseHeader + validate.
+// Both must see the same frames and stop at the same error, for random (often invalid) headers.
+TEST(WsParser, CommonHeaderFastPathMatchesTheGeneralPath) {
+  std::mt19937 rng(20);
+  const uint8_t first_bytes[] = {0x81, 0x82, 0x01, 0x02, 0x80, 0x88, 0x89, 0x8A, 0x91,
+                                 0xA1, 0xC1, 0xC2, 0x83, 0x8B, 0x00, 0x09, 0xF1};
+  for (int round = 0; round < 3000; ++round) {
+    bool from_client = (round & 1) != 0;
+    bool rsv1 = (round & 2) != 0;
+    std::string stream;
+    int frames = 1 + static_cast<int>(rng() % 6);
+    for (int i = 0; i < frames; ++i) {
+      uint8_t b0 = first_bytes[rng() % sizeof first_bytes];
+      // Mostly masked as the direction wants, sometimes not; lengths around 126.
+      bool masked = (rng() % 8 == 0) ? !from_client : from_client;
+      size_t len = rng() % 4 == 0 ? 120 + rng() % 12 : rng() % 20;
+      std::string payload(len, 'a');
+      std::string f = frame(true, b0 & 0x0F, payload, masked);
+      f[0] = static_cast<char>(b0);
+      stream += f;
+    }
+    FrameParser whole(from_client, rsv1);
+    FrameParser bytes(from_client, rsv1);
+    Collector a;
+    Collector b;
+    size_t used_whole = whole.feed(u8(stream), stream.size(), a);
+    size_t used_bytes = 0;
+    for (size_t i = 0; i < stream.size(); ++i) {
+      size_t n = bytes.feed(u8(stream) + i, 1, b);
+      used_bytes += n;
+      if (n == 0) {
+        break;
+      }
+    }
+    ASSERT_EQ(whole.error(), bytes.error()) << "round " << round;
+    if (whole.error() == FrameError::kNone) {
+      ASSERT_EQ(used_whole, stream.size());
+    }
+    ASSERT_EQ(a.frames.size(), b.frames.size()) << "round " << round;
+    ASSERT_EQ(a.ended, b.ended);
+    ASSERT_EQ(a.raw_headers, b.raw_headers);
+    for (size_t i = 0; i < a.frames.size(); ++i) {
+      const FrameHeader& x = a.frames[i].header;
+      const FrameHeader& y = b.frames[i].header;
+      ASSERT_EQ(x.fin, y.fin);
+      ASSERT_EQ(x.rsv, y.rsv);
+      ASSERT_EQ(x.opcode, y.opcode);
+      ASSERT_EQ(x.masked, y.masked);
+      ASSERT_EQ(0, memcmp(x.mask, y.mask, 4));
+      ASSERT_EQ(x.length, y.length);
+      ASSERT_EQ(x.header_size, y.header_size);
+      ASSERT_EQ(a.frames[i].payload, b.frames[i].payload);
+    }
+    ASSERT_EQ(whole.inFragmentedMessage(), bytes.inFragmentedMessage());
+    ASSERT_EQ(whole.messageOpcode(), bytes.messageOpcode());
+    (void)used_bytes;
+  }
 }
 
 TEST(Utf8, ValidAndInvalid) {
