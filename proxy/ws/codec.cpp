@@ -385,7 +385,8 @@ size_t FrameParser::feed(const uint8_t* data, size_t len, Handler& handler) {
     if (!in_payload_) {
       const uint8_t* raw;
       size_t used = 0;
-      bool valid = false;  // known valid without validate()
+      bool valid = false;      // known valid without validate()
+      bool contiguous = true;  // the header is in `data` (not spilled), the payload after it
       if (spill_len_ == 0) {
         valid = parseCommonHeader(data + pos, len - pos, &used);
         if (!valid && !parseHeader(data + pos, len - pos, &used)) {
@@ -404,6 +405,7 @@ size_t FrameParser::feed(const uint8_t* data, size_t len, Handler& handler) {
           return len;
         }
         raw = spill_;
+        contiguous = false;
         spill_len_ = 0;
         pos += used - old;
       }
@@ -420,6 +422,16 @@ size_t FrameParser::feed(const uint8_t* data, size_t len, Handler& handler) {
         in_message_ = !header_.fin;
       }
       payload_done_ = 0;
+      if (contiguous && header_.length <= len - pos) {
+        Handler::Whole whole = handler.onWholeFrame(header_, raw);
+        if (whole != Handler::Whole::kDecline) {
+          pos += static_cast<size_t>(header_.length);
+          if (whole == Handler::Whole::kStop) {
+            return pos;
+          }
+          continue;
+        }
+      }
       if (!handler.onFrameHeader(header_, raw)) {
         in_payload_ = header_.length > 0;
         return pos;

@@ -107,6 +107,16 @@ class FrameParser {
     virtual bool onFramePayload(const FrameHeader& h, const uint8_t* data, size_t len,
                                 uint64_t offset) = 0;
     virtual bool onFrameEnd(const FrameHeader& h) = 0;
+    // What onWholeFrame() did with a frame.
+    enum class Whole : uint8_t {
+      kDecline,  // nothing: the parser goes on with onFrameHeader(), onFramePayload(), ...
+      kHandled,  // the whole frame, as the three calls would have: parsing goes on after it
+      kStop,     // the same, then stop (as if onFramePayload() or onFrameEnd() returned false)
+    };
+    // A frame whose header and payload are both in the buffer being fed, contiguous from `raw`
+    // (its payload at raw + h.header_size), offered whole first: a handler may take the common
+    // frame in one call instead of three. The default declines.
+    virtual Whole onWholeFrame(const FrameHeader& h, const uint8_t* raw) { return Whole::kDecline; }
   };
 
   // `from_client`: frames must be masked (else unmasked). `allow_rsv1`: permessage-deflate.

@@ -101,6 +101,9 @@ Relay::Relay(filters::Dispatcher& dispatcher, net::Transport& client, net::Trans
   if (filters_) {
     filters_->setOwner(*this);
   }
+  for (Leg* l : {&up_, &down_}) {
+    l->plain = !needs_payload_ && !frame_filters_ && l->deflater == nullptr;
+  }
   up_.last_rx = down_.last_rx = last_rx_ = dispatcher_.nowMs();
   armTimer();
 }
@@ -287,6 +290,47 @@ bool Relay::Leg::onFrameHeader(const FrameHeader& h, const uint8_t* raw) {
     mid_frame_out = h.length > 0;
   }
   return true;
+}
+
+FrameParser::Handler::Whole Relay::Leg::onWholeFrame(const FrameHeader& h, const uint8_t* raw) {
+  // The frame nearly every message is (one whole data frame, uncompressed, on a plain session)
+  // in one step: what onFrameHeader(), onFramePayload() and onFrameEnd() do for it in the
+  // kStream or kInPlace mode, without their general bookkeeping. Anything else declines.
+  Relay& r = *relay;
+  Leg& o = r.other(*this);
+  uint64_t limit = r.config_.max_message_bytes;
+  if (!plain || !h.fin || h.rsv != 0 || (h.opcode != kText && h.opcode != kBinary) || r.finished_ ||
+      close_received || o.close_sent || o.owe_pong || (limit > 0 && h.length > limit)) {
+    return Whole::kDecline;
+  }
+  dropping = false;
+  message_bytes = h.length;
+  compressed = false;
+  assembling = false;
+  reframe = false;
+  payload.clear();
+  held.clear();
+  validate = h.opcode == kText && r.config_.validate_utf8;
+  if (validate) {
+    mode = Mode::kInPlace;
+    in_place = raw;
+    utf8.reset();
+    const uint8_t* data = raw + h.header_size;
+    auto len = static_cast<size_t>(h.length);
+    if (!(h.masked ? utf8.feedMasked(data, len, h.mask, 0) : utf8.feed(data, len))) {
+      r.fail(*this, kInvalidPayload, "text message is not valid UTF-8");
+      return Whole::kStop;
+    }
+    if (!utf8.complete()) {
+      r.fail(*this, kInvalidPayload, "text message ends inside a UTF-8 sequence");
+      return Whole::kStop;
+    }
+  } else {
+    mode = Mode::kStream;
+  }
+  r.countMessage(dirIndex(direction()), h.length, true, message_bytes);
+  forward(raw, h.header_size + static_cast<size_t>(h.length));
+  return (paused & kFilterPause) == 0 ? Whole::kHandled : Whole::kStop;
 }
 
 bool Relay::Leg::onFramePayload(const FrameHeader& h, const uint8_t* data, size_t len,

@@ -123,6 +123,7 @@ class Relay : public FilterOwner {
     bool onFramePayload(const FrameHeader& h, const uint8_t* data, size_t len,
                         uint64_t offset) override;
     bool onFrameEnd(const FrameHeader& h) override;
+    Whole onWholeFrame(const FrameHeader& h, const uint8_t* raw) override;
     // A whole control frame: `frame` as received, `body` its unmasked payload.
     bool onControlFrame(const FrameHeader& h, std::string_view frame, std::string_view body);
     // A whole message for the payload filters; returns false to stop parsing.
@@ -177,6 +178,9 @@ class Relay : public FilterOwner {
     bool compressed = false;  // the current message has RSV1 (permessage-deflate)
     bool reframe = false;     // sluice frames the current message itself: no raw bytes kept
     bool passthrough = false;
+    // No payload filters, frame filters or compression toward the peer (fixed per session): a
+    // one-frame data message whole in a read may take onWholeFrame()'s short way.
+    bool plain = false;
     // sluice's own ping toward this leg's peer, and when it went out.
     bool ping_outstanding = false;
     uint64_t ping_sent_at = 0;

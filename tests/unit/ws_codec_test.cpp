@@ -235,6 +235,60 @@ TEST(WsParser, CommonHeaderFastPathMatchesTheGeneralPath) {
   }
 }
 
+// A handler that takes whole frames in one call sees the same frames, in the same order, as one
+// that takes every frame in three, wherever the input is split (a frame cut by a split goes the
+// three-call way); kStop stops right after the frame.
+TEST(WsParser, WholeFramesMatchTheThreeCalls) {
+  struct Whole : Collector {
+    FrameParser::Handler::Whole onWholeFrame(const FrameHeader& h, const uint8_t* raw) override {
+      if (h.opcode == kPing) {
+        return FrameParser::Handler::Whole::kDecline;  // some are declined
+      }
+      frames.push_back({h, std::string(reinterpret_cast<const char*>(raw) + h.header_size,
+                                       static_cast<size_t>(h.length))});
+      if (h.masked) {
+        applyMask(reinterpret_cast<uint8_t*>(frames.back().payload.data()), h.length, h.mask, 0);
+      }
+      raw_headers.emplace_back(reinterpret_cast<const char*>(raw), h.header_size);
+      ++ended;
+      ++whole;
+      return stop ? FrameParser::Handler::Whole::kStop : FrameParser::Handler::Whole::kHandled;
+    }
+    int whole = 0;
+    bool stop = false;
+  };
+  std::string stream = frame(true, kText, "Hello", true) + frame(true, kPing, "p", true) +
+                       frame(true, kBinary, std::string(300, 'y'), true) +
+                       frame(false, kText, "a", true) + frame(true, kContinuation, "b", true) +
+                       frame(true, kText, "", true);
+  FrameParser plain_parser(true);
+  Collector expected;
+  plain_parser.feed(u8(stream), stream.size(), expected);
+  for (size_t split = 0; split <= stream.size(); ++split) {
+    FrameParser p(true);
+    Whole got;
+    ASSERT_EQ(p.feed(u8(stream), split, got), split);
+    ASSERT_EQ(p.feed(u8(stream) + split, stream.size() - split, got), stream.size() - split);
+    ASSERT_EQ(got.frames.size(), expected.frames.size()) << "split " << split;
+    for (size_t i = 0; i < got.frames.size(); ++i) {
+      EXPECT_EQ(got.frames[i].payload, expected.frames[i].payload) << "split " << split;
+      EXPECT_EQ(got.frames[i].header.opcode, expected.frames[i].header.opcode);
+    }
+    EXPECT_EQ(got.raw_headers, expected.raw_headers);
+    EXPECT_EQ(got.ended, expected.ended);
+    if (split == 0) {
+      EXPECT_EQ(got.whole, 5);  // all but the ping
+    }
+  }
+  FrameParser p(true);
+  Whole stopper;
+  stopper.stop = true;
+  size_t first = frame(true, kText, "Hello", true).size();
+  EXPECT_EQ(p.feed(u8(stream), stream.size(), stopper), first);
+  EXPECT_EQ(stopper.frames.size(), 1u);
+  EXPECT_EQ(p.error(), FrameError::kNone);
+}
+
 TEST(Utf8, ValidAndInvalid) {
   EXPECT_TRUE(validUtf8(""));
   EXPECT_TRUE(validUtf8("plain ascii that is longer than eight bytes"));
