@@ -205,8 +205,10 @@ void Relay::Leg::forward(const uint8_t* p, size_t n) {
 
 void Relay::Leg::flushRange() {
   if (fwd_begin != fwd_end) {
-    uv_buf_t b = uv_buf_init(reinterpret_cast<char*>(const_cast<uint8_t*>(fwd_begin)),
-                             static_cast<unsigned>(fwd_end - fwd_begin));
+    // Filled in here: uv_buf_init() is a call into libuv, once per relayed frame.
+    uv_buf_t b;
+    b.base = reinterpret_cast<char*>(const_cast<uint8_t*>(fwd_begin));
+    b.len = static_cast<size_t>(fwd_end - fwd_begin);
     out->write(&b, 1);
   }
   fwd_begin = fwd_end = nullptr;
