@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 
 #include <openssl/rand.h>
@@ -445,16 +446,33 @@ std::shared_ptr<filters::WorkerState> Worker::filterState(const filters::ConstFi
   return it->second.second;
 }
 
+namespace {
+// Two hex digits per byte value: an id takes 16 look-ups instead of 32 (one id per request).
+constexpr std::array<char, 512> kHexPairs = [] {
+  constexpr char kHex[] = "0123456789abcdef";
+  std::array<char, 512> t{};
+  for (size_t i = 0; i < 256; ++i) {
+    t[2 * i] = kHex[i >> 4];
+    t[2 * i + 1] = kHex[i & 0xf];
+  }
+  return t;
+}();
+}  // namespace
+
+void Worker::formatRequestId(uint64_t high, uint64_t low, char* out) {
+  for (uint64_t v : {high, low}) {
+    for (int i = 7; i >= 0; --i, v >>= 8) {
+      std::memcpy(out + 2 * i, &kHexPairs[2 * (v & 0xff)], 2);
+    }
+    out += 16;
+  }
+}
+
 void Worker::newRequestId(std::string* out) {
   // 128 random bits as 32 hex digits (by hand: snprintf was a tenth of a request's CPU).
-  static constexpr char kHex[] = "0123456789abcdef";
-  char buf[32];
-  for (int half = 0; half < 2; ++half) {
-    uint64_t v = rng_();
-    for (int i = 15; i >= 0; --i, v >>= 4) {
-      buf[half * 16 + i] = kHex[v & 0xf];
-    }
-  }
+  char buf[kRequestIdLength];
+  uint64_t high = rng_();
+  formatRequestId(high, rng_(), buf);
   out->assign(buf, sizeof buf);
 }
 

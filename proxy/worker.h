@@ -84,6 +84,9 @@ class Worker {
   // The filter's state on this worker (made at its first use here; null when it keeps none).
   std::shared_ptr<filters::WorkerState> filterState(const filters::ConstFilterPtr& filter);
   void newRequestId(std::string* out);
+  // `high` then `low` as 32 lower-case hex digits (no terminator) at `out`.
+  static constexpr size_t kRequestIdLength = 32;
+  static void formatRequestId(uint64_t high, uint64_t low, char* out);
   // A number for this worker's next connection, for debug logs ("c3.17": worker 3, the 17th).
   // Unique within the process (per-connection rate limits key on it), touched once per
   // connection.
