@@ -591,35 +591,46 @@ void Exchange::logNoBackend(const Snapshot& snap, size_t pool) const {
            why.c_str(), logContext().c_str());
 }
 
-std::string Exchange::stickyHeader() const {
+void Exchange::appendStickyHeader(std::string* out) const {
   if (!route_ || !backend_ || sticky_hit_) {
-    return {};
+    return;
   }
   size_t p = route().pool_index;
   const conf::PoolConfig& pool = snapshot_->config->pools[p];
   if (pool.sticky_cookie.empty()) {
-    return {};
+    return;
   }
-  std::string out = "Set-Cookie: " + pool.sticky_cookie + "=" +
-                    snapshot_->backend(p, *backend_).sticky_token + "; Path=/";
+  *out += "Set-Cookie: ";
+  *out += pool.sticky_cookie;
+  *out += '=';
+  *out += snapshot_->backend(p, *backend_).sticky_token;
+  *out += "; Path=/";
   if (pool.sticky_cookie_httponly) {
-    out += "; HttpOnly";
+    *out += "; HttpOnly";
   }
-  out += "; SameSite=" + pool.sticky_cookie_samesite;
+  *out += "; SameSite=";
+  *out += pool.sticky_cookie_samesite;
   // A cookie set over TLS is Secure unless the operator says otherwise: sent in clear it would
   // tell an eavesdropper which backend a client uses (SameSite=None needs it in any case).
   if (pool.sticky_cookie_secure.value_or(down_.tls() || x_forwarded_proto_ == "https")) {
-    out += "; Secure";
+    *out += "; Secure";
   }
-  return out + "\r\n";
+  *out += "\r\n";
 }
 
-std::string Exchange::responseHeaders(const ResponseHead* head) const {
-  std::string out = stickyHeader();
+void Exchange::appendResponseHeaders(const ResponseHead* head, std::string* out) const {
+  appendStickyHeader(out);
   if (!request_id_.empty() && (head == nullptr || head->find("x-request-id") == nullptr)) {
-    out += "X-Request-Id: " + request_id_ + "\r\n";
+    *out += "X-Request-Id: ";
+    *out += request_id_;
+    *out += "\r\n";
   }
-  return out;
+}
+
+std::string_view Exchange::responseHeaders(const ResponseHead* head) {
+  extra_headers_.clear();
+  appendResponseHeaders(head, &extra_headers_);
+  return extra_headers_;
 }
 
 const ResponseHead& Exchange::editedResponse(const ResponseHead& head) {
@@ -964,9 +975,13 @@ bool Exchange::onUpstreamUpgrade(const ResponseHead& head) {
     st->recordSuccess();
   }
   const ResponseHead& edited = editedResponse(head);
-  std::string extra = "Upgrade: websocket\r\nConnection: Upgrade\r\n" + responseHeaders(&edited);
+  std::string& extra = extra_headers_;
+  extra.assign("Upgrade: websocket\r\nConnection: Upgrade\r\n");
+  appendResponseHeaders(&edited, &extra);
   if (!client_extensions.empty()) {
-    extra += "Sec-WebSocket-Extensions: " + client_extensions + "\r\n";
+    extra += "Sec-WebSocket-Extensions: ";
+    extra += client_extensions;
+    extra += "\r\n";
   }
   if (edited.find("sec-websocket-extensions") != nullptr) {
     // The backend's answer was for sluice's offer: the client gets sluice's own answer.

@@ -164,7 +164,7 @@ class Exchange : public UpstreamCallbacks, public FilterOwner {
   void startUpstream(std::optional<size_t> exclude_backend);
   std::optional<size_t> stickyBackend(const Snapshot& snap, size_t pool) const;
   void logNoBackend(const Snapshot& snap, size_t pool) const;
-  std::string stickyHeader() const;
+  void appendStickyHeader(std::string* out) const;
   upstream::BackendState* backendState() const;
   void sendRequestHead();
   void forwardBody(const char* data, size_t len);
@@ -182,9 +182,11 @@ class Exchange : public UpstreamCallbacks, public FilterOwner {
   void resolveClient(const RequestHead& head, std::string_view host);
   // " [listener=a route=b client=c request_id=d]" for error-log lines about this request.
   std::string logContext() const;
-  // Extra response header lines sluice adds: the sticky cookie and X-Request-Id (unless the
-  // backend's response `head` has one).
-  std::string responseHeaders(const ResponseHead* head) const;
+  // Appends the extra response header lines sluice adds: the sticky cookie and X-Request-Id
+  // (unless the backend's response `head` has one).
+  void appendResponseHeaders(const ResponseHead* head, std::string* out) const;
+  // Those lines alone, in extra_headers_ (valid until the next call).
+  std::string_view responseHeaders(const ResponseHead* head);
   // The route's response header rules applied to a copy of `head`, kept in held_head_.
   const ResponseHead& editedResponse(const ResponseHead& head);
 
@@ -198,6 +200,9 @@ class Exchange : public UpstreamCallbacks, public FilterOwner {
   std::string x_forwarded_for_;
   std::string x_forwarded_proto_;
   std::string x_forwarded_host_;
+  // The extra response header lines, reused across the connection's requests (they were a few
+  // string temporaries, so allocations, per response).
+  std::string extra_headers_;
   std::string forwarded_;      // RFC 7239, on listeners that read Forwarded
   bool log_ = true;            // the route's access_log
   bool health_check_ = false;  // a health_path request: not logged, not counted

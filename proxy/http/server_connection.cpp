@@ -417,8 +417,14 @@ void ServerConnection::sendHead(const ResponseHead& head, BodyFraming framing,
   keep_alive_ = keep_alive_ && !close_after && clientWantsKeepAlive() && !shutdown_ &&
                 !client_eof_ && framing.kind != Framing::kClose && !worker_->shuttingDown() &&
                 !worker_->shared()->stopping.load(std::memory_order_relaxed);
-  std::string extra(extra_headers);
-  extra += hstsHeader();
+  // Copied only when HSTS adds to it: most responses pass the exchange's lines as they are.
+  std::string with_hsts;
+  std::string_view extra = extra_headers;
+  if (std::string hsts = hstsHeader(); !hsts.empty()) {
+    with_hsts.reserve(extra_headers.size() + hsts.size());
+    with_hsts.append(extra_headers).append(hsts);
+    extra = with_hsts;
+  }
   head_buffer_.clear();
   writeDownstreamResponse(head, framing, keep_alive_, extra, &head_buffer_);
   stream_.write(head_buffer_);
