@@ -256,5 +256,32 @@ TEST_F(Codec, ShutdownLetsAFreshConnectionSendItsFirstRequest) {
   EXPECT_TRUE(closed);
 }
 
+// A freed connection's block is reused by the next connection on the thread; while cached it is
+// off limits to AddressSanitizer as freed memory is.
+TEST(ServerConnectionBlocks, FreedBlockIsReused) {
+  void* a = ServerConnection::operator new(sizeof(ServerConnection));
+  ServerConnection::operator delete(a, sizeof(ServerConnection));
+  void* b = ServerConnection::operator new(sizeof(ServerConnection));
+  EXPECT_EQ(a, b);
+  void* c = ServerConnection::operator new(sizeof(ServerConnection));
+  EXPECT_NE(b, c);
+  ServerConnection::operator delete(c, sizeof(ServerConnection));
+  ServerConnection::operator delete(b, sizeof(ServerConnection));
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+TEST(ServerConnectionBlocksDeathTest, CachedBlockIsPoisoned) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        auto* p =
+            static_cast<volatile char*>(ServerConnection::operator new(sizeof(ServerConnection)));
+        ServerConnection::operator delete(const_cast<char*>(p), sizeof(ServerConnection));
+        p[8] = 1;
+      },
+      "use-after-poison");
+}
+#endif
+
 }  // namespace
 }  // namespace sluice::http
