@@ -621,6 +621,7 @@ void Exchange::appendStickyHeader(std::string* out) const {
 void Exchange::appendResponseHeaders(const ResponseHead* head, std::string* out) const {
   appendStickyHeader(out);
   if (!request_id_.empty() && (head == nullptr || head->find("x-request-id") == nullptr)) {
+    out->reserve(out->size() + request_id_.size() + 16);  // one allocation, not one per append
     *out += "X-Request-Id: ";
     *out += request_id_;
     *out += "\r\n";
@@ -976,7 +977,10 @@ bool Exchange::onUpstreamUpgrade(const ResponseHead& head) {
   }
   const ResponseHead& edited = editedResponse(head);
   std::string& extra = extra_headers_;
-  extra.assign("Upgrade: websocket\r\nConnection: Upgrade\r\n");
+  constexpr std::string_view kUpgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+  // Room for every line below, so that the buffer is allocated once.
+  extra.reserve(kUpgrade.size() + request_id_.size() + client_extensions.size() + 64);
+  extra.assign(kUpgrade);
   appendResponseHeaders(&edited, &extra);
   if (!client_extensions.empty()) {
     extra += "Sec-WebSocket-Extensions: ";
@@ -1070,7 +1074,7 @@ void Exchange::onUpstreamUpgraded(std::string_view early_upstream) {
   setup.client_ip = clientIp();
   setup.host = request_->get("host").value_or(std::string_view());
   const std::string* log_path = setup.filters ? setup.filters->logPath() : nullptr;
-  setup.path = log_path != nullptr ? *log_path : request_->url;
+  setup.path = log_path != nullptr ? std::string_view(*log_path) : std::string_view(request_->url);
   setup.request_id = request_id_;
   setup.user_agent = request_->get("user-agent").value_or(std::string_view());
   setup.referer = request_->get("referer").value_or(std::string_view());

@@ -57,9 +57,9 @@ std::string logFields(const Session::Setup& s) {
   out.reserve(s.client_ip.size() + s.host.size() + s.path.size() + s.request_id.size() +
               s.user_agent.size() + s.referer.size() + 5);
   out.append(s.client_ip);
-  for (const std::string* f : {&s.host, &s.path, &s.request_id, &s.user_agent, &s.referer}) {
+  for (std::string_view f : {s.host, s.path, s.request_id, s.user_agent, s.referer}) {
     out.push_back('\0');
-    out.append(*f);
+    out.append(f);
   }
   return out;
 }

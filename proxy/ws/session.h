@@ -7,6 +7,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <uv.h>
@@ -44,13 +45,15 @@ class Session : public ClientSession, public Relay::Owner, public MemoryBudget::
     metrics::ListenerSlot* listener_slot = nullptr;
     metrics::BackendSlot* backend_slot = nullptr;
     upstream::BackendState* backend_state = nullptr;
-    // For the access log entry (the method is always GET).
-    std::string client_ip;
-    std::string host;
-    std::string path;
-    std::string request_id;
-    std::string user_agent;
-    std::string referer;
+    // For the access log entry (the method is always GET). Views into the upgrading exchange,
+    // valid until start() returns: the session packs them into one string of its own (copies
+    // here were an allocation each).
+    std::string_view client_ip;
+    std::string_view host;
+    std::string_view path;
+    std::string_view request_id;
+    std::string_view user_agent;
+    std::string_view referer;
     const char* tls_version = "";  // OpenSSL's static names; "" on plain connections
     const char* tls_cipher = "";
     bool access_log = true;  // the route's access_log
