@@ -43,6 +43,13 @@ host = "fail.example"
 path_prefix = "/"
 pool = "gone"
 max_body_bytes = 16
+[[routes]]
+listener = "public"
+host = "ws.example"
+path_prefix = "/"
+pool = "gone"
+[routes.websocket]
+enabled = true
 )";
 
 class Codec : public ::testing::Test {
@@ -254,6 +261,37 @@ TEST_F(Codec, ShutdownLetsAFreshConnectionSendItsFirstRequest) {
   EXPECT_TRUE(out.starts_with("HTTP/1.1 404")) << out;
   EXPECT_NE(out.find("Connection: close"), std::string::npos) << out;
   EXPECT_TRUE(closed);
+}
+
+// The handshake's Sec-WebSocket-Key and Sec-WebSocket-Version checks (one line of each, any
+// case): a good handshake gets as far as the backend (gone: 502, then 503 once it is marked down).
+TEST_F(Codec, WebSocketHandshakeKeyAndVersionLines) {
+  const std::string head =
+      "GET /chat HTTP/1.1\r\nHost: ws.example\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\n";
+  const std::string key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+  const std::string version = "Sec-WebSocket-Version: 13\r\n";
+  struct Case {
+    std::string headers;
+    const char* status;
+  };
+  const Case cases[] = {
+      {key + version, "HTTP/1.1 50"},
+      {"sec-websocket-version: 13\r\nSEC-WEBSOCKET-KEY: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+       "HTTP/1.1 50"},
+      {version, "HTTP/1.1 400"},
+      {key + key + version, "HTTP/1.1 400"},
+      {"Sec-WebSocket-Key: short\r\n" + version, "HTTP/1.1 400"},
+      {key, "HTTP/1.1 426"},
+      {key + version + version, "HTTP/1.1 426"},
+      {key + "Sec-WebSocket-Version: 12\r\n", "HTTP/1.1 426"},
+  };
+  for (const Case& k : cases) {
+    int c = connect();
+    send(c, head + k.headers + "\r\n");
+    std::string out = read(c, 3000, nullptr, 12);
+    EXPECT_TRUE(out.starts_with(k.status)) << k.headers << "\n" << out;
+  }
 }
 
 // A freed connection's block is reused by the next connection on the thread; while cached it is
