@@ -461,8 +461,9 @@ constexpr std::array<char, 512> kHexPairs = [] {
 
 void Worker::formatRequestId(uint64_t high, uint64_t low, char* out) {
   for (uint64_t v : {high, low}) {
-    for (int i = 7; i >= 0; --i, v >>= 8) {
-      std::memcpy(out + 2 * i, &kHexPairs[2 * (v & 0xff)], 2);
+    // The lowest byte is written last in the 16 digits, the highest first.
+    for (size_t i = 0; i < 8; ++i, v >>= 8) {
+      std::memcpy(out + 14 - 2 * i, &kHexPairs[2 * (v & 0xff)], 2);
     }
     out += 16;
   }
