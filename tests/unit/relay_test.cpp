@@ -256,6 +256,31 @@ TEST(Relay, GoAwayAndLinger) {
   EXPECT_TRUE(f.lingered);
 }
 
+TEST(Relay, NoFrameFollowsACloseSluiceSent) {
+  // Frames the client sent before it saw sluice's close: the backend has a close from sluice
+  // already, and nothing may follow it, whether the frame is streamed (binary), validated in
+  // place (text) or the rest of a fragmented message.
+  {
+    Fixture f;
+    f.relay->goAway(1012, "drain");
+    std::string before = f.backend.out;
+    f.fromClient(frame(kBinary, "late", true));
+    f.fromClient(frame(kText, "late", true));
+    EXPECT_EQ(f.backend.out, before);
+    EXPECT_EQ(closeCode(f.toBackend().back()), 1012);
+  }
+  {
+    Fixture f;
+    f.fromClient(frame(kBinary, "first", true, false));  // a message's first fragment
+    f.relay->goAway(1012, "drain");
+    std::string before = f.backend.out;
+    f.fromClient(frame(kContinuation, "more", true, false));
+    f.fromClient(frame(kContinuation, "last", true));
+    EXPECT_EQ(f.backend.out, before);
+    EXPECT_EQ(closeCode(f.toBackend().back()), 1012);
+  }
+}
+
 TEST(Relay, HeartbeatsAndPongTimeout) {
   Fixture f;
   f.dispatcher.advance(30000);
