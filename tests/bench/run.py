@@ -1129,6 +1129,15 @@ class Harness:
         self.errors.append(msg)
         log("  ERROR: " + msg)
 
+    def start_into(self, targets, t, what=None):
+        """Starts t and appends it to `targets`; a target that fails to start is an error of the
+        run, not the end of it. Returns t."""
+        try:
+            targets.append(t.start())
+        except HarnessError as e:
+            self.error("%s failed to start: %s" % (what or t.name, e))
+        return t
+
     def ensure(self, t):
         """Make sure target t is running; restart it (and say so) when it died."""
         if t.alive():
@@ -1282,10 +1291,7 @@ class Harness:
             # The token of the target's algorithm; the target without filters gets an ES256 one
             # (the same bytes on the wire, unchecked).
             t.bearer = "Authorization: Bearer " + tokens[alg or "ES256"]
-            try:
-                atargets.append(t.start())
-            except HarnessError as e:
-                self.error("%s failed to start: %s" % (name, e))
+            self.start_into(atargets, t)
         base = ("sluice (no filters)",)
         # nginx + auth_request to a local verifier, for the HTTP figure (when nginx and node are
         # installed). The verifier shares the proxy's CPU: sluice's one worker verifies tokens
@@ -1307,10 +1313,7 @@ class Harness:
                             "ES256"),
                            (NginxAuth(self, "nginx+auth_request RS256", vport["RS256"]), "RS256")):
                 t.bearer = "Authorization: Bearer " + tokens[alg]
-                try:
-                    ntargets.append(t.start())
-                except HarnessError as e:
-                    self.error("%s failed to start: %s" % (t.name, e))
+                self.start_into(ntargets, t)
         else:
             self.notes.append("auth: no nginx + auth_request comparison (nginx or node missing)")
         try:
@@ -1353,11 +1356,7 @@ class Harness:
         targets = []
 
         def add(t):
-            try:
-                targets.append(t.start())
-            except HarnessError as e:
-                self.error("%s failed to start: %s" % (t.name, e))
-            return t
+            return self.start_into(targets, t)
         sw = add(SluiceWafRoutes(self, "sluice+waf", ["waf"], waf))
         nw = None
         if a.nginx and "nginx" in a.targets and os.path.exists(wafconf.MODULE):
@@ -1383,10 +1382,7 @@ class Harness:
         wtargets = []
         for t in (Sluice(self, "sluice (no filters)"), Sluice(self, "sluice+waf", ["waf"], waf),
                   Sluice(self, "sluice+rules (50)", ["rules"], rules)):
-            try:
-                wtargets.append(t.start())
-            except HarnessError as e:
-                self.error("%s failed to start: %s" % (t.name, e))
+            self.start_into(wtargets, t)
         ws_headers = [x for h in WAF_HEADERS[:3] for x in ("--header", h)]
         try:
             self.throughput_scenario(
@@ -1493,10 +1489,7 @@ class Harness:
         targets = []
 
         def add(t):
-            try:
-                targets.append(t.start())
-            except HarnessError as e:
-                self.error("%s failed to start: %s" % (t.name, e))
+            return self.start_into(targets, t)
         add(Sluice(self, "sluice (no filters)"))
         add(Sluice(self, "sluice+ratelimit", ["ratelimit"]))
         if redis_toml:
@@ -1743,10 +1736,7 @@ class Harness:
         for k in kinds:
             t = {"sluice": Sluice, "nginx": Nginx}[k](self, k, tls=pair)
             t.starts = 300  # a work directory of its own beside the plain target's
-            try:
-                targets.append(t.start())
-            except HarnessError as e:
-                self.error("%s (TLS) failed to start: %s" % (k, e))
+            self.start_into(targets, t, "%s (TLS)" % k)
         try:
             self.throughput_scenario(
                 "tls_full", "9a. new TLS 1.3 connections, full handshakes, ECDSA P-256 "
@@ -2042,11 +2032,8 @@ class Harness:
         if "filters" in sc and "sluice" in a.targets:
             ftargets = []
             for fname, fl in FILTER_SETS:
-                t = Sluice(self, "sluice+" + fname if fl else "sluice (no filters)", fl)
-                try:
-                    ftargets.append(t.start())
-                except HarnessError as e:
-                    self.error("%s failed to start: %s" % (t.name, e))
+                self.start_into(ftargets, Sluice(self, "sluice+" + fname if fl else
+                                                 "sluice (no filters)", fl))
             try:
                 self.throughput_scenario(
                     "filters", "6. sluice filters: WebSocket echo 64 x 64 B text (%.1f s), ratio to "
